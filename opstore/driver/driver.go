@@ -1,0 +1,94 @@
+// Package driver defines the interface an operations store driver
+// implements. Users use the portable type in package opstore; drivers live in
+// their own packages (embedded, and later nats and postgres) and must pass
+// the conformance suite in package opstore/opstoretest.
+package driver
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/arrhq/arr/operation"
+	qdriver "github.com/arrhq/arr/queue/driver"
+)
+
+// Errors a driver returns; they may be wrapped.
+var (
+	// ErrNotFound: no operation has that id (or it has been deleted).
+	ErrNotFound = errors.New("opstore: operation not found")
+	// ErrConflict: an Update's Version does not match the stored one.
+	ErrConflict = errors.New("opstore: version conflict")
+	// ErrExists: Create of an id that is already stored.
+	ErrExists = errors.New("opstore: operation already exists")
+)
+
+// ListOptions selects and pages operations for List.
+type ListOptions struct {
+	// Status, when not empty, keeps only operations in one of these states.
+	Status []operation.Status
+	// After, when not empty, is the cursor returned by the previous page:
+	// List returns operations whose ID sorts after it.
+	After string
+	// Limit is the page size; drivers treat Limit <= 0 as 100.
+	Limit int
+}
+
+// Store is an operations store.
+//
+// Every method is safe for concurrent use. Every write is durable when it
+// returns nil: it survives a kill -9 of the process (and, for drivers that
+// say so, a power loss).
+type Store interface {
+	// Create stores op with Version 1, and req, in one atomic durable write.
+	//
+	// If op.IdempotencyKey is not empty and another operation already holds
+	// that key, nothing is written and Create returns that operation and
+	// created == false. Otherwise it returns a copy of op as stored and
+	// created == true. Creating an ID that already exists is ErrExists.
+	Create(ctx context.Context, op *operation.Operation, req *operation.Request) (stored *operation.Operation, created bool, err error)
+
+	// Get returns the operation, or ErrNotFound.
+	Get(ctx context.Context, id string) (*operation.Operation, error)
+
+	// GetRequest returns the request stored with the operation, or ErrNotFound.
+	GetRequest(ctx context.Context, id string) (*operation.Request, error)
+
+	// Update replaces the stored operation with op if the stored Version
+	// equals op.Version, and then stores Version+1 and sets op.Version to it.
+	// A mismatch is ErrConflict; a missing operation is ErrNotFound. The
+	// idempotency key of an operation never changes.
+	Update(ctx context.Context, op *operation.Operation) error
+
+	// List returns operations in ascending ID order (creation order) that
+	// match opts, and the cursor for the next page ("" on the last page).
+	List(ctx context.Context, opts ListOptions) (ops []*operation.Operation, next string, err error)
+
+	// DeleteExpired deletes up to limit operations whose ExpiresAt is not
+	// zero and is before now, with their requests and idempotency keys, and
+	// returns how many it deleted.
+	DeleteExpired(ctx context.Context, now time.Time, limit int) (int, error)
+
+	// Watch returns a channel that receives a value (coalesced: the channel
+	// has a buffer of one and sends never block) after every committed
+	// change of the operation id, including its deletion, until stop is
+	// called. Changes committed by any process that shares the store are
+	// seen. A caller subscribes first and then reads the operation, so that
+	// no change is missed between the read and the wait.
+	Watch(ctx context.Context, id string) (changed <-chan struct{}, stop func(), err error)
+
+	// Close releases the store. Operations after Close fail.
+	Close() error
+}
+
+// AtomicSubmitter is implemented by a store whose engine also holds a queue
+// (the embedded driver; later PostgreSQL). SubmitAtomic is Create plus the
+// Enqueue of msg on q, in one durable write, so that an operation is never
+// stored without its queue message. It returns ErrNotSameEngine when q is not
+// a queue of the same engine; the caller then writes the two in turn.
+type AtomicSubmitter interface {
+	SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (stored *operation.Operation, created bool, err error)
+}
+
+// ErrNotSameEngine: see AtomicSubmitter.
+var ErrNotSameEngine = errors.New("opstore: queue is not on the same engine")

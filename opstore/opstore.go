@@ -1,0 +1,137 @@
+// Package opstore is the portable operations store: the record of every
+// operation, its state machine, idempotency keys, listing, retention and
+// change notification. Open one with OpenStore from a URL whose scheme a
+// driver registered (import the driver package for its side effect, e.g.
+// _ "github.com/arrhq/arr/embedded").
+package opstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore/driver"
+	"github.com/arrhq/arr/queue"
+)
+
+// Errors of the store; compare with errors.Is.
+var (
+	ErrNotFound = driver.ErrNotFound
+	ErrConflict = driver.ErrConflict
+	ErrExists   = driver.ErrExists
+)
+
+// ListOptions: see driver.ListOptions.
+type ListOptions = driver.ListOptions
+
+// Store is the portable operations store over a driver.
+type Store struct {
+	d driver.Store
+}
+
+// New wraps a driver. Drivers' openers call it.
+func New(d driver.Store) *Store { return &Store{d: d} }
+
+var mux = urlmux.New[*Store]("opstore")
+
+// Register makes OpenStore open URLs of scheme with o. Drivers call it from
+// init.
+func Register(scheme string, o urlmux.Opener[*Store]) { mux.Register(scheme, o) }
+
+// OpenStore opens the store a URL names, e.g. "embedded:./arr-data".
+func OpenStore(ctx context.Context, urlstr string) (*Store, error) { return mux.Open(ctx, urlstr) }
+
+// Driver returns the driver under s.
+func (s *Store) Driver() driver.Store { return s.d }
+
+// Create: see driver.Store.Create.
+func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
+	return s.d.Create(ctx, op, req)
+}
+
+// Submit stores op and req and enqueues msg on q so that the operation is
+// never durable without its message: in one write when the driver can
+// (driver.AtomicSubmitter), else the operation first and then the message
+// (a message whose operation is missing is acked and dropped by workers).
+// It returns the stored operation and whether it was created; when an
+// idempotency key was already held, nothing is enqueued.
+func (s *Store) Submit(ctx context.Context, op *operation.Operation, req *operation.Request, q *queue.Queue, msg queue.Message) (*operation.Operation, bool, error) {
+	if as, ok := s.d.(driver.AtomicSubmitter); ok {
+		stored, created, err := as.SubmitAtomic(ctx, op, req, q.Driver(), msg)
+		if !errors.Is(err, driver.ErrNotSameEngine) {
+			return stored, created, err
+		}
+	}
+	stored, created, err := s.d.Create(ctx, op, req)
+	if err != nil || !created {
+		return stored, created, err
+	}
+	if err := q.Enqueue(ctx, msg); err != nil {
+		return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", op.ID, err)
+	}
+	return stored, true, nil
+}
+
+// Get: see driver.Store.Get.
+func (s *Store) Get(ctx context.Context, id string) (*operation.Operation, error) {
+	return s.d.Get(ctx, id)
+}
+
+// GetRequest: see driver.Store.GetRequest.
+func (s *Store) GetRequest(ctx context.Context, id string) (*operation.Request, error) {
+	return s.d.GetRequest(ctx, id)
+}
+
+// Update: see driver.Store.Update.
+func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
+	return s.d.Update(ctx, op)
+}
+
+// ErrSkip, returned by a Transition's change function, ends the transition
+// without writing; Transition then returns the current operation and ErrSkip.
+var ErrSkip = errors.New("opstore: transition skipped")
+
+// Transition reads the operation, applies change to a copy and writes it
+// back conditionally, retrying from a fresh read on a version conflict. It
+// sets UpdatedAt. change may return ErrSkip (or any error) to write nothing.
+func (s *Store) Transition(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
+	for {
+		op, err := s.d.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(op); err != nil {
+			return op, err
+		}
+		op.UpdatedAt = time.Now().UTC()
+		err = s.d.Update(ctx, op)
+		if errors.Is(err, driver.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return op, nil
+	}
+}
+
+// List: see driver.Store.List.
+func (s *Store) List(ctx context.Context, opts ListOptions) ([]*operation.Operation, string, error) {
+	return s.d.List(ctx, opts)
+}
+
+// DeleteExpired: see driver.Store.DeleteExpired.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) (int, error) {
+	return s.d.DeleteExpired(ctx, now, limit)
+}
+
+// Watch: see driver.Store.Watch.
+func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	return s.d.Watch(ctx, id)
+}
+
+// Close closes the driver.
+func (s *Store) Close() error { return s.d.Close() }

@@ -1,0 +1,58 @@
+// Package queue is the portable work queue: at-least-once delivery under
+// leases, delayed redelivery, attempt counts and dead letters. Open one with
+// OpenQueue from a URL whose scheme a driver registered.
+package queue
+
+import (
+	"context"
+	"time"
+
+	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/queue/driver"
+)
+
+// Types and errors of the queue.
+type (
+	Message  = driver.Message
+	Delivery = driver.Delivery
+	Stats    = driver.Stats
+)
+
+var (
+	ErrLeaseLost = driver.ErrLeaseLost
+	ErrClosed    = driver.ErrClosed
+)
+
+// Queue is the portable queue over a driver.
+type Queue struct {
+	d driver.Queue
+}
+
+// New wraps a driver. Drivers' openers call it.
+func New(d driver.Queue) *Queue { return &Queue{d: d} }
+
+var mux = urlmux.New[*Queue]("queue")
+
+// Register makes OpenQueue open URLs of scheme with o. Drivers call it from
+// init.
+func Register(scheme string, o urlmux.Opener[*Queue]) { mux.Register(scheme, o) }
+
+// OpenQueue opens the queue a URL names, e.g. "embedded:./arr-data".
+func OpenQueue(ctx context.Context, urlstr string) (*Queue, error) { return mux.Open(ctx, urlstr) }
+
+// Driver returns the driver under q.
+func (q *Queue) Driver() driver.Queue { return q.d }
+
+// Enqueue: see driver.Queue.Enqueue.
+func (q *Queue) Enqueue(ctx context.Context, msgs ...Message) error { return q.d.Enqueue(ctx, msgs...) }
+
+// Receive: see driver.Queue.Receive.
+func (q *Queue) Receive(ctx context.Context, max int, lease time.Duration) ([]Delivery, error) {
+	return q.d.Receive(ctx, max, lease)
+}
+
+// Stats: see driver.Queue.Stats.
+func (q *Queue) Stats(ctx context.Context) (Stats, error) { return q.d.Stats(ctx) }
+
+// Close closes the driver.
+func (q *Queue) Close() error { return q.d.Close() }

@@ -1,0 +1,56 @@
+// Package driver defines the interface a result store driver implements.
+// Users use the portable type in package resultstore; every driver must pass
+// the conformance suite in package resultstore/resultstoretest.
+package driver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+)
+
+// ErrNotFound: no result has that key.
+var ErrNotFound = errors.New("resultstore: not found")
+
+// Attributes describe a stored result.
+type Attributes struct {
+	ContentType string
+	Size        int64
+	// ETag is a strong entity tag, quoted, e.g. `"5d41402abc4b2a76"`.
+	ETag    string
+	ModTime time.Time
+}
+
+// Reader reads a stored result; it supports Seek for range requests.
+type Reader interface {
+	io.ReadSeekCloser
+	Attributes() Attributes
+}
+
+// Store keeps result bytes and hands out signed, expiring URLs to them.
+// Every method is safe for concurrent use.
+type Store interface {
+	// Put stores the bytes under key, replacing any earlier value, and is
+	// durable when it returns nil: a reader never sees a partial value.
+	Put(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error)
+	// Open returns a reader of the stored bytes, or ErrNotFound.
+	Open(ctx context.Context, key string) (Reader, error)
+	// Delete removes the result; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// SignedURL returns a URL that lets anyone holding it GET the bytes until
+	// expiry, and nothing else. The URL may be relative (path and query
+	// only) when the driver serves it itself through Handler; the caller
+	// resolves it against its public base URL.
+	SignedURL(ctx context.Context, key string, expiry time.Time) (string, error)
+	Close() error
+}
+
+// Server is implemented by drivers that serve their own signed URLs (the
+// file driver). Handler serves GET and HEAD of signed URLs under Prefix,
+// refusing with 403 any URL that is not validly signed and unexpired.
+type Server interface {
+	Prefix() string
+	Handler() http.Handler
+}

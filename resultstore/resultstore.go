@@ -1,0 +1,71 @@
+// Package resultstore is the portable result store: result bytes with a
+// content type, and signed expiring URLs to read them. Open one with
+// OpenStore from a URL whose scheme a driver registered, e.g.
+// "file:./arr-data/results" (package resultstore/fileresult).
+package resultstore
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/resultstore/driver"
+)
+
+// Types and errors of the store.
+type (
+	Attributes = driver.Attributes
+	Reader     = driver.Reader
+)
+
+// ErrNotFound: no result has that key.
+var ErrNotFound = driver.ErrNotFound
+
+// Store is the portable result store over a driver.
+type Store struct {
+	d driver.Store
+}
+
+// New wraps a driver. Drivers' openers call it.
+func New(d driver.Store) *Store { return &Store{d: d} }
+
+var mux = urlmux.New[*Store]("resultstore")
+
+// Register makes OpenStore open URLs of scheme with o.
+func Register(scheme string, o urlmux.Opener[*Store]) { mux.Register(scheme, o) }
+
+// OpenStore opens the store a URL names.
+func OpenStore(ctx context.Context, urlstr string) (*Store, error) { return mux.Open(ctx, urlstr) }
+
+// Driver returns the driver under s.
+func (s *Store) Driver() driver.Store { return s.d }
+
+// Put: see driver.Store.Put.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error) {
+	return s.d.Put(ctx, key, r, contentType)
+}
+
+// Open: see driver.Store.Open.
+func (s *Store) Open(ctx context.Context, key string) (Reader, error) { return s.d.Open(ctx, key) }
+
+// Delete: see driver.Store.Delete.
+func (s *Store) Delete(ctx context.Context, key string) error { return s.d.Delete(ctx, key) }
+
+// SignedURL: see driver.Store.SignedURL.
+func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
+	return s.d.SignedURL(ctx, key, expiry)
+}
+
+// Handler returns the handler that serves the driver's own signed URLs and
+// the path prefix it serves, or nil when the driver's URLs point elsewhere.
+func (s *Store) Handler() (prefix string, h http.Handler) {
+	if srv, ok := s.d.(driver.Server); ok {
+		return srv.Prefix(), srv.Handler()
+	}
+	return "", nil
+}
+
+// Close closes the driver.
+func (s *Store) Close() error { return s.d.Close() }
