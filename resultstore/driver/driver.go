@@ -42,14 +42,22 @@ type Store interface {
 	// SignedURL returns a URL that lets anyone holding it GET the bytes until
 	// expiry, and nothing else. The URL may be relative (path and query
 	// only) when the driver serves it itself through Handler; the caller
-	// resolves it against its public base URL.
+	// resolves it against its public base URL. Every query parameter is
+	// covered by the signature: changing or dropping any of them, or moving
+	// them to another key's path, gets the URL refused. An expiry in the
+	// past gives a URL that is refused when used (drivers that do not serve
+	// their own URLs may instead return an error).
 	SignedURL(ctx context.Context, key string, expiry time.Time) (string, error)
 	Close() error
 }
 
 // Server is implemented by drivers that serve their own signed URLs (the
 // file driver). Handler serves GET and HEAD of signed URLs under Prefix,
-// refusing with 403 any URL that is not validly signed and unexpired.
+// refusing with 403 any URL that is not validly signed and unexpired, with
+// 404 a validly signed URL whose result is gone, and with 405 other
+// methods; refusals are application/problem+json. Prefix begins and ends
+// with "/". Mount Handler with the request path unchanged:
+// mux.Handle(Prefix(), Handler()), not under http.StripPrefix.
 type Server interface {
 	Prefix() string
 	Handler() http.Handler
