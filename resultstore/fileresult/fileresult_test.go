@@ -186,9 +186,10 @@ func TestServedHeaders(t *testing.T) {
 	tests := []struct {
 		key, ct, disposition string
 	}{
-		{"data/res.json", "application/json", ""},
-		{"data/problem.json", "application/problem+json", ""},
-		{"data/res.txt", "text/plain; charset=utf-8", ""},
+		{"data/res.json", "application/json", `attachment; filename=res.json`},
+		{"data/0192e0d2", "application/json", `attachment; filename=0192e0d2.json`},
+		{"data/problem", "application/problem+json", `attachment; filename=problem.json`},
+		{"data/res", "text/plain; charset=utf-8", `attachment; filename=res.txt`},
 		{"data/0192e0d2.blobdata", "application/octet-stream", `attachment; filename=0192e0d2.blobdata`},
 		{"data/page.html", "text/html", `attachment; filename=page.html`},
 		{"data/image.svg", "image/svg+xml", `attachment; filename=image.svg`},

@@ -35,12 +35,11 @@ const (
 // If-None-Match and If-Modified-Since work, with the stored Content-Type and
 // ETag, Cache-Control "private, max-age=<seconds until the URL expires>",
 // X-Content-Type-Options: nosniff, a Content-Security-Policy that runs
-// nothing, and Referrer-Policy: no-referrer. Content types that are safe to
-// show in a browser (text/plain, text/csv, application/json and
-// application/*+json) are served inline; every other type, including HTML,
-// XML and SVG, gets "Content-Disposition: attachment" with the key's last
-// segment as file name, so that a browser opening the URL downloads the
-// data (as the seed's blob URLs did) and never renders it on arr's origin.
+// nothing, and Referrer-Policy: no-referrer. Every result gets
+// "Content-Disposition: attachment" with the key's last segment as file
+// name (plus an extension for the common text types when it has none), so
+// that a browser opening the URL downloads the data, as the seed's blob URLs
+// did, and never renders it on arr's origin.
 func (s *Store) Handler() http.Handler { return http.HandlerFunc(s.serve) }
 
 func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
@@ -77,13 +76,11 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Referrer-Policy", "no-referrer")
-	if !inlineSafe(a.ContentType) {
-		cd := mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(key)})
-		if cd == "" {
-			cd = "attachment"
-		}
-		h.Set("Content-Disposition", cd)
+	cd := mime.FormatMediaType("attachment", map[string]string{"filename": fileName(key, a.ContentType)})
+	if cd == "" {
+		cd = "attachment"
 	}
+	h.Set("Content-Disposition", cd)
 	http.ServeContent(w, r, "", a.ModTime, rd)
 }
 
@@ -115,19 +112,23 @@ func (s *Store) check(r *http.Request) (string, time.Time, error) {
 	return key, exp, err
 }
 
-// inlineSafe reports whether a browser may show ct inline on arr's origin.
-func inlineSafe(ct string) bool {
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return false
+// fileName is the download name of key: its last segment, with an
+// extension for the common text types when it has none.
+func fileName(key, ct string) string {
+	name := path.Base(key)
+	if path.Ext(name) != "" {
+		return name
 	}
+	mt, _, _ := mime.ParseMediaType(ct)
 	switch {
-	case mt == "text/plain", mt == "text/csv", mt == "application/json":
-		return true
-	case strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
-		return true
+	case mt == "application/json", strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		return name + ".json"
+	case mt == "text/plain":
+		return name + ".txt"
+	case mt == "text/csv":
+		return name + ".csv"
 	}
-	return false
+	return name
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {
