@@ -124,7 +124,7 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*operation.Operat
 }
 
 // DeleteExpired: see driver.Store.DeleteExpired.
-func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) (int, error) {
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
 	return s.d.DeleteExpired(ctx, now, limit)
 }
 

@@ -66,8 +66,9 @@ type Store interface {
 
 	// DeleteExpired deletes up to limit operations whose ExpiresAt is not
 	// zero and is before now, with their requests and idempotency keys, and
-	// returns how many it deleted.
-	DeleteExpired(ctx context.Context, now time.Time, limit int) (int, error)
+	// returns the operations it deleted, as they were stored (so that the
+	// caller can delete their results). A limit <= 0 deletes nothing.
+	DeleteExpired(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error)
 
 	// Watch returns a channel that receives a value (coalesced: the channel
 	// has a buffer of one and sends never block) after every committed

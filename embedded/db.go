@@ -1,0 +1,416 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/opstore"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	"github.com/arrhq/arr/queue"
+	qdriver "github.com/arrhq/arr/queue/driver"
+)
+
+// Options configures a DB. The zero value is ready to use: every field
+// documents its default.
+type Options struct {
+	// MaxDeliveries dead-letters a message that has been delivered this many
+	// times without an Ack, instead of delivering it again (after an expired
+	// lease or a Nak). Default 0: unlimited. The worker decides retries from
+	// the operation's own Attempts, so the queue's limit is only a backstop
+	// against messages that crash the process before the worker can record
+	// an attempt. Negative values mean 0.
+	MaxDeliveries int
+
+	// DefaultLease is the lease of a Receive called with lease <= 0.
+	// Default 30s.
+	DefaultLease time.Duration
+
+	// CacheSize is the size in bytes of Pebble's block cache for table
+	// blocks. Pebble charges its memtables to the same cache, so Open sizes
+	// the cache at CacheSize + 2×MemTableSize. Default 32 MiB.
+	CacheSize int64
+
+	// MemTableSize is the size in bytes of one Pebble memtable; Pebble keeps
+	// one being written and usually at most one being flushed, so this
+	// bounds the memory that buffers recent writes. Default 16 MiB.
+	MemTableSize uint64
+
+	// Logger receives Pebble's errors, and its informational messages at
+	// debug level. Default slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	defaultLease        = 30 * time.Second
+	defaultCacheSize    = 32 << 20
+	defaultMemTableSize = 16 << 20
+)
+
+func (o Options) withDefaults() Options {
+	if o.MaxDeliveries < 0 {
+		o.MaxDeliveries = 0
+	}
+	if o.DefaultLease <= 0 {
+		o.DefaultLease = defaultLease
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = defaultCacheSize
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = defaultMemTableSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// ErrClosed is returned by the store's methods after Close. (The queue's
+// methods return queue/driver.ErrClosed.)
+var ErrClosed = errors.New("embedded: closed")
+
+// nStripes is the number of striped locks that serialize read-check-write
+// sequences on one operation id, idempotency key or message id.
+const nStripes = 16384
+
+// DB is one Pebble database in a directory, holding an operations store and
+// a queue. It is safe for concurrent use.
+//
+// A DB is reference counted: Open holds one reference, released by Close,
+// and every Store and Queue it hands out holds one, released by that
+// handle's Close. The database closes when the last reference goes.
+type DB struct {
+	dir  string
+	opts Options
+	pdb  *pebble.DB
+
+	locks [nStripes]sync.Mutex
+	watch watchers
+	q     *queueState
+
+	refs      int           // guarded by registry.mu
+	closing   chan struct{} // closed when the last reference goes
+	gate      sync.RWMutex  // held shared by operations, exclusively by the final close
+	closed    bool          // guarded by gate
+	closeOnce sync.Once     // Open's reference
+	closeErr  error
+}
+
+// registry holds the DBs open in this process by absolute directory, so that
+// URL openers of one directory share one DB (Pebble locks its directory).
+var registry struct {
+	mu  sync.Mutex
+	dbs map[string]*DB
+}
+
+// Open opens (creating if needed) the database in dir. A directory can be
+// open only once per process: Open fails if this process has it open
+// already, but OpenStore and OpenQueue URLs naming the directory share the
+// DB that Open returned.
+func Open(dir string, opts Options) (*DB, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if registry.dbs[abs] != nil {
+		return nil, fmt.Errorf("embedded: %s is already open in this process", abs)
+	}
+	return openLocked(abs, opts)
+}
+
+// openLocked opens dir and registers it with one reference.
+// registry.mu is held.
+func openLocked(abs string, opts Options) (*DB, error) {
+	opts = opts.withDefaults()
+	// Memtables are charged to the block cache: without room for them,
+	// nothing would be cached at all.
+	cache := pebble.NewCache(opts.CacheSize + 2*int64(opts.MemTableSize))
+	defer cache.Unref()
+	po := &pebble.Options{
+		Cache:              cache,
+		MemTableSize:       opts.MemTableSize,
+		Logger:             pebbleLogger{opts.Logger},
+		FormatMajorVersion: pebble.FormatNewest,
+	}
+	// Bloom filters on every level: Create's existence checks are point
+	// reads of keys that are usually absent.
+	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	pdb, err := pebble.Open(abs, po)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: opening %s: %w", abs, err)
+	}
+	db := &DB{dir: abs, opts: opts, pdb: pdb, closing: make(chan struct{}), refs: 1}
+	db.watch.init()
+	if err := db.checkFormat(); err != nil {
+		_ = pdb.Close()
+		return nil, err
+	}
+	if db.q, err = newQueueState(db); err != nil {
+		_ = pdb.Close()
+		return nil, err
+	}
+	if registry.dbs == nil {
+		registry.dbs = map[string]*DB{}
+	}
+	registry.dbs[abs] = db
+	return db, nil
+}
+
+func (db *DB) checkFormat() error {
+	v, closer, err := db.pdb.Get(metaFormatKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		if err := db.pdb.Set(metaFormatKey, []byte(strconv.Itoa(formatVersion)), pebble.Sync); err != nil {
+			return fmt.Errorf("embedded: writing format version: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("embedded: reading format version: %w", err)
+	}
+	defer closer.Close()
+	if string(v) != strconv.Itoa(formatVersion) {
+		return fmt.Errorf("embedded: %s has layout version %q; this build reads version %d", db.dir, v, formatVersion)
+	}
+	return nil
+}
+
+// Dir returns the absolute directory of the database.
+func (db *DB) Dir() string { return db.dir }
+
+// Close releases Open's reference; the database closes when the Stores and
+// Queues handed out are closed too. Calling Close again does nothing.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() { db.closeErr = db.release() })
+	return db.closeErr
+}
+
+// acquire takes a reference for a new handle; it reports false when the DB
+// is closed for good.
+func (db *DB) acquire() bool {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if db.refs == 0 {
+		return false
+	}
+	db.refs++
+	return true
+}
+
+// release drops a reference and closes the database with the last one.
+func (db *DB) release() error {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if db.refs == 0 {
+		return nil
+	}
+	db.refs--
+	if db.refs > 0 {
+		return nil
+	}
+	if registry.dbs[db.dir] == db {
+		delete(registry.dbs, db.dir)
+	}
+	close(db.closing)
+	db.gate.Lock()
+	db.closed = true
+	db.gate.Unlock()
+	db.q.stopAlarm()
+	if err := db.pdb.Close(); err != nil {
+		return fmt.Errorf("embedded: closing %s: %w", db.dir, err)
+	}
+	return nil
+}
+
+// begin admits one operation, or fails once the database is closed; end
+// must follow. Operations never nest begin.
+func (db *DB) begin(closedErr error) error {
+	db.gate.RLock()
+	if db.closed {
+		db.gate.RUnlock()
+		return closedErr
+	}
+	return nil
+}
+
+func (db *DB) end() { db.gate.RUnlock() }
+
+// Store returns the DB's operations store, which also implements
+// opstore/driver.AtomicSubmitter with the DB's Queue. It holds a reference
+// to the DB until its Close.
+func (db *DB) Store() opdriver.Store {
+	s := &store{db: db}
+	if !db.acquire() {
+		s.closed.Store(true)
+	}
+	return s
+}
+
+// Queue returns the DB's queue. It holds a reference to the DB until its
+// Close. All the Queues of one DB are the same queue.
+func (db *DB) Queue() qdriver.Queue {
+	h := &queueHandle{db: db, closed: make(chan struct{})}
+	if !db.acquire() {
+		h.once.Do(func() { close(h.closed) })
+	}
+	return h
+}
+
+// ---- striped locks ----
+
+// stripe hashes s (FNV-1a) to a stripe.
+func stripe(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h % nStripes
+}
+
+// lockStripes locks the stripes of keys in a global order and returns them
+// for unlockStripes.
+func (db *DB) lockStripes(keys ...string) []uint32 {
+	idx := make([]uint32, 0, len(keys))
+	for _, k := range keys {
+		idx = append(idx, stripe(k))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		db.locks[i].Lock()
+	}
+	return idx
+}
+
+func (db *DB) unlockStripes(idx []uint32) {
+	for _, i := range idx {
+		db.locks[i].Unlock()
+	}
+}
+
+// ---- Pebble logging ----
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "component", "pebble", "fatal", true)
+	panic("pebble: " + msg)
+}
+
+// ---- URL openers ----
+
+func init() {
+	opstore.Register("embedded", func(ctx context.Context, u *url.URL) (*opstore.Store, error) {
+		db, err := openURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return opstore.New(&store{db: db}), nil // the handle owns openURL's reference
+	})
+	queue.Register("embedded", func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
+		db, err := openURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return queue.New(&queueHandle{db: db, closed: make(chan struct{})}), nil
+	})
+}
+
+// openURL returns the DB a URL names with a reference for the caller,
+// opening it or sharing the one this process has open. The query may set
+// maxDeliveries, defaultLease (a Go duration), cacheSize and memTableSize
+// (bytes). On a DB already open, maxDeliveries and defaultLease replace the
+// current values; cacheSize and memTableSize must match how it was opened.
+func openURL(u *url.URL) (*DB, error) {
+	dir := urlmux.Path(u)
+	if dir == "" {
+		return nil, fmt.Errorf("embedded: URL %q names no directory (want embedded:./dir or embedded:///abs/dir)", u.Redacted())
+	}
+	var (
+		opts                       Options
+		setMax, setLease, setCache bool
+		setMemTable                bool
+	)
+	for k, vs := range u.Query() {
+		v := vs[len(vs)-1]
+		var err error
+		switch k {
+		case "maxDeliveries":
+			opts.MaxDeliveries, err = strconv.Atoi(v)
+			if err == nil && opts.MaxDeliveries < 0 {
+				err = errors.New("must not be negative")
+			}
+			setMax = true
+		case "defaultLease":
+			opts.DefaultLease, err = time.ParseDuration(v)
+			if err == nil && opts.DefaultLease <= 0 {
+				err = errors.New("must be positive")
+			}
+			setLease = true
+		case "cacheSize":
+			opts.CacheSize, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && opts.CacheSize <= 0 {
+				err = errors.New("must be positive")
+			}
+			setCache = true
+		case "memTableSize":
+			opts.MemTableSize, err = strconv.ParseUint(v, 10, 64)
+			if err == nil && opts.MemTableSize == 0 {
+				err = errors.New("must be positive")
+			}
+			setMemTable = true
+		default:
+			return nil, fmt.Errorf("embedded: unknown URL parameter %q (known: maxDeliveries, defaultLease, cacheSize, memTableSize)", k)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("embedded: URL parameter %s=%q: %v", k, v, err)
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	db := registry.dbs[abs]
+	if db == nil {
+		return openLocked(abs, opts)
+	}
+	if setCache && opts.CacheSize != db.opts.CacheSize {
+		return nil, fmt.Errorf("embedded: %s is already open with cacheSize=%d", abs, db.opts.CacheSize)
+	}
+	if setMemTable && opts.MemTableSize != db.opts.MemTableSize {
+		return nil, fmt.Errorf("embedded: %s is already open with memTableSize=%d", abs, db.opts.MemTableSize)
+	}
+	if setMax {
+		db.q.maxDeliveries.Store(int64(opts.MaxDeliveries))
+	}
+	if setLease {
+		db.q.defaultLease.Store(int64(opts.DefaultLease))
+	}
+	db.refs++
+	return db, nil
+}

@@ -1,0 +1,96 @@
+// Package embedded is arr's default engine: an operations store
+// (opstore/driver.Store and driver.AtomicSubmitter) and a queue
+// (queue/driver.Queue) on one Pebble database in one directory, pure Go, no
+// other process.
+//
+//	db, err := embedded.Open("./arr-data", embedded.Options{})
+//	store, q := opstore.New(db.Store()), queue.New(db.Queue())
+//
+// or by URL, after importing the package:
+//
+//	opstore.OpenStore(ctx, "embedded:./arr-data")
+//	queue.OpenQueue(ctx, "embedded:./arr-data?maxDeliveries=5")
+//
+// URLs naming the same directory share one DB in a process (Pebble locks its
+// directory); the DB closes when its last Store, Queue and Open reference is
+// closed. URL parameters: maxDeliveries, defaultLease (a Go duration),
+// cacheSize and memTableSize (bytes); see Options.
+//
+// # Durability and group commit
+//
+// Every write that the driver interfaces call durable — Create, Update,
+// DeleteExpired, SubmitAtomic, Enqueue, Ack, Nak, Term — is one Pebble batch
+// committed with pebble.Sync: it is in the fsynced write-ahead log before the
+// call returns, so it survives a kill -9 and a power loss. A submit (the
+// operation, its request, its idempotency key, its status and expiry index
+// entries and its queue message) is a single batch, so an operation is never
+// durable without its message. Pebble's commit pipeline merges the synced
+// batches that arrive while an fsync is in flight into the next fsync, so
+// concurrent submits share fsyncs (see BenchmarkSubmit against
+// BenchmarkSubmitSerial).
+//
+// Read-check-write sequences (the version check of Update, the idempotency
+// key and existence checks of Create, the already-queued check of Enqueue)
+// run under in-process striped locks keyed by operation id, idempotency key
+// and message id, taken in a global order. A single process owns the
+// directory, so no other writer exists.
+//
+// # On-disk layout
+//
+// Keys start with a one-byte prefix; ids and idempotency keys are stored as
+// their bytes; times are big-endian uint64 Unix nanoseconds, so keys sort by
+// time. Pebble prefix-compresses keys within blocks and compresses blocks
+// with Snappy.
+//
+//	!format                      layout version ("1")
+//	o<id>                        operation: 0x01 + JSON of operation.Operation
+//	r<id>                        request: 0x01, uvarint-prefixed method, path,
+//	                             query, headers (count, then name + values),
+//	                             then the raw body (kept out of o<id> so that
+//	                             status reads never load bodies)
+//	k<idempotency key>           id of the operation holding the key
+//	s<status>\x00<id>            (empty) status index, for List's filters
+//	x<expiresAt><id>             (empty) expiry index, for DeleteExpired
+//	q<readyAt><message id>       queue entry: 0x01, uvarint delivery count, body
+//	m<message id>                readyAt (8 bytes) of the message's q entry,
+//	                             or "D" when it is dead: one point read tells
+//	                             Enqueue whether an id is queued, dead or new
+//	d<message id>                dead letter: 0x01, deadAt, uvarint delivery
+//	                             count, uvarint-prefixed reason, body
+//
+// List without a filter walks o<…> from the cursor; with a filter it merges
+// one walk of s<status>\x00<…> per status, reading the records from the same
+// snapshot. DeleteExpired walks x<…> up to now.
+//
+// # The queue
+//
+// Entries are ordered by the time they become deliverable. Receive scans
+// from an in-memory watermark, below which every entry is either deleted or
+// leased, so it never walks the tombstones that acked entries leave behind
+// (the classic LSM-queue pitfall): an Ack deletes an entry the watermark has
+// already passed. An Enqueue or Nak whose entry sorts below the watermark
+// (clock steps) lowers it.
+//
+// Leases live only in memory, one small record per message in flight, with
+// a heap by expiry; an expired lease is redelivered from memory. A crash
+// loses the leases, which makes the leased messages deliverable again (at
+// least once). On delivery, the entry's delivery count is rewritten without
+// an fsync; the next synced write makes it durable. A Nak rewrites the entry
+// at its new ready time, durably. Term, or a delivery beyond MaxDeliveries,
+// moves the entry to d<id>. Enqueue of an id that has a dead letter revives
+// it (the dead letter is removed).
+//
+// Memory is O(messages in flight), not O(queue length). Open counts the
+// m<…> entries (queued and dead) once for Stats; Stats counts the delayed end of the
+// queue (entries ready after now) on each call, so its cost is O(delayed
+// messages).
+//
+// A Receive that finds nothing waits; it never polls. Each message that
+// becomes deliverable (Enqueue, Nak) signals one waiting Receive, oldest
+// first, rather than all of them, so idle workers do not stampede; one shared
+// alarm fires at the next known event (a delayed entry's ready time, the
+// first lease expiry) and signals one waiter, which re-arms it. A Receive
+// that stops at its max with more deliverable passes the signal on.
+//
+// Watch is an in-process notification sent after a change is committed.
+package embedded

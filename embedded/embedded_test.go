@@ -1,0 +1,717 @@
+package embedded
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	"github.com/arrhq/arr/opstore/opstoretest"
+	"github.com/arrhq/arr/queue"
+	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/queue/queuetest"
+)
+
+// ---- conformance ----
+
+// storeHarness opens the store with Open and the queue of the same DB.
+type storeHarness struct {
+	dir string
+	db  *DB
+}
+
+func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
+	db, err := Open(h.dir, Options{})
+	if err != nil {
+		return nil, err
+	}
+	h.db = db
+	s := db.Store()
+	return s, db.Close() // the store holds the DB open
+}
+
+func (h *storeHarness) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
+	return h.db.Queue(), nil
+}
+
+func (h *storeHarness) Close() {}
+
+func TestStoreConformance(t *testing.T) {
+	opstoretest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (opstoretest.Harness, error) {
+		return &storeHarness{dir: t.TempDir()}, nil
+	})
+}
+
+// queueHarness opens the queue by URL, as arr's configuration does.
+type queueHarness struct{ dir string }
+
+func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
+	q, err := queue.OpenQueue(ctx, fmt.Sprintf("embedded:%s?maxDeliveries=%d", h.dir, maxDeliveries))
+	if err != nil {
+		return nil, err
+	}
+	return q.Driver(), nil
+}
+
+func (h *queueHarness) Close() {}
+
+func TestQueueConformance(t *testing.T) {
+	queuetest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (queuetest.Harness, error) {
+		return &queueHarness{dir: t.TempDir()}, nil
+	})
+}
+
+// ---- helpers ----
+
+func openT(t testing.TB, dir string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return db
+}
+
+func testOp(id string) *operation.Operation {
+	now := time.Now().UTC()
+	return &operation.Operation{ID: id, Route: "echo", Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+}
+
+// ---- URL openers and sharing ----
+
+func TestURLSharesOneDB(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := opstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatalf("OpenStore: %v", err)
+	}
+	q, err := queue.OpenQueue(ctx, "embedded://"+dir+"?maxDeliveries=3")
+	if err != nil {
+		t.Fatalf("OpenQueue: %v", err)
+	}
+	sdb, qdb := st.Driver().(*store).db, q.Driver().(*queueHandle).db
+	if sdb != qdb {
+		t.Fatalf("store and queue URLs of one directory opened two DBs")
+	}
+	if got := sdb.q.maxDeliveries.Load(); got != 3 {
+		t.Fatalf("maxDeliveries = %d, want 3 from the URL", got)
+	}
+	if _, err := Open(dir, Options{}); err == nil {
+		t.Fatalf("Open of a directory open in this process succeeded")
+	}
+
+	// Submit is atomic across the two: the store recognises the queue.
+	op := testOp(opstoretest.NewID())
+	as := st.Driver().(opdriver.AtomicSubmitter)
+	if _, created, err := as.SubmitAtomic(ctx, op, &operation.Request{Method: "POST"}, q.Driver(), qdriver.Message{ID: op.ID}); err != nil || !created {
+		t.Fatalf("SubmitAtomic across URL-opened store and queue = %v, %v", created, err)
+	}
+
+	// Closing one keeps the DB open for the other.
+	if err := st.Close(); err != nil {
+		t.Fatalf("closing store: %v", err)
+	}
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "after-store-close"}); err != nil {
+		t.Fatalf("Enqueue after the store closed: %v", err)
+	}
+	if _, err := Open(dir, Options{}); err == nil {
+		t.Fatalf("Open while the queue still holds the DB succeeded")
+	}
+	if err := q.Close(); err != nil {
+		t.Fatalf("closing queue: %v", err)
+	}
+	// Both closed: the DB is closed and the directory free.
+	db := openT(t, dir, Options{})
+	defer db.Close()
+	if _, err := db.Store().Get(ctx, op.ID); err != nil {
+		t.Fatalf("Get after reopen: %v", err)
+	}
+	if s, _ := db.Queue().Stats(ctx); s.Ready != 2 {
+		t.Fatalf("Stats after reopen = %+v, want 2 ready", s)
+	}
+	// A DB opened with Open is shared with URL openers too.
+	q2, err := queue.OpenQueue(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatalf("OpenQueue of a directory opened with Open: %v", err)
+	}
+	if q2.Driver().(*queueHandle).db != db {
+		t.Fatalf("URL opener did not share the DB opened with Open")
+	}
+	q2.Close()
+}
+
+func TestURLErrors(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, u := range []string{
+		"embedded:" + dir + "?bogus=1",
+		"embedded:" + dir + "?maxDeliveries=-1",
+		"embedded:" + dir + "?maxDeliveries=x",
+		"embedded:" + dir + "?defaultLease=0s",
+		"embedded:",
+	} {
+		if q, err := queue.OpenQueue(ctx, u); err == nil {
+			q.Close()
+			t.Errorf("OpenQueue(%q) succeeded", u)
+		}
+	}
+	q, err := queue.OpenQueue(ctx, "embedded:"+dir+"?cacheSize=1048576")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if s, err := opstore.OpenStore(ctx, "embedded:"+dir+"?cacheSize=2097152"); err == nil {
+		s.Close()
+		t.Errorf("OpenStore with a cacheSize different from the open DB's succeeded")
+	}
+	s, err := opstore.OpenStore(ctx, "embedded:"+dir+"?cacheSize=1048576")
+	if err != nil {
+		t.Fatalf("OpenStore with the same cacheSize: %v", err)
+	}
+	s.Close()
+}
+
+func TestClosedHandles(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	s, q := db.Store(), db.Queue()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if _, _, err := s.Create(ctx, testOp("a"), nil); err != nil {
+		t.Fatalf("Create with the DB's own reference closed: %v", err)
+	}
+	s.Close()
+	s.Close()
+	if _, err := s.Get(ctx, "a"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get on a closed store = %v, want ErrClosed", err)
+	}
+	q.Close()
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "x"}); !errors.Is(err, qdriver.ErrClosed) {
+		t.Fatalf("Enqueue on a closed queue = %v, want ErrClosed", err)
+	}
+	// All references gone: new handles are closed.
+	if _, err := db.Store().Get(ctx, "a"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get on a store of a closed DB = %v, want ErrClosed", err)
+	}
+	if _, err := db.Queue().Receive(ctx, 1, time.Second); !errors.Is(err, qdriver.ErrClosed) {
+		t.Fatalf("Receive on a queue of a closed DB = %v, want ErrClosed", err)
+	}
+}
+
+// ---- queue design properties ----
+
+// TestReceiveSkipsTombstones checks that Receive does not walk the
+// tombstones that acked entries leave: its scan starts at the watermark.
+func TestReceiveSkipsTombstones(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	defer db.Close()
+	q := db.Queue()
+	defer q.Close()
+	const n = 2000
+	for i := 0; i < n; i += 500 {
+		var msgs []qdriver.Message
+		for j := i; j < i+500; j++ {
+			msgs = append(msgs, qdriver.Message{ID: fmt.Sprintf("m%05d", j), Body: []byte("x")})
+		}
+		if err := q.Enqueue(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for acked := 0; acked < n; {
+		ds, err := q.Receive(ctx, 250, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for _, d := range ds {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := d.Ack(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		acked += len(ds)
+	}
+	empty := func() int {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		if ds, err := q.Receive(rctx, 1, time.Minute); len(ds) > 0 || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Receive on an empty queue = %d, %v", len(ds), err)
+		}
+		db.q.mu.Lock()
+		defer db.q.mu.Unlock()
+		return db.q.lastScanSteps
+	}
+	if steps := empty(); steps > 10 {
+		t.Fatalf("Receive on an empty queue stepped %d times over internal keys; want a handful (the watermark skips %d acked entries)", steps, n)
+	}
+	// The check is meaningful: a scan from the start walks the tombstones.
+	db.q.mu.Lock()
+	db.q.watermark = []byte{pQueue}
+	db.q.mu.Unlock()
+	if steps := empty(); steps < n {
+		t.Fatalf("a scan from the start stepped only %d times; the test cannot tell", steps)
+	}
+}
+
+// TestWatermarkBelowLeases: when the watermark falls below leased entries
+// (an Enqueue or Nak at a ready time below it, after a clock step), the
+// scan passes over them without delivering them twice.
+func TestWatermarkBelowLeases(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	defer db.Close()
+	q := db.Queue()
+	defer q.Close()
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "a"}, qdriver.Message{ID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := q.Receive(ctx, 2, time.Minute)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("Receive = %d, %v", len(ds), err)
+	}
+	db.q.mu.Lock()
+	db.q.lowerWatermark([]byte{pQueue})
+	db.q.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if ds, err := q.Receive(rctx, 2, time.Minute); len(ds) != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Receive with the watermark below two leased entries = %d deliveries, %v", len(ds), err)
+	}
+}
+
+// TestWaiterWokenByLeaseExpiry: a Receive that went to sleep before another
+// Receive took a lease is woken when that lease expires (the worker that
+// held it died), and gets the message again.
+func TestWaiterWokenByLeaseExpiry(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	defer db.Close()
+	q := db.Queue()
+	defer q.Close()
+	type result struct {
+		ds  []qdriver.Delivery
+		err error
+	}
+	receive := func(lease time.Duration) chan result {
+		c := make(chan result, 1)
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			ds, err := q.Receive(rctx, 1, lease)
+			c <- result{ds, err}
+		}()
+		return c
+	}
+	first := receive(300 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	second := receive(time.Minute)
+	time.Sleep(50 * time.Millisecond)
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-first // the oldest waiter takes it, and its worker dies
+	if r.err != nil || len(r.ds) != 1 {
+		t.Fatalf("first Receive = %d, %v", len(r.ds), r.err)
+	}
+	start := time.Now()
+	select {
+	case r := <-second:
+		if r.err != nil || len(r.ds) != 1 || r.ds[0].Attempt() != 2 {
+			t.Fatalf("second Receive = %d, %v", len(r.ds), r.err)
+		}
+		if el := time.Since(start); el > 2*time.Second {
+			t.Fatalf("redelivered %v after the lease was taken", el)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a Receive waiting since before the lease was taken was not woken when it expired")
+	}
+}
+
+// TestReceiveWakesPromptly checks the in-process signalling: a blocked
+// Receive returns soon after an Enqueue, and a delayed message soon after
+// its delay, with no polling interval in between.
+func TestReceiveWakesPromptly(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	defer db.Close()
+	q := db.Queue()
+	defer q.Close()
+	var lags []time.Duration
+	for i := range 15 {
+		got := make(chan time.Time, 1)
+		go func() {
+			ds, err := q.Receive(ctx, 1, time.Minute)
+			if err != nil || len(ds) != 1 {
+				t.Errorf("Receive = %d, %v", len(ds), err)
+			} else {
+				_ = ds[0].Ack(ctx)
+			}
+			got <- time.Now()
+		}()
+		time.Sleep(20 * time.Millisecond)
+		if err := q.Enqueue(ctx, qdriver.Message{ID: fmt.Sprint("w", i)}); err != nil {
+			t.Fatal(err)
+		}
+		enqueued := time.Now()
+		lags = append(lags, (<-got).Sub(enqueued))
+	}
+	slices.Sort(lags)
+	if med := lags[len(lags)/2]; med > 50*time.Millisecond {
+		t.Fatalf("median wake-up after Enqueue = %v (all: %v); want milliseconds", med, lags)
+	}
+	// A delayed message: woken by a timer, close to its time.
+	const delay = 300 * time.Millisecond
+	start := time.Now()
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "delayed", Delay: delay}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := q.Receive(ctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive = %d, %v", len(ds), err)
+	}
+	if el := time.Since(start); el < delay || el > delay+time.Second {
+		t.Fatalf("delayed message delivered after %v, want just over %v", el, delay)
+	}
+}
+
+func TestDeadLettersListed(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{MaxDeliveries: 1})
+	defer db.Close()
+	q := db.Queue()
+	defer q.Close()
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "a", Body: []byte("A")}, qdriver.Message{ID: "b", Body: []byte("B")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := q.Receive(ctx, 2, time.Minute)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("Receive = %d, %v", len(ds), err)
+	}
+	for _, d := range ds {
+		if d.Message().ID == "a" {
+			err = d.Term(ctx, "bad input")
+		} else {
+			err = d.Nak(ctx, 0) // the only delivery allowed: dead
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dls, err := db.DeadLetters("", 10)
+	if err != nil || len(dls) != 2 {
+		t.Fatalf("DeadLetters = %v, %v", dls, err)
+	}
+	if dls[0].ID != "a" || string(dls[0].Body) != "A" || dls[0].Reason != "bad input" || dls[0].Deliveries != 1 {
+		t.Fatalf("dead letter a = %+v", dls[0])
+	}
+	if dls[1].ID != "b" || !strings.Contains(dls[1].Reason, "MaxDeliveries") {
+		t.Fatalf("dead letter b = %+v", dls[1])
+	}
+	// Enqueuing a dead id again revives it.
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "a", Body: []byte("A2")}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := q.Stats(ctx); s.Dead != 1 || s.Ready != 1 {
+		t.Fatalf("Stats after reviving = %+v", s)
+	}
+	if dls, _ := db.DeadLetters("", 10); len(dls) != 1 || dls[0].ID != "b" {
+		t.Fatalf("DeadLetters after reviving = %+v", dls)
+	}
+}
+
+// TestLargeQueue: a million pending messages open fast and in little
+// memory, and are served from the front without loading the rest.
+func TestLargeQueue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	n := 1_000_000
+	if raceEnabled {
+		n = 100_000 // the race detector makes Pebble ~10x slower
+	}
+	dir := t.TempDir()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	db := openT(t, dir, Options{})
+	// Write the entries directly, as Enqueue would, without its per-message
+	// checks and fsyncs: this test is about reading them back.
+	base := nanos(time.Now().Add(-time.Hour))
+	b := db.pdb.NewBatch()
+	body := []byte("a small message body")
+	for i := range n {
+		id := fmt.Sprintf("msg-%08d", i)
+		readyAt := base + uint64(i)
+		_ = b.Set(queueKey(readyAt, id), encodeEntry(0, body), nil)
+		_ = b.Set(msgKey(id), encodeReadyAt(readyAt), nil)
+		if b.Len() > 4<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				t.Fatal(err)
+			}
+			b = db.pdb.NewBatch()
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.pdb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	start := time.Now()
+	db = openT(t, dir, Options{})
+	openTime := time.Since(start)
+	defer db.Close()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d pending messages: open %v, Go heap %+.1f MiB over the test's start, process RSS %s",
+		n, openTime, float64(heap)/(1<<20), rss())
+	if openTime > 5*time.Second {
+		t.Errorf("open took %v, want well under 5s", openTime)
+	}
+	if heap > 96<<20 {
+		t.Errorf("heap grew %.1f MiB on open; want it independent of the queue length", float64(heap)/(1<<20))
+	}
+	ctx := context.Background()
+	q := db.Queue()
+	defer q.Close()
+	s, err := q.Stats(ctx)
+	if err != nil || s.Ready != int64(n) {
+		t.Fatalf("Stats = %+v, %v; want %d ready", s, err, n)
+	}
+	start = time.Now()
+	ds, err := q.Receive(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 10 || ds[0].Message().ID != "msg-00000000" {
+		t.Fatalf("Receive = %d, %v", len(ds), err)
+	}
+	t.Logf("first Receive of 10: %v", time.Since(start))
+	for _, d := range ds {
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(db.q.leases) != 0 {
+		t.Fatalf("%d leases held after acking everything received", len(db.q.leases))
+	}
+}
+
+// rss returns the process's resident set size, from /proc.
+func rss() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			return strings.Join(strings.Fields(line)[1:], " ")
+		}
+	}
+	return "?"
+}
+
+// ---- crash safety ----
+
+const crashEnv = "ARR_EMBEDDED_CRASH_CHILD_DIR"
+
+// TestCrashChild is the child of TestCrashLosesNothing: it submits in a
+// loop from several goroutines and prints the id of each acknowledged
+// submit, until it is killed.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv(crashEnv)
+	if dir == "" {
+		t.Skip("run by TestCrashLosesNothing")
+	}
+	db, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	s, q := db.Store().(*store), db.Queue()
+	var mu sync.Mutex
+	out := bufio.NewWriter(os.Stdout)
+	body := make([]byte, 1024)
+	for range 16 {
+		go func() {
+			for {
+				op := testOp(opstoretest.NewID())
+				op.IdempotencyKey = "k-" + op.ID
+				_, _, err := s.SubmitAtomic(context.Background(), op, &operation.Request{Method: "POST", Body: body}, q, qdriver.Message{ID: op.ID, Body: []byte(op.ID)})
+				mu.Lock()
+				if err != nil {
+					fmt.Fprintln(out, "ERR", err)
+				} else {
+					fmt.Fprintln(out, "ACK", op.ID)
+				}
+				out.Flush() // acknowledged to the parent only once the write returned
+				mu.Unlock()
+			}
+		}()
+	}
+	select {}
+}
+
+func TestCrashLosesNothing(t *testing.T) {
+	if os.Getenv(crashEnv) != "" {
+		t.Skip("in the child")
+	}
+	dir := t.TempDir()
+	for round := range 2 { // the second round crashes a reopened database
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		acked := map[string]bool{}
+		sc := bufio.NewScanner(stdout)
+		killAt := 300 + 200*round
+		deadline := time.Now().Add(30 * time.Second)
+		killed := false
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "ACK "):
+				acked[strings.TrimPrefix(line, "ACK ")] = true
+			case strings.HasPrefix(line, "ERR "):
+				t.Errorf("child: %s", line)
+			}
+			if !killed && (len(acked) >= killAt || time.Now().After(deadline)) {
+				_ = cmd.Process.Signal(syscall.SIGKILL) // mid-write: submits are in flight
+				killed = true
+			}
+		}
+		_ = cmd.Wait()
+		if len(acked) < killAt {
+			t.Fatalf("child acknowledged only %d submits", len(acked))
+		}
+
+		db := openT(t, dir, Options{})
+		s, q := db.Store(), db.Queue()
+		ctx := context.Background()
+		var stored []string
+		for after := ""; ; {
+			ops, next, err := s.List(ctx, opdriver.ListOptions{After: after, Limit: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range ops {
+				stored = append(stored, op.ID)
+			}
+			if next == "" {
+				break
+			}
+			after = next
+		}
+		queued := map[string]bool{}
+		for {
+			rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			ds, err := q.Receive(rctx, 500, time.Minute)
+			cancel()
+			if err != nil {
+				break
+			}
+			for _, d := range ds {
+				queued[d.Message().ID] = true
+				if string(d.Message().Body) != d.Message().ID {
+					t.Fatalf("message %s has body %q", d.Message().ID, d.Message().Body)
+				}
+			}
+		}
+		storedSet := map[string]bool{}
+		for _, id := range stored {
+			storedSet[id] = true
+		}
+		var lost []string
+		for id := range acked {
+			if !storedSet[id] || !queued[id] {
+				lost = append(lost, id)
+				continue
+			}
+			if req, err := s.GetRequest(ctx, id); err != nil || len(req.Body) != 1024 {
+				t.Errorf("request of acknowledged %s: %v", id, err)
+			}
+			dup := testOp(opstoretest.NewID())
+			dup.IdempotencyKey = "k-" + id
+			if got, created, err := s.Create(ctx, dup, nil); err != nil || created || got.ID != id {
+				t.Errorf("idempotency key of acknowledged %s not held after the crash: %v %v", id, created, err)
+				break
+			}
+		}
+		sort.Strings(lost)
+		if len(lost) > 0 {
+			t.Fatalf("round %d: %d of %d acknowledged submits lost after kill -9 (first %s)", round, len(lost), len(acked), lost[0])
+		}
+		// Atomicity: every stored operation has its message and vice versa.
+		for _, id := range stored {
+			if !queued[id] {
+				t.Fatalf("operation %s stored without its queue message", id)
+			}
+		}
+		if len(queued) != len(stored) {
+			t.Fatalf("%d messages for %d operations", len(queued), len(stored))
+		}
+		t.Logf("round %d: %d acknowledged before kill -9, %d stored after, none lost", round, len(acked), len(stored))
+		q.Close()
+		s.Close()
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// ---- misc ----
+
+func TestKeysOrder(t *testing.T) {
+	// Queue keys sort by ready time, then id.
+	a, b := queueKey(1, "zzz"), queueKey(2, "aaa")
+	if string(a) >= string(b) {
+		t.Fatal("queue keys do not sort by ready time")
+	}
+	if got := prefixEnd([]byte{'s', 0xff}); string(got) != "t" {
+		t.Fatalf("prefixEnd = %q", got)
+	}
+	if nanos(time.Unix(-5, 0)) != 0 {
+		t.Fatal("times before 1970 must clamp to 0")
+	}
+	// Request records round-trip, including empty ones.
+	for _, r := range []*operation.Request{{}, {Method: "GET", Header: map[string][]string{"A": {""}}, Body: []byte{0}}} {
+		got, err := decodeRequest(encodeRequest(r))
+		if err != nil || got.Method != r.Method || len(got.Header) != len(r.Header) || string(got.Body) != string(r.Body) {
+			t.Fatalf("request round trip of %+v = %+v, %v", r, got, err)
+		}
+	}
+	if _, err := decodeRequest([]byte{reqRecordV1, 5, 'a'}); err == nil {
+		t.Fatal("truncated request decoded")
+	}
+}

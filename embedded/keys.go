@@ -1,0 +1,312 @@
+package embedded
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/arrhq/arr/operation"
+)
+
+// Key prefixes; see doc.go for the layout.
+const (
+	pMeta   = '!' // !format                 → format version
+	pOp     = 'o' // o<id>                   → operation record
+	pReq    = 'r' // r<id>                   → request record
+	pIdem   = 'k' // k<idempotency key>      → id
+	pStatus = 's' // s<status>\x00<id>       → (empty)
+	pExpiry = 'x' // x<expiresAt BE64><id>   → (empty)
+	pQueue  = 'q' // q<readyAt BE64><msg id> → queue entry
+	pMsg    = 'm' // m<msg id>               → readyAt BE64, or deadMark
+	pDead   = 'd' // d<msg id>               → dead letter
+)
+
+// formatVersion is the on-disk layout version, stored at metaFormatKey.
+const formatVersion = 1
+
+var metaFormatKey = []byte("!format")
+
+// record versions: the first byte of every value that has one.
+const (
+	opRecordV1   = 1 // then the operation as JSON
+	reqRecordV1  = 1
+	qEntryV1     = 1
+	deadRecordV1 = 1
+)
+
+var errCorrupt = errors.New("embedded: corrupt record")
+
+func key(prefix byte, s string) []byte {
+	k := make([]byte, 1+len(s))
+	k[0] = prefix
+	copy(k[1:], s)
+	return k
+}
+
+func opKey(id string) []byte   { return key(pOp, id) }
+func reqKey(id string) []byte  { return key(pReq, id) }
+func idemKey(k string) []byte  { return key(pIdem, k) }
+func msgKey(id string) []byte  { return key(pMsg, id) }
+func deadKey(id string) []byte { return key(pDead, id) }
+
+// statusPrefix is the prefix of the status index entries of one status.
+func statusPrefix(st operation.Status) []byte {
+	k := make([]byte, 0, 2+len(st))
+	k = append(k, pStatus)
+	k = append(k, st...)
+	return append(k, 0)
+}
+
+func statusKey(st operation.Status, id string) []byte {
+	return append(statusPrefix(st), id...)
+}
+
+// nanos maps t to the uint64 order-preserving form used in keys: Unix
+// nanoseconds, clamped to [0, MaxInt64].
+func nanos(t time.Time) uint64 {
+	if t.Before(time.Unix(0, 0)) {
+		return 0
+	}
+	if t.After(time.Unix(0, math.MaxInt64)) {
+		return math.MaxInt64
+	}
+	return uint64(t.UnixNano())
+}
+
+func timeKey(prefix byte, ts uint64, id string) []byte {
+	k := make([]byte, 9+len(id))
+	k[0] = prefix
+	binary.BigEndian.PutUint64(k[1:9], ts)
+	copy(k[9:], id)
+	return k
+}
+
+func expiryKey(t time.Time, id string) []byte { return timeKey(pExpiry, nanos(t), id) }
+
+// queueKey is the key of a queue entry ready at readyAt (Unix ns).
+func queueKey(readyAt uint64, id string) []byte { return timeKey(pQueue, readyAt, id) }
+
+// splitTimeKey returns the time and id of an x or q key.
+func splitTimeKey(k []byte) (uint64, []byte, bool) {
+	if len(k) < 9 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(k[1:9]), k[9:], true
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// ---- operation records ----
+
+func encodeOp(op *operation.Operation) ([]byte, error) {
+	b, err := json.Marshal(op)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: encoding operation %s: %w", op.ID, err)
+	}
+	out := make([]byte, 1+len(b))
+	out[0] = opRecordV1
+	copy(out[1:], b)
+	return out, nil
+}
+
+func decodeOp(v []byte) (*operation.Operation, error) {
+	if len(v) < 1 || v[0] != opRecordV1 {
+		return nil, errCorrupt
+	}
+	op := new(operation.Operation)
+	if err := json.Unmarshal(v[1:], op); err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	return op, nil
+}
+
+// ---- request records ----
+//
+//	version | method | path | rawQuery | nHeader { name | nValue { value } } | body
+//
+// where strings are uvarint-length-prefixed and the body is the rest.
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func encodeRequest(r *operation.Request) []byte {
+	n := 1 + 3*binary.MaxVarintLen32 + len(r.Method) + len(r.Path) + len(r.RawQuery) + binary.MaxVarintLen32 + len(r.Body)
+	for k, vs := range r.Header {
+		n += 2*binary.MaxVarintLen32 + len(k)
+		for _, v := range vs {
+			n += binary.MaxVarintLen32 + len(v)
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, reqRecordV1)
+	b = appendString(b, r.Method)
+	b = appendString(b, r.Path)
+	b = appendString(b, r.RawQuery)
+	b = binary.AppendUvarint(b, uint64(len(r.Header)))
+	for k, vs := range r.Header {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, v := range vs {
+			b = appendString(b, v)
+		}
+	}
+	return append(b, r.Body...)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) u64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 8 {
+		r.err = errCorrupt
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+// rest returns a copy of the remaining bytes, nil when there are none.
+func (r *reader) rest() []byte {
+	if r.err != nil || len(r.b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), r.b...)
+}
+
+func decodeRequest(v []byte) (*operation.Request, error) {
+	if len(v) < 1 || v[0] != reqRecordV1 {
+		return nil, errCorrupt
+	}
+	r := &reader{b: v[1:]}
+	req := &operation.Request{Method: r.string(), Path: r.string(), RawQuery: r.string()}
+	nh := r.uvarint()
+	if nh > uint64(len(r.b)) {
+		return nil, errCorrupt
+	}
+	if nh > 0 {
+		req.Header = make(http.Header, nh)
+		for range nh {
+			k := r.string()
+			nv := r.uvarint()
+			if nv > uint64(len(r.b)) {
+				return nil, errCorrupt
+			}
+			vs := make([]string, 0, nv)
+			for range nv {
+				vs = append(vs, r.string())
+			}
+			req.Header[k] = vs
+		}
+	}
+	req.Body = r.rest()
+	if r.err != nil {
+		return nil, r.err
+	}
+	return req, nil
+}
+
+// ---- queue entries ----
+//
+//	q<readyAt><id> → version | deliveries (uvarint) | body
+//	m<id>          → readyAt (BE64), or deadMark
+//	d<id>          → version | deadAt (BE64) | deliveries | reason | body
+
+func encodeEntry(deliveries int, body []byte) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen32+len(body))
+	b = append(b, qEntryV1)
+	b = binary.AppendUvarint(b, uint64(deliveries))
+	return append(b, body...)
+}
+
+func decodeEntry(v []byte) (deliveries int, body []byte, err error) {
+	if len(v) < 1 || v[0] != qEntryV1 {
+		return 0, nil, errCorrupt
+	}
+	r := &reader{b: v[1:]}
+	d := r.uvarint()
+	body = r.rest()
+	return int(d), body, r.err
+}
+
+// deadMark is the m<id> value of a dead-lettered message, so that one read
+// tells Enqueue whether an id is queued, dead or unknown.
+var deadMark = []byte{'D'}
+
+func isDeadMark(v []byte) bool { return len(v) == 1 && v[0] == 'D' }
+
+func encodeReadyAt(readyAt uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), readyAt)
+}
+
+func encodeDead(at time.Time, deliveries int, reason string, body []byte) []byte {
+	b := make([]byte, 0, 1+8+2*binary.MaxVarintLen32+len(reason)+len(body))
+	b = append(b, deadRecordV1)
+	b = binary.BigEndian.AppendUint64(b, nanos(at))
+	b = binary.AppendUvarint(b, uint64(deliveries))
+	b = appendString(b, reason)
+	return append(b, body...)
+}
+
+func decodeDead(id string, v []byte) (DeadLetter, error) {
+	if len(v) < 1 || v[0] != deadRecordV1 {
+		return DeadLetter{}, errCorrupt
+	}
+	r := &reader{b: v[1:]}
+	at := r.u64()
+	d := r.uvarint()
+	reason := r.string()
+	body := r.rest()
+	if r.err != nil {
+		return DeadLetter{}, r.err
+	}
+	return DeadLetter{ID: id, Body: body, Deliveries: int(d), Reason: reason, At: time.Unix(0, int64(at)).UTC()}, nil
+}

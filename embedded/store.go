@@ -1,0 +1,523 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/arrhq/arr/operation"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	qdriver "github.com/arrhq/arr/queue/driver"
+)
+
+// store is a handle on the DB's operations store.
+type store struct {
+	db     *DB
+	closed atomic.Bool
+	once   sync.Once
+}
+
+var (
+	_ opdriver.Store           = (*store)(nil)
+	_ opdriver.AtomicSubmitter = (*store)(nil)
+)
+
+func (s *store) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.db.begin(ErrClosed)
+}
+
+// Close releases the handle's reference to the DB.
+func (s *store) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.closed.Store(true)
+		err = s.db.release()
+	})
+	return err
+}
+
+// ---- reads ----
+
+// has reports whether k exists in r.
+func has(r pebble.Reader, k []byte) (bool, error) {
+	_, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// getCopy returns a copy of k's value in r.
+func getCopy(r pebble.Reader, k []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := bytes.Clone(v)
+	return out, true, closer.Close()
+}
+
+func getOp(r pebble.Reader, id string) (*operation.Operation, error) {
+	v, closer, err := r.Get(opKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", opdriver.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: reading operation %s: %w", id, err)
+	}
+	defer closer.Close()
+	op, err := decodeOp(v) // copies out of v
+	if err != nil {
+		return nil, fmt.Errorf("embedded: operation %s: %w", id, err)
+	}
+	return op, nil
+}
+
+func (s *store) Get(ctx context.Context, id string) (*operation.Operation, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.db.end()
+	return getOp(s.db.pdb, id)
+}
+
+func (s *store) GetRequest(ctx context.Context, id string) (*operation.Request, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.db.end()
+	v, closer, err := s.db.pdb.Get(reqKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: request of %s", opdriver.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: reading request %s: %w", id, err)
+	}
+	defer closer.Close()
+	req, err := decodeRequest(v) // copies out of v
+	if err != nil {
+		return nil, fmt.Errorf("embedded: request of %s: %w", id, err)
+	}
+	return req, nil
+}
+
+// ---- writes ----
+
+func checkOp(op *operation.Operation) error {
+	if op == nil || op.ID == "" {
+		return errors.New("embedded: operation has no ID")
+	}
+	if !op.Status.Valid() {
+		return fmt.Errorf("embedded: operation %s has invalid status %q", op.ID, op.Status)
+	}
+	return nil
+}
+
+func (s *store) Create(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
+	return s.submit(ctx, op, req, nil)
+}
+
+// SubmitAtomic creates op and req and enqueues msg on q in one synced Pebble
+// batch. q must be a Queue of the same DB.
+func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (*operation.Operation, bool, error) {
+	qh, ok := q.(*queueHandle)
+	if !ok || qh.db != s.db {
+		return nil, false, opdriver.ErrNotSameEngine
+	}
+	if qh.isClosed() {
+		return nil, false, qdriver.ErrClosed
+	}
+	if msg.ID == "" {
+		return nil, false, errors.New("embedded: message has no ID")
+	}
+	return s.submit(ctx, op, req, &msg)
+}
+
+// submit is Create, plus the Enqueue of msg when it is not nil, in one
+// durable batch.
+func (s *store) submit(ctx context.Context, op *operation.Operation, req *operation.Request, msg *qdriver.Message) (*operation.Operation, bool, error) {
+	if err := checkOp(op); err != nil {
+		return nil, false, err
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, false, err
+	}
+	defer s.db.end()
+	db := s.db
+
+	keys := make([]string, 0, 3)
+	keys = append(keys, op.ID)
+	if op.IdempotencyKey != "" {
+		keys = append(keys, op.IdempotencyKey)
+	}
+	if msg != nil {
+		keys = append(keys, msg.ID)
+	}
+	held := db.lockStripes(keys...)
+	defer db.unlockStripes(held)
+
+	if op.IdempotencyKey != "" {
+		holder, ok, err := getCopy(db.pdb, idemKey(op.IdempotencyKey))
+		if err != nil {
+			return nil, false, fmt.Errorf("embedded: reading idempotency key: %w", err)
+		}
+		if ok {
+			cur, err := getOp(db.pdb, string(holder))
+			if err == nil {
+				return cur, false, nil
+			}
+			if !errors.Is(err, opdriver.ErrNotFound) {
+				return nil, false, err
+			}
+			// A key whose holder is gone is free (DeleteExpired removes
+			// both together, so this does not happen in practice).
+		}
+	}
+	if exists, err := has(db.pdb, opKey(op.ID)); err != nil {
+		return nil, false, fmt.Errorf("embedded: reading operation %s: %w", op.ID, err)
+	} else if exists {
+		return nil, false, fmt.Errorf("%w: %s", opdriver.ErrExists, op.ID)
+	}
+
+	stored := op.Clone()
+	stored.Version = 1
+	rec, err := encodeOp(stored)
+	if err != nil {
+		return nil, false, err
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	_ = b.Set(opKey(op.ID), rec, nil)
+	if req != nil {
+		_ = b.Set(reqKey(op.ID), encodeRequest(req), nil)
+	}
+	if op.IdempotencyKey != "" {
+		_ = b.Set(idemKey(op.IdempotencyKey), []byte(op.ID), nil)
+	}
+	_ = b.Set(statusKey(stored.Status, op.ID), nil, nil)
+	if !stored.ExpiresAt.IsZero() {
+		_ = b.Set(expiryKey(stored.ExpiresAt, op.ID), nil, nil)
+	}
+	var enq enqueued
+	if msg != nil {
+		if enq, err = db.q.addToBatch(b, []qdriver.Message{*msg}, time.Now()); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return nil, false, fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
+	}
+	db.watch.notify(op.ID)
+	db.q.enqueued(enq)
+	return stored, true, nil
+}
+
+func (s *store) Update(ctx context.Context, op *operation.Operation) error {
+	if err := checkOp(op); err != nil {
+		return err
+	}
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.db.end()
+	db := s.db
+	held := db.lockStripes(op.ID)
+	defer db.unlockStripes(held)
+
+	cur, err := getOp(db.pdb, op.ID)
+	if err != nil {
+		return err
+	}
+	if cur.Version != op.Version {
+		return fmt.Errorf("%w: %s is at version %d, update was from %d", opdriver.ErrConflict, op.ID, cur.Version, op.Version)
+	}
+	next := op.Clone()
+	next.Version = cur.Version + 1
+	next.IdempotencyKey = cur.IdempotencyKey // never changes
+	rec, err := encodeOp(next)
+	if err != nil {
+		return err
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	_ = b.Set(opKey(op.ID), rec, nil)
+	if cur.Status != next.Status {
+		_ = b.Delete(statusKey(cur.Status, op.ID), nil)
+		_ = b.Set(statusKey(next.Status, op.ID), nil, nil)
+	}
+	curExp, nextExp := !cur.ExpiresAt.IsZero(), !next.ExpiresAt.IsZero()
+	if curExp != nextExp || (curExp && nanos(cur.ExpiresAt) != nanos(next.ExpiresAt)) {
+		if curExp {
+			_ = b.Delete(expiryKey(cur.ExpiresAt, op.ID), nil)
+		}
+		if nextExp {
+			_ = b.Set(expiryKey(next.ExpiresAt, op.ID), nil, nil)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
+	}
+	op.Version = next.Version
+	db.watch.notify(op.ID)
+	return nil
+}
+
+// ---- List ----
+
+const defaultListLimit = 100
+
+func (s *store) List(ctx context.Context, opts opdriver.ListOptions) ([]*operation.Operation, string, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, "", err
+	}
+	defer s.db.end()
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	// One snapshot: the index and the records it points at agree.
+	snap := s.db.pdb.NewSnapshot()
+	defer snap.Close()
+
+	var ops []*operation.Operation
+	if len(opts.Status) == 0 {
+		lower := []byte{pOp}
+		if opts.After != "" {
+			lower = append(opKey(opts.After), 0)
+		}
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pOp + 1}})
+		if err != nil {
+			return nil, "", err
+		}
+		defer it.Close()
+		for ok := it.First(); ok && len(ops) <= limit; ok = it.Next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return nil, "", err
+			}
+			op, err := decodeOp(v)
+			if err != nil {
+				return nil, "", fmt.Errorf("embedded: operation %s: %w", it.Key()[1:], err)
+			}
+			ops = append(ops, op)
+		}
+		if err := it.Error(); err != nil {
+			return nil, "", err
+		}
+	} else {
+		ids, err := mergeStatusIndex(snap, opts.Status, opts.After, limit+1)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, id := range ids {
+			op, err := getOp(snap, id)
+			if err != nil {
+				return nil, "", fmt.Errorf("embedded: status index names %s: %w", id, err)
+			}
+			ops = append(ops, op)
+		}
+	}
+	next := ""
+	if len(ops) > limit {
+		ops = ops[:limit]
+		next = ops[limit-1].ID
+	}
+	return ops, next, nil
+}
+
+// mergeStatusIndex returns up to n ids, ascending, after after, from the
+// status index entries of statuses (a k-way merge of one iterator per
+// status).
+func mergeStatusIndex(r pebble.Reader, statuses []operation.Status, after string, n int) ([]string, error) {
+	sts := slices.Clone(statuses)
+	slices.Sort(sts)
+	sts = slices.Compact(sts)
+	type cursor struct {
+		it     *pebble.Iterator
+		prefix int
+		ok     bool
+	}
+	var cs []*cursor
+	defer func() {
+		for _, c := range cs {
+			_ = c.it.Close()
+		}
+	}()
+	for _, st := range sts {
+		p := statusPrefix(st)
+		lower := p
+		if after != "" {
+			lower = append(append(slices.Clone(p), after...), 0)
+		}
+		it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(p)})
+		if err != nil {
+			return nil, err
+		}
+		c := &cursor{it: it, prefix: len(p)}
+		c.ok = it.First()
+		cs = append(cs, c)
+	}
+	var ids []string
+	for len(ids) < n {
+		var min *cursor
+		for _, c := range cs {
+			if c.ok && (min == nil || bytes.Compare(c.it.Key()[c.prefix:], min.it.Key()[min.prefix:]) < 0) {
+				min = c
+			}
+		}
+		if min == nil {
+			break
+		}
+		ids = append(ids, string(min.it.Key()[min.prefix:]))
+		min.ok = min.it.Next()
+	}
+	for _, c := range cs {
+		if err := c.it.Error(); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// ---- DeleteExpired ----
+
+// deleteChunk bounds how many operations one DeleteExpired batch deletes
+// (and so how many stripes it holds at once).
+const deleteChunk = 128
+
+func (s *store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.db.end()
+	var all []*operation.Operation
+	for len(all) < limit {
+		if err := ctx.Err(); err != nil {
+			return all, err
+		}
+		ops, more, err := s.deleteExpiredChunk(now, min(limit-len(all), deleteChunk))
+		all = append(all, ops...)
+		if err != nil || !more || len(ops) == 0 {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// deleteExpiredChunk deletes up to n expired operations in one batch and
+// reports whether there may be more.
+func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation, bool, error) {
+	db := s.db
+	type cand struct {
+		id  string
+		key string // idempotency key
+	}
+	var cands []cand
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{pExpiry}, UpperBound: timeKey(pExpiry, nanos(now), "")})
+	if err != nil {
+		return nil, false, err
+	}
+	for ok := it.First(); ok && len(cands) < n; ok = it.Next() {
+		_, id, _ := splitTimeKey(it.Key())
+		cands = append(cands, cand{id: string(id)})
+	}
+	if err := firstErr(it.Error(), it.Close()); err != nil {
+		return nil, false, err
+	}
+	if len(cands) == 0 {
+		return nil, false, nil
+	}
+	// Learn the idempotency keys, to lock their stripes too; checked again
+	// under the locks.
+	lockKeys := make([]string, 0, 2*len(cands))
+	for i, c := range cands {
+		lockKeys = append(lockKeys, c.id)
+		if op, err := getOp(db.pdb, c.id); err == nil && op.IdempotencyKey != "" {
+			cands[i].key = op.IdempotencyKey
+			lockKeys = append(lockKeys, op.IdempotencyKey)
+		}
+	}
+	held := db.lockStripes(lockKeys...)
+	defer db.unlockStripes(held)
+
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	var deleted []string
+	var ops []*operation.Operation
+	for _, c := range cands {
+		op, err := getOp(db.pdb, c.id)
+		if errors.Is(err, opdriver.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if op.ExpiresAt.IsZero() || !op.ExpiresAt.Before(now) {
+			continue // its expiry moved meanwhile
+		}
+		if op.IdempotencyKey != c.key {
+			continue // cannot happen (keys never change); be safe
+		}
+		_ = b.Delete(opKey(c.id), nil)
+		_ = b.Delete(reqKey(c.id), nil)
+		_ = b.Delete(statusKey(op.Status, c.id), nil)
+		_ = b.Delete(expiryKey(op.ExpiresAt, c.id), nil)
+		if op.IdempotencyKey != "" {
+			holder, ok, err := getCopy(db.pdb, idemKey(op.IdempotencyKey))
+			if err != nil {
+				return nil, false, err
+			}
+			if ok && string(holder) == c.id {
+				_ = b.Delete(idemKey(op.IdempotencyKey), nil)
+			}
+		}
+		deleted = append(deleted, c.id)
+		ops = append(ops, op)
+	}
+	if len(deleted) > 0 {
+		if err := b.Commit(pebble.Sync); err != nil {
+			return nil, false, fmt.Errorf("embedded: deleting expired operations: %w", err)
+		}
+		db.watch.notify(deleted...)
+	}
+	return ops, len(cands) == n, nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// ---- Watch ----
+
+func (s *store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, nil, err
+	}
+	defer s.db.end()
+	ch, stop := s.db.watch.add(id)
+	return ch, stop, nil
+}
