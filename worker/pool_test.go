@@ -1,0 +1,165 @@
+package worker_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/arrhq/arr/embedded"
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
+	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/resultstore/fileresult"
+	"github.com/arrhq/arr/worker"
+)
+
+type rig struct {
+	store   *opstore.Store
+	queue   *queue.Queue
+	results *resultstore.Store
+}
+
+func newRig(t *testing.T) *rig {
+	dir := t.TempDir()
+	db, err := embedded.Open(filepath.Join(dir, "db"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rs, err := fileresult.Open(filepath.Join(dir, "results"), fileresult.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	return &rig{opstore.New(db.Store()), queue.New(db.Queue()), resultstore.New(rs)}
+}
+
+func (r *rig) submit(t *testing.T, body string) string {
+	t.Helper()
+	now := time.Now().UTC()
+	op := &operation.Operation{ID: now.Format("20060102150405.000000000") + body, Route: "r", Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+	if _, _, err := r.store.Submit(context.Background(), op, &operation.Request{Method: "POST", Body: []byte(body)}, r.queue, queue.Message{ID: op.ID}); err != nil {
+		t.Fatal(err)
+	}
+	return op.ID
+}
+
+func (r *rig) pool(t *testing.T, h worker.Handler, grace time.Duration) *worker.Pool {
+	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+		Handlers: map[string]worker.Handler{"r": h}, ShutdownGrace: grace,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// On shutdown a handler that finishes within the grace period completes;
+// one that does not is canceled and its operation goes back to the queue
+// without the attempt being counted, and a later pool finishes it.
+func TestShutdownGrace(t *testing.T) {
+	r := newRig(t)
+	started := make(chan string, 2)
+	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		started <- string(tk.Request.Body)
+		d := 100 * time.Millisecond
+		if string(tk.Request.Body) == "slow" {
+			d = time.Hour
+		}
+		select {
+		case <-time.After(d):
+			return &worker.Result{Body: tk.Request.Body}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	quick, slow := r.submit(t, "quick"), r.submit(t, "slow")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	p := r.pool(t, h, 500*time.Millisecond)
+	go func() { done <- p.Run(ctx) }()
+	<-started
+	<-started
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the grace period")
+	}
+	if op, _ := r.store.Get(context.Background(), quick); op.Status != operation.Succeeded {
+		t.Fatalf("quick: %s", op.Status)
+	}
+	op, _ := r.store.Get(context.Background(), slow)
+	if op.Status != operation.Pending || op.Attempts != 0 {
+		t.Fatalf("slow after shutdown: %s, %d attempts; want pending, 0", op.Status, op.Attempts)
+	}
+
+	// A new pool with a fast handler finishes the returned operation.
+	fast := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		return &worker.Result{ContentType: "text/plain", Body: []byte("done")}, nil
+	})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go func() { _ = r.pool(t, fast, time.Second).Run(ctx2) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		op, _ = r.store.Get(context.Background(), slow)
+		if op.Status == operation.Succeeded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("returned operation never finished: %s", op.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if op.Attempts != 1 {
+		t.Fatalf("attempts %d, want 1", op.Attempts)
+	}
+}
+
+// A handler that outlives its timeout fails the attempt; a panic is a
+// permanent failure.
+func TestTimeoutAndPanic(t *testing.T) {
+	r := newRig(t)
+	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		if string(tk.Request.Body) == "panic" {
+			panic("boom")
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	hang, boom := r.submit(t, "hang"), r.submit(t, "panic")
+	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+		Handlers: map[string]worker.Handler{"r": h}, Timeout: 100 * time.Millisecond, MaxAttempts: 2,
+		Backoff: func(int) time.Duration { return time.Millisecond }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+	for _, c := range []struct {
+		id       string
+		attempts int
+		detail   string
+	}{{hang, 2, "attempt timed out after 100ms"}, {boom, 1, "handler panicked: boom"}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			op, _ := r.store.Get(ctx, c.id)
+			if op.Status == operation.Failed {
+				if op.Attempts != c.attempts || op.Error == nil || op.Error.Detail != c.detail {
+					t.Fatalf("%s: attempts %d, error %+v", c.id, op.Attempts, op.Error)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never failed: %s", c.id, op.Status)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
