@@ -1,0 +1,248 @@
+// Package api serves arr's HTTP contract (docs/http-api.md): submit routes
+// that answer 202 once an operation is durable, the status monitor with
+// long-poll and Server-Sent Events, results behind signed URLs, cancel,
+// list, the seed's /api routes, health and metrics.
+//
+// The api holds no business logic: it validates, writes to the operations
+// store and the queue, and reads them back.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
+	"github.com/arrhq/arr/resultstore"
+)
+
+// Route is a submit route: a request to Method Path becomes an operation
+// run by the handler registered for Name.
+type Route struct {
+	// Name names the route; the worker runs the handler registered under it.
+	Name string
+	// Method is the HTTP method. Default POST.
+	Method string
+	// Path is the exact request path, e.g. /v1/echo.
+	Path string
+	// CaseInsensitive matches Path regardless of case (the seed's routes).
+	CaseInsensitive bool
+	// Seed makes the 202's Location the seed's status URL,
+	// /api/RequestStatus/{id}, instead of /v1/operations/{id}.
+	Seed bool
+	// MediaTypes, when not empty, lists the accepted Content-Types (without
+	// parameters); any other is 415. Empty accepts any.
+	MediaTypes []string
+	// MaxBodyBytes overrides Config.MaxBodyBytes for this route when > 0.
+	MaxBodyBytes int64
+	// Validate, when not nil, checks the body; an error is a 400 whose
+	// detail is the error's text.
+	Validate func(body []byte) error
+}
+
+// Config configures a Server. Every field but the stores has a default,
+// given in its comment.
+type Config struct {
+	Store   *opstore.Store
+	Queue   *queue.Queue
+	Results *resultstore.Store
+
+	// Routes are the submit routes. Default: SeedRoute() and EchoRoute().
+	Routes []Route
+	// PublicURL is the scheme, host and optional path prefix of absolute
+	// links, e.g. https://arr.example.com. Default: http(s)://{request Host}.
+	PublicURL string
+	// MaxBodyBytes bounds request bodies; larger ones are 413. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxQueue bounds the queue: at this many queued operations submits
+	// are 503 with Retry-After. Default 1,000,000.
+	MaxQueue int64
+	// ResultURLTTL is the lifetime of signed result URLs. Default 10m (the
+	// seed's).
+	ResultURLTTL time.Duration
+	// SyncWait bounds the seed's OnPending=Synchronous wait. Default 127s
+	// (the seed's backoff of 0.5 s doubling to 64 s).
+	SyncWait time.Duration
+	// MaxWait caps long-poll waits (?wait=, Prefer: wait=). Default 60s.
+	MaxWait time.Duration
+	// Retention is how long a canceled operation is kept. Default 24h.
+	Retention time.Duration
+	// RetryAfter estimates, from the queue depth, when a pending operation
+	// is worth asking about again. Default: 1s.
+	RetryAfter func(queueDepth int64) time.Duration
+	// Ready reports whether the server is ready for traffic (/readyz).
+	// Default: always ready.
+	Ready func(context.Context) error
+	// Registerer receives the api's metrics and Gatherer serves /metrics.
+	// Default: a new registry with the Go and process collectors.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// Logger logs internal errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the http.Handler of the api.
+type Server struct {
+	cfg     Config
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.Queue == nil || cfg.Results == nil {
+		return nil, errors.New("api: Store, Queue and Results are required")
+	}
+	if cfg.Routes == nil {
+		cfg.Routes = []Route{SeedRoute(), EchoRoute()}
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 1_000_000
+	}
+	if cfg.ResultURLTTL <= 0 {
+		cfg.ResultURLTTL = 10 * time.Minute
+	}
+	if cfg.SyncWait <= 0 {
+		cfg.SyncWait = 127 * time.Second
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 60 * time.Second
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.RetryAfter == nil {
+		cfg.RetryAfter = func(int64) time.Duration { return time.Second }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil || cfg.Gatherer == nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		cfg.Registerer, cfg.Gatherer = reg, reg
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	var err error
+	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Queue); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for i := range cfg.Routes {
+		rt := &cfg.Routes[i]
+		if rt.Name == "" || !strings.HasPrefix(rt.Path, "/") {
+			return nil, errors.New("api: a route needs a Name and a Path starting with /")
+		}
+		if rt.Method == "" {
+			rt.Method = http.MethodPost
+		}
+		if rt.CaseInsensitive {
+			rt.Path = strings.ToLower(rt.Path)
+		}
+		if seen[rt.Path] {
+			return nil, errors.New("api: two routes on path " + rt.Path)
+		}
+		seen[rt.Path] = true
+		s.mux.Handle(rt.Path, s.submitHandler(rt))
+	}
+	s.mux.HandleFunc("/v1/operations", s.list)
+	s.mux.HandleFunc("/v1/operations/{id}", s.operation)
+	s.mux.HandleFunc("/v1/operations/{id}/result", s.result)
+	s.mux.HandleFunc("/v1/operations/{id}/events", s.events)
+	s.mux.HandleFunc("/api/requeststatus/{id}", s.seedStatus)
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("/readyz", s.readyz)
+	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	if prefix, h := cfg.Results.Handler(); h != nil {
+		s.mux.Handle(prefix, h)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
+	})
+	return s, nil
+}
+
+// ServeHTTP routes r. Paths under /api/ (the seed's routes) match
+// regardless of case.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Path) >= 5 && strings.EqualFold(r.URL.Path[:5], "/api/") {
+		// Lower-case the route part only; the id keeps its case.
+		p := r.URL.Path
+		if i := strings.LastIndexByte(p, '/'); strings.HasPrefix(strings.ToLower(p), "/api/requeststatus/") && i > 0 {
+			p = strings.ToLower(p[:i]) + p[i:]
+		} else {
+			p = strings.ToLower(p)
+		}
+		if p != r.URL.Path {
+			r2 := new(http.Request)
+			*r2 = *r
+			u := *r.URL
+			u.Path, u.RawPath = p, ""
+			r2.URL = &u
+			r = r2
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// base is the scheme://host[/prefix] of absolute links for r.
+func (s *Server) base(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(r.Context()); err != nil {
+			writeProblem(w, http.StatusServiceUnavailable, ProblemInternal, "Not ready", err.Error())
+			return
+		}
+	}
+	if _, err := s.cfg.Queue.Stats(r.Context()); err != nil {
+		writeProblem(w, http.StatusServiceUnavailable, ProblemInternal, "Not ready", "queue: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// retryAfter sets Retry-After from the current queue depth.
+func (s *Server) retryAfter(w http.ResponseWriter, ctx context.Context) {
+	var depth int64
+	if st, err := s.cfg.Queue.Stats(ctx); err == nil {
+		depth = st.Ready + st.Delayed + st.InFlight
+	}
+	s.setRetryAfter(w, depth)
+}
+
+func (s *Server) setRetryAfter(w http.ResponseWriter, depth int64) {
+	d := s.cfg.RetryAfter(depth)
+	secs := int64((d + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	writeProblem(w, http.StatusMethodNotAllowed, ProblemMethodNotAllowed, "Method not allowed",
+		r.Method+" is not allowed here; allowed: "+allow)
+}

@@ -1,0 +1,59 @@
+package api
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arrhq/arr/queue"
+)
+
+type metrics struct {
+	submitted *prometheus.CounterVec
+	submitDur *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer, q *queue.Queue) (*metrics, error) {
+	m := &metrics{
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arr_submissions_total",
+			Help: "Submit requests, by route and HTTP status code.",
+		}, []string{"route", "code"}),
+		submitDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "arr_submit_duration_seconds",
+			Help:    "Time to answer submit requests (202 is sent after the operation is durable), by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}, []string{"route"}),
+	}
+	depth := func(pick func(queue.Stats) int64) func() float64 {
+		return func() float64 {
+			st, err := q.Stats(context.Background())
+			if err != nil {
+				return -1
+			}
+			return float64(pick(st))
+		}
+	}
+	cs := []prometheus.Collector{m.submitted, m.submitDur}
+	for _, g := range []struct {
+		state string
+		pick  func(queue.Stats) int64
+	}{
+		{"ready", func(s queue.Stats) int64 { return s.Ready }},
+		{"delayed", func(s queue.Stats) int64 { return s.Delayed }},
+		{"inflight", func(s queue.Stats) int64 { return s.InFlight }},
+		{"dead", func(s queue.Stats) int64 { return s.Dead }},
+	} {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "arr_queue_messages",
+			Help:        "Messages in the queue, by state.",
+			ConstLabels: prometheus.Labels{"state": g.state},
+		}, depth(g.pick)))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

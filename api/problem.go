@@ -1,0 +1,59 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/arrhq/arr/operation"
+)
+
+// Problem types arr answers with. They are stable: clients may switch on
+// them. docs/http-api.md describes each.
+const (
+	ProblemInvalidBody        = "urn:arr:problem:invalid-body"
+	ProblemInvalidID          = "urn:arr:problem:invalid-id"
+	ProblemInvalidParameter   = "urn:arr:problem:invalid-parameter"
+	ProblemNotFound           = "urn:arr:problem:not-found"
+	ProblemMethodNotAllowed   = "urn:arr:problem:method-not-allowed"
+	ProblemNotCancelable      = "urn:arr:problem:not-cancelable"
+	ProblemBodyTooLarge       = "urn:arr:problem:body-too-large"
+	ProblemUnsupportedMedia   = "urn:arr:problem:unsupported-media-type"
+	ProblemIdempotencyReuse   = "urn:arr:problem:idempotency-key-reused"
+	ProblemQueueFull          = "urn:arr:problem:queue-full"
+	ProblemInternal           = "urn:arr:problem:internal"
+	ProblemOperationCanceled  = "urn:arr:problem:operation-canceled"
+	ProblemNotFinished        = "urn:arr:problem:not-finished"
+	ProblemResultNotAvailable = "urn:arr:problem:result-unavailable"
+)
+
+// writeProblem answers with an RFC 9457 problem.
+func writeProblem(w http.ResponseWriter, status int, typ, title, detail string) {
+	writeProblemValue(w, &operation.Problem{Type: typ, Title: title, Status: status, Detail: detail})
+}
+
+func writeProblemValue(w http.ResponseWriter, p *operation.Problem) {
+	status := p.Status
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeProblem(w, 500, ProblemInternal, "Internal error", "the response could not be encoded")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,451 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+)
+
+// lookup validates the {id} of r and reads the operation, answering the
+// 400 or 404 itself when it cannot.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*operation.Operation, bool) {
+	id, ok := validID(w, r.PathValue("id"))
+	if !ok {
+		return nil, false
+	}
+	op, err := s.cfg.Store.Get(r.Context(), id)
+	if err != nil {
+		s.storeError(w, id, err)
+		return nil, false
+	}
+	return op, true
+}
+
+func validID(w http.ResponseWriter, id string) (string, bool) {
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		writeProblem(w, http.StatusBadRequest, ProblemInvalidID, "Invalid operation id",
+			fmt.Sprintf("%q is not an operation id (a UUID like 0190c5a4-7e7b-7cc0-8d59-2c8b4c1e9f3a)", id))
+		return "", false
+	}
+	return u.String(), true
+}
+
+func (s *Server) storeError(w http.ResponseWriter, id string, err error) {
+	if errors.Is(err, opstore.ErrNotFound) {
+		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Operation not found", "no operation "+id)
+		return
+	}
+	s.internal(w, "read operation", err)
+}
+
+// operation serves GET (the status monitor) and DELETE (cancel).
+func (s *Server) operation(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		s.monitor(w, r)
+	case http.MethodDelete:
+		s.cancel(w, r)
+	default:
+		methodNotAllowed(w, r, "GET, HEAD, DELETE")
+	}
+}
+
+func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
+	id, ok := validID(w, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	wait, ok := s.waitParam(w, r)
+	if !ok {
+		return
+	}
+	// The version the client has: from If-None-Match, else the current one.
+	seen := int64(-1)
+	if v, err := strconv.ParseInt(strings.Trim(r.Header.Get("If-None-Match"), `"W/`), 10, 64); err == nil {
+		seen = v
+	}
+	ctx := r.Context()
+	op, err := s.cfg.Store.Get(ctx, id)
+	if err != nil {
+		s.storeError(w, id, err)
+		return
+	}
+	if wait > 0 && !op.Status.Terminal() && (seen < 0 || seen == op.Version) {
+		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+		from := op.Version
+		if next, err := s.waitFor(ctx, id, wait, func(o *operation.Operation) bool {
+			return o.Version != from || o.Status.Terminal()
+		}); err == nil {
+			op = next
+		} else if errors.Is(err, opstore.ErrNotFound) {
+			s.storeError(w, id, err)
+			return
+		}
+	}
+	if seen == op.Version {
+		w.Header().Set("ETag", etag(op))
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	s.writeMonitor(w, r, s.base(r), op)
+}
+
+// waitParam reads ?wait= (a Go duration like 30s, or whole seconds) or
+// Prefer: wait=N, capped at MaxWait.
+func (s *Server) waitParam(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
+	var d time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			n, err2 := strconv.Atoi(v)
+			if err2 != nil {
+				d = -1
+			} else {
+				d = time.Duration(n) * time.Second
+			}
+		}
+		if d < 0 {
+			writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid wait",
+				fmt.Sprintf("wait=%q is not a duration (30s) or a number of seconds", v))
+			return 0, false
+		}
+	} else if p := parsePrefer(r.Header.Values("Prefer")); p.badWait {
+		writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid Prefer",
+			"Prefer: wait= takes a whole number of seconds")
+		return 0, false
+	} else {
+		d = time.Duration(p.wait) * time.Second
+	}
+	return min(d, s.cfg.MaxWait), true
+}
+
+func etag(op *operation.Operation) string { return `"` + strconv.FormatInt(op.Version, 10) + `"` }
+
+// writeMonitor answers as the status monitor: 200 + Retry-After while not
+// terminal, 303 to the signed result when succeeded (200 with
+// ?redirect=false), 200 with the error when failed or canceled.
+func (s *Server) writeMonitor(w http.ResponseWriter, r *http.Request, base string, op *operation.Operation) {
+	v := s.view(r.Context(), base, op)
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("ETag", etag(op))
+	switch {
+	case !op.Status.Terminal():
+		s.retryAfter(w, r.Context())
+		writeJSON(w, http.StatusOK, v)
+	case op.Status == operation.Succeeded && v.Result != nil && v.Result.Href != "" && r.URL.Query().Get("redirect") != "false":
+		h.Set("Location", v.Result.Href)
+		writeJSON(w, http.StatusSeeOther, v)
+	default:
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	op, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	now := time.Now().UTC()
+	op, err := s.cfg.Store.Transition(r.Context(), op.ID, func(op *operation.Operation) error {
+		if op.Status.Terminal() {
+			return opstore.ErrSkip
+		}
+		op.Status = operation.Canceled
+		op.Error = &operation.Problem{Type: ProblemOperationCanceled, Title: "Operation canceled", Status: http.StatusConflict,
+			Detail: "canceled by the client"}
+		op.ExpiresAt = now.Add(s.cfg.Retention)
+		return nil
+	})
+	switch {
+	case errors.Is(err, opstore.ErrSkip):
+		writeProblem(w, http.StatusConflict, ProblemNotCancelable, "Operation already finished",
+			fmt.Sprintf("operation %s is %s and cannot be canceled", op.ID, op.Status))
+	case err != nil:
+		s.storeError(w, r.PathValue("id"), err)
+	default:
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, s.view(r.Context(), s.base(r), op))
+	}
+}
+
+// result serves GET /v1/operations/{id}/result.
+func (s *Server) result(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, r, "GET, HEAD")
+		return
+	}
+	op, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	base := s.base(r)
+	s.writeResult(w, r, base, op, r.URL.Query().Get("redirect") != "false", func() {
+		w.Header().Set("Location", base+"/v1/operations/"+op.ID)
+		s.retryAfter(w, r.Context())
+		writeJSON(w, http.StatusAccepted, s.view(r.Context(), base, op))
+	})
+}
+
+// writeResult answers with a finished operation's result: 303 to its signed
+// URL (redirect) or its bytes; the stored problem when it failed or was
+// canceled; pending() when it is not finished.
+func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, base string, op *operation.Operation, redirect bool, pending func()) {
+	w.Header().Set("Cache-Control", "no-store")
+	switch op.Status {
+	case operation.Succeeded:
+	case operation.Failed, operation.Canceled:
+		p := op.Error
+		if p == nil {
+			p = &operation.Problem{Type: ProblemResultNotAvailable, Title: "No result", Status: http.StatusConflict,
+				Detail: "operation " + string(op.Status)}
+		}
+		writeProblemValue(w, p)
+		return
+	default:
+		pending()
+		return
+	}
+	if op.Result == nil {
+		writeProblem(w, http.StatusInternalServerError, ProblemResultNotAvailable, "No result", "the operation has no result recorded")
+		return
+	}
+	if redirect {
+		href, _, err := s.signedResultURL(r.Context(), base, op)
+		if err != nil {
+			s.internal(w, "sign result URL", err)
+			return
+		}
+		w.Header().Set("Location", href)
+		w.WriteHeader(http.StatusSeeOther)
+		return
+	}
+	rd, err := s.cfg.Results.Open(r.Context(), op.Result.Key)
+	if err != nil {
+		writeProblem(w, http.StatusGone, ProblemResultNotAvailable, "Result gone", "the result is no longer stored")
+		return
+	}
+	defer rd.Close()
+	a := rd.Attributes()
+	w.Header().Set("Content-Type", a.ContentType)
+	if a.ETag != "" {
+		w.Header().Set("ETag", a.ETag)
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	http.ServeContent(w, r, "", a.ModTime, rd)
+}
+
+// list serves GET /v1/operations?status=…&limit=…&cursor=….
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, r, "GET, HEAD")
+		return
+	}
+	q := r.URL.Query()
+	var opts opstore.ListOptions
+	for _, v := range q["status"] {
+		for _, st := range strings.Split(v, ",") {
+			if st = strings.TrimSpace(st); st == "" {
+				continue
+			}
+			if !operation.Status(st).Valid() {
+				writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid status",
+					fmt.Sprintf("status=%q is not one of pending, running, succeeded, failed, canceled", st))
+				return
+			}
+			opts.Status = append(opts.Status, operation.Status(st))
+		}
+	}
+	opts.Limit = 50
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid limit", "limit must be a number from 1 to 1000")
+			return
+		}
+		opts.Limit = n
+	}
+	if c := q.Get("cursor"); c != "" {
+		id, ok := validID(w, c)
+		if !ok {
+			return
+		}
+		opts.After = id
+	}
+	ops, next, err := s.cfg.Store.List(r.Context(), opts)
+	if err != nil {
+		s.internal(w, "list operations", err)
+		return
+	}
+	base := s.base(r)
+	page := struct {
+		Items []*opView `json:"items"`
+		Next  string    `json:"next,omitempty"`
+	}{Items: make([]*opView, 0, len(ops))}
+	for _, op := range ops {
+		page.Items = append(page.Items, s.view(r.Context(), base, op))
+	}
+	if next != "" {
+		q.Set("cursor", next)
+		page.Next = base + "/v1/operations?" + q.Encode()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, page)
+}
+
+// events streams Server-Sent Events: one "operation" event per change of the
+// operation (its id is the version), ending after the terminal one.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	id, ok := validID(w, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	changed, stop, err := s.cfg.Store.Watch(ctx, id)
+	if err != nil {
+		s.internal(w, "watch operation", err)
+		return
+	}
+	defer stop()
+	op, err := s.cfg.Store.Get(ctx, id)
+	if err != nil {
+		s.storeError(w, id, err)
+		return
+	}
+	sent := int64(-1)
+	if v, err := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64); err == nil {
+		sent = v
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	base := s.base(r)
+	keepAlive := time.NewTicker(15 * time.Second)
+	defer keepAlive.Stop()
+	for {
+		if op.Version != sent {
+			b, _ := json.Marshal(s.view(ctx, base, op))
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: operation\ndata: %s\n\n", op.Version, b); err != nil {
+				return
+			}
+			sent = op.Version
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		if op.Status.Terminal() {
+			return
+		}
+		select {
+		case <-changed:
+			next, err := s.cfg.Store.Get(ctx, id)
+			if err != nil {
+				// Deleted: say so and end.
+				fmt.Fprintf(w, "event: gone\ndata: {}\n\n")
+				_ = rc.Flush()
+				return
+			}
+			op = next
+		case <-keepAlive.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// seedStatus serves the seed's GET /api/RequestStatus/{id} with its
+// OnComplete (Redirect | Stream) and OnPending (OK | Synchronous | Accepted)
+// options.
+func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, r, "GET, HEAD")
+		return
+	}
+	onComplete, ok := seedOption(w, r.URL.Query(), "OnComplete", "Redirect", "Redirect", "Stream")
+	if !ok {
+		return
+	}
+	onPending, ok := seedOption(w, r.URL.Query(), "OnPending", "OK", "OK", "Synchronous", "Accepted")
+	if !ok {
+		return
+	}
+	op, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	base := s.base(r)
+	statusURL := base + "/api/RequestStatus/" + op.ID
+	if onPending == "Synchronous" && !op.Status.Terminal() {
+		next, err := s.waitFor(r.Context(), op.ID, s.cfg.SyncWait, terminal)
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.storeError(w, op.ID, err)
+			return
+		}
+		if op = next; !op.Status.Terminal() {
+			writeProblem(w, http.StatusNotFound, ProblemNotFinished, "Not finished",
+				fmt.Sprintf("operation %s did not finish within %s", op.ID, s.cfg.SyncWait))
+			return
+		}
+	}
+	switch {
+	case op.Status == operation.Failed || op.Status == operation.Canceled:
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, s.view(r.Context(), base, op))
+	case op.Status.Terminal():
+		s.writeResult(w, r, base, op, onComplete == "Redirect", nil)
+	case onPending == "Accepted":
+		w.Header().Set("Location", statusURL)
+		w.Header().Set("Cache-Control", "no-store")
+		s.retryAfter(w, r.Context())
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "In progress", "location": statusURL})
+	default:
+		w.Header().Set("Cache-Control", "no-store")
+		s.retryAfter(w, r.Context())
+		writeJSON(w, http.StatusOK, map[string]string{"status": "In progress", "location": statusURL})
+	}
+}
+
+// seedOption reads a seed query option, matching its name and value
+// regardless of case; a value not in allowed is a 400.
+func seedOption(w http.ResponseWriter, q url.Values, name, def string, allowed ...string) (string, bool) {
+	var val string
+	found := false
+	for k, vs := range q {
+		if strings.EqualFold(k, name) && len(vs) > 0 {
+			val, found = vs[0], true
+		}
+	}
+	if !found || val == "" {
+		return def, true
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(a, val) {
+			return a, true
+		}
+	}
+	writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid "+name,
+		fmt.Sprintf("%s=%q is not one of %s", name, val, strings.Join(allowed, ", ")))
+	return "", false
+}

@@ -1,0 +1,311 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/queue"
+)
+
+// SeedRoute is the seed's work acceptor: POST /api/AsyncProcessingWorkAcceptor
+// (any case), a JSON body {"id","customername"} with both non-empty strings,
+// run by the "echo" handler, answered with the seed's Location.
+func SeedRoute() Route {
+	return Route{
+		Name: "echo", Path: "/api/AsyncProcessingWorkAcceptor", CaseInsensitive: true, Seed: true,
+		MediaTypes: []string{"application/json"}, Validate: ValidateCustomer,
+	}
+}
+
+// EchoRoute is POST /v1/echo, run by the "echo" handler: any body of any
+// media type.
+func EchoRoute() Route { return Route{Name: "echo", Path: "/v1/echo"} }
+
+// ValidateCustomer is the seed's rule: a JSON object whose "id" and
+// "customername" are non-empty strings.
+func ValidateCustomer(body []byte) error {
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("the body is not a JSON object: %v", err)
+	}
+	for _, f := range []string{"id", "customername"} {
+		raw, ok := v[f]
+		if !ok {
+			return fmt.Errorf("%q is required", f)
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("%q must be a string", f)
+		}
+		if s == "" {
+			return fmt.Errorf("%q must not be empty", f)
+		}
+	}
+	return nil
+}
+
+// hopByHop are the headers not kept with a request (RFC 9110 §7.6.1).
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func (s *Server) submitHandler(rt *Route) http.Handler {
+	maxBody := s.cfg.MaxBodyBytes
+	if rt.MaxBodyBytes > 0 {
+		maxBody = rt.MaxBodyBytes
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		s.submit(rec, r, rt, maxBody)
+		s.metrics.submitted.WithLabelValues(rt.Name, strconv.Itoa(rec.status)).Inc()
+		s.metrics.submitDur.WithLabelValues(rt.Name).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBody int64) {
+	if r.Method != rt.Method {
+		methodNotAllowed(w, r, rt.Method)
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if len(rt.MediaTypes) > 0 {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !slices.Contains(rt.MediaTypes, mt) {
+			w.Header().Set("Accept-Post", strings.Join(rt.MediaTypes, ", "))
+			writeProblem(w, http.StatusUnsupportedMediaType, ProblemUnsupportedMedia, "Unsupported media type",
+				fmt.Sprintf("Content-Type %q is not accepted here; send %s", ct, strings.Join(rt.MediaTypes, " or ")))
+			return
+		}
+	}
+	if r.ContentLength > maxBody {
+		writeProblem(w, http.StatusRequestEntityTooLarge, ProblemBodyTooLarge, "Body too large",
+			fmt.Sprintf("the body is %d bytes; the limit is %d", r.ContentLength, maxBody))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeProblem(w, http.StatusRequestEntityTooLarge, ProblemBodyTooLarge, "Body too large",
+				fmt.Sprintf("the body is over the limit of %d bytes", maxBody))
+			return
+		}
+		writeProblem(w, http.StatusBadRequest, ProblemInvalidBody, "Unreadable body", err.Error())
+		return
+	}
+	if rt.Validate != nil {
+		if err := rt.Validate(body); err != nil {
+			writeProblem(w, http.StatusBadRequest, ProblemInvalidBody, "Invalid body", err.Error())
+			return
+		}
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x20 || c > 0x7e }) {
+		writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid Idempotency-Key",
+			"the Idempotency-Key header must be at most 255 printable ASCII characters")
+		return
+	}
+	pref := parsePrefer(r.Header.Values("Prefer"))
+	if pref.badWait {
+		writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid Prefer",
+			"Prefer: wait= takes a whole number of seconds")
+		return
+	}
+
+	ctx := r.Context()
+	st, err := s.cfg.Queue.Stats(ctx)
+	if err != nil {
+		s.internal(w, "queue stats", err)
+		return
+	}
+	depth := st.Ready + st.Delayed + st.InFlight
+	if depth >= s.cfg.MaxQueue {
+		s.setRetryAfter(w, depth)
+		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full",
+			fmt.Sprintf("%d operations are queued, the limit is %d; retry later", depth, s.cfg.MaxQueue))
+		return
+	}
+
+	base := s.base(r)
+	now := time.Now().UTC()
+	id := uuid.Must(uuid.NewV7()).String()
+	op := &operation.Operation{
+		ID: id, Route: rt.Name, Status: operation.Pending, CreatedAt: now, UpdatedAt: now,
+		IdempotencyKey: key,
+	}
+	if key != "" {
+		op.RequestHash = requestHash(rt, ct, body)
+	}
+	if rt.Seed {
+		op.Meta = map[string]string{
+			"RequestGUID":        id,
+			"RequestSubmittedAt": now.Format(time.RFC3339Nano),
+			"RequestStatusURL":   base + "/api/RequestStatus/" + id,
+		}
+	}
+	hdr := r.Header.Clone()
+	for _, h := range hopByHop {
+		hdr.Del(h)
+	}
+	req := &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body}
+
+	stored, created, err := s.cfg.Store.Submit(ctx, op, req, s.cfg.Queue, queue.Message{ID: id})
+	if err != nil {
+		s.internal(w, "submit", err)
+		return
+	}
+	if !created {
+		if stored.RequestHash != op.RequestHash || stored.Route != rt.Name {
+			writeProblem(w, http.StatusUnprocessableEntity, ProblemIdempotencyReuse, "Idempotency key reused",
+				"this Idempotency-Key was used for a different request; use a new key for a new request")
+			return
+		}
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	op = stored
+
+	if pref.async {
+		w.Header().Set("Preference-Applied", "respond-async")
+	} else if pref.wait > 0 {
+		wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait)
+		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+		if done, err := s.waitFor(ctx, op.ID, wait, terminal); err == nil {
+			op = done
+		}
+		if op.Status.Terminal() {
+			s.writeMonitor(w, r, base, op)
+			return
+		}
+	}
+	s.accepted(w, ctx, base, op, rt.Seed, depth)
+}
+
+// accepted answers 202 with the status monitor's address.
+func (s *Server) accepted(w http.ResponseWriter, ctx context.Context, base string, op *operation.Operation, seed bool, depth int64) {
+	monitor := base + "/v1/operations/" + op.ID
+	loc := monitor
+	if seed {
+		loc = base + "/api/RequestStatus/" + op.ID
+	}
+	h := w.Header()
+	h.Set("Location", loc)
+	h.Set("Operation-Location", monitor)
+	h.Set("Cache-Control", "no-store")
+	s.setRetryAfter(w, depth)
+	writeJSON(w, http.StatusAccepted, s.view(ctx, base, op))
+}
+
+// requestHash is what makes two requests "the same" for an idempotency key:
+// the route, the media type and the body.
+func requestHash(rt *Route, ct string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(rt.Name))
+	h.Write([]byte{0})
+	h.Write([]byte(ct))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+type preferences struct {
+	async   bool
+	wait    int
+	badWait bool
+}
+
+// parsePrefer reads the RFC 7240 preferences arr honours: respond-async and
+// wait=N. Others are ignored, as the RFC asks.
+func parsePrefer(values []string) preferences {
+	var p preferences
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "respond-async":
+				p.async = true
+			case "wait":
+				n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
+				if err != nil || n < 0 {
+					p.badWait = true
+				} else {
+					p.wait = n
+				}
+			}
+		}
+	}
+	return p
+}
+
+func terminal(op *operation.Operation) bool { return op.Status.Terminal() }
+
+// waitFor waits up to d until done(op) holds for the operation id, woken by
+// the store's change notifications, and returns the operation as last read.
+func (s *Server) waitFor(ctx context.Context, id string, d time.Duration, done func(*operation.Operation) bool) (*operation.Operation, error) {
+	changed, stop, err := s.cfg.Store.Watch(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	op, err := s.cfg.Store.Get(ctx, id)
+	if err != nil || done(op) || d <= 0 {
+		return op, err
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-changed:
+			next, err := s.cfg.Store.Get(ctx, id)
+			if err != nil {
+				return op, err
+			}
+			if op = next; done(op) {
+				return op, nil
+			}
+		case <-timer.C:
+			return op, nil
+		case <-ctx.Done():
+			return op, ctx.Err()
+		}
+	}
+}
+
+func (s *Server) internal(w http.ResponseWriter, what string, err error) {
+	s.cfg.Logger.Error("api: "+what, "err", err)
+	writeProblem(w, http.StatusInternalServerError, ProblemInternal, "Internal error", what+" failed")
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

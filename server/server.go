@@ -1,0 +1,269 @@
+// Package server runs arr as one process: it opens the operations store,
+// the queue and the result store from URLs, serves the HTTP api and runs
+// the worker pool, and shuts both down gracefully. It is what `arr serve`
+// runs, and what a Go program embeds to run arr with its own handlers.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arrhq/arr/api"
+	_ "github.com/arrhq/arr/embedded" // embedded: scheme
+	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
+	"github.com/arrhq/arr/resultstore"
+	_ "github.com/arrhq/arr/resultstore/fileresult" // file: scheme
+	"github.com/arrhq/arr/worker"
+)
+
+// Config configures a Server. Every field has a default, given in its
+// comment; the zero Config runs the seed's behaviour on 127.0.0.1:8080 with
+// its state under ./arr-data.
+type Config struct {
+	// Addr is the listen address. Default 127.0.0.1:8080.
+	Addr string
+	// DataDir holds the embedded store and the result files. Default
+	// ./arr-data.
+	DataDir string
+	// StoreURL and QueueURL open the operations store and the queue.
+	// Default embedded:{DataDir}/db for both.
+	StoreURL, QueueURL string
+	// ResultsURL opens the result store. Default file:{DataDir}/results.
+	ResultsURL string
+	// API configures the HTTP api; its stores are filled in. See api.Config
+	// for its defaults.
+	API api.Config
+	// Worker configures the worker pool; its stores are filled in, and
+	// Handlers defaults to {"echo": worker.Echo}. Workers set to -1 runs no
+	// pool (an api-only process). See worker.Config for the rest.
+	Worker  worker.Config
+	Workers int
+	// Logger receives the server's log. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a running arr: stores, api and workers.
+type Server struct {
+	cfg     Config
+	store   *opstore.Store
+	queue   *queue.Queue
+	results *resultstore.Store
+	api     *api.Server
+	pool    *worker.Pool
+	ln      net.Listener
+	reg     *prometheus.Registry
+}
+
+// New opens the stores and builds the api and the worker pool; Serve runs
+// them.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "arr-data"
+	}
+	if cfg.StoreURL == "" {
+		cfg.StoreURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
+	}
+	if cfg.QueueURL == "" {
+		cfg.QueueURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
+	}
+	if cfg.ResultsURL == "" {
+		cfg.ResultsURL = "file:" + filepath.Join(cfg.DataDir, "results")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("arr: data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	var err error
+	if s.store, err = opstore.OpenStore(ctx, cfg.StoreURL); err != nil {
+		return nil, err
+	}
+	if s.queue, err = queue.OpenQueue(ctx, cfg.QueueURL); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.results, err = resultstore.OpenStore(ctx, cfg.ResultsURL); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if cfg.Workers >= 0 {
+		wc := cfg.Worker
+		wc.Store, wc.Queue, wc.Results = s.store, s.queue, s.results
+		if wc.Handlers == nil {
+			wc.Handlers = map[string]worker.Handler{"echo": worker.Echo}
+		}
+		if cfg.Workers > 0 {
+			wc.Concurrency = cfg.Workers
+		}
+		if wc.Logger == nil {
+			wc.Logger = cfg.Logger
+		}
+		wc.Registerer = s.reg
+		if s.pool, err = worker.New(wc); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	ac := cfg.API
+	ac.Store, ac.Queue, ac.Results = s.store, s.queue, s.results
+	ac.Registerer, ac.Gatherer = s.reg, s.reg
+	if ac.Logger == nil {
+		ac.Logger = cfg.Logger
+	}
+	if ac.RetryAfter == nil && s.pool != nil {
+		pool := s.pool
+		ac.RetryAfter = func(depth int64) time.Duration {
+			// The queue ahead of a new operation, shared by the pool.
+			return time.Duration(depth/int64(pool.Concurrency())+1) * pool.MeanRunTime()
+		}
+	}
+	if s.api, err = api.New(ac); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handler is the HTTP api, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.api }
+
+// Listen binds the listen address; Addr then tells the bound address (useful
+// with port 0).
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address after Listen.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.cfg.Addr
+	}
+	return s.ln.Addr().String()
+}
+
+// Serve serves HTTP and runs the workers until ctx is canceled, then stops
+// accepting requests, lets running handlers finish within the worker's
+// shutdown grace, gives the rest back to the queue and closes the stores.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	if s.pool != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.pool.Run(workCtx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.janitor(workCtx)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	// Stop taking requests; long-polls and event streams get a few seconds.
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if hs.Shutdown(shutCtx) != nil {
+		_ = hs.Close()
+	}
+	cancel()
+	stopWork()
+	wg.Wait()
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// janitor deletes expired operations, and then their results, every
+// minute. A crash between the two leaves a result file without an
+// operation; it is never served again (its URLs need the operation) but
+// takes disk until removed.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.deleteExpired(ctx, time.Now())
+		}
+	}
+}
+
+func (s *Server) deleteExpired(ctx context.Context, now time.Time) {
+	const batch = 1000
+	for ctx.Err() == nil {
+		ops, err := s.store.DeleteExpired(ctx, now, batch)
+		for _, op := range ops {
+			if op.Result != nil {
+				if err := s.results.Delete(ctx, op.Result.Key); err != nil {
+					s.cfg.Logger.Error("arr: delete expired result", "id", op.ID, "err", err)
+				}
+			}
+		}
+		if err != nil {
+			s.cfg.Logger.Error("arr: delete expired", "err", err)
+		}
+		if err != nil || len(ops) < batch {
+			return
+		}
+	}
+}
+
+// Close closes the stores; Serve calls it on the way out.
+func (s *Server) Close() error {
+	var errs []error
+	if s.results != nil {
+		errs = append(errs, s.results.Close())
+	}
+	if s.queue != nil {
+		errs = append(errs, s.queue.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	s.results, s.queue, s.store = nil, nil, nil
+	return errors.Join(errs...)
+}
