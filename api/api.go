@@ -94,6 +94,7 @@ type Server struct {
 	cfg     Config
 	mux     *http.ServeMux
 	metrics *metrics
+	ciPaths map[string]bool // lower-cased paths of case-insensitive routes
 }
 
 // New checks cfg and returns a Server.
@@ -134,7 +135,7 @@ func New(cfg Config) (*Server, error) {
 		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}}
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Queue); err != nil {
 		return nil, err
@@ -150,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		if rt.CaseInsensitive {
 			rt.Path = strings.ToLower(rt.Path)
+			s.ciPaths[rt.Path] = true
 		}
 		if seen[rt.Path] {
 			return nil, errors.New("api: two routes on path " + rt.Path)
@@ -161,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("/v1/operations/{id}", s.operation)
 	s.mux.HandleFunc("/v1/operations/{id}/result", s.result)
 	s.mux.HandleFunc("/v1/operations/{id}/events", s.events)
-	s.mux.HandleFunc("/api/requeststatus/{id}", s.seedStatus)
+	s.mux.HandleFunc(seedStatusPrefix+"{id}", s.seedStatus)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -177,27 +179,31 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP routes r. Paths under /api/ (the seed's routes) match
-// regardless of case.
+// ServeHTTP routes r. The paths of case-insensitive routes and the seed's
+// /api/RequestStatus/ match regardless of case (its id keeps its case).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(r.URL.Path) >= 5 && strings.EqualFold(r.URL.Path[:5], "/api/") {
-		// Lower-case the route part only; the id keeps its case.
-		p := r.URL.Path
-		if i := strings.LastIndexByte(p, '/'); strings.HasPrefix(strings.ToLower(p), "/api/requeststatus/") && i > 0 {
-			p = strings.ToLower(p[:i]) + p[i:]
-		} else {
-			p = strings.ToLower(p)
-		}
-		if p != r.URL.Path {
-			r2 := new(http.Request)
-			*r2 = *r
-			u := *r.URL
-			u.Path, u.RawPath = p, ""
-			r2.URL = &u
-			r = r2
-		}
+	if p := s.canonicalPath(r.URL.Path); p != r.URL.Path {
+		r2 := new(http.Request)
+		*r2 = *r
+		u := *r.URL
+		u.Path, u.RawPath = p, ""
+		r2.URL = &u
+		r = r2
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+const seedStatusPrefix = "/api/requeststatus/"
+
+func (s *Server) canonicalPath(p string) string {
+	lower := strings.ToLower(p)
+	if s.ciPaths[lower] {
+		return lower
+	}
+	if strings.HasPrefix(lower, seedStatusPrefix) {
+		return seedStatusPrefix + p[len(seedStatusPrefix):]
+	}
+	return p
 }
 
 // base is the scheme://host[/prefix] of absolute links for r.
@@ -236,7 +242,7 @@ func (s *Server) retryAfter(w http.ResponseWriter, ctx context.Context) {
 }
 
 func (s *Server) setRetryAfter(w http.ResponseWriter, depth int64) {
-	d := s.cfg.RetryAfter(depth)
+	d := min(s.cfg.RetryAfter(depth), time.Hour)
 	secs := int64((d + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
 }

@@ -43,8 +43,10 @@ func TestSeedAcceptorRoundTrip(t *testing.T) {
 		if string(blob.Body) != seedBody || blob.Header.Get("Content-Type") != "application/json" {
 			t.Fatalf("result %q (%s), want %q", blob.Body, blob.Header.Get("Content-Type"), seedBody)
 		}
-		// The default options redirect too, now that it is done.
+		// The default options redirect too, now that it is done, whatever
+		// the case of the path and the id.
 		wantStatus(t, s.get(loc), 303)
+		wantStatus(t, s.get("/API/REQUESTSTATUS/"+strings.ToUpper(id)), 303)
 		// Stream answers with the bytes.
 		str := s.get(loc + "?OnComplete=Stream")
 		wantStatus(t, str, 200)
