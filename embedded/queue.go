@@ -22,6 +22,10 @@ type queueState struct {
 	db            *DB
 	maxDeliveries atomic.Int64
 	defaultLease  atomic.Int64 // time.Duration
+	// latestReady is at least the ready time of every queue entry on disk
+	// (raised before an entry is written), so that Stats counts delayed
+	// entries only when some may exist.
+	latestReady atomic.Uint64
 
 	mu sync.Mutex
 	// watermark: every queue entry with a key below it is leased (in
@@ -98,7 +102,30 @@ func newQueueState(db *DB) (*queueState, error) {
 	if err := firstErr(it.Error(), it.Close()); err != nil {
 		return nil, fmt.Errorf("embedded: counting queued messages: %w", err)
 	}
+	// The last queue entry has the latest ready time.
+	it, err = db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{pQueue}, UpperBound: qEnd})
+	if err != nil {
+		return nil, err
+	}
+	if it.Last() {
+		if ts, _, ok := splitTimeKey(it.Key()); ok {
+			q.latestReady.Store(ts)
+		}
+	}
+	if err := firstErr(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("embedded: finding the last queue entry: %w", err)
+	}
 	return q, nil
+}
+
+// raiseLatestReady records that an entry ready at ts is about to be written.
+func (q *queueState) raiseLatestReady(ts uint64) {
+	for {
+		cur := q.latestReady.Load()
+		if ts <= cur || q.latestReady.CompareAndSwap(cur, ts) {
+			return
+		}
+	}
 }
 
 func countKeys(r pebble.Reader, lower, upper []byte) (int64, error) {
@@ -233,6 +260,7 @@ func (q *queueState) addToBatch(b *pebble.Batch, msgs []qdriver.Message, now tim
 			e.ready++
 		}
 		k := queueKey(readyAt, m.ID)
+		q.raiseLatestReady(readyAt)
 		_ = b.Set(k, encodeEntry(0, m.Body), nil)
 		_ = b.Set(msgKey(m.ID), encodeReadyAt(readyAt), nil)
 		if e.minKey == nil || bytes.Compare(k, e.minKey) < 0 {
@@ -585,10 +613,13 @@ func (h *queueHandle) Stats(ctx context.Context) (qdriver.Stats, error) {
 	}
 	q.mu.Unlock()
 	// Delayed entries are those ready after now: count that end of the
-	// queue (O(delayed)).
-	delayed, err := countKeys(h.db.pdb, queueKey(nanos(now)+1, ""), qEnd)
-	if err != nil {
-		return qdriver.Stats{}, fmt.Errorf("embedded: counting delayed messages: %w", err)
+	// queue (O(delayed)), when there may be any.
+	var delayed int64
+	if n := nanos(now); q.latestReady.Load() > n {
+		var err error
+		if delayed, err = countKeys(h.db.pdb, queueKey(n+1, ""), qEnd); err != nil {
+			return qdriver.Stats{}, fmt.Errorf("embedded: counting delayed messages: %w", err)
+		}
 	}
 	return qdriver.Stats{
 		Ready:    max(live-inFlight-delayed, 0),
@@ -686,6 +717,7 @@ func (d *delivery) settle(ctx context.Context, kind settleKind, delay time.Durat
 		} else {
 			readyAt := nanos(now.Add(max(delay, 0)))
 			newKey = queueKey(readyAt, l.id)
+			q.raiseLatestReady(readyAt)
 			_ = b.Delete(l.key, nil)
 			_ = b.Set(newKey, encodeEntry(l.deliveries, l.body), nil)
 			_ = b.Set(msgKey(l.id), encodeReadyAt(readyAt), nil)
