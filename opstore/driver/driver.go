@@ -40,7 +40,8 @@ type ListOptions struct {
 // returns nil: it survives a kill -9 of the process (and, for drivers that
 // say so, a power loss).
 type Store interface {
-	// Create stores op with Version 1, and req, in one atomic durable write.
+	// Create stores op with Version 1, and req (nil: no request is kept;
+	// GetRequest then answers ErrNotFound), in one atomic durable write.
 	//
 	// If op.IdempotencyKey is not empty and another operation already holds
 	// that key, nothing is written and Create returns that operation and
@@ -57,7 +58,8 @@ type Store interface {
 	// Update replaces the stored operation with op if the stored Version
 	// equals op.Version, and then stores Version+1 and sets op.Version to it.
 	// A mismatch is ErrConflict; a missing operation is ErrNotFound. The
-	// idempotency key of an operation never changes.
+	// idempotency key of an operation never changes: a different
+	// IdempotencyKey in op is ignored and the stored one kept.
 	Update(ctx context.Context, op *operation.Operation) error
 
 	// List returns operations in ascending ID order (creation order) that
@@ -75,7 +77,8 @@ type Store interface {
 	// change of the operation id, including its deletion, until stop is
 	// called. Changes committed by any process that shares the store are
 	// seen. A caller subscribes first and then reads the operation, so that
-	// no change is missed between the read and the wait.
+	// no change is missed between the read and the wait. Watching an id
+	// that does not exist yet is allowed: its creation is a change.
 	Watch(ctx context.Context, id string) (changed <-chan struct{}, stop func(), err error)
 
 	// Close releases the store. Operations after Close fail.

@@ -16,8 +16,10 @@ import (
 
 // Errors a driver returns; they may be wrapped.
 var (
-	// ErrLeaseLost: the delivery's lease expired (or the message was acked,
-	// naked or termed already); another delivery of the message may exist.
+	// ErrLeaseLost: the message was delivered again after this delivery's
+	// lease expired, or this delivery was already acked, naked or termed.
+	// (A delivery whose lease expired but whose message was not yet
+	// delivered again may still settle it.)
 	ErrLeaseLost = errors.New("queue: lease lost")
 	// ErrClosed: the queue was closed.
 	ErrClosed = errors.New("queue: closed")
@@ -27,6 +29,8 @@ var (
 type Message struct {
 	// ID identifies the message; enqueuing an ID that is already queued (not
 	// yet acked or dead) is a no-op, so a retried Enqueue does not duplicate.
+	// Enqueuing the ID of a dead letter revives it: the dead letter is
+	// removed and the message is queued again.
 	ID string
 	// Body is opaque to the queue.
 	Body []byte
@@ -65,7 +69,8 @@ type Queue interface {
 	// Enqueue durably adds messages.
 	Enqueue(ctx context.Context, msgs ...Message) error
 	// Receive waits until at least one message is deliverable or ctx is
-	// done, then returns up to max deliveries, each leased for lease. A
+	// done, then returns up to max deliveries (max <= 0 means 1), each
+	// leased for lease (<= 0: the driver's default lease). A
 	// message whose lease ends without Ack, Nak, InProgress or Term becomes
 	// deliverable again. A message delivered MaxDeliveries times (a driver
 	// option) and not acked is dead-lettered instead of delivered again.
