@@ -9,6 +9,7 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -88,6 +89,11 @@ type Config struct {
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
 }
+
+// openAPI describes the default routes (SeedRoute and EchoRoute).
+//
+//go:embed openapi.json
+var openAPI []byte
 
 // Server is the http.Handler of the api.
 type Server struct {
@@ -169,6 +175,10 @@ func New(cfg Config) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("/readyz", s.readyz)
+	s.mux.HandleFunc("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPI)
+	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	if prefix, h := cfg.Results.Handler(); h != nil {
 		s.mux.Handle(prefix, h)

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -488,5 +489,42 @@ func TestPublicURL(t *testing.T) {
 	wantStatus(t, r, 202)
 	if loc := r.Header.Get("Location"); !strings.HasPrefix(loc, "https://arr.example.com/api/RequestStatus/") {
 		t.Fatalf("Location %q", loc)
+	}
+}
+
+// /openapi.json is valid JSON, OpenAPI 3.1, and describes every route and
+// method the server answers (checked by asking the server about each).
+func TestOpenAPIDescribesTheRoutes(t *testing.T) {
+	s := start(t, server.Config{Workers: -1})
+	r := s.get("/openapi.json")
+	wantStatus(t, r, 200)
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(r.Body, &doc); err != nil || doc.OpenAPI != "3.1.0" {
+		t.Fatalf("openapi.json: %v, version %q", err, doc.OpenAPI)
+	}
+	id := "0190c5a4-7e7b-7cc0-8d59-2c8b4c1e9f3a"
+	for path, item := range doc.Paths {
+		for method := range item {
+			if method == "parameters" {
+				continue
+			}
+			p := strings.ReplaceAll(strings.ReplaceAll(path, "{id}", id), "{key}", "k")
+			res := s.do(strings.ToUpper(method), p, "")
+			// A described route exists: whatever it answers, it is not
+			// the router's "no route" nor "method not allowed".
+			if res.StatusCode == 405 || (res.StatusCode == 404 && strings.Contains(string(res.Body), "no route")) {
+				t.Errorf("%s %s is described but answers %d %s", method, path, res.StatusCode, res.Body)
+			}
+		}
+	}
+	for _, want := range []string{"/v1/echo", "/api/AsyncProcessingWorkAcceptor", "/v1/operations", "/v1/operations/{id}",
+		"/v1/operations/{id}/result", "/v1/operations/{id}/events", "/api/RequestStatus/{id}", "/blobs/{key}",
+		"/healthz", "/readyz", "/metrics"} {
+		if doc.Paths[want] == nil {
+			t.Errorf("openapi.json lacks %s", want)
+		}
 	}
 }
