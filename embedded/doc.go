@@ -81,9 +81,10 @@
 // it (the dead letter is removed).
 //
 // Memory is O(messages in flight), not O(queue length). Open counts the
-// m<…> entries (queued and dead) once for Stats; Stats counts the delayed end of the
-// queue (entries ready after now) on each call, so its cost is O(delayed
-// messages).
+// m<…> entries (queued and dead) once for Stats. Stats counts the delayed
+// end of the queue (entries ready after now) only when the latest ready time
+// ever written is still ahead, so it costs nothing while no message is
+// delayed and O(delayed messages) otherwise.
 //
 // A Receive that finds nothing waits; it never polls. Each message that
 // becomes deliverable (Enqueue, Nak) signals one waiting Receive, oldest
