@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -85,6 +87,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.Worker.MaxAttempts, "max-attempts", 3, "attempts before an operation fails")
 	fs.DurationVar(&cfg.Worker.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running handlers may finish")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); never expose it publicly")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,10 +116,30 @@ func serve(args []string, stderr io.Writer) error {
 		srv.Close()
 		return err
 	}
+	if *debugAddr != "" {
+		dbg := &http.Server{Addr: *debugAddr, Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("debug listener", "err", err)
+			}
+		}()
+		defer dbg.Close()
+	}
 	logger.Info("arr serving", "addr", "http://"+srv.Addr(), "data", cfg.DataDir)
 	err = srv.Serve(ctx)
 	logger.Info("arr stopped")
 	return err
+}
+
+// debugMux serves net/http/pprof's handlers under /debug/pprof/.
+func debugMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }
 
 // publicURLFromEnv turns the seed's WEBSITE_HOSTNAME (a host[:port], set
