@@ -41,8 +41,8 @@ type Config struct {
 	StoreURL, QueueURL string
 	// ResultsURL opens the result store. Default file:{DataDir}/results.
 	ResultsURL string
-	// API configures the HTTP api; its stores are filled in. See api.Config
-	// for its defaults.
+	// API configures the HTTP api; its stores are filled in, and its
+	// Retention defaults to Worker.Retention. See api.Config for the rest.
 	API api.Config
 	// Worker configures the worker pool; its stores are filled in, and
 	// Handlers defaults to {"echo": worker.Echo}. Workers set to -1 runs no
@@ -123,6 +123,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ac := cfg.API
 	ac.Store, ac.Queue, ac.Results = s.store, s.queue, s.results
+	if ac.Retention <= 0 {
+		// Canceled operations are kept as long as finished ones.
+		ac.Retention = cfg.Worker.Retention
+	}
 	ac.Registerer, ac.Gatherer = s.reg, s.reg
 	if ac.Logger == nil {
 		ac.Logger = cfg.Logger

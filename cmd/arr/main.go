@@ -100,7 +100,6 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
-	cfg.API.Retention = cfg.Worker.Retention
 	if cfg.API.PublicURL == "" {
 		cfg.API.PublicURL = publicURLFromEnv(os.Getenv("WEBSITE_HOSTNAME"))
 	}
