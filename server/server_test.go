@@ -14,6 +14,7 @@ import (
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/worker"
 )
 
 // Expired operations are deleted with their results; unexpired ones stay.
@@ -70,4 +71,31 @@ func TestDeleteExpiredRemovesResults(t *testing.T) {
 		t.Fatalf("unexpired result: %v", err)
 	}
 	r.Close()
+}
+
+// A canceled operation is kept for the worker's retention when the api sets
+// none of its own.
+func TestCanceledKeepsWorkerRetention(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(ctx, Config{DataDir: t.TempDir(), Workers: -1, Worker: worker.Config{Retention: 3 * time.Hour},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "http://arr/v1/echo", strings.NewReader("x")))
+	loc := rec.Header().Get("Operation-Location")
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("DELETE", loc, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
+	}
+	op, err := s.store.Get(ctx, strings.TrimPrefix(loc, "http://arr/v1/operations/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(op.ExpiresAt); d < 2*time.Hour || d > 3*time.Hour {
+		t.Fatalf("canceled operation expires in %s, want about 3h", d)
+	}
 }
