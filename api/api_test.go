@@ -469,7 +469,13 @@ func TestHealthReadyMetrics(t *testing.T) {
 	wantStatus(t, s.get("/healthz"), 200)
 	wantStatus(t, s.get("/readyz"), 200)
 	s.waitStatus(s.submit("m"), "succeeded")
+	// The worker counts the success just after committing it.
 	m := s.get("/metrics")
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) &&
+		!strings.Contains(string(m.Body), `outcome="succeeded"`); {
+		time.Sleep(10 * time.Millisecond)
+		m = s.get("/metrics")
+	}
 	wantStatus(t, m, 200)
 	for _, want := range []string{
 		`arr_submissions_total{code="202",route="echo"} 1`,

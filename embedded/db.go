@@ -20,6 +20,7 @@ import (
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/resultstore"
 )
 
 // Options configures a DB. The zero value is ready to use: every field
@@ -55,6 +56,7 @@ type Options struct {
 const (
 	defaultLease        = 30 * time.Second
 	defaultCacheSize    = 32 << 20
+	valueSeparationMin  = 512 // bytes; operation records are smaller
 	defaultMemTableSize = 16 << 20
 )
 
@@ -98,7 +100,10 @@ type DB struct {
 
 	locks [nStripes]sync.Mutex
 	watch watchers
-	q     *queueState
+	// opCeil and msgCeil bound the operation and message keys ever
+	// created, to skip the existence reads of new UUIDv7 ids.
+	opCeil, msgCeil ceiling
+	q               *queueState
 
 	refs      int           // guarded by registry.mu
 	closing   chan struct{} // closed when the last reference goes
@@ -146,6 +151,12 @@ func openLocked(abs string, opts Options) (*DB, error) {
 		Logger:             pebbleLogger{opts.Logger},
 		FormatMajorVersion: pebble.FormatNewest,
 	}
+	// Request bodies and results go to blob files at flush, so that
+	// compactions move references to them instead of rewriting the bytes.
+	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{Enabled: true, MinimumSize: valueSeparationMin,
+			MaxBlobReferenceDepth: 10, RewriteMinimumAge: 5 * time.Minute, TargetGarbageRatio: 0.3}
+	}
 	// Bloom filters on every level: Create's existence checks are point
 	// reads of keys that are usually absent.
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
@@ -158,6 +169,10 @@ func openLocked(abs string, opts Options) (*DB, error) {
 	if err := db.checkFormat(); err != nil {
 		_ = pdb.Close()
 		return nil, err
+	}
+	if err := firstErr(db.opCeil.load(pdb, pOp), db.msgCeil.load(pdb, pMsg)); err != nil {
+		_ = pdb.Close()
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	if db.q, err = newQueueState(db); err != nil {
 		_ = pdb.Close()
@@ -330,6 +345,7 @@ func init() {
 		}
 		return opstore.New(&store{db: db}), nil // the handle owns openURL's reference
 	})
+	resultstore.Register("embedded", openResultsURL)
 	queue.Register("embedded", func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
 		db, err := openURL(u)
 		if err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -25,6 +27,10 @@ import (
 	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	"github.com/arrhq/arr/queue/queuetest"
+	"github.com/arrhq/arr/resultstore"
+	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/resultstore/fileresult"
+	"github.com/arrhq/arr/resultstore/resultstoretest"
 )
 
 // ---- conformance ----
@@ -713,5 +719,199 @@ func TestKeysOrder(t *testing.T) {
 	}
 	if _, err := decodeRequest([]byte{reqRecordV1, 5, 'a'}); err == nil {
 		t.Fatal("truncated request decoded")
+	}
+}
+
+// The existence reads skipped for ids above the key ceiling must still
+// catch duplicates: of ids below it, of the highest id itself, and after a
+// reopen (the ceiling is loaded from disk, not assumed empty).
+func TestKeyCeilingStillFindsDuplicates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := openT(t, dir, Options{})
+	st, q := db.Store(), db.Queue()
+	sub := st.(opdriver.AtomicSubmitter)
+	for _, id := range []string{"m", "b", "z"} {
+		if _, created, err := sub.SubmitAtomic(ctx, testOp(id), nil, q, qdriver.Message{ID: id}); err != nil || !created {
+			t.Fatalf("SubmitAtomic(%s) = %v, %v", id, created, err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, id := range []string{"b", "m", "z"} {
+			if _, _, err := sub.SubmitAtomic(ctx, testOp(id), nil, q, qdriver.Message{ID: id}); !errors.Is(err, opdriver.ErrExists) {
+				t.Errorf("%s: SubmitAtomic of existing %s = %v, want ErrExists", when, id, err)
+			}
+		}
+		st, err := q.Stats(ctx)
+		if err != nil || st.Ready != 3 {
+			t.Errorf("%s: Stats = %+v, %v; want 3 ready (no message enqueued twice)", when, st, err)
+		}
+	}
+	check("open")
+	st.Close()
+	q.Close()
+	db.Close()
+	db = openT(t, dir, Options{})
+	defer db.Close()
+	st, q = db.Store(), db.Queue()
+	defer st.Close()
+	defer q.Close()
+	sub = st.(opdriver.AtomicSubmitter)
+	check("reopened")
+	// A message enqueued on its own above the ceiling is still deduplicated.
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "zz"}, qdriver.Message{ID: "zz"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue(ctx, qdriver.Message{ID: "zz"}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := q.Stats(ctx); s.Ready != 4 {
+		t.Errorf("after enqueuing zz twice: %d ready, want 4", s.Ready)
+	}
+}
+
+// The embedded result store (bytes in the DB, URLs signed and served as the
+// file driver does) passes the result store conformance suite.
+func TestResultsConformance(t *testing.T) {
+	resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
+		Open: func(t *testing.T) rdriver.Store {
+			st, err := resultstore.OpenStore(context.Background(), "embedded:"+filepath.Join(t.TempDir(), "db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st.Driver()
+		},
+	})
+}
+
+// Results share the DB with the operations store and the queue, survive a
+// reopen, and the signing keyring lands beside the DB directory.
+func TestResultsShareTheDB(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	dir := filepath.Join(data, "db")
+	st, err := opstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := resultstore.OpenStore(ctx, "embedded:"+dir+"?prefix=/r/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Driver().(*store).db != rs.Driver().(*fileresult.Store).Blobs().(*Results).db {
+		t.Fatal("the result store opened a second DB")
+	}
+	if _, err := os.Stat(filepath.Join(data, fileresult.DefaultKeyFileName)); err != nil {
+		t.Fatalf("keyring not beside the DB: %v", err)
+	}
+	a, err := rs.Put(ctx, "k1", strings.NewReader("hello"), "text/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := rs.SignedURL(ctx, "k1", time.Now().Add(time.Minute))
+	if err != nil || !strings.HasPrefix(u, "/r/k1?") {
+		t.Fatalf("SignedURL = %q, %v", u, err)
+	}
+	rs.Close()
+	st.Close()
+	rs, err = resultstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	r, err := rs.Open(ctx, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, _ := io.ReadAll(r)
+	if string(b) != "hello" || r.Attributes().ETag != a.ETag || r.Attributes().ContentType != "text/plain" {
+		t.Fatalf("after reopen: %q %+v, want hello %+v", b, r.Attributes(), a)
+	}
+	if _, err := resultstore.OpenStore(ctx, "embedded:"+dir+"?maxURLLifetime=x"); err == nil {
+		t.Fatal("a bad maxURLLifetime was accepted")
+	}
+}
+
+// Lazy writes (the worker's running state, its acks after a durable
+// terminal state, results synced by the operation's success) are visible
+// at once and are made durable by the next synced write.
+func TestLazyWritesVisibleAndSyncedByNextWrite(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := opstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.OpenQueue(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := resultstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Submit(ctx, testOp("a"), nil, q, queue.Message{ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := q.Receive(ctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive = %v, %v", ds, err)
+	}
+	op, err := st.TransitionLazy(ctx, "a", func(op *operation.Operation) error { op.Status = operation.Running; return nil })
+	if err != nil || op.Version != 2 {
+		t.Fatalf("TransitionLazy = %+v, %v", op, err)
+	}
+	if got, _ := st.Get(ctx, "a"); got.Status != operation.Running {
+		t.Fatalf("lazy update not visible: %s", got.Status)
+	}
+	if !rs.Driver().(rdriver.LazyPutter).SyncedBy(st.Driver()) {
+		t.Fatal("results of the same DB are not synced by its store")
+	}
+	other, err := opstore.OpenStore(ctx, "embedded:"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if rs.Driver().(rdriver.LazyPutter).SyncedBy(other.Driver()) {
+		t.Fatal("results claim to be synced by another DB's store")
+	}
+	if _, err := rs.PutSyncedBy(ctx, "a", strings.NewReader("result"), "text/plain", st.Driver()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Transition(ctx, "a", func(op *operation.Operation) error { op.Status = operation.Succeeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.AckLazy(ctx, ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := q.Stats(ctx); s.Ready+s.InFlight+s.Delayed != 0 {
+		t.Fatalf("after AckLazy: %+v", s)
+	}
+	rs.Close()
+	q.Close()
+	st.Close()
+	st, err = opstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rs, err = resultstore.OpenStore(ctx, "embedded:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	if got, _ := st.Get(ctx, "a"); got.Status != operation.Succeeded || got.Version != 3 {
+		t.Fatalf("after reopen: %+v", got)
+	}
+	r, err := rs.Open(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r)
+	r.Close()
+	if string(b) != "result" {
+		t.Fatalf("result after reopen: %q", b)
 	}
 }

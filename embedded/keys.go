@@ -23,6 +23,7 @@ const (
 	pQueue  = 'q' // q<readyAt BE64><msg id> → queue entry
 	pMsg    = 'm' // m<msg id>               → readyAt BE64, or deadMark
 	pDead   = 'd' // d<msg id>               → dead letter
+	pResult = 'b' // b<result key>           → result attributes and bytes
 )
 
 // formatVersion is the on-disk layout version, stored at metaFormatKey.

@@ -239,9 +239,14 @@ func (q *queueState) addToBatch(b *pebble.Batch, msgs []qdriver.Message, now tim
 			}
 			seen[m.ID] = true
 		}
-		state, found, err := getCopy(q.db.pdb, msgKey(m.ID))
-		if err != nil {
-			return e, fmt.Errorf("embedded: reading message %s: %w", m.ID, err)
+		mk := msgKey(m.ID)
+		var state []byte
+		var found bool
+		if !q.db.msgCeil.above(mk) {
+			var err error
+			if state, found, err = getCopy(q.db.pdb, mk); err != nil {
+				return e, fmt.Errorf("embedded: reading message %s: %w", m.ID, err)
+			}
 		}
 		if found && !isDeadMark(state) {
 			continue // enqueuing a queued id is a no-op
@@ -262,7 +267,8 @@ func (q *queueState) addToBatch(b *pebble.Batch, msgs []qdriver.Message, now tim
 		k := queueKey(readyAt, m.ID)
 		q.raiseLatestReady(readyAt)
 		_ = b.Set(k, encodeEntry(0, m.Body), nil)
-		_ = b.Set(msgKey(m.ID), encodeReadyAt(readyAt), nil)
+		_ = b.Set(mk, encodeReadyAt(readyAt), nil)
+		q.db.msgCeil.raise(mk)
 		if e.minKey == nil || bytes.Compare(k, e.minKey) < 0 {
 			e.minKey = k
 		}
@@ -671,6 +677,10 @@ func (d *delivery) InProgress(ctx context.Context, leaseFor time.Duration) error
 
 func (d *delivery) Ack(ctx context.Context) error { return d.settle(ctx, settleAck, 0, "") }
 
+// AckLazy is Ack committed without waiting for the WAL's fsync; see
+// queue/driver.LazyAcker.
+func (d *delivery) AckLazy(ctx context.Context) error { return d.settle(ctx, settleAckLazy, 0, "") }
+
 func (d *delivery) Nak(ctx context.Context, delay time.Duration) error {
 	return d.settle(ctx, settleNak, delay, "")
 }
@@ -683,6 +693,7 @@ type settleKind int
 
 const (
 	settleAck settleKind = iota
+	settleAckLazy
 	settleNak
 	settleTerm
 )
@@ -723,6 +734,10 @@ func (d *delivery) settle(ctx context.Context, kind settleKind, delay time.Durat
 			_ = b.Set(msgKey(l.id), encodeReadyAt(readyAt), nil)
 		}
 	}
+	wo := pebble.Sync
+	if kind == settleAckLazy {
+		kind, wo = settleAck, pebble.NoSync
+	}
 	if kind == settleAck {
 		_ = b.Delete(l.key, nil)
 		_ = b.Delete(msgKey(l.id), nil)
@@ -732,7 +747,7 @@ func (d *delivery) settle(ctx context.Context, kind settleKind, delay time.Durat
 		_ = b.Set(msgKey(l.id), deadMark, nil)
 		_ = b.Set(deadKey(l.id), encodeDead(now, l.deliveries, reason, l.body), nil)
 	}
-	err := b.Commit(pebble.Sync)
+	err := b.Commit(wo)
 
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -192,10 +192,13 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 			// both together, so this does not happen in practice).
 		}
 	}
-	if exists, err := has(db.pdb, opKey(op.ID)); err != nil {
-		return nil, false, fmt.Errorf("embedded: reading operation %s: %w", op.ID, err)
-	} else if exists {
-		return nil, false, fmt.Errorf("%w: %s", opdriver.ErrExists, op.ID)
+	opk := opKey(op.ID)
+	if !db.opCeil.above(opk) {
+		if exists, err := has(db.pdb, opk); err != nil {
+			return nil, false, fmt.Errorf("embedded: reading operation %s: %w", op.ID, err)
+		} else if exists {
+			return nil, false, fmt.Errorf("%w: %s", opdriver.ErrExists, op.ID)
+		}
 	}
 
 	stored := op.Clone()
@@ -206,7 +209,8 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
-	_ = b.Set(opKey(op.ID), rec, nil)
+	_ = b.Set(opk, rec, nil)
+	db.opCeil.raise(opk)
 	if req != nil {
 		_ = b.Set(reqKey(op.ID), encodeRequest(req), nil)
 	}
@@ -232,6 +236,17 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 }
 
 func (s *store) Update(ctx context.Context, op *operation.Operation) error {
+	return s.update(ctx, op, pebble.Sync)
+}
+
+// UpdateLazy is Update committed without waiting for the WAL's fsync; the
+// next synced commit of the DB makes it durable. See
+// opstore/driver.LazyUpdater.
+func (s *store) UpdateLazy(ctx context.Context, op *operation.Operation) error {
+	return s.update(ctx, op, pebble.NoSync)
+}
+
+func (s *store) update(ctx context.Context, op *operation.Operation, wo *pebble.WriteOptions) error {
 	if err := checkOp(op); err != nil {
 		return err
 	}
@@ -250,6 +265,46 @@ func (s *store) Update(ctx context.Context, op *operation.Operation) error {
 	if cur.Version != op.Version {
 		return fmt.Errorf("%w: %s is at version %d, update was from %d", opdriver.ErrConflict, op.ID, cur.Version, op.Version)
 	}
+	return s.write(cur, op, wo)
+}
+
+// TransitionOp reads the operation, applies change and writes it back under
+// the operation's stripe lock: one read, where Get and a version-checked
+// Update take two, and no conflict to retry. See opstore/driver.Transitioner.
+func (s *store) TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.db.end()
+	db := s.db
+	held := db.lockStripes(id)
+	defer db.unlockStripes(held)
+	cur, err := getOp(db.pdb, id)
+	if err != nil {
+		return nil, err
+	}
+	op := cur.Clone()
+	if err := change(op); err != nil {
+		return op, err
+	}
+	op.ID, op.Version = cur.ID, cur.Version
+	if err := checkOp(op); err != nil {
+		return nil, err
+	}
+	wo := pebble.Sync
+	if lazy {
+		wo = pebble.NoSync
+	}
+	if err := s.write(cur, op, wo); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+// write replaces cur with op, whose Version is cur's, and its index
+// entries; op.Version is then the new version. The stripe of op.ID is held.
+func (s *store) write(cur, op *operation.Operation, wo *pebble.WriteOptions) error {
+	db := s.db
 	next := op.Clone()
 	next.Version = cur.Version + 1
 	next.IdempotencyKey = cur.IdempotencyKey // never changes
@@ -273,7 +328,7 @@ func (s *store) Update(ctx context.Context, op *operation.Operation) error {
 			_ = b.Set(expiryKey(next.ExpiresAt, op.ID), nil, nil)
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(wo); err != nil {
 		return fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
 	op.Version = next.Version

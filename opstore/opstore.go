@@ -98,6 +98,39 @@ var ErrSkip = errors.New("opstore: transition skipped")
 // back conditionally, retrying from a fresh read on a version conflict. It
 // sets UpdatedAt. change may return ErrSkip (or any error) to write nothing.
 func (s *Store) Transition(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
+	if t, ok := s.d.(driver.Transitioner); ok {
+		return t.TransitionOp(ctx, id, stamped(change), false)
+	}
+	return s.transition(ctx, id, change, s.d.Update)
+}
+
+// stamped is change, then UpdatedAt set to now.
+func stamped(change func(*operation.Operation) error) func(*operation.Operation) error {
+	return func(op *operation.Operation) error {
+		if err := change(op); err != nil {
+			return err
+		}
+		op.UpdatedAt = time.Now().UTC()
+		return nil
+	}
+}
+
+// TransitionLazy is Transition with a write that need not be durable when
+// it returns (see driver.LazyUpdater); on a driver without lazy updates it
+// is Transition.
+func (s *Store) TransitionLazy(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
+	if t, ok := s.d.(driver.Transitioner); ok {
+		return t.TransitionOp(ctx, id, stamped(change), true)
+	}
+	update := s.d.Update
+	if l, ok := s.d.(driver.LazyUpdater); ok {
+		update = l.UpdateLazy
+	}
+	return s.transition(ctx, id, change, update)
+}
+
+func (s *Store) transition(ctx context.Context, id string, change func(*operation.Operation) error,
+	update func(context.Context, *operation.Operation) error) (*operation.Operation, error) {
 	for {
 		op, err := s.d.Get(ctx, id)
 		if err != nil {
@@ -107,7 +140,7 @@ func (s *Store) Transition(ctx context.Context, id string, change func(*operatio
 			return op, err
 		}
 		op.UpdatedAt = time.Now().UTC()
-		err = s.d.Update(ctx, op)
+		err = update(ctx, op)
 		if errors.Is(err, driver.ErrConflict) {
 			continue
 		}

@@ -56,3 +56,12 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) { return q.d.Stats(ctx
 
 // Close closes the driver.
 func (q *Queue) Close() error { return q.d.Close() }
+
+// AckLazy acks d without waiting for durability when its driver can (see
+// driver.LazyAcker), and with Ack otherwise.
+func AckLazy(ctx context.Context, d Delivery) error {
+	if l, ok := d.(driver.LazyAcker); ok {
+		return l.AckLazy(ctx)
+	}
+	return d.Ack(ctx)
+}

@@ -1,7 +1,8 @@
 // Package resultstore is the portable result store: result bytes with a
 // content type, and signed expiring URLs to read them. Open one with
 // OpenStore from a URL whose scheme a driver registered, e.g.
-// "file:./arr-data/results" (package resultstore/fileresult).
+// "file:./arr-data/results" (package resultstore/fileresult) or
+// "embedded:./arr-data/db" (package embedded).
 package resultstore
 
 import (
@@ -45,6 +46,19 @@ func (s *Store) Driver() driver.Store { return s.d }
 // Put: see driver.Store.Put.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error) {
 	return s.d.Put(ctx, key, r, contentType)
+}
+
+// PutSyncedBy is Put, except that when durable writes through syncedBy (a
+// driver of another port, such as the operations store's) also make this
+// store's writes durable (driver.LazyPutter), it returns without waiting
+// for durability. The caller must then make a durable write through
+// syncedBy before relying on the result, as the worker does by recording
+// the operation's success.
+func (s *Store) PutSyncedBy(ctx context.Context, key string, r io.Reader, contentType string, syncedBy any) (Attributes, error) {
+	if l, ok := s.d.(driver.LazyPutter); ok && l.SyncedBy(syncedBy) {
+		return l.PutLazy(ctx, key, r, contentType)
+	}
+	return s.Put(ctx, key, r, contentType)
 }
 
 // Open: see driver.Store.Open.

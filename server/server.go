@@ -39,7 +39,10 @@ type Config struct {
 	// StoreURL and QueueURL open the operations store and the queue.
 	// Default embedded:{DataDir}/db for both.
 	StoreURL, QueueURL string
-	// ResultsURL opens the result store. Default file:{DataDir}/results.
+	// ResultsURL opens the result store. Default embedded:{DataDir}/db:
+	// result bytes in the embedded database, whose synced writes are
+	// group-committed with the operations' (file:{DataDir}/results keeps
+	// each result in a file of its own, at two fsyncs per result).
 	ResultsURL string
 	// API configures the HTTP api; its stores are filled in, and its
 	// Retention defaults to Worker.Retention. See api.Config for the rest.
@@ -81,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.QueueURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
 	}
 	if cfg.ResultsURL == "" {
-		cfg.ResultsURL = "file:" + filepath.Join(cfg.DataDir, "results")
+		cfg.ResultsURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -210,7 +210,9 @@ func (p *Pool) Run(ctx context.Context) error {
 func (p *Pool) process(shutdown, work context.Context, d queue.Delivery) {
 	id := d.Message().ID
 	st := p.cfg.Store
-	op, err := st.Transition(work, id, func(op *operation.Operation) error {
+	// Lazily durable: if a crash loses the running state, the redelivery
+	// sets it again (only the attempt count can then be one low).
+	op, err := st.TransitionLazy(work, id, func(op *operation.Operation) error {
 		if op.Status != operation.Pending && op.Status != operation.Running {
 			return opstore.ErrSkip
 		}
@@ -223,7 +225,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery) {
 	switch {
 	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrSkip):
 		// Deleted, or already finished or canceled: nothing to run.
-		_ = d.Ack(work)
+		_ = queue.AckLazy(work, d)
 		return
 	case err != nil:
 		p.cfg.Logger.Error("worker: start", "id", id, "err", err)
@@ -369,7 +371,7 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 				}
 			case <-flush.C:
 				if pct, msg, ok := prog.take(); ok {
-					_, _ = st.Transition(ctx, id, func(op *operation.Operation) error {
+					_, _ = st.TransitionLazy(ctx, id, func(op *operation.Operation) error {
 						if op.Status != operation.Running {
 							return opstore.ErrSkip
 						}
@@ -392,7 +394,10 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 
 func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Operation, body []byte, ct string) {
 	st := p.cfg.Store
-	attrs, err := p.cfg.Results.Put(ctx, op.ID, bytes.NewReader(body), ct)
+	// When the results live in the operations' database, the result need
+	// not be durable before the success below is: that synced write makes
+	// both durable.
+	attrs, err := p.cfg.Results.PutSyncedBy(ctx, op.ID, bytes.NewReader(body), ct, st.Driver())
 	if err != nil {
 		p.fail(ctx, d, op, &operation.Problem{Type: ProblemHandlerFailed, Title: "Result not stored", Status: 500, Detail: err.Error()}, false)
 		return
@@ -411,8 +416,10 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 	})
 	switch {
 	case err == nil:
+		// The terminal state is durable; a redelivery after a crash that
+		// lost a lazy ack finds it and is acked without running.
 		p.completed.WithLabelValues(op.Route, "succeeded").Inc()
-		_ = d.Ack(ctx)
+		_ = queue.AckLazy(ctx, d)
 	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound):
 		// Canceled or deleted while the result was being written.
 		_ = p.cfg.Results.Delete(ctx, op.ID)
@@ -445,7 +452,7 @@ func (p *Pool) fail(ctx context.Context, d queue.Delivery, op *operation.Operati
 	switch {
 	case err == nil && final:
 		p.completed.WithLabelValues(op.Route, "failed").Inc()
-		_ = d.Ack(ctx)
+		_ = queue.AckLazy(ctx, d)
 	case err == nil:
 		p.completed.WithLabelValues(op.Route, "retried").Inc()
 		_ = d.Nak(ctx, p.cfg.Backoff(op.Attempts))

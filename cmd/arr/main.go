@@ -74,7 +74,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.DataDir, "data", "arr-data", "data directory (embedded store, result files, signing keys)")
 	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL (default embedded:{data}/db)")
 	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL (default embedded:{data}/db)")
-	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL (default file:{data}/results)")
+	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL (default embedded:{data}/db; file:DIR for one file per result)")
 	fs.StringVar(&cfg.API.PublicURL, "public-url", "", "scheme://host[:port] of absolute links (default: https://$WEBSITE_HOSTNAME if set, else the request's Host)")
 	fs.IntVar(&cfg.Workers, "workers", 16, "operations run at once (0: the default; -1: run no workers)")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body", 1<<20, "largest accepted request body, in bytes")

@@ -96,3 +96,23 @@ type AtomicSubmitter interface {
 
 // ErrNotSameEngine: see AtomicSubmitter.
 var ErrNotSameEngine = errors.New("opstore: queue is not on the same engine")
+
+// LazyUpdater is implemented by stores that can apply an Update without
+// waiting for it to be durable: the update is visible at once, with the
+// same version check, and becomes durable with the store's next durable
+// write; a crash before that may lose it. The worker uses it for writes
+// whose loss a redelivery repairs: the running state and progress reports.
+type LazyUpdater interface {
+	UpdateLazy(ctx context.Context, op *operation.Operation) error
+}
+
+// Transitioner is implemented by stores that can read, change and write
+// an operation in one step under their own lock, saving the second read of
+// a version-checked Update. TransitionOp calls change on a copy of the
+// stored operation (change must not call the store), writes the result
+// unless change returns an error (which it returns with the changed copy),
+// lazily (see LazyUpdater) when lazy is set, and returns the written
+// operation with its new Version. It returns ErrNotFound for an unknown id.
+type Transitioner interface {
+	TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error)
+}

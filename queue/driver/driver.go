@@ -55,6 +55,16 @@ type Delivery interface {
 	Term(ctx context.Context, reason string) error
 }
 
+// LazyAcker is implemented by deliveries that can be acked without waiting
+// for the removal to be durable: it takes effect at once and becomes
+// durable with the queue's next durable write; a crash before that may
+// deliver the message again, which at-least-once delivery allows. The
+// worker acks lazily once the operation's terminal state is durable, since
+// a redelivered finished operation is acked without running.
+type LazyAcker interface {
+	AckLazy(ctx context.Context) error
+}
+
 // Stats counts the messages in a queue.
 type Stats struct {
 	Ready    int64 // deliverable now

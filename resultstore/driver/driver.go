@@ -62,3 +62,14 @@ type Server interface {
 	Prefix() string
 	Handler() http.Handler
 }
+
+// LazyPutter is implemented by result stores that live in the same engine
+// as another port's driver (the embedded database holds operations, queue
+// and results): PutLazy stores the bytes without waiting for them to be
+// durable, and the next durable write through the other driver makes them
+// durable. SyncedBy reports whether that holds for other, a driver of
+// another port.
+type LazyPutter interface {
+	PutLazy(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error)
+	SyncedBy(other any) bool
+}

@@ -164,6 +164,40 @@ type Options struct {
 
 	// FileMode is the mode of result files. Default 0600.
 	FileMode fs.FileMode
+
+	// Blobs, when set, keeps the bytes of results instead of files in the
+	// results directory: Put, Open and Delete go to it, and the Store adds
+	// what it always adds (key and content type validation, the ETag,
+	// signed URLs and the Handler that serves them). The results directory
+	// is then only where the default KeyFile is found, and is not created.
+	// The embedded driver uses it to keep results in its database, where
+	// their writes are group-committed with the operations'. Default nil:
+	// files.
+	Blobs Blobs
+}
+
+// LazyBlobs are Blobs that can Put without waiting for durability when
+// durable writes through another port's driver make it durable; see
+// driver.LazyPutter.
+type LazyBlobs interface {
+	Blobs
+	PutLazy(ctx context.Context, key string, data []byte, attrs driver.Attributes) error
+	SyncedBy(other any) bool
+}
+
+// Blobs keeps the bytes of results for a Store; see Options.Blobs. Keys
+// and content types reaching it are valid; its methods are safe for
+// concurrent use.
+type Blobs interface {
+	// Put stores data and its attributes under key, replacing any earlier
+	// value, and is durable when it returns nil.
+	Put(ctx context.Context, key string, data []byte, attrs driver.Attributes) error
+	// Open returns a reader of the value under key, or driver.ErrNotFound.
+	Open(ctx context.Context, key string) (driver.Reader, error)
+	// Delete removes key; a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// Close releases the Blobs; Store.Close calls it.
+	Close() error
 }
 
 // Store is the file result store. It implements driver.Store and
@@ -216,11 +250,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fileresult: %w", err)
 	}
-	if err := os.MkdirAll(abs, opts.DirMode); err != nil {
-		return nil, fmt.Errorf("fileresult: create results directory: %w", err)
-	}
-	if err := syncDir(filepath.Dir(abs)); err != nil { // the directory's entry, if just created
-		return nil, fmt.Errorf("fileresult: sync results directory: %w", err)
+	if opts.Blobs == nil {
+		if err := os.MkdirAll(abs, opts.DirMode); err != nil {
+			return nil, fmt.Errorf("fileresult: create results directory: %w", err)
+		}
+		if err := syncDir(filepath.Dir(abs)); err != nil { // the directory's entry, if just created
+			return nil, fmt.Errorf("fileresult: sync results directory: %w", err)
+		}
 	}
 	if opts.KeyFile == "" {
 		opts.KeyFile = filepath.Join(filepath.Dir(abs), DefaultKeyFileName)
@@ -239,18 +275,21 @@ func Open(dir string, opts Options) (*Store, error) {
 	if inside(abs, keyfile) { // again, now that symbolic links can be resolved
 		return nil, insideErr
 	}
-	bucket, err := fileblob.OpenBucket(abs, &fileblob.Options{
-		DirFileMode: opts.DirMode,
-		NoTempDir:   true, // temp files next to the result: same file system, so the rename is atomic
-		Metadata:    fileblob.MetadataDontWrite,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fileresult: %w", err)
+	var bucket *blob.Bucket
+	if opts.Blobs == nil {
+		bucket, err = fileblob.OpenBucket(abs, &fileblob.Options{
+			DirFileMode: opts.DirMode,
+			NoTempDir:   true, // temp files next to the result: same file system, so the rename is atomic
+			Metadata:    fileblob.MetadataDontWrite,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("fileresult: %w", err)
+		}
 	}
 	s := &Store{dir: abs, keyfile: keyfile, opts: opts, bucket: bucket, now: time.Now}
 	kr, err := openKeyring(keyfile, s.now())
 	if err != nil {
-		_ = bucket.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	s.ring.Store(kr)
@@ -464,6 +503,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	if err := validateContentType(contentType); err != nil {
 		return driver.Attributes{}, err
 	}
+	if s.opts.Blobs != nil {
+		return s.putBlob(ctx, key, r, contentType, s.opts.Blobs.Put)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var f *os.File
@@ -514,6 +556,48 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: sync directory: %w", key, err)
 	}
 	return driver.Attributes{ContentType: contentType, Size: n, ETag: etagOf(sum), ModTime: fi.ModTime()}, nil
+}
+
+// SyncedBy reports whether durable writes through other make this store's
+// PutLazy durable: only with Options.Blobs that say so.
+func (s *Store) SyncedBy(other any) bool {
+	lb, ok := s.opts.Blobs.(LazyBlobs)
+	return ok && lb.SyncedBy(other)
+}
+
+// PutLazy is Put into LazyBlobs without waiting for durability; see
+// driver.LazyPutter. On other stores it is Put.
+func (s *Store) PutLazy(ctx context.Context, key string, r io.Reader, contentType string) (driver.Attributes, error) {
+	lb, ok := s.opts.Blobs.(LazyBlobs)
+	if !ok {
+		return s.Put(ctx, key, r, contentType)
+	}
+	if err := ValidateKey(key); err != nil {
+		return driver.Attributes{}, err
+	}
+	if contentType == "" {
+		contentType = DefaultContentType
+	}
+	if err := validateContentType(contentType); err != nil {
+		return driver.Attributes{}, err
+	}
+	return s.putBlob(ctx, key, r, contentType, lb.PutLazy)
+}
+
+// putBlob is Put into Options.Blobs, with put.
+func (s *Store) putBlob(ctx context.Context, key string, r io.Reader, contentType string,
+	put func(context.Context, string, []byte, driver.Attributes) error) (driver.Attributes, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: %w", key, err)
+	}
+	sum := sha256.Sum256(data)
+	a := driver.Attributes{ContentType: contentType, Size: int64(len(data)), ETag: etagOf(hex.EncodeToString(sum[:])),
+		ModTime: s.now().UTC().Truncate(time.Microsecond)}
+	if err := put(ctx, key, data, a); err != nil {
+		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: %w", key, err)
+	}
+	return a, nil
 }
 
 // onlyReader hides any WriterTo of the source so that io.CopyBuffer streams
@@ -605,6 +689,9 @@ func (s *Store) Open(ctx context.Context, key string) (driver.Reader, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
+	if s.opts.Blobs != nil {
+		return s.opts.Blobs.Open(ctx, key)
+	}
 	var f *os.File
 	br, err := s.bucket.NewRangeReader(ctx, key, 0, -1, &blob.ReaderOptions{
 		BeforeRead: func(as func(any) bool) error {
@@ -641,6 +728,9 @@ func (s *Store) Open(ctx context.Context, key string) (driver.Reader, error) {
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
+	}
+	if s.opts.Blobs != nil {
+		return s.opts.Blobs.Delete(ctx, key)
 	}
 	// A directory of other results is not a result: nothing to delete.
 	if ok, err := s.bucket.Exists(ctx, key); err != nil {
@@ -679,8 +769,16 @@ func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (st
 	return s.opts.Prefix + escapeKeyPath(key) + "?" + signedQuery(k, key, se), nil
 }
 
+// Blobs returns Options.Blobs, nil for a store of files.
+func (s *Store) Blobs() Blobs { return s.opts.Blobs }
+
 // Close closes the store.
-func (s *Store) Close() error { return s.bucket.Close() }
+func (s *Store) Close() error {
+	if s.opts.Blobs != nil {
+		return s.opts.Blobs.Close()
+	}
+	return s.bucket.Close()
+}
 
 // Prefix returns the URL path Handler serves; see driver.Server.
 func (s *Store) Prefix() string { return s.opts.Prefix }

@@ -1,0 +1,224 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/resultstore/fileresult"
+)
+
+// Results keeps result bytes in the DB, under b<key>, for a fileresult
+// Store (Options.Blobs), which adds signed URLs and serves them. A Put is
+// one synced batch, so Pebble's commit pipeline groups it with the
+// operations' writes into one WAL fsync, where a result file costs two
+// fsyncs of its own. Results are read whole into memory by the worker
+// already; values of any size work, large ones cost memory while read.
+type Results struct {
+	db     *DB
+	once   sync.Once
+	closed atomic.Bool
+}
+
+var _ fileresult.Blobs = (*Results)(nil)
+
+// Results returns a Blobs over the DB's result keys. It holds a reference
+// to the DB until its Close.
+func (db *DB) Results() *Results {
+	r := &Results{db: db}
+	if !db.acquire() {
+		r.closed.Store(true)
+	}
+	return r
+}
+
+func (r *Results) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.db.begin(ErrClosed)
+}
+
+// resultRecordV1 is followed by uvarint-length-prefixed content type and
+// ETag, the modification time (unix nanos, BE64) and the bytes.
+const resultRecordV1 = 1
+
+func encodeResult(data []byte, a driver.Attributes) []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(a.ContentType)+len(a.ETag)+8+len(data))
+	b = append(b, resultRecordV1)
+	b = binary.AppendUvarint(b, uint64(len(a.ContentType)))
+	b = append(b, a.ContentType...)
+	b = binary.AppendUvarint(b, uint64(len(a.ETag)))
+	b = append(b, a.ETag...)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.ModTime.UnixNano()))
+	return append(b, data...)
+}
+
+func decodeResult(v []byte) ([]byte, driver.Attributes, error) {
+	var a driver.Attributes
+	if len(v) < 1 || v[0] != resultRecordV1 {
+		return nil, a, errCorrupt
+	}
+	v = v[1:]
+	str := func() (string, bool) {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || uint64(len(v)-k) < n {
+			return "", false
+		}
+		s := string(v[k : k+int(n)])
+		v = v[k+int(n):]
+		return s, true
+	}
+	var ok1, ok2 bool
+	a.ContentType, ok1 = str()
+	a.ETag, ok2 = str()
+	if !ok1 || !ok2 || len(v) < 8 {
+		return nil, a, errCorrupt
+	}
+	a.ModTime = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
+	data := v[8:]
+	a.Size = int64(len(data))
+	return data, a, nil
+}
+
+var _ fileresult.LazyBlobs = (*Results)(nil)
+
+// Put stores data under key in one synced batch.
+func (r *Results) Put(ctx context.Context, key string, data []byte, a driver.Attributes) error {
+	return r.put(ctx, key, data, a, pebble.Sync)
+}
+
+// PutLazy stores data under key without waiting for the WAL's fsync: the
+// next synced write to the DB (the worker's recording of the operation's
+// success) makes it durable, as Pebble's WAL is one ordered log.
+func (r *Results) PutLazy(ctx context.Context, key string, data []byte, a driver.Attributes) error {
+	return r.put(ctx, key, data, a, pebble.NoSync)
+}
+
+// SyncedBy reports whether other is a handle (operations store, queue or
+// results) of the same DB.
+func (r *Results) SyncedBy(other any) bool {
+	switch o := other.(type) {
+	case *store:
+		return o.db == r.db
+	case *queueHandle:
+		return o.db == r.db
+	case *Results:
+		return o.db == r.db
+	}
+	return false
+}
+
+func (r *Results) put(ctx context.Context, key string, data []byte, a driver.Attributes, wo *pebble.WriteOptions) error {
+	if err := r.begin(ctx); err != nil {
+		return err
+	}
+	defer r.db.end()
+	b := r.db.pdb.NewBatch()
+	defer b.Close()
+	_ = b.Set(resultKey(key), encodeResult(data, a), nil)
+	if err := b.Commit(wo); err != nil {
+		return fmt.Errorf("embedded: writing result %q: %w", key, err)
+	}
+	return nil
+}
+
+// Open reads the value under key into memory and returns a reader of it.
+func (r *Results) Open(ctx context.Context, key string) (driver.Reader, error) {
+	if err := r.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer r.db.end()
+	v, ok, err := getCopy(r.db.pdb, resultKey(key))
+	if err != nil {
+		return nil, fmt.Errorf("embedded: reading result %q: %w", key, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", driver.ErrNotFound, key)
+	}
+	data, a, err := decodeResult(v)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: result %q: %w", key, err)
+	}
+	return &resultReader{Reader: bytes.NewReader(data), attrs: a}, nil
+}
+
+type resultReader struct {
+	*bytes.Reader
+	attrs driver.Attributes
+}
+
+func (r *resultReader) Attributes() driver.Attributes { return r.attrs }
+func (r *resultReader) Close() error                  { return nil }
+
+// Delete removes key, durably.
+func (r *Results) Delete(ctx context.Context, key string) error {
+	if err := r.begin(ctx); err != nil {
+		return err
+	}
+	defer r.db.end()
+	if err := r.db.pdb.Delete(resultKey(key), pebble.Sync); err != nil {
+		return fmt.Errorf("embedded: deleting result %q: %w", key, err)
+	}
+	return nil
+}
+
+// Close releases the reference to the DB.
+func (r *Results) Close() error {
+	var err error
+	r.once.Do(func() {
+		r.closed.Store(true)
+		err = r.db.release()
+	})
+	return err
+}
+
+func resultKey(k string) []byte { return key(pResult, k) }
+
+// openResultsURL opens embedded:DIR as a result store: the bytes in the DB
+// at DIR, signed URLs and their keyring as the file driver makes them. The
+// keyring is at keyFile (default: signing-keys.json beside DIR, where
+// file:DIR/../results keeps it too) and URLs are served under prefix
+// (default /blobs/); the other query parameters are the DB's.
+func openResultsURL(ctx context.Context, u *url.URL) (*resultstore.Store, error) {
+	q := u.Query()
+	var opts fileresult.Options
+	opts.KeyFile, opts.Prefix = q.Get("keyFile"), q.Get("prefix")
+	if v := q.Get("maxURLLifetime"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: URL parameter maxURLLifetime=%q: %v", v, err)
+		}
+		opts.MaxURLLifetime = d
+	}
+	for _, k := range []string{"keyFile", "prefix", "maxURLLifetime"} {
+		q.Del(k)
+	}
+	dbURL := *u
+	dbURL.RawQuery = q.Encode()
+	db, err := openURL(&dbURL)
+	if err != nil {
+		return nil, err
+	}
+	opts.Blobs = &Results{db: db} // owns openURL's reference
+	// The results "directory" is the DB's, so the default keyring lands
+	// beside it.
+	st, err := fileresult.Open(db.dir, opts)
+	if err != nil {
+		_ = opts.Blobs.Close()
+		return nil, err
+	}
+	return resultstore.New(st), nil
+}
