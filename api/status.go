@@ -71,22 +71,19 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// The version the client has: from If-None-Match, else the current one.
-	seen := int64(-1)
-	if v, err := strconv.ParseInt(strings.Trim(r.Header.Get("If-None-Match"), `"W/`), 10, 64); err == nil {
-		seen = v
-	}
+	// The revision the client has: from If-None-Match, else the current one.
+	seen := strings.Trim(strings.TrimSpace(r.Header.Get("If-None-Match")), `"W/`)
 	ctx := r.Context()
 	op, err := s.cfg.Store.Get(ctx, id)
 	if err != nil {
 		s.storeError(w, id, err)
 		return
 	}
-	if wait > 0 && !op.Status.Terminal() && (seen < 0 || seen == op.Version) {
+	if wait > 0 && !op.Status.Terminal() && (seen == "" || seen == revision(op)) {
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
-		from := op.Version
+		from := revision(op)
 		if next, err := s.waitFor(ctx, id, wait, func(o *operation.Operation) bool {
-			return o.Version != from || o.Status.Terminal()
+			return revision(o) != from || o.Status.Terminal()
 		}); err == nil {
 			op = next
 		} else if errors.Is(err, opstore.ErrNotFound) {
@@ -94,7 +91,7 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if seen == op.Version {
+	if seen == revision(op) {
 		w.Header().Set("ETag", etag(op))
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -131,7 +128,16 @@ func (s *Server) waitParam(w http.ResponseWriter, r *http.Request) (time.Duratio
 	return min(d, s.cfg.MaxWait), true
 }
 
-func etag(op *operation.Operation) string { return `"` + strconv.FormatInt(op.Version, 10) + `"` }
+// revision names one state of an operation: its version and the time it
+// was written. The version alone is not enough: a lazily durable write (the
+// running state, progress) lost by a crash leaves its version number to be
+// written again with other content, and a client that saw the lost one
+// must not take the new one for it.
+func revision(op *operation.Operation) string {
+	return strconv.FormatInt(op.Version, 10) + "." + strconv.FormatInt(op.UpdatedAt.UnixMicro(), 36)
+}
+
+func etag(op *operation.Operation) string { return `"` + revision(op) + `"` }
 
 // writeMonitor answers as the status monitor: 200 + Retry-After while not
 // terminal, 303 to the signed result when succeeded (200 with
@@ -328,10 +334,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, id, err)
 		return
 	}
-	sent := int64(-1)
-	if v, err := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64); err == nil {
-		sent = v
-	}
+	sent := r.Header.Get("Last-Event-ID") // a revision
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -342,12 +345,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	keepAlive := time.NewTicker(15 * time.Second)
 	defer keepAlive.Stop()
 	for {
-		if op.Version != sent {
+		if rev := revision(op); rev != sent {
 			b, _ := json.Marshal(s.view(ctx, base, op))
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: operation\ndata: %s\n\n", op.Version, b); err != nil {
+			if _, err := fmt.Fprintf(w, "id: %s\nevent: operation\ndata: %s\n\n", rev, b); err != nil {
 				return
 			}
-			sent = op.Version
+			sent = rev
 		}
 		if err := rc.Flush(); err != nil {
 			return
