@@ -210,9 +210,16 @@ func (p *Pool) Run(ctx context.Context) error {
 func (p *Pool) process(shutdown, work context.Context, d queue.Delivery) {
 	id := d.Message().ID
 	st := p.cfg.Store
-	// Lazily durable: if a crash loses the running state, the redelivery
-	// sets it again (only the attempt count can then be one low).
-	op, err := st.TransitionLazy(work, id, func(op *operation.Operation) error {
+	// A first delivery's running state is lazily durable: if a crash loses
+	// it, the redelivery sets it again. A redelivery's is synced, so that
+	// the attempts of an operation that keeps crashing its worker are
+	// counted and its MaxAttempts ends it (the lazy first one makes the
+	// count at most one low).
+	begin := st.TransitionLazy
+	if d.Attempt() > 1 {
+		begin = st.Transition
+	}
+	op, err := begin(work, id, func(op *operation.Operation) error {
 		if op.Status != operation.Pending && op.Status != operation.Running {
 			return opstore.ErrSkip
 		}
