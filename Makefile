@@ -1,14 +1,25 @@
 # The README's two commands, and a few helpers.
-.PHONY: serve test bench build
+.PHONY: serve test test-main test-bench bench bench-quick chaos build
 
 serve:          ## run arr on 127.0.0.1:8080 with state in ./arr-data
 	go run ./cmd/arr serve
 
-test:           ## the whole test suite (what CI runs)
+test: test-main test-bench  ## the whole test suite (what CI runs)
+
+test-main:      ## arr's own module
 	go test -race ./...
+
+test-bench:     ## the bench module: the peers' adapters (Redis, PostgreSQL) and a short chaos audit
+	cd bench && go test -race ./...
 
 build:          ## a static binary in ./arr
 	CGO_ENABLED=0 go build -trimpath -o arr ./cmd/arr
 
-bench:          ## the go test benchmarks of the submit path and the embedded store
-	go test -run '^$$' -bench . -benchtime 20000x ./embedded/ ./api/
+bench:          ## the full side-by-side run of docs/benchmarks.md (about 15 minutes)
+	cd bench && go run ./cmd/arrbench -out ../docs/benchmarks-run.md
+
+bench-quick:    ## a 2-minute version of it
+	cd bench && go run ./cmd/arrbench -reps 1 -n 5000 -w3 300 -w4 20000 -w5 100000
+
+chaos:          ## the long chaos audit: kill -9 arr serve at random under load for 5 minutes
+	cd bench && go run ./cmd/arrchaos -duration 5m

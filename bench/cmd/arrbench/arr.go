@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/server"
+)
+
+// arrLib is arr used as a Go library in the harness process, as the peers'
+// clients are: server.Submit stores the operation durably (one
+// group-committed Pebble batch) and the worker pool runs in the same
+// process. The HTTP api is up too (on a loopback port) but not used.
+type arrLib struct {
+	dir    string
+	srv    *server.Server
+	cancel context.CancelFunc
+	done   chan error
+	base   float64 // completions counted before this Start
+}
+
+func newArrLib() *arrLib { return &arrLib{} }
+
+func (a *arrLib) Name() string { return "arr (Go library, embedded)" }
+func (a *arrLib) Durability() string {
+	return "Pebble WAL fsync'd (group commit) before Submit returns; results fsync'd files"
+}
+
+func (a *arrLib) Start(ctx context.Context, workers int) error {
+	var err error
+	if a.dir, err = os.MkdirTemp("", "arrbench-lib-"); err != nil {
+		return err
+	}
+	cfg := server.Config{Addr: "127.0.0.1:0", DataDir: a.dir, Workers: workers,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if workers == 0 {
+		cfg.Workers = -1
+	}
+	if a.srv, err = server.New(ctx, cfg); err != nil {
+		return err
+	}
+	if err := a.srv.Listen(); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan error, 1)
+	go func() { a.done <- a.srv.Serve(sctx) }()
+	return nil
+}
+
+func (a *arrLib) Submit(ctx context.Context, body []byte) (string, error) {
+	op, err := a.srv.Submit(ctx, "echo", &operation.Request{
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: body})
+	if err != nil {
+		return "", err
+	}
+	return op.ID, nil
+}
+
+func (a *arrLib) WaitCompleted(ctx context.Context, n int) error {
+	for {
+		done, err := succeededFromGatherer(a.srv)
+		if err != nil {
+			return err
+		}
+		if done >= float64(n) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%v after %v of %d", ctx.Err(), done, n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func succeededFromGatherer(s *server.Server) (float64, error) {
+	mfs, err := s.Gatherer().Gather()
+	if err != nil {
+		return 0, err
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "arr_operations_completed_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == "succeeded" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func (a *arrLib) SubmitAndWait(ctx context.Context, body []byte) ([]byte, error) {
+	id, err := a.Submit(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	op, err := a.srv.Wait(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r, err := a.srv.OpenResult(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func (a *arrLib) Status(ctx context.Context, id string) error {
+	_, err := a.srv.Get(ctx, id)
+	return err
+}
+
+func (a *arrLib) PIDs() []int   { return nil }
+func (a *arrLib) SelfCPU() bool { return true }
+
+func (a *arrLib) Stop() error {
+	var err error
+	if a.cancel != nil {
+		a.cancel()
+		err = <-a.done
+		a.cancel = nil
+	} else if a.srv != nil {
+		err = a.srv.Close()
+	}
+	a.srv = nil
+	if a.dir != "" {
+		os.RemoveAll(a.dir)
+	}
+	return err
+}
+
+// arrHTTP is a real `arr serve` process driven over HTTP, as the baselines
+// are.
+type arrHTTP struct {
+	bin   string
+	dir   string
+	conns int
+	c     *child
+	hc    *http.Client
+	fc    *fastClient
+}
+
+var buildArr = sync.OnceValues(func() (string, error) {
+	src, err := mainModuleDir()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "arrbench-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "arr")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/arr")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build arr: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// mainModuleDir finds arr's main module: the parent of the bench module.
+func mainModuleDir() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	gomod := strings.TrimSpace(string(out))
+	if !strings.HasSuffix(gomod, filepath.Join("bench", "go.mod")) {
+		return "", fmt.Errorf("run arrbench from inside arr's bench module (go env GOMOD = %q)", gomod)
+	}
+	return filepath.Dir(filepath.Dir(gomod)), nil
+}
+
+func newArrHTTP(conns int) *arrHTTP { return &arrHTTP{conns: conns} }
+
+func (a *arrHTTP) Name() string { return "arr serve (HTTP, embedded)" }
+func (a *arrHTTP) Durability() string {
+	return "Pebble WAL fsync'd (group commit) before the 202; results fsync'd files"
+}
+
+func (a *arrHTTP) Start(ctx context.Context, workers int) error {
+	var err error
+	if a.bin, err = buildArr(); err != nil {
+		return err
+	}
+	if a.dir, err = os.MkdirTemp("", "arrbench-serve-"); err != nil {
+		return err
+	}
+	w := strconv.Itoa(workers)
+	if workers == 0 {
+		w = "-1"
+	}
+	a.c, err = startChild(ctx, a.bin, "/readyz", "serve", "-addr", "{addr}", "-data", a.dir, "-workers", w, "-log-level", "warn")
+	if err != nil {
+		return err
+	}
+	a.hc, a.fc = newHTTPClient(a.conns), newFastClient(a.c.addr, a.conns)
+	return nil
+}
+
+func (a *arrHTTP) Submit(ctx context.Context, body []byte) (string, error) {
+	code, loc, b, err := a.fc.post("/v1/echo", body)
+	if err == nil && code != http.StatusAccepted {
+		err = fmt.Errorf("POST /v1/echo: %d %s", code, b)
+	}
+	return loc, err
+}
+
+func (a *arrHTTP) WaitCompleted(ctx context.Context, n int) error {
+	for {
+		done, err := a.succeeded(ctx)
+		if err != nil {
+			return err
+		}
+		if done >= float64(n) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%v after %v of %d", ctx.Err(), done, n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// succeeded reads arr_operations_completed_total{outcome="succeeded"} from
+// /metrics: the worker counts an operation once its result is stored and
+// its state committed, so the count is of readable results.
+func (a *arrHTTP) succeeded(ctx context.Context) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.c.addr+"/metrics", nil)
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var n float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "arr_operations_completed_total{") && strings.Contains(line, `outcome="succeeded"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				return 0, err
+			}
+			n += v
+		}
+	}
+	return n, nil
+}
+
+// SubmitAndWait posts with Prefer: wait, so the 202 is replaced by the
+// status monitor's 303 once the operation is done; the client follows it
+// to the signed result URL and reads the bytes.
+func (a *arrHTTP) SubmitAndWait(ctx context.Context, body []byte) ([]byte, error) {
+	code, _, b, err := postJSON(ctx, a.hc, "http://"+a.c.addr+"/v1/echo", body, "Prefer", "wait=10")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("POST with Prefer wait: %d %s", code, b)
+	}
+	return b, nil
+}
+
+func (a *arrHTTP) Status(ctx context.Context, id string) error {
+	return a.fc.get(id)
+}
+
+func (a *arrHTTP) PIDs() []int   { return []int{a.c.pid()} }
+func (a *arrHTTP) SelfCPU() bool { return false }
+
+func (a *arrHTTP) Stop() error {
+	err := a.c.stop()
+	a.c = nil
+	if a.hc != nil {
+		a.hc.CloseIdleConnections()
+	}
+	if a.dir != "" {
+		os.RemoveAll(a.dir)
+	}
+	if err != nil {
+		return errors.New("arr serve: " + err.Error())
+	}
+	return nil
+}
