@@ -103,6 +103,8 @@ type DB struct {
 	// opCeil and msgCeil bound the operation and message keys ever
 	// created, to skip the existence reads of new UUIDv7 ids.
 	opCeil, msgCeil ceiling
+	// ops caches the latest records of recently written operations.
+	ops opCache
 	q               *queueState
 
 	refs      int           // guarded by registry.mu

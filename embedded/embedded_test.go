@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -913,5 +914,75 @@ func TestLazyWritesVisibleAndSyncedByNextWrite(t *testing.T) {
 	r.Close()
 	if string(b) != "result" {
 		t.Fatalf("result after reopen: %q", b)
+	}
+}
+
+// Reads through the operation cache are monotonic: once any reader has seen
+// a version, no later read (by anyone) returns an older one, while writers
+// keep changing the operation and the cache evicts.
+func TestOpCacheReadsAreMonotonic(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	defer db.Close()
+	st := opstore.New(db.Store())
+	defer st.Close()
+	const ids = 4
+	for i := range ids {
+		if _, _, err := st.Create(ctx, testOp(fmt.Sprint("op", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seen [ids]atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range ids {
+		wg.Go(func() {
+			id := fmt.Sprint("op", w)
+			for range 300 {
+				if _, err := st.TransitionLazy(ctx, id, func(op *operation.Operation) error { op.PercentComplete = (op.PercentComplete + 1) % 100; return nil }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := i % ids
+				floor := seen[k].Load()
+				op, err := st.Get(ctx, fmt.Sprint("op", k))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if op.Version < floor {
+					t.Errorf("read version %d of op%d after version %d was seen", op.Version, k, floor)
+					return
+				}
+				for v := seen[k].Load(); op.Version > v && !seen[k].CompareAndSwap(v, op.Version); v = seen[k].Load() {
+				}
+			}
+		})
+	}
+	// Evict while it runs: fill the cache with other operations.
+	for i := range opCacheSize + 100 {
+		if _, _, err := st.Create(ctx, testOp(fmt.Sprint("filler", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	for k := range ids {
+		if op, err := st.Get(ctx, fmt.Sprint("op", k)); err != nil || op.Version != 301 {
+			t.Fatalf("op%d at the end: %+v, %v; want version 301", k, op, err)
+		}
 	}
 }

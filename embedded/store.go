@@ -97,7 +97,7 @@ func (s *store) Get(ctx context.Context, id string) (*operation.Operation, error
 		return nil, err
 	}
 	defer s.db.end()
-	return getOp(s.db.pdb, id)
+	return s.db.latestOp(id)
 }
 
 func (s *store) GetRequest(ctx context.Context, id string) (*operation.Request, error) {
@@ -181,7 +181,7 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 			return nil, false, fmt.Errorf("embedded: reading idempotency key: %w", err)
 		}
 		if ok {
-			cur, err := getOp(db.pdb, string(holder))
+			cur, err := db.latestOp(string(holder))
 			if err == nil {
 				return cur, false, nil
 			}
@@ -230,6 +230,7 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, false, fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
+	db.ops.put(stored.Clone())
 	db.watch.notify(op.ID)
 	db.q.enqueued(enq)
 	return stored, true, nil
@@ -258,7 +259,7 @@ func (s *store) update(ctx context.Context, op *operation.Operation, wo *pebble.
 	held := db.lockStripes(op.ID)
 	defer db.unlockStripes(held)
 
-	cur, err := getOp(db.pdb, op.ID)
+	cur, err := db.latestOp(op.ID)
 	if err != nil {
 		return err
 	}
@@ -279,7 +280,7 @@ func (s *store) TransitionOp(ctx context.Context, id string, change func(*operat
 	db := s.db
 	held := db.lockStripes(id)
 	defer db.unlockStripes(held)
-	cur, err := getOp(db.pdb, id)
+	cur, err := db.latestOp(id)
 	if err != nil {
 		return nil, err
 	}
@@ -328,9 +329,11 @@ func (s *store) write(cur, op *operation.Operation, wo *pebble.WriteOptions) err
 			_ = b.Set(expiryKey(next.ExpiresAt, op.ID), nil, nil)
 		}
 	}
+	db.ops.del(op.ID) // before the commit; see opCache
 	if err := b.Commit(wo); err != nil {
 		return fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
+	db.ops.put(next)
 	op.Version = next.Version
 	db.watch.notify(op.ID)
 	return nil
@@ -506,7 +509,7 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 	lockKeys := make([]string, 0, 2*len(cands))
 	for i, c := range cands {
 		lockKeys = append(lockKeys, c.id)
-		if op, err := getOp(db.pdb, c.id); err == nil && op.IdempotencyKey != "" {
+		if op, err := db.latestOp(c.id); err == nil && op.IdempotencyKey != "" {
 			cands[i].key = op.IdempotencyKey
 			lockKeys = append(lockKeys, op.IdempotencyKey)
 		}
@@ -519,7 +522,7 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 	var deleted []string
 	var ops []*operation.Operation
 	for _, c := range cands {
-		op, err := getOp(db.pdb, c.id)
+		op, err := db.latestOp(c.id)
 		if errors.Is(err, opdriver.ErrNotFound) {
 			continue // deleted meanwhile
 		}
@@ -547,6 +550,7 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 		}
 		deleted = append(deleted, c.id)
 		ops = append(ops, op)
+		db.ops.del(c.id) // before the commit; see opCache
 	}
 	if len(deleted) > 0 {
 		if err := b.Commit(pebble.Sync); err != nil {

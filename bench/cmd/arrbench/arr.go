@@ -35,7 +35,7 @@ func newArrLib() *arrLib { return &arrLib{} }
 
 func (a *arrLib) Name() string { return "arr (Go library, embedded)" }
 func (a *arrLib) Durability() string {
-	return "Pebble WAL fsync'd (group commit) before Submit returns; results fsync'd files"
+	return "Pebble WAL fdatasync'd (group commit) before Submit returns; results in the same WAL"
 }
 
 func (a *arrLib) Start(ctx context.Context, workers int) error {
@@ -195,7 +195,7 @@ func newArrHTTP(conns int) *arrHTTP { return &arrHTTP{conns: conns} }
 
 func (a *arrHTTP) Name() string { return "arr serve (HTTP, embedded)" }
 func (a *arrHTTP) Durability() string {
-	return "Pebble WAL fsync'd (group commit) before the 202; results fsync'd files"
+	return "Pebble WAL fdatasync'd (group commit) before the 202; results in the same WAL"
 }
 
 func (a *arrHTTP) Start(ctx context.Context, workers int) error {
