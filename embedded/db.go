@@ -105,7 +105,7 @@ type DB struct {
 	opCeil, msgCeil ceiling
 	// ops caches the latest records of recently written operations.
 	ops opCache
-	q               *queueState
+	q   *queueState
 
 	refs      int           // guarded by registry.mu
 	closing   chan struct{} // closed when the last reference goes
