@@ -57,6 +57,15 @@
 //	                             Enqueue whether an id is queued, dead or new
 //	d<message id>                dead letter: 0x01, deadAt, uvarint delivery
 //	                             count, uvarint-prefixed reason, body
+//	b<result key>                result (the result store embedded:DIR):
+//	                             0x01, uvarint-prefixed content type and ETag,
+//	                             modTime, then the bytes
+//
+// Values of 512 bytes and more (bodies, results) are separated into blob
+// files at flush, so compactions move references, not the bytes. Recently
+// written operation records are also cached in memory (see opCache), and
+// the highest operation and message keys bound which new ids need an
+// existence read at all (see ceiling).
 //
 // List without a filter walks o<…> from the cursor; with a filter it merges
 // one walk of s<status>\x00<…> per status, reading the records from the same

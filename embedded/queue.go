@@ -553,11 +553,13 @@ func (q *queueState) scan(now time.Time, limit int, leaseFor time.Duration, maxD
 	}
 	st := it.Stats()
 	q.lastScanSteps = st.ForwardStepCount[pebble.InternalIterCall] + st.ForwardSeekCount[pebble.InternalIterCall]
+	if ierr := it.Error(); err == nil {
+		err = ierr
+	}
+	// Close returns the iterator to Pebble's pool: nothing of it is read
+	// after (the race detector caught an Error() read here).
 	if cerr := it.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = it.Error()
 	}
 	q.watermark = wm
 	return next, more, err

@@ -31,7 +31,10 @@ type Config struct {
 	// An operation whose route has no handler fails permanently.
 	Handlers map[string]Handler
 
-	// Concurrency is how many operations run at once. Default 16.
+	// Concurrency is how many handlers run at once. Default 16. When a
+	// handler returns, its result and state are recorded (waiting for an
+	// fsync) while the next handler already runs; up to 4×Concurrency
+	// operations can be in that step.
 	Concurrency int
 	// Lease is how long a delivery is leased; the worker renews it every
 	// Lease/3 while the handler runs. Default 30s.
@@ -155,6 +158,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	slots := make(chan struct{}, p.cfg.Concurrency)
+	finishing := make(chan struct{}, 4*p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for ctx.Err() == nil {
 		// Wait for one free slot, then take as many as are free.
@@ -189,8 +193,20 @@ func (p *Pool) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots }()
-				p.process(ctx, work, d)
+				var once sync.Once
+				// The slot is the handler's: it is given back when the
+				// handler returns, so that the bookkeeping after it
+				// (storing the result, the synced transition, the ack)
+				// waits for its fsync without keeping the next handler
+				// from running. finishing bounds that bookkeeping.
+				release := func() {
+					once.Do(func() {
+						finishing <- struct{}{}
+						<-slots
+					})
+				}
+				defer func() { release(); <-finishing }()
+				p.process(ctx, work, d, release)
 			}()
 		}
 	}
@@ -207,7 +223,7 @@ func (p *Pool) Run(ctx context.Context) error {
 
 // process runs one delivery. shutdown is the pool's context: when it is
 // done before the handler ends, the handler was interrupted by shutdown.
-func (p *Pool) process(shutdown, work context.Context, d queue.Delivery) {
+func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handlerDone func()) {
 	id := d.Message().ID
 	st := p.cfg.Store
 	// A first delivery's running state is lazily durable: if a crash loses
@@ -276,6 +292,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery) {
 	elapsed := time.Since(start)
 	p.running.Add(-1)
 	stopWatch()
+	handlerDone()
 	// The bookkeeping below must happen even when work was canceled at the
 	// end of the shutdown grace.
 	fin, cancelFin := context.WithTimeout(context.WithoutCancel(work), 30*time.Second)
