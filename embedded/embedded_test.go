@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -984,5 +985,42 @@ func TestOpCacheReadsAreMonotonic(t *testing.T) {
 		if op, err := st.Get(ctx, fmt.Sprint("op", k)); err != nil || op.Version != 301 {
 			t.Fatalf("op%d at the end: %+v, %v; want version 301", k, op, err)
 		}
+	}
+}
+
+// Operation records round-trip through the v2 encoding with every field,
+// v1 (JSON) records are still read, and truncated records are refused.
+func TestOpRecordEncoding(t *testing.T) {
+	now := time.Unix(1763700000, 123456789).UTC()
+	full := &operation.Operation{
+		ID: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", Route: "echo", Status: operation.Failed,
+		CreatedAt: now, UpdatedAt: now.Add(time.Second), PercentComplete: 42, Message: "half way",
+		Attempts: 3, Error: &operation.Problem{Type: "urn:x", Title: "T", Status: 500, Detail: "d", Instance: "/i"},
+		Result:         &operation.Result{Key: "k", ContentType: "text/plain", Size: 1 << 40, ETag: `"e"`},
+		IdempotencyKey: "key-1", RequestHash: "abc", ExpiresAt: now.Add(time.Hour),
+		Meta: map[string]string{"RequestGUID": "g", "empty": ""}, Version: 7,
+	}
+	for _, op := range []*operation.Operation{full, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
+		rec, err := encodeOp(op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeOp(rec)
+		if err != nil {
+			t.Fatalf("decode %s: %v", op.ID, err)
+		}
+		if !reflect.DeepEqual(got, op) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", got, op)
+		}
+		for i := range len(rec) - 1 {
+			if _, err := decodeOp(rec[:i]); err == nil {
+				t.Fatalf("a record of %s truncated to %d bytes decoded", op.ID, i)
+			}
+		}
+	}
+	v1 := append([]byte{opRecordV1}, `{"id":"v1","route":"echo","status":"succeeded","createdAt":"2026-11-21T10:00:00.5Z","updatedAt":"2026-11-21T10:00:01Z","percentComplete":100,"attempts":1,"version":3}`...)
+	got, err := decodeOp(v1)
+	if err != nil || got.ID != "v1" || got.Status != operation.Succeeded || got.Version != 3 || got.CreatedAt.Nanosecond() != 5e8 {
+		t.Fatalf("v1 record: %+v, %v", got, err)
 	}
 }
