@@ -46,7 +46,13 @@ func writeProblemValue(w http.ResponseWriter, p *operation.Problem) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	var b []byte
+	var err error
+	if ov, ok := v.(*opView); ok {
+		b = ov.appendJSON(make([]byte, 0, 512))
+	} else {
+		b, err = json.Marshal(v)
+	}
 	if err != nil {
 		writeProblem(w, 500, ProblemInternal, "Internal error", "the response could not be encoded")
 		return

@@ -151,6 +151,7 @@ func (a *arrLib) Stop() error {
 // arrHTTP is a real `arr serve` process driven over HTTP, as the baselines
 // are.
 type arrHTTP struct {
+	extra []string // more arr serve arguments (-arr-args)
 	bin   string
 	dir   string
 	conns int
@@ -210,7 +211,8 @@ func (a *arrHTTP) Start(ctx context.Context, workers int) error {
 	if workers == 0 {
 		w = "-1"
 	}
-	a.c, err = startChild(ctx, a.bin, "/readyz", "serve", "-addr", "{addr}", "-data", a.dir, "-workers", w, "-log-level", "warn")
+	args := append([]string{"serve", "-addr", "{addr}", "-data", a.dir, "-workers", w, "-log-level", "warn"}, a.extra...)
+	a.c, err = startChild(ctx, a.bin, "/readyz", args...)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ type config struct {
 	reps, n, clients, workers, w3, w4, w4existing, w5 int
 	systems, workloads                                []string
 	redisAddr, databaseURL, out                       string
+	arrArgs                                           []string
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.StringVar(&cfg.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "the machine's Redis, for asynq as configured")
 	flag.StringVar(&cfg.databaseURL, "database-url", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL for River (a database arrbench_river is created)")
 	flag.StringVar(&cfg.out, "out", "", "also write the report to this file")
+	arrArgs := flag.String("arr-args", "", "more arguments for arr serve, space-separated (e.g. -debug-addr 127.0.0.1:6061 to profile it)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the harness process (library systems run in it)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -71,6 +73,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	cfg.systems, cfg.workloads = strings.Split(systems, ","), strings.Split(workloads, ",")
+	cfg.arrArgs = strings.Fields(*arrArgs)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -113,7 +116,9 @@ func newSystem(name string, cfg config) (System, error) {
 	case "bare", "durable":
 		return newBaseline(name, cfg.clients), nil
 	case "arr-http":
-		return newArrHTTP(cfg.clients), nil
+		a := newArrHTTP(cfg.clients)
+		a.extra = cfg.arrArgs
+		return a, nil
 	case "arr-lib":
 		return newArrLib(), nil
 	case "asynq":
