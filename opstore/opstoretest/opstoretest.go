@@ -90,6 +90,8 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Closed", testClosed},
 		{"SubmitAtomic", testSubmitAtomic},
 		{"SubmitAtomicNotSameEngine", testSubmitAtomicNotSameEngine},
+		{"LazyUpdate", testLazyUpdate},
+		{"TransitionOp", testTransitionOp},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1508,4 +1510,89 @@ func (r *recordingQueue) Enqueue(_ context.Context, msgs ...qdriver.Message) err
 		r.ids = append(r.ids, m.ID)
 	}
 	return nil
+}
+
+// testLazyUpdate checks driver.LazyUpdater, when the driver has it: the
+// same version check as Update, visible at once, durable after the next
+// synced write and a clean reopen.
+func testLazyUpdate(t *testing.T, f *fixture) {
+	l, ok := f.s.(driver.LazyUpdater)
+	if !ok {
+		t.Skip("the driver has no lazy updates (optional)")
+	}
+	op := f.create(newOp(), nil)
+	op.Message = "lazy"
+	if err := l.UpdateLazy(f.ctx, op); err != nil {
+		t.Fatalf("UpdateLazy: %v", err)
+	}
+	if op.Version != 2 {
+		t.Fatalf("Version after UpdateLazy = %d, want 2", op.Version)
+	}
+	assertSameOp(t, "Get after UpdateLazy", op, f.get(op.ID))
+	stale := op.Clone()
+	stale.Version = 1
+	if err := l.UpdateLazy(f.ctx, stale); !errors.Is(err, driver.ErrConflict) {
+		t.Fatalf("UpdateLazy with a stale version = %v, want ErrConflict", err)
+	}
+	f.create(newOp(), nil) // a synced write
+	f.reopen()
+	l = f.s.(driver.LazyUpdater)
+	if got := f.get(op.ID); got.Message != "lazy" || got.Version != 2 {
+		t.Fatalf("after a synced write and reopen: %s", dump(got))
+	}
+}
+
+// testTransitionOp checks driver.Transitioner, when the driver has it.
+func testTransitionOp(t *testing.T, f *fixture) {
+	tr, ok := f.s.(driver.Transitioner)
+	if !ok {
+		t.Skip("the driver has no one-step transitions (optional)")
+	}
+	op := f.create(newOp(), nil)
+	for _, lazy := range []bool{false, true} {
+		got, err := tr.TransitionOp(f.ctx, op.ID, func(o *operation.Operation) error {
+			o.PercentComplete += 10
+			o.Version = 99 // ignored: the store sets versions
+			return nil
+		}, lazy)
+		if err != nil {
+			t.Fatalf("TransitionOp(lazy=%v): %v", lazy, err)
+		}
+		stored := f.get(op.ID)
+		if got.Version != stored.Version || stored.PercentComplete != got.PercentComplete {
+			t.Fatalf("TransitionOp returned %s, stored %s", dump(got), dump(stored))
+		}
+	}
+	if got := f.get(op.ID); got.Version != 3 || got.PercentComplete != op.PercentComplete+20 {
+		t.Fatalf("after two transitions: %s", dump(got))
+	}
+	// An error from change writes nothing and comes back.
+	boom := errors.New("boom")
+	if _, err := tr.TransitionOp(f.ctx, op.ID, func(o *operation.Operation) error {
+		o.Message = "not written"
+		return boom
+	}, false); !errors.Is(err, boom) {
+		t.Fatalf("TransitionOp with a failing change = %v, want it back", err)
+	}
+	if got := f.get(op.ID); got.Message != op.Message || got.Version != 3 {
+		t.Fatalf("a failed change was written: %s", dump(got))
+	}
+	if _, err := tr.TransitionOp(f.ctx, NewID(), func(*operation.Operation) error { return nil }, false); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("TransitionOp of a missing id = %v, want ErrNotFound", err)
+	}
+	// Concurrent transitions do not lose increments.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 10 {
+				if _, err := tr.TransitionOp(f.ctx, op.ID, func(o *operation.Operation) error { o.Attempts++; return nil }, true); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := f.get(op.ID); got.Attempts != op.Attempts+80 || got.Version != 83 {
+		t.Fatalf("after 80 concurrent transitions: Attempts %d Version %d", got.Attempts, got.Version)
+	}
 }

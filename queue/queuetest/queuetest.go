@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -75,6 +76,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Reopen", testReopen},
 		{"LeaseLost", testLeaseLost},
 		{"CloseUnblocksReceive", testClose},
+		{"AckLazy", testAckLazy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -792,4 +794,31 @@ func testClose(t *testing.T, f *fixture) {
 	// Nothing enqueued after Close shows up.
 	f.open(0)
 	f.expectStats("after Close", driver.Stats{})
+}
+
+// testAckLazy checks driver.LazyAcker, when the driver's deliveries have
+// it: the message is gone at once, and stays gone after a synced write and
+// a clean reopen.
+func testAckLazy(t *testing.T, f *fixture) {
+	f.enqueue(msg("lazy-1"), msg("lazy-2"))
+	d := f.receiveOne(time.Minute)
+	l, ok := d.(driver.LazyAcker)
+	if !ok {
+		t.Skip("the driver's deliveries have no lazy ack (optional)")
+	}
+	if err := l.AckLazy(f.ctx); err != nil {
+		t.Fatalf("AckLazy: %v", err)
+	}
+	f.expectStats("after AckLazy", driver.Stats{Ready: 1})
+	if err := l.AckLazy(f.ctx); !errors.Is(err, driver.ErrLeaseLost) {
+		t.Fatalf("second AckLazy = %v, want ErrLeaseLost", err)
+	}
+	f.enqueue(msg("lazy-3")) // a synced write
+	f.reopen(0)
+	f.expectStats("after reopen", driver.Stats{Ready: 2})
+	got := ids(f.receive(2, time.Minute))
+	sort.Strings(got)
+	if strings.Join(got, ",") != "lazy-2,lazy-3" {
+		t.Fatalf("after reopen delivered %v, want lazy-2 and lazy-3", got)
+	}
 }
