@@ -129,3 +129,34 @@ func TestSummarizeAndPayload(t *testing.T) {
 		t.Fatalf("payload = %q", payload(5))
 	}
 }
+
+// Ratios pair the repetitions: a drift of the machine between them cancels.
+func TestPairedRatio(t *testing.T) {
+	a := &row{http: true, samples: []sample{{rate: 100}, {rate: 50}, {rate: 30}}}
+	b := &row{samples: []sample{{rate: 50}, {rate: 25}, {rate: 10}}}
+	if v, ok := pairedRatio(a, b); !ok || v != 2 {
+		t.Fatalf("pairedRatio = %v, %v; want 2", v, ok)
+	}
+	if got := ratio(b, a); got != "–" {
+		t.Fatalf("ratio of a library row = %q, want –", got)
+	}
+	if _, ok := pairedRatio(a, &row{samples: []sample{{rate: 1}}}); ok {
+		t.Fatal("rows of different lengths paired")
+	}
+}
+
+// A whole run at a tiny size writes every table and the targets.
+func TestRunWritesReport(t *testing.T) {
+	cfg := config{reps: 2, n: 300, clients: 8, workers: 4, w3: 20, w4: 500, w4existing: 50, w5: 2000, warmup: true,
+		systems: []string{"bare", "durable", "arr-http", "arr-lib"}, workloads: []string{"w1", "w2", "w3", "w4", "w5"}}
+	var out bytes.Buffer
+	if err := run(context.Background(), cfg, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### W1", "### W2", "### W3", "### W4", "### W5", "### Targets",
+		"| arr serve (HTTP, embedded) |", "W1 over HTTP ≥ 0.5× bare 202", "W5 2000 pending"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}

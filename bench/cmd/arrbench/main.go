@@ -37,6 +37,7 @@ type config struct {
 	systems, workloads                                []string
 	redisAddr, databaseURL, out                       string
 	arrArgs                                           []string
+	warmup                                            bool
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.StringVar(&cfg.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "the machine's Redis, for asynq as configured")
 	flag.StringVar(&cfg.databaseURL, "database-url", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL for River (a database arrbench_river is created)")
 	flag.StringVar(&cfg.out, "out", "", "also write the report to this file")
+	flag.BoolVar(&cfg.warmup, "warmup", true, "run one unrecorded round at a tenth of the size first")
 	arrArgs := flag.String("arr-args", "", "more arguments for arr serve, space-separated (e.g. -debug-addr 127.0.0.1:6061 to profile it)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the harness process (library systems run in it)")
 	flag.Parse()
@@ -141,36 +143,19 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		systems[name] = s
 	}
+	if cfg.warmup {
+		// One unrecorded round at a tenth of the size: builds, first
+		// starts, page cache and connection pools are warm before rep 1.
+		wcfg := cfg
+		wcfg.n, wcfg.w3, wcfg.w4, wcfg.w4existing = max(cfg.n/10, 100), max(cfg.w3/10, 10), max(cfg.w4/10, 100), max(cfg.w4existing/10, 10)
+		fmt.Fprintln(os.Stderr, "warm-up round (not recorded)")
+		if err := runRep(ctx, wcfg, systems, 0, nil); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
 	for r := range cfg.reps {
-		for _, w := range []string{"w1", "w2", "w3", "w4"} {
-			if !slices.Contains(cfg.workloads, w) {
-				continue
-			}
-			for _, name := range cfg.systems {
-				if !applies(name, w) {
-					continue
-				}
-				s := systems[name]
-				var smp sample
-				var err error
-				start := time.Now()
-				switch w {
-				case "w1":
-					smp, err = withSystem(ctx, s, 0, func() (sample, error) { return w1(ctx, s, cfg.n, cfg.clients) })
-				case "w2":
-					smp, err = withSystem(ctx, s, cfg.workers, func() (sample, error) { return w2(ctx, s, cfg.n, cfg.clients, cfg.workers) })
-				case "w3":
-					smp, err = withSystem(ctx, s, cfg.workers, func() (sample, error) { return w3(ctx, s, cfg.w3, cfg.workers) })
-				case "w4":
-					smp, err = withSystem(ctx, s, 0, func() (sample, error) { return w4(ctx, s, cfg.w4existing, cfg.w4, cfg.clients) })
-				}
-				if err != nil {
-					return fmt.Errorf("%s on %s (rep %d): %w", strings.ToUpper(w), name, r+1, err)
-				}
-				fmt.Fprintf(os.Stderr, "rep %d %s %-13s %8.0f/s  p50 %.2f p99 %.2f ms  cpu %.3f s/1k  (%v)\n",
-					r+1, w, name, smp.rate, smp.lat[0], smp.lat[2], smp.cpuPerK, time.Since(start).Round(time.Millisecond))
-				rep.add(w, name, s, smp)
-			}
+		if err := runRep(ctx, cfg, systems, r+1, rep); err != nil {
+			return err
 		}
 	}
 	if slices.Contains(cfg.workloads, "w5") {
@@ -182,5 +167,43 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		rep.w5 = &r
 	}
 	rep.write(out)
+	return nil
+}
+
+// runRep runs W1–W4 once on every system, interleaved, adding the samples
+// to rep (nil: a warm-up, not recorded).
+func runRep(ctx context.Context, cfg config, systems map[string]System, r int, rep *report) error {
+	for _, w := range []string{"w1", "w2", "w3", "w4"} {
+		if !slices.Contains(cfg.workloads, w) {
+			continue
+		}
+		for _, name := range cfg.systems {
+			if !applies(name, w) {
+				continue
+			}
+			s := systems[name]
+			var smp sample
+			var err error
+			start := time.Now()
+			switch w {
+			case "w1":
+				smp, err = withSystem(ctx, s, 0, func() (sample, error) { return w1(ctx, s, cfg.n, cfg.clients) })
+			case "w2":
+				smp, err = withSystem(ctx, s, cfg.workers, func() (sample, error) { return w2(ctx, s, cfg.n, cfg.clients, cfg.workers) })
+			case "w3":
+				smp, err = withSystem(ctx, s, cfg.workers, func() (sample, error) { return w3(ctx, s, cfg.w3, cfg.workers) })
+			case "w4":
+				smp, err = withSystem(ctx, s, 0, func() (sample, error) { return w4(ctx, s, cfg.w4existing, cfg.w4, cfg.clients) })
+			}
+			if err != nil {
+				return fmt.Errorf("%s on %s (rep %d): %w", strings.ToUpper(w), name, r, err)
+			}
+			fmt.Fprintf(os.Stderr, "rep %d %s %-13s %8.0f/s  p50 %.2f p99 %.2f ms  cpu %.3f s/1k  (%v)\n",
+				r, w, name, smp.rate, smp.lat[0], smp.lat[2], smp.cpuPerK, time.Since(start).Round(time.Millisecond))
+			if rep != nil {
+				rep.add(w, name, s, smp)
+			}
+		}
+	}
 	return nil
 }
