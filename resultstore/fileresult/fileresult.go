@@ -494,13 +494,8 @@ func validateContentType(ct string) error {
 // Put stores the bytes of r under key; see driver.Store.Put. An empty
 // contentType is stored as DefaultContentType.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType string) (driver.Attributes, error) {
-	if err := ValidateKey(key); err != nil {
-		return driver.Attributes{}, err
-	}
-	if contentType == "" {
-		contentType = DefaultContentType
-	}
-	if err := validateContentType(contentType); err != nil {
+	contentType, err := checkPut(key, contentType)
+	if err != nil {
 		return driver.Attributes{}, err
 	}
 	if s.opts.Blobs != nil {
@@ -572,13 +567,8 @@ func (s *Store) PutLazy(ctx context.Context, key string, r io.Reader, contentTyp
 	if !ok {
 		return s.Put(ctx, key, r, contentType)
 	}
-	if err := ValidateKey(key); err != nil {
-		return driver.Attributes{}, err
-	}
-	if contentType == "" {
-		contentType = DefaultContentType
-	}
-	if err := validateContentType(contentType); err != nil {
+	contentType, err := checkPut(key, contentType)
+	if err != nil {
 		return driver.Attributes{}, err
 	}
 	return s.putBlob(ctx, key, r, contentType, lb.PutLazy)
@@ -598,6 +588,17 @@ func (s *Store) putBlob(ctx context.Context, key string, r io.Reader, contentTyp
 		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: %w", key, err)
 	}
 	return a, nil
+}
+
+// checkPut validates a Put's key and content type, defaulting the latter.
+func checkPut(key, contentType string) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", err
+	}
+	if contentType == "" {
+		contentType = DefaultContentType
+	}
+	return contentType, validateContentType(contentType)
 }
 
 // onlyReader hides any WriterTo of the source so that io.CopyBuffer streams

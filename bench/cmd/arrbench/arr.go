@@ -70,20 +70,21 @@ func (a *arrLib) Submit(ctx context.Context, body []byte) (string, error) {
 }
 
 func (a *arrLib) WaitCompleted(ctx context.Context, n int) error {
-	for {
-		done, err := succeededFromGatherer(a.srv)
-		if err != nil {
-			return err
-		}
-		if done >= float64(n) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%v after %v of %d", ctx.Err(), done, n)
-		case <-time.After(10 * time.Millisecond):
-		}
+	return waitCount(ctx, n, func() (float64, error) { return succeededFromGatherer(a.srv) })
+}
+
+// waitCount polls count every 10 ms until it reaches n.
+func waitCount(ctx context.Context, n int, count func() (float64, error)) error {
+	var done float64
+	err := peerPoll(ctx, 10*time.Millisecond, func() (bool, error) {
+		var err error
+		done, err = count()
+		return done >= float64(n), err
+	})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%v after %v of %d", err, done, n)
 	}
+	return err
 }
 
 func succeededFromGatherer(s *server.Server) (float64, error) {
@@ -229,20 +230,7 @@ func (a *arrHTTP) Submit(ctx context.Context, body []byte) (string, error) {
 }
 
 func (a *arrHTTP) WaitCompleted(ctx context.Context, n int) error {
-	for {
-		done, err := a.succeeded(ctx)
-		if err != nil {
-			return err
-		}
-		if done >= float64(n) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%v after %v of %d", ctx.Err(), done, n)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	return waitCount(ctx, n, func() (float64, error) { return a.succeeded(ctx) })
 }
 
 // succeeded reads arr_operations_completed_total{outcome="succeeded"} from

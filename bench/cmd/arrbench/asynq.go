@@ -162,6 +162,19 @@ func (s *asynqSystem) WaitCompleted(ctx context.Context, n int) error {
 // SubmitAndWait enqueues, then polls the task's info every 1 ms until it is
 // completed: asynq has no completion notification for clients.
 func (s *asynqSystem) SubmitAndWait(ctx context.Context, body []byte) ([]byte, error) {
+	return submitThenPoll(ctx, s, body)
+}
+
+// peerResulter reads a peer's result: its bytes and whether it is there.
+type peerResulter interface {
+	result(ctx context.Context, id string) ([]byte, bool, error)
+}
+
+// submitThenPoll submits body and polls the peer's result every 1 ms.
+func submitThenPoll(ctx context.Context, s interface {
+	Submit(context.Context, []byte) (string, error)
+	peerResulter
+}, body []byte) ([]byte, error) {
 	id, err := s.Submit(ctx, body)
 	if err != nil {
 		return nil, err

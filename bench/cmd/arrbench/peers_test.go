@@ -87,9 +87,6 @@ func TestPeerRiver(t *testing.T) {
 }
 
 // peerResulter is implemented by both peers: a job's result once readable.
-type peerResulter interface {
-	result(ctx context.Context, id string) ([]byte, bool, error)
-}
 
 func peerBody(i int) []byte {
 	// ~1 KiB of JSON, distinct per i.

@@ -219,16 +219,7 @@ func (s *riverSystem) WaitCompleted(ctx context.Context, n int) error {
 // in-process Subscribe fires only when the completer marks the job
 // completed, after the result row is readable.
 func (s *riverSystem) SubmitAndWait(ctx context.Context, body []byte) ([]byte, error) {
-	id, err := s.Submit(ctx, body)
-	if err != nil {
-		return nil, err
-	}
-	var res []byte
-	err = peerPoll(ctx, time.Millisecond, func() (done bool, err error) {
-		res, done, err = s.result(ctx, id)
-		return done, err
-	})
-	return res, err
+	return submitThenPoll(ctx, s, body)
 }
 
 // result returns the job's result row once it exists.
