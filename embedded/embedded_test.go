@@ -1024,3 +1024,23 @@ func TestOpRecordEncoding(t *testing.T) {
 		t.Fatalf("v1 record: %+v, %v", got, err)
 	}
 }
+
+// The operation cache stays bounded however ids come and go.
+func TestOpCacheBounded(t *testing.T) {
+	var c opCache
+	for i := range 5 * opCacheSize {
+		id := fmt.Sprint("id", i%(2*opCacheSize))
+		c.put(&operation.Operation{ID: id, Version: int64(i)})
+		if i%3 == 0 {
+			c.del(fmt.Sprint("id", (i/3)%(2*opCacheSize)))
+		}
+		if len(c.m) > opCacheSize {
+			t.Fatalf("after %d puts the cache holds %d entries", i+1, len(c.m))
+		}
+	}
+	last := &operation.Operation{ID: "last", Version: 9}
+	c.put(last)
+	if got, ok := c.get("last"); !ok || got.Version != 9 || got == last {
+		t.Fatalf("get of the newest entry = %v, %v (want a copy of version 9)", got, ok)
+	}
+}
