@@ -211,78 +211,74 @@ func decodeOp(v []byte) (*operation.Operation, error) {
 	return nil, errCorrupt
 }
 
-// opReader reads the parts of a v2 record; the first failure sticks.
-type opReader struct {
-	b  []byte
-	ok bool
-}
-
-func (r *opReader) str() string {
-	n, k := binary.Uvarint(r.b)
-	if k <= 0 || uint64(len(r.b)-k) < n {
-		r.ok, r.b = false, nil
-		return ""
-	}
-	s := string(r.b[k : k+int(n)])
-	r.b = r.b[k+int(n):]
-	return s
-}
-
-func (r *opReader) int() int64 {
-	n, k := binary.Varint(r.b)
-	if k <= 0 {
-		r.ok, r.b = false, nil
+// varint reads a signed varint.
+func (r *reader) varint() int64 {
+	if r.err != nil {
 		return 0
 	}
-	r.b = r.b[k:]
-	return n
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
 }
 
-func (r *opReader) time(zero bool) time.Time {
+// byte1 reads one byte.
+func (r *reader) byte1() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 1 {
+		r.err = errCorrupt
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+// time reads a time written by appendTime; zero says the flags marked it
+// zero (and nothing was written).
+func (r *reader) time(zero bool) time.Time {
 	if zero {
 		return time.Time{}
 	}
-	return time.Unix(0, r.int()).UTC()
+	return time.Unix(0, r.varint()).UTC()
 }
 
 func decodeOpV2(v []byte) (*operation.Operation, error) {
-	r := &opReader{b: v, ok: true}
-	op := &operation.Operation{ID: r.str(), Route: r.str(), Status: operation.Status(r.str())}
-	if len(r.b) < 1 {
-		return nil, errCorrupt
-	}
-	flags := r.b[0]
-	r.b = r.b[1:]
+	r := &reader{b: v}
+	op := &operation.Operation{ID: r.string(), Route: r.string(), Status: operation.Status(r.string())}
+	flags := r.byte1()
 	op.CreatedAt = r.time(flags&opZeroCreated != 0)
 	op.UpdatedAt = r.time(flags&opZeroUpdated != 0)
-	op.PercentComplete = int(r.int())
-	op.Message = r.str()
-	op.Attempts = int(r.int())
+	op.PercentComplete = int(r.varint())
+	op.Message = r.string()
+	op.Attempts = int(r.varint())
 	if flags&opHasError != 0 {
-		op.Error = &operation.Problem{Type: r.str(), Title: r.str(), Status: int(r.int()), Detail: r.str(), Instance: r.str()}
+		op.Error = &operation.Problem{Type: r.string(), Title: r.string(), Status: int(r.varint()), Detail: r.string(), Instance: r.string()}
 	}
 	if flags&opHasResult != 0 {
-		op.Result = &operation.Result{Key: r.str(), ContentType: r.str(), Size: r.int(), ETag: r.str()}
+		op.Result = &operation.Result{Key: r.string(), ContentType: r.string(), Size: r.varint(), ETag: r.string()}
 	}
-	op.IdempotencyKey = r.str()
-	op.RequestHash = r.str()
+	op.IdempotencyKey = r.string()
+	op.RequestHash = r.string()
 	if flags&opHasExpiry != 0 {
 		op.ExpiresAt = r.time(false)
 	}
-	n, k := binary.Uvarint(r.b)
-	if k <= 0 || n > uint64(len(r.b)) {
+	if n := r.uvarint(); n > uint64(len(r.b)) {
 		return nil, errCorrupt
-	}
-	r.b = r.b[k:]
-	if n > 0 {
+	} else if n > 0 {
 		op.Meta = make(map[string]string, n)
 		for range n {
-			key := r.str()
-			op.Meta[key] = r.str()
+			key := r.string()
+			op.Meta[key] = r.string()
 		}
 	}
-	op.Version = r.int()
-	if !r.ok || len(r.b) != 0 {
+	op.Version = r.varint()
+	if r.err != nil || len(r.b) != 0 {
 		return nil, errCorrupt
 	}
 	return op, nil

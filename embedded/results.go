@@ -31,16 +31,6 @@ type Results struct {
 
 var _ fileresult.Blobs = (*Results)(nil)
 
-// Results returns a Blobs over the DB's result keys. It holds a reference
-// to the DB until its Close.
-func (db *DB) Results() *Results {
-	r := &Results{db: db}
-	if !db.acquire() {
-		r.closed.Store(true)
-	}
-	return r
-}
-
 func (r *Results) begin(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -58,39 +48,26 @@ const resultRecordV1 = 1
 func encodeResult(data []byte, a driver.Attributes) []byte {
 	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(a.ContentType)+len(a.ETag)+8+len(data))
 	b = append(b, resultRecordV1)
-	b = binary.AppendUvarint(b, uint64(len(a.ContentType)))
-	b = append(b, a.ContentType...)
-	b = binary.AppendUvarint(b, uint64(len(a.ETag)))
-	b = append(b, a.ETag...)
+	b = appendString(b, a.ContentType)
+	b = appendString(b, a.ETag)
 	b = binary.BigEndian.AppendUint64(b, uint64(a.ModTime.UnixNano()))
 	return append(b, data...)
 }
 
+// decodeResult returns the bytes (a subslice of v) and the attributes.
 func decodeResult(v []byte) ([]byte, driver.Attributes, error) {
 	var a driver.Attributes
 	if len(v) < 1 || v[0] != resultRecordV1 {
 		return nil, a, errCorrupt
 	}
-	v = v[1:]
-	str := func() (string, bool) {
-		n, k := binary.Uvarint(v)
-		if k <= 0 || uint64(len(v)-k) < n {
-			return "", false
-		}
-		s := string(v[k : k+int(n)])
-		v = v[k+int(n):]
-		return s, true
+	r := &reader{b: v[1:]}
+	a.ContentType, a.ETag = r.string(), r.string()
+	a.ModTime = time.Unix(0, int64(r.u64())).UTC()
+	if r.err != nil {
+		return nil, a, r.err
 	}
-	var ok1, ok2 bool
-	a.ContentType, ok1 = str()
-	a.ETag, ok2 = str()
-	if !ok1 || !ok2 || len(v) < 8 {
-		return nil, a, errCorrupt
-	}
-	a.ModTime = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
-	data := v[8:]
-	a.Size = int64(len(data))
-	return data, a, nil
+	a.Size = int64(len(r.b))
+	return r.b, a, nil
 }
 
 var _ fileresult.LazyBlobs = (*Results)(nil)
