@@ -98,39 +98,27 @@ var ErrSkip = errors.New("opstore: transition skipped")
 // back conditionally, retrying from a fresh read on a version conflict. It
 // sets UpdatedAt. change may return ErrSkip (or any error) to write nothing.
 func (s *Store) Transition(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
-	if t, ok := s.d.(driver.Transitioner); ok {
-		return t.TransitionOp(ctx, id, stamped(change), false)
-	}
-	return s.transition(ctx, id, change, s.d.Update)
-}
-
-// stamped is change, then UpdatedAt set to now.
-func stamped(change func(*operation.Operation) error) func(*operation.Operation) error {
-	return func(op *operation.Operation) error {
-		if err := change(op); err != nil {
-			return err
-		}
-		op.UpdatedAt = time.Now().UTC()
-		return nil
-	}
+	return s.transition(ctx, id, change, false)
 }
 
 // TransitionLazy is Transition with a write that need not be durable when
 // it returns (see driver.LazyUpdater); on a driver without lazy updates it
 // is Transition.
 func (s *Store) TransitionLazy(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
-	if t, ok := s.d.(driver.Transitioner); ok {
-		return t.TransitionOp(ctx, id, stamped(change), true)
-	}
-	update := s.d.Update
-	if l, ok := s.d.(driver.LazyUpdater); ok {
-		update = l.UpdateLazy
-	}
-	return s.transition(ctx, id, change, update)
+	return s.transition(ctx, id, change, true)
 }
 
-func (s *Store) transition(ctx context.Context, id string, change func(*operation.Operation) error,
-	update func(context.Context, *operation.Operation) error) (*operation.Operation, error) {
+// transition uses the driver's one-step TransitionOp when it has one, and
+// otherwise reads and writes with a version check, retrying on conflict.
+func (s *Store) transition(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error) {
+	change = stamped(change)
+	if t, ok := s.d.(driver.Transitioner); ok {
+		return t.TransitionOp(ctx, id, change, lazy)
+	}
+	update := s.d.Update
+	if l, ok := s.d.(driver.LazyUpdater); ok && lazy {
+		update = l.UpdateLazy
+	}
 	for {
 		op, err := s.d.Get(ctx, id)
 		if err != nil {
@@ -139,7 +127,6 @@ func (s *Store) transition(ctx context.Context, id string, change func(*operatio
 		if err := change(op); err != nil {
 			return op, err
 		}
-		op.UpdatedAt = time.Now().UTC()
 		err = update(ctx, op)
 		if errors.Is(err, driver.ErrConflict) {
 			continue
@@ -168,3 +155,14 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 
 // Close closes the driver.
 func (s *Store) Close() error { return s.d.Close() }
+
+// stamped is change, then UpdatedAt set to now.
+func stamped(change func(*operation.Operation) error) func(*operation.Operation) error {
+	return func(op *operation.Operation) error {
+		if err := change(op); err != nil {
+			return err
+		}
+		op.UpdatedAt = time.Now().UTC()
+		return nil
+	}
+}
