@@ -82,7 +82,7 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 && !op.Status.Terminal() && (seen == "" || seen == revision(op)) {
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 		from := revision(op)
-		if next, err := s.waitFor(ctx, id, wait, func(o *operation.Operation) bool {
+		if next, err := s.cfg.Store.WaitFor(ctx, id, wait, func(o *operation.Operation) bool {
 			return revision(o) != from || o.Status.Terminal()
 		}); err == nil {
 			op = next
@@ -401,7 +401,7 @@ func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) {
 	base := s.base(r)
 	statusURL := base + "/api/RequestStatus/" + op.ID
 	if onPending == "Synchronous" && !op.Status.Terminal() {
-		next, err := s.waitFor(r.Context(), op.ID, s.cfg.SyncWait, terminal)
+		next, err := s.cfg.Store.WaitFor(r.Context(), op.ID, s.cfg.SyncWait, terminal)
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.storeError(w, op.ID, err)
 			return

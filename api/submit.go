@@ -183,7 +183,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 	} else if pref.wait > 0 {
 		wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait)
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
-		if done, err := s.waitFor(ctx, op.ID, wait, terminal); err == nil {
+		if done, err := s.cfg.Store.WaitFor(ctx, op.ID, wait, terminal); err == nil {
 			op = done
 		}
 		if op.Status.Terminal() {
@@ -251,38 +251,6 @@ func parsePrefer(values []string) preferences {
 }
 
 func terminal(op *operation.Operation) bool { return op.Status.Terminal() }
-
-// waitFor waits up to d until done(op) holds for the operation id, woken by
-// the store's change notifications, and returns the operation as last read.
-func (s *Server) waitFor(ctx context.Context, id string, d time.Duration, done func(*operation.Operation) bool) (*operation.Operation, error) {
-	changed, stop, err := s.cfg.Store.Watch(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	op, err := s.cfg.Store.Get(ctx, id)
-	if err != nil || done(op) || d <= 0 {
-		return op, err
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case <-changed:
-			next, err := s.cfg.Store.Get(ctx, id)
-			if err != nil {
-				return op, err
-			}
-			if op = next; done(op) {
-				return op, nil
-			}
-		case <-timer.C:
-			return op, nil
-		case <-ctx.Done():
-			return op, ctx.Err()
-		}
-	}
-}
 
 func (s *Server) internal(w http.ResponseWriter, what string, err error) {
 	s.cfg.Logger.Error("api: "+what, "err", err)

@@ -153,6 +153,40 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 	return s.d.Watch(ctx, id)
 }
 
+// WaitFor reads the operation until done reports true for it, for at
+// most d (0: one read), woken by Watch's notifications rather than by
+// polling. It returns the last operation read: with a nil error when done
+// held or d passed, with ctx's error when ctx ended first.
+func (s *Store) WaitFor(ctx context.Context, id string, d time.Duration, done func(*operation.Operation) bool) (*operation.Operation, error) {
+	changed, stop, err := s.Watch(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	op, err := s.Get(ctx, id)
+	if err != nil || done(op) || d <= 0 {
+		return op, err
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-changed:
+			next, err := s.Get(ctx, id)
+			if err != nil {
+				return op, err
+			}
+			if op = next; done(op) {
+				return op, nil
+			}
+		case <-timer.C:
+			return op, nil
+		case <-ctx.Done():
+			return op, ctx.Err()
+		}
+	}
+}
+
 // Close closes the driver.
 func (s *Store) Close() error { return s.d.Close() }
 

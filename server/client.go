@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,25 +56,11 @@ func (s *Server) Get(ctx context.Context, id string) (*operation.Operation, erro
 // canceled) and returns it. It is woken by the store's change
 // notifications, not by polling. It returns ctx's error if ctx ends first.
 func (s *Server) Wait(ctx context.Context, id string) (*operation.Operation, error) {
-	changed, stop, err := s.store.Watch(ctx, id)
-	if err != nil {
-		return nil, err
+	op, err := s.store.WaitFor(ctx, id, math.MaxInt64, func(op *operation.Operation) bool { return op.Status.Terminal() })
+	if err == nil && !op.Status.Terminal() {
+		err = ctx.Err() // only if the ~292-year bound ran out
 	}
-	defer stop()
-	for {
-		op, err := s.store.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if op.Status.Terminal() {
-			return op, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return op, ctx.Err()
-		}
-	}
+	return op, err
 }
 
 // OpenResult opens the result of a succeeded operation. The caller closes
