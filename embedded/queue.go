@@ -677,31 +677,35 @@ func (d *delivery) InProgress(ctx context.Context, leaseFor time.Duration) error
 	return nil
 }
 
-func (d *delivery) Ack(ctx context.Context) error { return d.settle(ctx, settleAck, 0, "") }
+func (d *delivery) Ack(ctx context.Context) error {
+	return d.settle(ctx, settleAck, 0, "", pebble.Sync)
+}
 
 // AckLazy is Ack committed without waiting for the WAL's fsync; see
 // queue/driver.LazyAcker.
-func (d *delivery) AckLazy(ctx context.Context) error { return d.settle(ctx, settleAckLazy, 0, "") }
+func (d *delivery) AckLazy(ctx context.Context) error {
+	return d.settle(ctx, settleAck, 0, "", pebble.NoSync)
+}
 
 func (d *delivery) Nak(ctx context.Context, delay time.Duration) error {
-	return d.settle(ctx, settleNak, delay, "")
+	return d.settle(ctx, settleNak, delay, "", pebble.Sync)
 }
 
 func (d *delivery) Term(ctx context.Context, reason string) error {
-	return d.settle(ctx, settleTerm, 0, reason)
+	return d.settle(ctx, settleTerm, 0, reason, pebble.Sync)
 }
 
 type settleKind int
 
 const (
 	settleAck settleKind = iota
-	settleAckLazy
 	settleNak
 	settleTerm
 )
 
-// settle ends d's lease with an Ack, Nak or Term, durably.
-func (d *delivery) settle(ctx context.Context, kind settleKind, delay time.Duration, reason string) error {
+// settle ends d's lease with an Ack, Nak or Term, committed with wo
+// (pebble.Sync: durable on return).
+func (d *delivery) settle(ctx context.Context, kind settleKind, delay time.Duration, reason string, wo *pebble.WriteOptions) error {
 	if err := d.h.begin(ctx); err != nil {
 		return err
 	}
@@ -735,10 +739,6 @@ func (d *delivery) settle(ctx context.Context, kind settleKind, delay time.Durat
 			_ = b.Set(newKey, encodeEntry(l.deliveries, l.body), nil)
 			_ = b.Set(msgKey(l.id), encodeReadyAt(readyAt), nil)
 		}
-	}
-	wo := pebble.Sync
-	if kind == settleAckLazy {
-		kind, wo = settleAck, pebble.NoSync
 	}
 	if kind == settleAck {
 		_ = b.Delete(l.key, nil)
