@@ -7,7 +7,9 @@
 package operation
 
 import (
+	"encoding/json"
 	"net/http"
+	"sort"
 	"time"
 )
 
@@ -66,6 +68,15 @@ type Operation struct {
 
 	// Attempts counts the times a handler started on this operation.
 	Attempts int `json:"attempts"`
+	// Failures and Interruptions count the attempts since the operation was
+	// submitted or last retried explicitly that ended in a handler error or
+	// timeout (Failures), or that a worker crash or lost lease cut short
+	// (Interruptions); each has its own limit.
+	Failures      int `json:"failures,omitempty"`
+	Interruptions int `json:"interruptions,omitempty"`
+	// History records the attempts that ended, oldest first, up to
+	// MaxHistory of them (older ones are dropped first).
+	History []Attempt `json:"history,omitempty"`
 
 	// Error is set when Status is Failed or Canceled, and holds the last
 	// attempt's error while a retry is pending.
@@ -82,6 +93,10 @@ type Operation struct {
 	// ExpiresAt, when not zero, is when the store may delete the operation,
 	// its request and its idempotency key.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// TombstoneUntil, when after ExpiresAt, is how long the store remembers
+	// the id of the deleted operation: until then Get answers ErrGone
+	// instead of ErrNotFound.
+	TombstoneUntil time.Time `json:"tombstoneUntil,omitzero"`
 
 	// Meta holds route-specific properties (the seed's RequestSubmittedAt
 	// and RequestStatusURL, for example).
@@ -98,13 +113,18 @@ func (o *Operation) Clone() *Operation {
 		return nil
 	}
 	c := *o
-	if o.Error != nil {
-		e := *o.Error
-		c.Error = &e
-	}
+	c.Error = o.Error.Clone()
 	if o.Result != nil {
 		r := *o.Result
+		r.Header = o.Result.Header.Clone()
 		c.Result = &r
+	}
+	if o.History != nil {
+		c.History = make([]Attempt, len(o.History))
+		for i, a := range o.History {
+			c.History[i] = a
+			c.History[i].Error = a.Error.Clone()
+		}
 	}
 	if o.Meta != nil {
 		c.Meta = make(map[string]string, len(o.Meta))
@@ -113,6 +133,41 @@ func (o *Operation) Clone() *Operation {
 		}
 	}
 	return &c
+}
+
+// MaxHistory bounds Operation.History.
+const MaxHistory = 20
+
+// Attempt outcomes.
+const (
+	// OutcomeFailed: the handler returned an error or timed out.
+	OutcomeFailed = "failed"
+	// OutcomeInterrupted: the worker died or lost its lease mid-attempt.
+	OutcomeInterrupted = "interrupted"
+	// OutcomeSucceeded and OutcomeCanceled end the operation.
+	OutcomeSucceeded = "succeeded"
+	OutcomeCanceled  = "canceled"
+)
+
+// Attempt is one run of a handler on an operation.
+type Attempt struct {
+	// Number is the attempt's number: 1 for the first start.
+	Number    int       `json:"number"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	EndedAt   time.Time `json:"endedAt"`
+	// Outcome is one of the Outcome constants.
+	Outcome string `json:"outcome"`
+	// Error says why the attempt did not succeed.
+	Error *Problem `json:"error,omitempty"`
+}
+
+// AddAttempt appends a to o.History, dropping the oldest entries beyond
+// MaxHistory.
+func (o *Operation) AddAttempt(a Attempt) {
+	o.History = append(o.History, a)
+	if n := len(o.History) - MaxHistory; n > 0 {
+		o.History = append(o.History[:0:0], o.History[n:]...)
+	}
 }
 
 // Request is what the client sent to start an operation. The handler gets
@@ -124,6 +179,12 @@ type Request struct {
 	RawQuery string      `json:"rawQuery,omitempty"`
 	Header   http.Header `json:"header,omitempty"`
 	Body     []byte      `json:"body,omitempty"`
+	// Host is the Host the client asked for, RemoteAddr the client's
+	// address and TLS whether it came over TLS: what a forward handler needs
+	// for X-Forwarded-Host, -For and -Proto.
+	Host       string `json:"host,omitempty"`
+	RemoteAddr string `json:"remoteAddr,omitempty"`
+	TLS        bool   `json:"tls,omitempty"`
 }
 
 // Result says where a succeeded operation's result is kept.
@@ -134,6 +195,11 @@ type Result struct {
 	Size        int64  `json:"size"`
 	// ETag is the result store's entity tag for the bytes, when it has one.
 	ETag string `json:"etag,omitempty"`
+	// StatusCode and Header, when set, are the HTTP status and end-to-end
+	// headers that came with the result (a forward handler's upstream
+	// response).
+	StatusCode int         `json:"statusCode,omitempty"`
+	Header     http.Header `json:"header,omitempty"`
 }
 
 // Problem is an RFC 9457 problem detail.
@@ -143,6 +209,76 @@ type Problem struct {
 	Status   int    `json:"status,omitempty"`
 	Detail   string `json:"detail,omitempty"`
 	Instance string `json:"instance,omitempty"`
+	// Extensions are further members of the problem object (RFC 9457
+	// §3.2), e.g. an upstream's status; they must not reuse the names above.
+	Extensions map[string]any `json:"-"`
+}
+
+// Clone returns a deep copy of p (Extensions values are copied shallowly).
+func (p *Problem) Clone() *Problem {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	if p.Extensions != nil {
+		c.Extensions = make(map[string]any, len(p.Extensions))
+		for k, v := range p.Extensions {
+			c.Extensions[k] = v
+		}
+	}
+	return &c
+}
+
+type problemJSON Problem
+
+// MarshalJSON writes the members and the extensions in one object.
+func (p Problem) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(problemJSON(p))
+	if err != nil || len(p.Extensions) == 0 {
+		return b, err
+	}
+	keys := make([]string, 0, len(p.Extensions))
+	for k := range p.Extensions {
+		switch k {
+		case "type", "title", "status", "detail", "instance":
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b = b[:len(b)-1]
+	for _, k := range keys {
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(p.Extensions[k])
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, ',')
+		b = append(b, kb...)
+		b = append(b, ':')
+		b = append(b, vb...)
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads the members and keeps the other keys as Extensions.
+func (p *Problem) UnmarshalJSON(b []byte) error {
+	var pj problemJSON
+	if err := json.Unmarshal(b, &pj); err != nil {
+		return err
+	}
+	var all map[string]any
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	for _, k := range []string{"type", "title", "status", "detail", "instance"} {
+		delete(all, k)
+	}
+	*p = Problem(pj)
+	if len(all) > 0 {
+		p.Extensions = all
+	}
+	return nil
 }
 
 // Error makes a Problem usable as an error.

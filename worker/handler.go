@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/arrhq/arr/operation"
 )
@@ -46,18 +47,28 @@ type Progress interface {
 }
 
 // Result is what a handler returns on success: Body, or Reader when the
-// result is streamed (a Reader that is also an io.Closer is closed).
+// result is streamed (a Reader that is also an io.Closer is closed). The
+// worker stores it in the result store; a result larger than the pool's
+// MaxResultBytes fails the attempt permanently.
 type Result struct {
+	// ContentType of the bytes. Default application/octet-stream.
 	ContentType string
 	Body        []byte
 	Reader      io.Reader
+	// StatusCode and Header, when set, are kept with the result and shown in
+	// the status monitor (the forward handler's upstream status and
+	// headers).
+	StatusCode int
+	Header     http.Header
 }
 
 // Handler runs one operation. ctx is canceled when the operation is
 // canceled, when its attempt times out, or when the worker shuts down; a
 // handler should return promptly then. An error makes the attempt fail: the
 // operation is retried with backoff until its attempts run out, unless the
-// error is Permanent.
+// error is Permanent. When the error is (or wraps) an *operation.Problem,
+// that problem is what the status monitor shows; otherwise it is a
+// urn:arr:problem:handler-failed problem whose detail is the error's text.
 type Handler interface {
 	Process(ctx context.Context, t *Task, p Progress) (*Result, error)
 }
@@ -87,6 +98,33 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
+}
+
+type retryAfterError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e retryAfterError) Error() string { return e.err.Error() }
+func (e retryAfterError) Unwrap() error { return e.err }
+
+// RetryAfter marks err as worth retrying no sooner than delay from now (an
+// upstream's Retry-After, say): the next attempt waits for the longer of
+// delay and the route's backoff.
+func RetryAfter(err error, delay time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return retryAfterError{err, delay}
+}
+
+// RetryDelay returns the delay err was marked with by RetryAfter.
+func RetryDelay(err error) (time.Duration, bool) {
+	var r retryAfterError
+	if errors.As(err, &r) {
+		return r.delay, true
+	}
+	return 0, false
 }
 
 // Echo is the seed's handler: the result is the request body, with the
