@@ -11,6 +11,7 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -30,9 +31,12 @@ import (
 type Route struct {
 	// Name names the route; the worker runs the handler registered under it.
 	Name string
-	// Method is the HTTP method. Default POST.
+	// Method is the HTTP method; "*" accepts any. Default POST. Routes may
+	// share a Path with different methods.
 	Method string
-	// Path is the exact request path, e.g. /v1/echo.
+	// Path is a net/http ServeMux path pattern: an exact path (/v1/echo),
+	// one with wildcards (/v1/items/{id}), or a prefix ending in / (/ in
+	// gateway mode). arr's own paths take precedence as more specific.
 	Path string
 	// CaseInsensitive matches Path regardless of case (the seed's routes).
 	CaseInsensitive bool
@@ -45,8 +49,12 @@ type Route struct {
 	// MaxBodyBytes overrides Config.MaxBodyBytes for this route when > 0.
 	MaxBodyBytes int64
 	// Validate, when not nil, checks the body; an error is a 400 whose
-	// detail is the error's text.
+	// detail is the error's text (and whose extension members are the
+	// error's ProblemExtensions(), when it has that method).
 	Validate func(body []byte) error
+	// ResultURLTTL, Retention and Tombstone override the Config's for this
+	// route's operations when > 0.
+	ResultURLTTL, Retention, Tombstone time.Duration
 }
 
 // Config configures a Server. Every field but the stores has a default,
@@ -76,6 +84,9 @@ type Config struct {
 	MaxWait time.Duration
 	// Retention is how long a canceled operation is kept. Default 24h.
 	Retention time.Duration
+	// Tombstone is how long, after its deletion, a canceled operation's
+	// status answers 410. Default 7 days.
+	Tombstone time.Duration
 	// RetryAfter estimates, from the queue depth, when a pending operation
 	// is worth asking about again. Default: 1s.
 	RetryAfter func(queueDepth int64) time.Duration
@@ -100,7 +111,8 @@ type Server struct {
 	cfg     Config
 	mux     *http.ServeMux
 	metrics *metrics
-	ciPaths map[string]bool // lower-cased paths of case-insensitive routes
+	ciPaths map[string]bool   // lower-cased paths of case-insensitive routes
+	routes  map[string]*Route // by name
 }
 
 // New checks cfg and returns a Server.
@@ -130,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
 	}
+	if cfg.Tombstone <= 0 {
+		cfg.Tombstone = 7 * 24 * time.Hour
+	}
 	if cfg.RetryAfter == nil {
 		cfg.RetryAfter = func(int64) time.Duration { return time.Second }
 	}
@@ -141,12 +156,16 @@ func New(cfg Config) (*Server, error) {
 		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, routes: map[string]*Route{}}
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Queue); err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
+	// Routes that share a path are served by one handler that picks the
+	// route by method.
+	var paths []string
+	byPath := map[string][]*Route{}
+	catchAll := false
 	for i := range cfg.Routes {
 		rt := &cfg.Routes[i]
 		if rt.Name == "" || !strings.HasPrefix(rt.Path, "/") {
@@ -155,20 +174,35 @@ func New(cfg Config) (*Server, error) {
 		if rt.Method == "" {
 			rt.Method = http.MethodPost
 		}
+		rt.Method = strings.ToUpper(rt.Method)
 		if rt.CaseInsensitive {
 			rt.Path = strings.ToLower(rt.Path)
 			s.ciPaths[rt.Path] = true
 		}
-		if seen[rt.Path] {
-			return nil, errors.New("api: two routes on path " + rt.Path)
+		for _, o := range byPath[rt.Path] {
+			if o.Method == rt.Method {
+				return nil, fmt.Errorf("api: two routes for %s %s", rt.Method, rt.Path)
+			}
 		}
-		seen[rt.Path] = true
-		s.mux.Handle(rt.Path, s.submitHandler(rt))
+		if byPath[rt.Path] == nil {
+			paths = append(paths, rt.Path)
+		}
+		byPath[rt.Path] = append(byPath[rt.Path], rt)
+		if prev, ok := s.routes[rt.Name]; !ok || prev.Seed {
+			s.routes[rt.Name] = rt
+		}
+		catchAll = catchAll || rt.Path == "/"
+	}
+	for _, p := range paths {
+		if err := handle(s.mux, p, s.submitHandler(byPath[p])); err != nil {
+			return nil, err
+		}
 	}
 	s.mux.HandleFunc("/v1/operations", s.list)
 	s.mux.HandleFunc("/v1/operations/{id}", s.operation)
 	s.mux.HandleFunc("/v1/operations/{id}/result", s.result)
 	s.mux.HandleFunc("/v1/operations/{id}/events", s.events)
+	s.mux.HandleFunc("/v1/operations/{id}/retry", s.retry)
 	s.mux.HandleFunc(seedStatusPrefix+"{id}", s.seedStatus)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -183,10 +217,35 @@ func New(cfg Config) (*Server, error) {
 	if prefix, h := cfg.Results.Handler(); h != nil {
 		s.mux.Handle(prefix, h)
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
-	})
+	if !catchAll {
+		s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
+		})
+	}
 	return s, nil
+}
+
+// handle registers h on pattern, turning ServeMux's panic on an invalid
+// or conflicting pattern into an error.
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("api: route path %q: %v", pattern, r)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+// route returns the route named name, or nil.
+func (s *Server) route(name string) *Route { return s.routes[name] }
+
+// routeDuration is the route's d when it sets one, else def.
+func (s *Server) routeDuration(name string, d func(*Route) time.Duration, def time.Duration) time.Duration {
+	if rt := s.routes[name]; rt != nil && d(rt) > 0 {
+		return d(rt)
+	}
+	return def
 }
 
 // ServeHTTP routes r. The paths of case-insensitive routes and the seed's

@@ -159,7 +159,7 @@ func TestV1EchoMonitorAndResult(t *testing.T) {
 	if mon.Header.Get("Location") != res["href"] || res["size"] != float64(len(body)) || res["contentType"] != "text/plain" {
 		t.Fatalf("303 Location %q, result %v", mon.Header.Get("Location"), res)
 	}
-	if m["attempts"] != float64(1) || m["percentComplete"] != float64(100) {
+	if a, ok := m["attempts"].([]any); !ok || len(a) != 1 || a[0].(map[string]any)["outcome"] != "succeeded" || m["percentComplete"] != float64(100) {
 		t.Fatalf("monitor %v", m)
 	}
 	blob := s.get(mon.Header.Get("Location"))
@@ -309,8 +309,15 @@ func TestFailureAndRetry(t *testing.T) {
 	}})
 	id := s.submit("retry me")
 	m := s.waitStatus(id, "succeeded")
-	if m["attempts"] != float64(2) {
+	// Every attempt is listed, the failed one with its error.
+	a, _ := m["attempts"].([]any)
+	if len(a) != 2 {
 		t.Fatalf("attempts %v", m["attempts"])
+	}
+	first, second := a[0].(map[string]any), a[1].(map[string]any)
+	if first["number"] != float64(1) || first["outcome"] != "failed" || first["error"].(map[string]any)["detail"] != "transient trouble" ||
+		first["startedAt"] == nil || first["endedAt"] == nil || second["number"] != float64(2) || second["outcome"] != "succeeded" {
+		t.Fatalf("attempts %v", a)
 	}
 	r := s.get("/v1/operations/" + id + "/result?redirect=false")
 	if string(r.Body) != "ok on attempt 2" {

@@ -25,6 +25,8 @@ const (
 	ProblemOperationCanceled  = "urn:arr:problem:operation-canceled"
 	ProblemNotFinished        = "urn:arr:problem:not-finished"
 	ProblemResultNotAvailable = "urn:arr:problem:result-unavailable"
+	ProblemGone               = "urn:arr:problem:gone"
+	ProblemNotRetryable       = "urn:arr:problem:not-retryable"
 )
 
 // writeProblem answers with an RFC 9457 problem.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
 )
 
 // lookup validates the {id} of r and reads the operation, answering the
@@ -43,6 +44,11 @@ func validID(w http.ResponseWriter, id string) (string, bool) {
 }
 
 func (s *Server) storeError(w http.ResponseWriter, id string, err error) {
+	if errors.Is(err, opstore.ErrGone) {
+		writeProblem(w, http.StatusGone, ProblemGone, "Operation expired",
+			"operation "+id+" finished and was deleted after its retention")
+		return
+	}
 	if errors.Is(err, opstore.ErrNotFound) {
 		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Operation not found", "no operation "+id)
 		return
@@ -172,7 +178,8 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		op.Status = operation.Canceled
 		op.Error = &operation.Problem{Type: ProblemOperationCanceled, Title: "Operation canceled", Status: http.StatusConflict,
 			Detail: "canceled by the client"}
-		op.ExpiresAt = now.Add(s.cfg.Retention)
+		op.ExpiresAt = now.Add(s.routeDuration(op.Route, func(r *Route) time.Duration { return r.Retention }, s.cfg.Retention))
+		op.TombstoneUntil = op.ExpiresAt.Add(s.routeDuration(op.Route, func(r *Route) time.Duration { return r.Tombstone }, s.cfg.Tombstone))
 		return nil
 	})
 	switch {
@@ -186,6 +193,63 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.view(r.Context(), s.base(r), op))
 	}
 }
+
+// retry serves POST /v1/operations/{id}/retry: a failed operation goes
+// back to pending with fresh attempt budgets (its history kept) and is
+// queued again. Retrying a pending operation queues it again if its
+// message was lost (a crash between the two writes below), so that a
+// client that did not get its 202 can simply repeat the call.
+func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, r, "POST")
+		return
+	}
+	op, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	now := time.Now().UTC()
+	op, err := s.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
+		switch op.Status {
+		case operation.Pending:
+			return opstore.ErrSkip
+		case operation.Failed:
+		default:
+			return errNotRetryable
+		}
+		op.Status = operation.Pending
+		op.Failures, op.Interruptions = 0, 0
+		op.Error, op.Result = nil, nil
+		op.PercentComplete, op.Message = 0, ""
+		op.ExpiresAt, op.TombstoneUntil = time.Time{}, time.Time{}
+		op.UpdatedAt = now
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNotRetryable):
+		writeProblem(w, http.StatusConflict, ProblemNotRetryable, "Operation not retryable",
+			fmt.Sprintf("operation %s is %s; only failed operations can be retried", op.ID, op.Status))
+		return
+	case err != nil && !errors.Is(err, opstore.ErrSkip):
+		s.storeError(w, r.PathValue("id"), err)
+		return
+	}
+	// Enqueuing an id that is queued is a no-op; a dead letter is revived.
+	if err := s.cfg.Queue.Enqueue(ctx, queue.Message{ID: op.ID, Body: []byte(op.Route)}); err != nil {
+		s.internal(w, "enqueue retry", err)
+		return
+	}
+	base := s.base(r)
+	monitor := base + "/v1/operations/" + op.ID
+	w.Header().Set("Location", monitor)
+	w.Header().Set("Operation-Location", monitor)
+	w.Header().Set("Cache-Control", "no-store")
+	s.retryAfter(w, ctx)
+	writeJSON(w, http.StatusAccepted, s.view(ctx, base, op))
+}
+
+var errNotRetryable = errors.New("not retryable")
 
 // result serves GET /v1/operations/{id}/result.
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {

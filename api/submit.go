@@ -62,12 +62,33 @@ func ValidateCustomer(body []byte) error {
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-func (s *Server) submitHandler(rt *Route) http.Handler {
-	maxBody := s.cfg.MaxBodyBytes
-	if rt.MaxBodyBytes > 0 {
-		maxBody = rt.MaxBodyBytes
+// submitHandler serves the routes of one path, picking the route by method:
+// an exact match, else a route of any method ("*"), else 405.
+func (s *Server) submitHandler(rts []*Route) http.Handler {
+	var allow []string
+	for _, rt := range rts {
+		allow = append(allow, rt.Method)
 	}
+	allowed := strings.Join(allow, ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rt *Route
+		for _, c := range rts {
+			if c.Method == r.Method {
+				rt = c
+				break
+			}
+			if c.Method == "*" {
+				rt = c
+			}
+		}
+		if rt == nil {
+			methodNotAllowed(w, r, allowed)
+			return
+		}
+		maxBody := s.cfg.MaxBodyBytes
+		if rt.MaxBodyBytes > 0 {
+			maxBody = rt.MaxBodyBytes
+		}
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		s.submit(rec, r, rt, maxBody)
@@ -77,10 +98,6 @@ func (s *Server) submitHandler(rt *Route) http.Handler {
 }
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBody int64) {
-	if r.Method != rt.Method {
-		methodNotAllowed(w, r, rt.Method)
-		return
-	}
 	ct := r.Header.Get("Content-Type")
 	if len(rt.MediaTypes) > 0 {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -109,7 +126,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 	}
 	if rt.Validate != nil {
 		if err := rt.Validate(body); err != nil {
-			writeProblem(w, http.StatusBadRequest, ProblemInvalidBody, "Invalid body", err.Error())
+			p := &operation.Problem{Type: ProblemInvalidBody, Title: "Invalid body", Status: http.StatusBadRequest, Detail: err.Error()}
+			var ext interface{ ProblemExtensions() map[string]any }
+			if errors.As(err, &ext) {
+				p.Extensions = ext.ProblemExtensions()
+			}
+			writeProblemValue(w, p)
 			return
 		}
 	}
@@ -161,9 +183,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 	for _, h := range hopByHop {
 		hdr.Del(h)
 	}
-	req := &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body}
+	req := &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body,
+		Host: r.Host, RemoteAddr: r.RemoteAddr, TLS: r.TLS != nil}
 
-	stored, created, err := s.cfg.Store.Submit(ctx, op, req, s.cfg.Queue, queue.Message{ID: id})
+	// The message names the route, so that a worker can apply the route's
+	// concurrency limit before it reads the operation.
+	stored, created, err := s.cfg.Store.Submit(ctx, op, req, s.cfg.Queue, queue.Message{ID: id, Body: []byte(rt.Name)})
 	if err != nil {
 		s.internal(w, "submit", err)
 		return

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/arrhq/arr/operation"
@@ -15,7 +16,7 @@ type opView struct {
 	UpdatedAt       time.Time          `json:"updatedAt"`
 	PercentComplete int                `json:"percentComplete"`
 	Message         string             `json:"message,omitempty"`
-	Attempts        int                `json:"attempts"`
+	Attempts        []attemptView      `json:"attempts"`
 	Error           *operation.Problem `json:"error,omitempty"`
 	Result          *resultView        `json:"result,omitempty"`
 	ExpiresAt       *time.Time         `json:"expiresAt,omitempty"`
@@ -23,10 +24,46 @@ type opView struct {
 }
 
 type resultView struct {
-	Href        string    `json:"href"`
-	ContentType string    `json:"contentType"`
-	Size        int64     `json:"size"`
-	ExpiresAt   time.Time `json:"expiresAt"`
+	Href        string      `json:"href"`
+	ContentType string      `json:"contentType"`
+	Size        int64       `json:"size"`
+	ExpiresAt   time.Time   `json:"expiresAt"`
+	StatusCode  int         `json:"statusCode,omitempty"`
+	Headers     http.Header `json:"headers,omitempty"`
+}
+
+// attemptView is one attempt: those that did not succeed from the stored
+// history, and the current or last one from the operation's state.
+type attemptView struct {
+	Number    int                `json:"number"`
+	Outcome   string             `json:"outcome"`
+	StartedAt time.Time          `json:"startedAt,omitzero"`
+	EndedAt   time.Time          `json:"endedAt,omitzero"`
+	Error     *operation.Problem `json:"error,omitempty"`
+}
+
+// attempts lists op's attempts, oldest first: its stored History (the
+// attempts that failed or were interrupted), then the attempt that is
+// running, or that succeeded or was canceled, which the History does not
+// hold.
+func attempts(op *operation.Operation) []attemptView {
+	out := make([]attemptView, 0, len(op.History)+1)
+	last := 0
+	for _, a := range op.History {
+		out = append(out, attemptView{Number: a.Number, Outcome: a.Outcome, StartedAt: a.StartedAt, EndedAt: a.EndedAt, Error: a.Error})
+		last = a.Number
+	}
+	if op.Attempts > last {
+		switch op.Status {
+		case operation.Running:
+			out = append(out, attemptView{Number: op.Attempts, Outcome: "running"})
+		case operation.Succeeded:
+			out = append(out, attemptView{Number: op.Attempts, Outcome: operation.OutcomeSucceeded, EndedAt: op.UpdatedAt})
+		case operation.Canceled:
+			out = append(out, attemptView{Number: op.Attempts, Outcome: operation.OutcomeCanceled, EndedAt: op.UpdatedAt})
+		}
+	}
+	return out
 }
 
 type links struct {
@@ -41,7 +78,7 @@ func (s *Server) view(ctx context.Context, base string, op *operation.Operation)
 	self := base + "/v1/operations/" + op.ID
 	v := &opView{
 		ID: op.ID, Status: op.Status, CreatedAt: op.CreatedAt, UpdatedAt: op.UpdatedAt,
-		PercentComplete: op.PercentComplete, Message: op.Message, Attempts: op.Attempts, Error: op.Error,
+		PercentComplete: op.PercentComplete, Message: op.Message, Attempts: attempts(op), Error: op.Error,
 		Links: links{Self: self, Result: self + "/result", Events: self + "/events"},
 	}
 	if !op.ExpiresAt.IsZero() {
@@ -50,7 +87,8 @@ func (s *Server) view(ctx context.Context, base string, op *operation.Operation)
 	}
 	if op.Status == operation.Succeeded && op.Result != nil {
 		href, exp, _ := s.signedResultURL(ctx, base, op)
-		v.Result = &resultView{Href: href, ContentType: op.Result.ContentType, Size: op.Result.Size, ExpiresAt: exp}
+		v.Result = &resultView{Href: href, ContentType: op.Result.ContentType, Size: op.Result.Size, ExpiresAt: exp,
+			StatusCode: op.Result.StatusCode, Headers: op.Result.Header}
 	}
 	return v
 }
@@ -58,7 +96,8 @@ func (s *Server) view(ctx context.Context, base string, op *operation.Operation)
 // signedResultURL signs a URL to op's result, valid for ResultURLTTL (but
 // not past the operation's own expiry), absolute against base.
 func (s *Server) signedResultURL(ctx context.Context, base string, op *operation.Operation) (string, time.Time, error) {
-	exp := time.Now().Add(s.cfg.ResultURLTTL).UTC().Truncate(time.Second)
+	ttl := s.routeDuration(op.Route, func(r *Route) time.Duration { return r.ResultURLTTL }, s.cfg.ResultURLTTL)
+	exp := time.Now().Add(ttl).UTC().Truncate(time.Second)
 	if !op.ExpiresAt.IsZero() && op.ExpiresAt.Before(exp) {
 		exp = op.ExpiresAt.UTC().Truncate(time.Second)
 	}

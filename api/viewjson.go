@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -27,8 +28,31 @@ func (v *opView) appendJSON(b []byte) []byte {
 		b = append(b, `,"message":`...)
 		b = appendJSONString(b, v.Message)
 	}
-	b = append(b, `,"attempts":`...)
-	b = strconv.AppendInt(b, int64(v.Attempts), 10)
+	b = append(b, `,"attempts":[`...)
+	for i := range v.Attempts {
+		a := &v.Attempts[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"number":`...)
+		b = strconv.AppendInt(b, int64(a.Number), 10)
+		b = append(b, `,"outcome":`...)
+		b = appendJSONString(b, a.Outcome)
+		if !a.StartedAt.IsZero() {
+			b = append(b, `,"startedAt":`...)
+			b = appendJSONTime(b, a.StartedAt)
+		}
+		if !a.EndedAt.IsZero() {
+			b = append(b, `,"endedAt":`...)
+			b = appendJSONTime(b, a.EndedAt)
+		}
+		if a.Error != nil {
+			b = append(b, `,"error":`...)
+			b = appendProblemJSON(b, a.Error)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, ']')
 	if v.Error != nil {
 		b = append(b, `,"error":`...)
 		b = appendProblemJSON(b, v.Error)
@@ -42,6 +66,15 @@ func (v *opView) appendJSON(b []byte) []byte {
 		b = strconv.AppendInt(b, r.Size, 10)
 		b = append(b, `,"expiresAt":`...)
 		b = appendJSONTime(b, r.ExpiresAt)
+		if r.StatusCode != 0 {
+			b = append(b, `,"statusCode":`...)
+			b = strconv.AppendInt(b, int64(r.StatusCode), 10)
+		}
+		if len(r.Headers) > 0 {
+			h, _ := json.Marshal(r.Headers)
+			b = append(b, `,"headers":`...)
+			b = append(b, h...)
+		}
 		b = append(b, '}')
 	}
 	if v.ExpiresAt != nil {
@@ -61,6 +94,10 @@ func (v *opView) appendJSON(b []byte) []byte {
 func (v *opView) MarshalJSON() ([]byte, error) { return v.appendJSON(make([]byte, 0, 512)), nil }
 
 func appendProblemJSON(b []byte, p *operation.Problem) []byte {
+	if len(p.Extensions) > 0 {
+		j, _ := json.Marshal(p)
+		return append(b, j...)
+	}
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, p.Type)
 	b = append(b, `,"title":`...)

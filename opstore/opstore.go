@@ -22,6 +22,7 @@ var (
 	ErrNotFound = driver.ErrNotFound
 	ErrConflict = driver.ErrConflict
 	ErrExists   = driver.ErrExists
+	ErrGone     = driver.ErrGone
 )
 
 // ListOptions: see driver.ListOptions.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,14 +45,25 @@ type Config struct {
 	// group-committed with the operations' (file:{DataDir}/results keeps
 	// each result in a file of its own, at two fsyncs per result).
 	ResultsURL string
-	// API configures the HTTP api; its stores are filled in, and its
+	// Mux holds the submit routes and their handlers. Default: none but the
+	// seed's routes.
+	Mux *ServeMux
+	// NoSeedRoutes leaves out the seed's routes (SeedRoutes), which are
+	// otherwise served unless Mux has a route on the same method and path.
+	NoSeedRoutes bool
+	// API configures the HTTP api; its stores are filled in, its Routes
+	// come from Mux (setting API.Routes directly bypasses Mux), and its
 	// Retention defaults to Worker.Retention. See api.Config for the rest.
 	API api.Config
-	// Worker configures the worker pool; its stores are filled in, and
-	// Handlers defaults to {"echo": worker.Echo}. Workers set to -1 runs no
-	// pool (an api-only process). See worker.Config for the rest.
+	// Worker configures the worker pool; its stores are filled in, and its
+	// Handlers and Routes come from Mux (entries set here take precedence).
+	// Workers set to -1 runs no pool (an api-only process). See
+	// worker.Config for the rest.
 	Worker  worker.Config
 	Workers int
+	// JanitorInterval is how often expired operations, their results and
+	// past tombstones are deleted. Default 1m.
+	JanitorInterval time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -106,10 +118,37 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	var handlers map[string]worker.Handler
+	var policies map[string]worker.Policy
+	if cfg.API.Routes == nil {
+		var routes []Route
+		if cfg.Mux != nil {
+			routes = cfg.Mux.Routes()
+		}
+		if !cfg.NoSeedRoutes {
+			taken := map[string]bool{}
+			for _, r := range routes {
+				if m, p, err := ParsePattern(r.Pattern); err == nil {
+					taken[m+" "+strings.ToLower(p)] = true
+				}
+			}
+			for _, r := range SeedRoutes() {
+				if m, p, _ := ParsePattern(r.Pattern); !taken[m+" "+strings.ToLower(p)] {
+					routes = append(routes, r)
+				}
+			}
+		}
+		if cfg.API.Routes, handlers, policies, err = buildRoutes(routes); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("arr: %w", err)
+		}
+	}
 	if cfg.Workers >= 0 {
 		wc := cfg.Worker
 		wc.Store, wc.Queue, wc.Results = s.store, s.queue, s.results
-		if wc.Handlers == nil {
+		wc.Handlers = merged(handlers, cfg.Worker.Handlers)
+		wc.Routes = merged(policies, cfg.Worker.Routes)
+		if len(wc.Handlers) == 0 {
 			wc.Handlers = map[string]worker.Handler{"echo": worker.Echo}
 		}
 		if cfg.Workers > 0 {
@@ -130,6 +169,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// Canceled operations are kept as long as finished ones.
 		ac.Retention = cfg.Worker.Retention
 	}
+	if ac.Tombstone <= 0 {
+		ac.Tombstone = cfg.Worker.Tombstone
+	}
 	ac.Registerer, ac.Gatherer = s.reg, s.reg
 	if ac.Logger == nil {
 		ac.Logger = cfg.Logger
@@ -146,6 +188,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// merged returns a's entries overridden by b's.
+func merged[V any](a, b map[string]V) map[string]V {
+	m := make(map[string]V, len(a)+len(b))
+	for k, v := range a {
+		m[k] = v
+	}
+	for k, v := range b {
+		m[k] = v
+	}
+	return m
 }
 
 // Handler is the HTTP api, for tests and embedding.
@@ -223,11 +277,15 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // janitor deletes expired operations, and then their results, every
-// minute. A crash between the two leaves a result file without an
+// JanitorInterval. A crash between the two leaves a result file without an
 // operation; it is never served again (its URLs need the operation) but
 // takes disk until removed.
 func (s *Server) janitor(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
+	every := s.cfg.JanitorInterval
+	if every <= 0 {
+		every = time.Minute
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -30,6 +30,9 @@ type Config struct {
 	// Handlers maps a route name to the handler that runs its operations.
 	// An operation whose route has no handler fails permanently.
 	Handlers map[string]Handler
+	// Routes holds per-route settings; a zero field of a Policy, or a route
+	// without one, takes the pool-wide value below.
+	Routes map[string]Policy
 
 	// Concurrency is how many handlers run at once. Default 16. When a
 	// handler returns, its result and state are recorded (waiting for an
@@ -42,9 +45,19 @@ type Config struct {
 	// Timeout bounds one attempt; the handler's context is canceled then.
 	// Default 10m.
 	Timeout time.Duration
-	// MaxAttempts is how many times an operation runs before it fails.
-	// Default 3.
+	// MaxAttempts is how many attempts of an operation may fail (a handler
+	// error or a timeout) before it fails for good. Default 3.
 	MaxAttempts int
+	// MaxInterruptions is how many attempts of an operation may be cut
+	// short by a worker that died or lost its lease before the operation
+	// fails with urn:arr:problem:attempts-exhausted: a separate budget, so
+	// that crashes of the process do not use up an innocent operation's
+	// attempts, while an operation that kills its worker every time still
+	// ends. Default 10.
+	MaxInterruptions int
+	// MaxResultBytes bounds a result; a larger one fails the operation
+	// permanently. Default 1 GiB.
+	MaxResultBytes int64
 	// Backoff gives the delay before retry number attempt (1 after the
 	// first failure). Default: 1s doubling per attempt, at most 5m, with
 	// ±25% jitter.
@@ -52,6 +65,9 @@ type Config struct {
 	// Retention is how long a finished operation and its result are kept;
 	// the operation's ExpiresAt is set from it when it ends. Default 24h.
 	Retention time.Duration
+	// Tombstone is how long, after its deletion, an operation's status
+	// answers 410 Gone rather than 404. Default 7 days.
+	Tombstone time.Duration
 	// ShutdownGrace is how long Run lets running handlers finish after its
 	// context is canceled; the rest are canceled and given back to the
 	// queue. Default 30s.
@@ -78,6 +94,15 @@ func (c *Config) setDefaults() error {
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
 	}
+	if c.MaxInterruptions <= 0 {
+		c.MaxInterruptions = 10
+	}
+	if c.MaxResultBytes <= 0 {
+		c.MaxResultBytes = 1 << 30
+	}
+	if c.Tombstone <= 0 {
+		c.Tombstone = 7 * 24 * time.Hour
+	}
 	if c.Backoff == nil {
 		c.Backoff = DefaultBackoff
 	}
@@ -95,12 +120,64 @@ func (c *Config) setDefaults() error {
 
 // DefaultBackoff is 1s doubling per attempt, capped at 5m, with ±25% jitter.
 func DefaultBackoff(attempt int) time.Duration {
-	d := time.Second
-	for i := 1; i < attempt && d < 5*time.Minute; i++ {
-		d *= 2
+	return ExponentialBackoff(time.Second, 5*time.Minute)(attempt)
+}
+
+// ExponentialBackoff returns a backoff of first before the first retry,
+// doubling with each further one up to limit, with ±25% jitter so that
+// operations that failed together do not retry together.
+func ExponentialBackoff(first, limit time.Duration) func(attempt int) time.Duration {
+	if first <= 0 {
+		first = time.Second
 	}
-	d = min(d, 5*time.Minute)
-	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)+1))
+	limit = max(limit, first)
+	return func(attempt int) time.Duration {
+		d := first
+		for i := 1; i < attempt && d < limit; i++ {
+			d *= 2
+		}
+		d = min(d, limit)
+		return d*3/4 + time.Duration(rand.Int64N(int64(d/2)+1))
+	}
+}
+
+// Policy is a route's execution settings. A zero field takes the pool's
+// value from Config.
+type Policy struct {
+	// Timeout bounds one attempt.
+	Timeout time.Duration
+	// MaxAttempts is how many attempts may fail before the operation fails.
+	MaxAttempts int
+	// Backoff gives the delay before retry number attempt.
+	Backoff func(attempt int) time.Duration
+	// Concurrency, when > 0, bounds how many of the route's operations this
+	// pool runs at once (within Config.Concurrency); 0 is no route limit.
+	Concurrency int
+	// Retention is how long the route's finished operations are kept.
+	Retention time.Duration
+	// Tombstone is how long their status answers 410 after deletion.
+	Tombstone time.Duration
+}
+
+// policy is a route's Policy with the pool's defaults filled in.
+func (p *Pool) policy(route string) Policy {
+	r := p.cfg.Routes[route]
+	if r.Timeout <= 0 {
+		r.Timeout = p.cfg.Timeout
+	}
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = p.cfg.MaxAttempts
+	}
+	if r.Backoff == nil {
+		r.Backoff = p.cfg.Backoff
+	}
+	if r.Retention <= 0 {
+		r.Retention = p.cfg.Retention
+	}
+	if r.Tombstone <= 0 {
+		r.Tombstone = p.cfg.Tombstone
+	}
+	return r
 }
 
 // Pool runs operations from the queue with a bounded number of goroutines.
@@ -112,6 +189,7 @@ type Pool struct {
 
 	meanRunNanos atomic.Int64 // EWMA of handler run time
 	running      atomic.Int64
+	limits       map[string]*routeLimit // routes with a concurrency limit
 }
 
 // New checks cfg and returns a Pool; Run starts it.
@@ -120,7 +198,8 @@ func New(cfg Config) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{
-		cfg: cfg,
+		cfg:    cfg,
+		limits: map[string]*routeLimit{},
 		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arr_operations_completed_total",
 			Help: "Attempts that ended, by route and outcome (succeeded, failed, retried, canceled).",
@@ -130,6 +209,11 @@ func New(cfg Config) (*Pool, error) {
 			Help:    "Run time of handler attempts, by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 12),
 		}, []string{"route"}),
+	}
+	for name, pol := range cfg.Routes {
+		if pol.Concurrency > 0 {
+			p.limits[name] = &routeLimit{slots: make(chan struct{}, min(pol.Concurrency, cfg.Concurrency))}
+		}
 	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{p.completed, p.runTime, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -193,6 +277,13 @@ func (p *Pool) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				var routeSlot chan struct{}
+				if rl := p.limits[string(d.Message().Body)]; rl != nil {
+					if !rl.acquire(ctx, work, d, slots, p.cfg.Lease) {
+						return
+					}
+					routeSlot = rl.slots
+				}
 				var once sync.Once
 				// The slot is the handler's: it is given back when the
 				// handler returns, so that the bookkeeping after it
@@ -202,6 +293,9 @@ func (p *Pool) Run(ctx context.Context) error {
 				release := func() {
 					once.Do(func() {
 						finishing <- struct{}{}
+						if routeSlot != nil {
+							<-routeSlot
+						}
 						<-slots
 					})
 				}
@@ -221,23 +315,81 @@ func (p *Pool) Run(ctx context.Context) error {
 	return nil
 }
 
+// routeLimit holds a route's concurrency limit in one pool.
+type routeLimit struct {
+	slots   chan struct{} // one per running operation of the route
+	waiting atomic.Int64  // deliveries waiting for a slot
+}
+
+// acquire takes a route slot for d, which holds a pool slot. When the
+// route is full, d waits without its pool slot (so that other routes' work
+// runs meanwhile), renewing its lease, and takes a pool slot again once it
+// has a route slot. At most 4× the limit wait; beyond that, and on
+// shutdown, d is given back to the queue (its operation untouched) and
+// acquire returns false.
+func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lease time.Duration) bool {
+	select {
+	case rl.slots <- struct{}{}:
+		return true
+	default:
+	}
+	<-slots
+	if rl.waiting.Add(1) > int64(4*cap(rl.slots)) {
+		rl.waiting.Add(-1)
+		_ = d.Nak(work, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
+		return false
+	}
+	defer rl.waiting.Add(-1)
+	beat := time.NewTicker(lease / 3)
+	defer beat.Stop()
+	for {
+		select {
+		case rl.slots <- struct{}{}:
+			select {
+			case slots <- struct{}{}:
+				return true
+			case <-shutdown.Done():
+				<-rl.slots
+				_ = d.Nak(work, 0)
+				return false
+			}
+		case <-beat.C:
+			if d.InProgress(work, lease) != nil {
+				return false
+			}
+		case <-shutdown.Done():
+			_ = d.Nak(work, 0)
+			return false
+		}
+	}
+}
+
 // process runs one delivery. shutdown is the pool's context: when it is
 // done before the handler ends, the handler was interrupted by shutdown.
 func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handlerDone func()) {
 	id := d.Message().ID
 	st := p.cfg.Store
+	now := time.Now().UTC()
 	// A first delivery's running state is lazily durable: if a crash loses
 	// it, the redelivery sets it again. A redelivery's is synced, so that
-	// the attempts of an operation that keeps crashing its worker are
-	// counted and its MaxAttempts ends it (the lazy first one makes the
-	// count at most one low).
+	// the interruptions of an operation that keeps crashing its worker are
+	// counted and MaxInterruptions ends it.
 	begin := st.TransitionLazy
 	if d.Attempt() > 1 {
 		begin = st.Transition
 	}
+	var interrupted bool
 	op, err := begin(work, id, func(op *operation.Operation) error {
 		if op.Status != operation.Pending && op.Status != operation.Running {
 			return opstore.ErrSkip
+		}
+		if op.Status == operation.Running {
+			// The previous attempt's worker died or lost its lease.
+			interrupted = true
+			op.Interruptions++
+			op.AddAttempt(operation.Attempt{Number: op.Attempts, EndedAt: now, Outcome: operation.OutcomeInterrupted,
+				Error: &operation.Problem{Type: ProblemWorkerLost, Title: "Worker lost", Status: 500,
+					Detail: "the worker running this attempt stopped or lost its lease before it finished"}})
 		}
 		op.Status = operation.Running
 		op.Attempts++
@@ -246,7 +398,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		return nil
 	})
 	switch {
-	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrSkip):
+	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone), errors.Is(err, opstore.ErrSkip):
 		// Deleted, or already finished or canceled: nothing to run.
 		_ = queue.AckLazy(work, d)
 		return
@@ -255,11 +407,12 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		_ = d.Nak(work, time.Second)
 		return
 	}
-	if op.Attempts > p.cfg.MaxAttempts {
-		// Redelivered after crashes more often than allowed: give up
-		// without running it again.
-		p.fail(work, d, op, &operation.Problem{Type: ProblemAttemptsExhausted, Title: "Attempts exhausted",
-			Status: 500, Detail: fmt.Sprintf("the operation was started %d times without finishing", op.Attempts-1)}, true)
+	pol := p.policy(op.Route)
+	if interrupted && op.Interruptions >= p.cfg.MaxInterruptions {
+		// Cut short by crashes or lost leases more often than allowed:
+		// give up without running it again.
+		p.fail(work, d, op, pol, now, &operation.Problem{Type: ProblemAttemptsExhausted, Title: "Attempts exhausted",
+			Status: 500, Detail: fmt.Sprintf("%d attempts were cut short by a worker that stopped or lost its lease", op.Interruptions)})
 		return
 	}
 	h := p.cfg.Handlers[op.Route]
@@ -269,13 +422,13 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		if err != nil {
 			detail = "the request could not be read: " + err.Error()
 		}
-		p.fail(work, d, op, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500, Detail: detail}, true)
+		p.fail(work, d, op, pol, now, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500, Detail: detail})
 		return
 	}
 
 	// The handler's context: canceled on timeout, on cancel of the
 	// operation, on loss of the lease, and at the end of the grace period.
-	hctx, cancel := context.WithTimeoutCause(work, p.cfg.Timeout, errTimeout)
+	hctx, cancel := context.WithTimeoutCause(work, pol.Timeout, errTimeout)
 	defer cancel()
 	var canceledOp atomic.Bool
 	prog := &progress{}
@@ -284,10 +437,12 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 	p.running.Add(1)
 	start := time.Now()
 	res, herr := p.run(hctx, h, &Task{ID: id, Route: op.Route, Attempt: op.Attempts, Request: req}, prog)
-	var body []byte
-	var ct string
+	var stored *operation.Result
 	if herr == nil {
-		body, ct, herr = readResult(res)
+		// The result is stored while the attempt is still supervised: a
+		// streamed result is read from the handler's source (an upstream's
+		// response, a spooled stdout) under the attempt's context.
+		stored, herr = p.storeResult(hctx, op.ID, res)
 	}
 	elapsed := time.Since(start)
 	p.running.Add(-1)
@@ -302,6 +457,9 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 
 	switch {
 	case canceledOp.Load():
+		if stored != nil {
+			_ = p.cfg.Results.Delete(fin, op.ID)
+		}
 		p.completed.WithLabelValues(op.Route, "canceled").Inc()
 		_ = d.Ack(fin)
 	case herr != nil && shutdown.Err() != nil && errors.Is(herr, context.Canceled):
@@ -316,23 +474,36 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		})
 		_ = d.Nak(fin, 0)
 	case herr != nil:
-		if errors.Is(context.Cause(hctx), errTimeout) {
-			herr = fmt.Errorf("%w after %s", errTimeout, p.cfg.Timeout)
+		var prob *operation.Problem
+		switch {
+		case errors.Is(context.Cause(hctx), errTimeout):
+			prob = &operation.Problem{Type: ProblemTimeout, Title: "Attempt timed out", Status: 504,
+				Detail: fmt.Sprintf("the handler did not finish within %s", pol.Timeout)}
+		case errors.As(herr, &prob):
+			prob = prob.Clone()
+		default:
+			prob = &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500, Detail: herr.Error()}
 		}
-		prob := &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500, Detail: herr.Error()}
 		p.cfg.Logger.Warn("worker: attempt failed", "id", id, "route", op.Route, "attempt", op.Attempts, "err", herr)
-		p.fail(fin, d, op, prob, IsPermanent(herr))
+		retryAt, _ := RetryDelay(herr)
+		p.failAttempt(fin, d, op, pol, start, prob, IsPermanent(herr), retryAt)
 	default:
-		p.succeed(fin, d, op, body, ct)
+		p.succeed(fin, d, op, pol, stored)
 	}
 }
 
-var errTimeout = errors.New("attempt timed out")
+var (
+	errTimeout  = errors.New("attempt timed out")
+	errTooLarge = errors.New("result too large")
+)
 
 // Problem types the worker records.
 const (
 	ProblemHandlerFailed     = "urn:arr:problem:handler-failed"
+	ProblemTimeout           = "urn:arr:problem:timeout"
 	ProblemAttemptsExhausted = "urn:arr:problem:attempts-exhausted"
+	ProblemWorkerLost        = "urn:arr:problem:worker-lost"
+	ProblemResultTooLarge    = "urn:arr:problem:result-too-large"
 )
 
 func (p *Pool) run(ctx context.Context, h Handler, t *Task, prog Progress) (res *Result, err error) {
@@ -344,22 +515,61 @@ func (p *Pool) run(ctx context.Context, h Handler, t *Task, prog Progress) (res 
 	return h.Process(ctx, t, prog)
 }
 
-func readResult(res *Result) ([]byte, string, error) {
+// storeResult writes a handler's result to the result store, synced by the
+// store's next durable write when the result store can (see
+// resultstore.Store.PutSyncedBy), and returns its record.
+func (p *Pool) storeResult(ctx context.Context, id string, res *Result) (*operation.Result, error) {
 	if res == nil {
-		return nil, "application/octet-stream", nil
+		res = &Result{}
 	}
 	ct := res.ContentType
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	if res.Reader == nil {
-		return res.Body, ct, nil
+	var r io.Reader = bytes.NewReader(res.Body)
+	if res.Reader != nil {
+		if c, ok := res.Reader.(io.Closer); ok {
+			defer c.Close()
+		}
+		r = &limitReader{r: res.Reader, left: p.cfg.MaxResultBytes}
+	} else if int64(len(res.Body)) > p.cfg.MaxResultBytes {
+		return nil, p.tooLarge()
 	}
-	if c, ok := res.Reader.(io.Closer); ok {
-		defer c.Close()
+	attrs, err := p.cfg.Results.PutSyncedBy(ctx, id, r, ct, p.cfg.Store.Driver())
+	if errors.Is(err, errTooLarge) {
+		return nil, p.tooLarge()
 	}
-	b, err := io.ReadAll(res.Reader)
-	return b, ct, err
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, &operation.Problem{Type: ProblemHandlerFailed, Title: "Result not stored", Status: 500, Detail: err.Error()}
+	}
+	out := &operation.Result{Key: id, ContentType: ct, Size: attrs.Size, ETag: attrs.ETag, StatusCode: res.StatusCode}
+	if len(res.Header) > 0 {
+		out.Header = res.Header.Clone()
+	}
+	return out, nil
+}
+
+func (p *Pool) tooLarge() error {
+	return Permanent(&operation.Problem{Type: ProblemResultTooLarge, Title: "Result too large", Status: 500,
+		Detail: fmt.Sprintf("the result is over the limit of %d bytes", p.cfg.MaxResultBytes)})
+}
+
+// limitReader fails with errTooLarge past left bytes.
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n, errTooLarge
+	}
+	return n, err
 }
 
 // supervise renews the lease, writes progress reports and watches for
@@ -405,7 +615,7 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 				}
 			case <-changed:
 				if op, err := st.Get(ctx, id); err == nil && op.Status == operation.Canceled ||
-					errors.Is(err, opstore.ErrNotFound) {
+					errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
 					canceledOp.Store(true)
 					cancel()
 					return
@@ -416,26 +626,18 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 	return func() { close(stop); <-done }
 }
 
-func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Operation, body []byte, ct string) {
-	st := p.cfg.Store
-	// When the results live in the operations' database, the result need
-	// not be durable before the success below is: that synced write makes
-	// both durable.
-	attrs, err := p.cfg.Results.PutSyncedBy(ctx, op.ID, bytes.NewReader(body), ct, st.Driver())
-	if err != nil {
-		p.fail(ctx, d, op, &operation.Problem{Type: ProblemHandlerFailed, Title: "Result not stored", Status: 500, Detail: err.Error()}, false)
-		return
-	}
+func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, res *operation.Result) {
 	now := time.Now().UTC()
-	_, err = st.Transition(ctx, op.ID, func(op *operation.Operation) error {
+	_, err := p.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
 		if op.Status != operation.Running {
 			return opstore.ErrSkip
 		}
 		op.Status = operation.Succeeded
 		op.PercentComplete = 100
 		op.Error = nil
-		op.Result = &operation.Result{Key: op.ID, ContentType: ct, Size: attrs.Size, ETag: attrs.ETag}
-		op.ExpiresAt = now.Add(p.cfg.Retention)
+		op.Result = res
+		op.ExpiresAt = now.Add(pol.Retention)
+		op.TombstoneUntil = op.ExpiresAt.Add(pol.Tombstone)
 		return nil
 	})
 	switch {
@@ -444,7 +646,7 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 		// lost a lazy ack finds it and is acked without running.
 		p.completed.WithLabelValues(op.Route, "succeeded").Inc()
 		_ = queue.AckLazy(ctx, d)
-	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound):
+	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		// Canceled or deleted while the result was being written.
 		_ = p.cfg.Results.Delete(ctx, op.ID)
 		p.completed.WithLabelValues(op.Route, "canceled").Inc()
@@ -455,19 +657,27 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 	}
 }
 
-// fail records a failed attempt: the operation goes back to pending with a
-// backoff, or, when permanent or out of attempts, ends failed.
-func (p *Pool) fail(ctx context.Context, d queue.Delivery, op *operation.Operation, prob *operation.Problem, permanent bool) {
-	final := permanent || op.Attempts >= p.cfg.MaxAttempts
+// failAttempt records a failed attempt: the operation goes back to pending
+// with a backoff (at least retryAfter), or, when permanent or out of
+// attempts, ends failed.
+func (p *Pool) failAttempt(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, started time.Time, prob *operation.Problem, permanent bool, retryAfter time.Duration) {
 	now := time.Now().UTC()
+	var final bool
+	var failures int
 	_, err := p.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
 		if op.Status != operation.Running {
 			return opstore.ErrSkip
 		}
+		op.Failures++
+		failures = op.Failures
+		final = permanent || op.Failures >= pol.MaxAttempts
+		op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: started.UTC(), EndedAt: now,
+			Outcome: operation.OutcomeFailed, Error: prob})
 		op.Error = prob
 		if final {
 			op.Status = operation.Failed
-			op.ExpiresAt = now.Add(p.cfg.Retention)
+			op.ExpiresAt = now.Add(pol.Retention)
+			op.TombstoneUntil = op.ExpiresAt.Add(pol.Tombstone)
 		} else {
 			op.Status = operation.Pending
 		}
@@ -479,8 +689,33 @@ func (p *Pool) fail(ctx context.Context, d queue.Delivery, op *operation.Operati
 		_ = queue.AckLazy(ctx, d)
 	case err == nil:
 		p.completed.WithLabelValues(op.Route, "retried").Inc()
-		_ = d.Nak(ctx, p.cfg.Backoff(op.Attempts))
-	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound):
+		_ = d.Nak(ctx, max(pol.Backoff(failures), min(retryAfter, time.Hour)))
+	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
+		_ = d.Ack(ctx)
+	default:
+		p.cfg.Logger.Error("worker: record failure", "id", op.ID, "err", err)
+		_ = d.Nak(ctx, time.Second)
+	}
+}
+
+// fail ends op failed without running it (no handler, unreadable request,
+// interruptions exhausted).
+func (p *Pool) fail(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, now time.Time, prob *operation.Problem) {
+	_, err := p.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
+		if op.Status != operation.Running {
+			return opstore.ErrSkip
+		}
+		op.Error = prob
+		op.Status = operation.Failed
+		op.ExpiresAt = now.Add(pol.Retention)
+		op.TombstoneUntil = op.ExpiresAt.Add(pol.Tombstone)
+		return nil
+	})
+	switch {
+	case err == nil:
+		p.completed.WithLabelValues(op.Route, "failed").Inc()
+		_ = queue.AckLazy(ctx, d)
+	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		_ = d.Ack(ctx)
 	default:
 		p.cfg.Logger.Error("worker: record failure", "id", op.ID, "err", err)

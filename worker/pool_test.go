@@ -146,7 +146,7 @@ func TestTimeoutAndPanic(t *testing.T) {
 		id       string
 		attempts int
 		detail   string
-	}{{hang, 2, "attempt timed out after 100ms"}, {boom, 1, "handler panicked: boom"}} {
+	}{{hang, 2, "the handler did not finish within 100ms"}, {boom, 1, "handler panicked: boom"}} {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			op, _ := r.store.Get(ctx, c.id)

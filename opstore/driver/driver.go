@@ -21,6 +21,9 @@ var (
 	ErrConflict = errors.New("opstore: version conflict")
 	// ErrExists: Create of an id that is already stored.
 	ErrExists = errors.New("opstore: operation already exists")
+	// ErrGone: the operation expired and was deleted; its tombstone is kept
+	// until its TombstoneUntil.
+	ErrGone = errors.New("opstore: operation expired and deleted")
 )
 
 // ListOptions selects and pages operations for List.
