@@ -180,6 +180,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 		}
 	}
 	hdr := r.Header.Clone()
+	for _, v := range hdr.Values("Connection") {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				hdr.Del(h)
+			}
+		}
+	}
 	for _, h := range hopByHop {
 		hdr.Del(h)
 	}

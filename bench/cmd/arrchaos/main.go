@@ -838,10 +838,21 @@ type observed struct {
 type opJSON struct {
 	ID       string `json:"id"`
 	Status   string `json:"status"`
-	Attempts int    `json:"attempts"`
-	Result   *struct {
+	Attempts []struct {
+		Number int `json:"number"`
+	} `json:"attempts"`
+	Result *struct {
 		Href string `json:"href"`
 	} `json:"result"`
+}
+
+// attempts is the number of the operation's last attempt: how many times
+// a handler started on it.
+func (v *opJSON) attempts() int {
+	if len(v.Attempts) == 0 {
+		return 0
+	}
+	return v.Attempts[len(v.Attempts)-1].Number
 }
 
 type auditClient struct {
@@ -992,7 +1003,7 @@ func (a *auditClient) observe(ctx context.Context, acked map[string]bool) (ops m
 			listedTwice++
 			continue
 		}
-		ops[o.ID] = &observed{ID: o.ID, Known: true, Listed: true, Status: o.Status, Attempts: o.Attempts}
+		ops[o.ID] = &observed{ID: o.ID, Known: true, Listed: true, Status: o.Status, Attempts: o.attempts()}
 		if o.Result != nil {
 			hrefs[o.ID] = o.Result.Href
 		}
@@ -1053,7 +1064,7 @@ func (a *auditClient) observeOne(ctx context.Context, o *observed, href string) 
 		if err := json.Unmarshal(b, &v); err != nil {
 			return fmt.Errorf("status monitor of %s: %v", o.ID, err)
 		}
-		o.Known, o.Status, o.Attempts = true, v.Status, v.Attempts
+		o.Known, o.Status, o.Attempts = true, v.Status, v.attempts()
 		if v.Result != nil {
 			href = v.Result.Href
 		}
