@@ -19,16 +19,16 @@ import (
 // succeeded.
 var ErrNoResult = errors.New("arr: the operation has no result")
 
-// Submit accepts work for the named handler from Go, without HTTP: the
+// Submit accepts work for the named route (its handler) from Go, without HTTP: the
 // operation, its request and its queue message are stored in one durable
 // step, exactly as the api's submit stores them, and the pending operation
 // is returned. When Submit returns nil the operation survives a crash and
 // will reach a terminal state. req.Method defaults to POST.
 //
 // Submit does no validation and no queue bound: a Go caller is trusted.
-func (s *Server) Submit(ctx context.Context, handler string, req *operation.Request) (*operation.Operation, error) {
-	if handler == "" {
-		return nil, errors.New("arr: Submit needs a handler name")
+func (s *Server) Submit(ctx context.Context, route string, req *operation.Request) (*operation.Operation, error) {
+	if route == "" {
+		return nil, errors.New("arr: Submit needs a route name")
 	}
 	if req == nil {
 		req = &operation.Request{}
@@ -38,8 +38,8 @@ func (s *Server) Submit(ctx context.Context, handler string, req *operation.Requ
 	}
 	now := time.Now().UTC()
 	id := uuid.Must(uuid.NewV7()).String()
-	op := &operation.Operation{ID: id, Route: handler, Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
-	stored, _, err := s.store.Submit(ctx, op, req, s.queue, queue.Message{ID: id})
+	op := &operation.Operation{ID: id, Route: route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+	stored, _, err := s.store.Submit(ctx, op, req, s.queue, queue.Message{ID: id, Body: []byte(route)})
 	if err != nil {
 		return nil, fmt.Errorf("arr: submit: %w", err)
 	}
