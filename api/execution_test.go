@@ -286,3 +286,41 @@ func TestProgressInEvents(t *testing.T) {
 		t.Fatalf("progress events seen: %v", seen)
 	}
 }
+
+// After its retention a finished operation and its result are deleted; its
+// status then answers 410 Gone until its tombstone ends, and 404 after.
+func TestRetentionTombstone(t *testing.T) {
+	mux := server.NewServeMux()
+	mux.HandleRoute(server.Route{Pattern: "/v1/brief", Retention: 300 * time.Millisecond, Tombstone: 1500 * time.Millisecond,
+		Handler: worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+			return text("short-lived"), nil
+		})})
+	s := start(t, server.Config{Mux: mux, JanitorInterval: 50 * time.Millisecond})
+	r := s.do("POST", "/v1/brief", "x")
+	wantStatus(t, r, 202)
+	id := r.JSON(t)["id"].(string)
+	m := s.waitStatus(id, "succeeded")
+	href := m["result"].(map[string]any)["href"].(string)
+	wantStatus(t, s.get(href), 200)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for s.get("/v1/operations/"+id).StatusCode != http.StatusGone {
+		if time.Now().After(deadline) {
+			t.Fatal("the expired operation never answered 410")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantProblem(t, s.get("/v1/operations/"+id), 410, api.ProblemGone)
+	wantProblem(t, s.get("/v1/operations/"+id+"/result"), 410, api.ProblemGone)
+	wantProblem(t, s.get("/api/RequestStatus/"+id), 410, api.ProblemGone)
+	if got := s.get(href); got.StatusCode < 400 {
+		t.Fatalf("the signed URL of a deleted result answered %d", got.StatusCode)
+	}
+	for s.get("/v1/operations/"+id).StatusCode != http.StatusNotFound {
+		if time.Now().After(deadline) {
+			t.Fatal("the tombstone never ended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wantProblem(t, s.get("/v1/operations/"+id), 404, api.ProblemNotFound)
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,5 +162,70 @@ func TestTimeoutAndPanic(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// submitRunning stores an operation as a worker that died mid-attempt
+// leaves it: running, with its message queued again.
+func (r *rig) submitRunning(t *testing.T, body string, attempts, interruptions int) string {
+	t.Helper()
+	now := time.Now().UTC()
+	op := &operation.Operation{ID: now.Format("20060102150405.000000000") + body, Route: "r", Status: operation.Running,
+		CreatedAt: now, UpdatedAt: now, Attempts: attempts, Interruptions: interruptions}
+	if _, _, err := r.store.Submit(context.Background(), op, &operation.Request{Method: "POST", Body: []byte(body)}, r.queue, queue.Message{ID: op.ID}); err != nil {
+		t.Fatal(err)
+	}
+	return op.ID
+}
+
+func (r *rig) waitTerminal(t *testing.T, id string) *operation.Operation {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		op, err := r.store.Get(context.Background(), id)
+		if err == nil && op.Status.Terminal() {
+			return op
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not terminal: %+v %v", id, op, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An attempt cut short by a dead worker is recorded as interrupted and
+// counted in its own budget, not in MaxAttempts; the next attempt runs.
+// Past MaxInterruptions the operation fails without running again.
+func TestInterruptedAttempts(t *testing.T) {
+	r := newRig(t)
+	var ran atomic.Int32
+	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		ran.Add(1)
+		return &worker.Result{Body: tk.Request.Body}, nil
+	})
+	again := r.submitRunning(t, "again", 1, 0)
+	doomed := r.submitRunning(t, "doomed", 3, 2)
+	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+		Handlers: map[string]worker.Handler{"r": h}, MaxAttempts: 1, MaxInterruptions: 3,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+
+	op := r.waitTerminal(t, again)
+	if op.Status != operation.Succeeded || op.Attempts != 2 || op.Interruptions != 1 || len(op.History) != 1 ||
+		op.History[0].Outcome != operation.OutcomeInterrupted || op.History[0].Number != 1 ||
+		op.History[0].Error.Type != worker.ProblemWorkerLost {
+		t.Fatalf("after one interruption: %+v", op)
+	}
+	op = r.waitTerminal(t, doomed)
+	if op.Status != operation.Failed || op.Error.Type != worker.ProblemAttemptsExhausted || op.Interruptions != 3 {
+		t.Fatalf("after three interruptions: %+v", op)
+	}
+	if ran.Load() != 1 {
+		t.Fatalf("the handler ran %d times, want once (the doomed operation must not run)", ran.Load())
 	}
 }
