@@ -291,7 +291,7 @@ func TestProgressInEvents(t *testing.T) {
 // status then answers 410 Gone until its tombstone ends, and 404 after.
 func TestRetentionTombstone(t *testing.T) {
 	mux := server.NewServeMux()
-	mux.HandleRoute(server.Route{Pattern: "/v1/brief", Retention: 300 * time.Millisecond, Tombstone: 1500 * time.Millisecond,
+	mux.HandleRoute(server.Route{Pattern: "/v1/brief", Retention: 2 * time.Second, Tombstone: 1500 * time.Millisecond,
 		Handler: worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
 			return text("short-lived"), nil
 		})})

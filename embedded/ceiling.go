@@ -31,6 +31,22 @@ func (c *ceiling) load(r pebble.Reader, p byte) error {
 	return firstErr(it.Error(), it.Close())
 }
 
+// loadAlso raises the ceiling to the last key under prefix p, read as if
+// its prefix were as (the ids of tombstones, g<id>, bound the operation
+// ids o<id> that Create must check).
+func (c *ceiling) loadAlso(r pebble.Reader, p, as byte) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+	if err != nil {
+		return err
+	}
+	if it.Last() {
+		k := bytes.Clone(it.Key())
+		k[0] = as
+		c.raise(k)
+	}
+	return firstErr(it.Error(), it.Close())
+}
+
 // above reports whether k sorts after every key created so far, so that it
 // certainly does not exist.
 func (c *ceiling) above(k []byte) bool {

@@ -172,7 +172,9 @@ func openLocked(abs string, opts Options) (*DB, error) {
 		_ = pdb.Close()
 		return nil, err
 	}
-	if err := firstErr(db.opCeil.load(pdb, pOp), db.msgCeil.load(pdb, pMsg)); err != nil {
+	// The operation ceiling covers the ids of tombstones too, so that a
+	// Create above it needs no read of either.
+	if err := firstErr(db.opCeil.load(pdb, pOp), db.opCeil.loadAlso(pdb, pGone, pOp), db.msgCeil.load(pdb, pMsg)); err != nil {
 		_ = pdb.Close()
 		return nil, fmt.Errorf("embedded: %w", err)
 	}

@@ -43,14 +43,23 @@
 // with Snappy.
 //
 //	!format                      layout version ("1")
-//	o<id>                        operation: 0x01 + JSON of operation.Operation
-//	r<id>                        request: 0x01, uvarint-prefixed method, path,
-//	                             query, headers (count, then name + values),
+//	o<id>                        operation: 0x02 + the binary record of
+//	                             encodeOp (see below); 0x01 + JSON of
+//	                             operation.Operation is still read
+//	r<id>                        request: 0x02, uvarint-prefixed method, path,
+//	                             query, host, remote address, one byte TLS
+//	                             (0/1), headers (count, then name + values),
 //	                             then the raw body (kept out of o<id> so that
-//	                             status reads never load bodies)
+//	                             status reads never load bodies); 0x01, the
+//	                             same without host, remote address and TLS,
+//	                             is still read
 //	k<idempotency key>           id of the operation holding the key
 //	s<status>\x00<id>            (empty) status index, for List's filters
 //	x<expiresAt><id>             (empty) expiry index, for DeleteExpired
+//	g<id>                        tombstone of a deleted operation: the time
+//	                             (8 bytes) until which Get answers ErrGone
+//	t<until><id>                 (empty) tombstone index by time, for
+//	                             DeleteExpired's purge
 //	q<readyAt><message id>       queue entry: 0x01, uvarint delivery count, body
 //	m<message id>                readyAt (8 bytes) of the message's q entry,
 //	                             or "D" when it is dead: one point read tells
@@ -61,6 +70,22 @@
 //	                             0x01, uvarint-prefixed content type and ETag,
 //	                             modTime, then the bytes
 //
+// The operation record (v2) is
+//
+//	0x02 | id | route | status | flags | createdAt | updatedAt | percent |
+//	message | attempts | [error] | [result] | idempotencyKey | requestHash |
+//	[expiresAt] | [tombstoneUntil] (flag 0x40) | nMeta { key | value } |
+//	version | [ext]
+//
+// with uvarint-prefixed strings, varint numbers and times as varint Unix
+// nanoseconds; the flags byte says which bracketed parts are present and
+// which times are zero. ext (flag 0x20) is a uvarint-prefixed JSON object
+// of the fields few operations set — Failures, Interruptions, History,
+// Result.StatusCode and Result.Header, Error.Extensions —
+// written only when one of them is set, so the common record has no JSON
+// in it. Extension values come back as JSON decodes them into an any
+// (numbers as float64).
+//
 // Values of 512 bytes and more (bodies, results) are separated into blob
 // files at flush, so compactions move references, not the bytes. Recently
 // written operation records are also cached in memory (see opCache), and
@@ -70,6 +95,21 @@
 // List without a filter walks o<…> from the cursor; with a filter it merges
 // one walk of s<status>\x00<…> per status, reading the records from the same
 // snapshot. DeleteExpired walks x<…> up to now.
+//
+// # Tombstones
+//
+// When DeleteExpired deletes an operation whose TombstoneUntil is after its
+// ExpiresAt and after now, the same batch writes g<id> and t<until><id>.
+// Get and GetRequest read g<id> only after they miss the operation (the
+// hot path pays nothing) and answer ErrGone while until is ahead of the
+// clock; Create of such an id is ErrExists (and a tombstone whose time has
+// passed but is not purged yet is deleted in the Create's batch). Every
+// DeleteExpired call first walks t<…> up to now and deletes up to limit
+// tombstones (separately from the limit of operations; they are not
+// returned), so the tombstones on disk (about 100 bytes each, before
+// compression) are bounded by the deletions made during one tombstone
+// period (TombstoneUntil − ExpiresAt), plus one janitor interval. The ceiling of operation ids is loaded from g<…> as
+// well as o<…>, so that a new id above it still needs no read at all.
 //
 // # The queue
 //

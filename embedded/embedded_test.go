@@ -2,10 +2,13 @@ package embedded
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -713,14 +716,38 @@ func TestKeysOrder(t *testing.T) {
 		t.Fatal("times before 1970 must clamp to 0")
 	}
 	// Request records round-trip, including empty ones.
-	for _, r := range []*operation.Request{{}, {Method: "GET", Header: map[string][]string{"A": {""}}, Body: []byte{0}}} {
-		got, err := decodeRequest(encodeRequest(r))
-		if err != nil || got.Method != r.Method || len(got.Header) != len(r.Header) || string(got.Body) != string(r.Body) {
+	for _, r := range []*operation.Request{{}, {Method: "GET", Header: map[string][]string{"A": {""}}, Body: []byte{0}},
+		{Method: "POST", Path: "/p", RawQuery: "q", Host: "h.example", RemoteAddr: "[2001:db8::1]:443", TLS: true, Body: []byte("b")}} {
+		rec := encodeRequest(r)
+		if rec[0] != reqRecordV2 {
+			t.Fatalf("request record version %d, want %d", rec[0], reqRecordV2)
+		}
+		got, err := decodeRequest(rec)
+		if err != nil || !reflect.DeepEqual(got, r) {
 			t.Fatalf("request round trip of %+v = %+v, %v", r, got, err)
+		}
+		for i := 1; i < len(rec)-len(r.Body); i++ {
+			if _, err := decodeRequest(rec[:i]); err == nil {
+				t.Fatalf("request record of %+v truncated to %d bytes decoded", r, i)
+			}
 		}
 	}
 	if _, err := decodeRequest([]byte{reqRecordV1, 5, 'a'}); err == nil {
 		t.Fatal("truncated request decoded")
+	}
+	// v1 request records (as written before host, remote address and TLS)
+	// are still read.
+	v1, _ := hex.DecodeString("0104504f5354022f7003613d3101014101016278797a")
+	got, err := decodeRequest(v1)
+	want := &operation.Request{Method: "POST", Path: "/p", RawQuery: "a=1", Header: http.Header{"A": {"b"}}, Body: []byte("xyz")}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("v1 request record = %+v, %v; want %+v", got, err, want)
+	}
+	// A TLS byte other than 0 or 1 is corrupt.
+	bad := encodeRequest(&operation.Request{Method: "GET", TLS: true})
+	bad[len(bad)-2] = 7 // the TLS byte, before the header count (0)
+	if _, err := decodeRequest(bad); err == nil {
+		t.Fatal("request record with TLS byte 7 decoded")
 	}
 }
 
@@ -1000,7 +1027,22 @@ func TestOpRecordEncoding(t *testing.T) {
 		IdempotencyKey: "key-1", RequestHash: "abc", ExpiresAt: now.Add(time.Hour),
 		Meta: map[string]string{"RequestGUID": "g", "empty": ""}, Version: 7,
 	}
-	for _, op := range []*operation.Operation{full, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
+	withExt := full.Clone()
+	withExt.Failures, withExt.Interruptions = 2, 1
+	withExt.History = []operation.Attempt{
+		{Number: 1, EndedAt: now.Add(-time.Minute), Outcome: operation.OutcomeInterrupted},
+		{Number: 2, StartedAt: now.Add(-time.Second), EndedAt: now, Outcome: operation.OutcomeFailed,
+			Error: &operation.Problem{Type: "urn:y", Title: "U", Status: 502, Extensions: map[string]any{"upstreamStatus": 503.0, "list": []any{"a", 1.5}}}},
+	}
+	withExt.TombstoneUntil = now.Add(48 * time.Hour)
+	withExt.Result.StatusCode, withExt.Result.Header = 201, http.Header{"Location": {"/x"}, "Empty": {}}
+	withExt.Error.Extensions = map[string]any{"n": 1.0, "obj": map[string]any{"k": "v"}, "null": nil}
+	// Only one ext field each, and ext fields of an absent Error or Result
+	// (ignored).
+	onlyTomb := &operation.Operation{ID: "t", Status: operation.Succeeded, TombstoneUntil: now}
+	onlyHist := &operation.Operation{ID: "h", Status: operation.Running, History: []operation.Attempt{{Number: 1, Outcome: operation.OutcomeFailed}}}
+	onlyStatus := &operation.Operation{ID: "s", Status: operation.Succeeded, Result: &operation.Result{Key: "k", StatusCode: 204}}
+	for _, op := range []*operation.Operation{full, withExt, onlyTomb, onlyHist, onlyStatus, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
 		rec, err := encodeOp(op)
 		if err != nil {
 			t.Fatal(err)
@@ -1018,6 +1060,39 @@ func TestOpRecordEncoding(t *testing.T) {
 			}
 		}
 	}
+	// A record without the fields of the ext part is byte for byte what
+	// it was before they existed (captured from that build; one Meta entry,
+	// for a deterministic order).
+	old := full.Clone()
+	old.Meta = map[string]string{"RequestGUID": "g"}
+	rec, err := encodeOp(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const golden = "022430313933613162322d633364342d376535662d386139622d306331643265336634613562046563686f066661696c656407aab4b8dbc7f3f5f930aadc8e95cff3f5f930540868616c6620776179060575726e3a780154e8070164022f69016b0a746578742f706c61696e80808080804003226522056b65792d3103616263aab4fde68dc5f7f930010b526571756573744755494401670e"
+	if h := hex.EncodeToString(rec); h != golden {
+		t.Fatalf("record without ext fields changed:\n got %s\nwant %s", h, golden)
+	}
+	// With them: the same bytes with the ext flag, then the ext part.
+	ext := old.Clone()
+	ext.Failures = 1
+	rec2, err := encodeOp(ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagAt := 1 + 1 + len(old.ID) + 1 + len(old.Route) + 1 + len(old.Status)
+	if rec2[flagAt] != rec[flagAt]|opHasExt || !bytes.Equal(rec2[:flagAt], rec[:flagAt]) || !bytes.Equal(rec2[flagAt+1:len(rec)], rec[flagAt+1:]) {
+		t.Fatalf("record with ext:\n%x\nis not the record without it with the flag set, then more:\n%x", rec2, rec)
+	}
+	if j := rec2[len(rec)+1:]; int(rec2[len(rec)]) != len(j) || string(j) != `{"failures":1}` {
+		t.Fatalf("ext part = %q (length %d), want {\"failures\":1}", j, rec2[len(rec)])
+	}
+	// A corrupt ext part is refused.
+	bad := append(bytes.Clone(rec2[:len(rec)]), 2, '{', '[')
+	if _, err := decodeOp(bad); err == nil {
+		t.Fatal("record with a corrupt ext part decoded")
+	}
+
 	v1 := append([]byte{opRecordV1}, `{"id":"v1","route":"echo","status":"succeeded","createdAt":"2026-11-21T10:00:00.5Z","updatedAt":"2026-11-21T10:00:01Z","percentComplete":100,"attempts":1,"version":3}`...)
 	got, err := decodeOp(v1)
 	if err != nil || got.ID != "v1" || got.Status != operation.Succeeded || got.Version != 3 || got.CreatedAt.Nanosecond() != 5e8 {
@@ -1042,5 +1117,89 @@ func TestOpCacheBounded(t *testing.T) {
 	c.put(last)
 	if got, ok := c.get("last"); !ok || got.Version != 9 || got == last {
 		t.Fatalf("get of the newest entry = %v, %v (want a copy of version 9)", got, ok)
+	}
+}
+
+// countPrefix counts the keys under prefix p.
+func countPrefix(t *testing.T, db *DB, p byte) int {
+	t.Helper()
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+	}
+	if err := firstErr(it.Error(), it.Close()); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A tombstone is two small keys, written with the deletion and removed by
+// the purge; one whose time has passed answers ErrNotFound before it is
+// purged, and a Create of its id removes it.
+func TestTombstoneKeys(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	defer db.Close()
+	st := db.Store()
+	defer st.Close()
+	keys := func(want int) {
+		t.Helper()
+		if g, x := countPrefix(t, db, pGone), countPrefix(t, db, pGoneAt); g != want || x != want {
+			t.Fatalf("%d g and %d t keys, want %d of each", g, x, want)
+		}
+	}
+	now := time.Now().UTC()
+	op := testOp(opstoretest.NewID())
+	op.ExpiresAt, op.TombstoneUntil = now.Add(-time.Minute), now.Add(200*time.Millisecond)
+	if _, _, err := st.Create(ctx, op, nil); err != nil {
+		t.Fatal(err)
+	}
+	if del, err := st.DeleteExpired(ctx, now, 10); err != nil || len(del) != 1 {
+		t.Fatalf("DeleteExpired = %d, %v", len(del), err)
+	}
+	keys(1)
+	if _, err := st.Get(ctx, op.ID); !errors.Is(err, opdriver.ErrGone) {
+		t.Fatalf("Get = %v, want ErrGone", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := st.Get(ctx, op.ID); !errors.Is(err, opdriver.ErrNotFound) {
+		t.Fatalf("Get after the tombstone's time, before its purge = %v, want ErrNotFound", err)
+	}
+	keys(1)
+	again := testOp(op.ID)
+	if _, created, err := st.Create(ctx, again, nil); err != nil || !created {
+		t.Fatalf("Create over a tombstone whose time passed = %v, %v", created, err)
+	}
+	keys(0)
+
+	// Deleted again, with a tombstone; purged once its time has passed.
+	again = testOp(op.ID)
+	again.Version = 1
+	again.ExpiresAt, again.TombstoneUntil = now.Add(-time.Minute), now.Add(time.Hour)
+	if err := st.Update(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	ch, stop, _ := st.Watch(ctx, op.ID)
+	defer stop()
+	if del, err := st.DeleteExpired(ctx, now, 10); err != nil || len(del) != 1 {
+		t.Fatalf("DeleteExpired = %d, %v", len(del), err)
+	}
+	<-ch
+	keys(1)
+	if _, err := st.GetRequest(ctx, op.ID); !errors.Is(err, opdriver.ErrGone) {
+		t.Fatalf("GetRequest = %v, want ErrGone", err)
+	}
+	if del, err := st.DeleteExpired(ctx, now.Add(2*time.Hour), 10); err != nil || len(del) != 0 {
+		t.Fatalf("DeleteExpired later = %d, %v", len(del), err)
+	}
+	keys(0)
+	select {
+	case <-ch:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the purge of a tombstone did not wake its watcher")
 	}
 }

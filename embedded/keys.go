@@ -24,6 +24,8 @@ const (
 	pMsg    = 'm' // m<msg id>               → readyAt BE64, or deadMark
 	pDead   = 'd' // d<msg id>               → dead letter
 	pResult = 'b' // b<result key>           → result attributes and bytes
+	pGone   = 'g' // g<id>                   → tombstone: until BE64
+	pGoneAt = 't' // t<until BE64><id>       → (empty) tombstone index by time
 )
 
 // formatVersion is the on-disk layout version, stored at metaFormatKey.
@@ -35,7 +37,8 @@ var metaFormatKey = []byte("!format")
 const (
 	opRecordV1   = 1 // then the operation as JSON (still read)
 	opRecordV2   = 2 // the binary record of encodeOp
-	reqRecordV1  = 1
+	reqRecordV1  = 1 // method, path, query, headers, body (still read)
+	reqRecordV2  = 2 // v1 plus host, remote address and TLS
 	qEntryV1     = 1
 	deadRecordV1 = 1
 )
@@ -54,6 +57,7 @@ func reqKey(id string) []byte  { return key(pReq, id) }
 func idemKey(k string) []byte  { return key(pIdem, k) }
 func msgKey(id string) []byte  { return key(pMsg, id) }
 func deadKey(id string) []byte { return key(pDead, id) }
+func goneKey(id string) []byte { return key(pGone, id) }
 
 // statusPrefix is the prefix of the status index entries of one status.
 func statusPrefix(st operation.Status) []byte {
@@ -89,10 +93,14 @@ func timeKey(prefix byte, ts uint64, id string) []byte {
 
 func expiryKey(t time.Time, id string) []byte { return timeKey(pExpiry, nanos(t), id) }
 
+// goneAtKey is the time index entry of a tombstone kept until until (Unix
+// ns, as nanos gives it).
+func goneAtKey(until uint64, id string) []byte { return timeKey(pGoneAt, until, id) }
+
 // queueKey is the key of a queue entry ready at readyAt (Unix ns).
 func queueKey(readyAt uint64, id string) []byte { return timeKey(pQueue, readyAt, id) }
 
-// splitTimeKey returns the time and id of an x or q key.
+// splitTimeKey returns the time and id of an x, q or t key.
 func splitTimeKey(k []byte) (uint64, []byte, bool) {
 	if len(k) < 9 {
 		return 0, nil, false
@@ -118,12 +126,23 @@ func prefixEnd(p []byte) []byte {
 //
 //	0x02 | id | route | status | flags | createdAt | updatedAt |
 //	percent | message | attempts | [error] | [result] | idempotencyKey |
-//	requestHash | [expiresAt] | nMeta { key | value } | version
+//	requestHash | [expiresAt] | [tombstoneUntil] | nMeta { key | value } |
+//	version | [ext]
 //
 // Strings are uvarint-length-prefixed, numbers varints, times Unix
 // nanoseconds (UTC); flags say which optional parts follow and which times
 // are zero. v1 records (0x01 + JSON) are still read; v2 costs a fraction
 // of JSON's CPU on the path every submit and transition takes.
+//
+// ext, present when the flag opHasExt is set, is a uvarint-length-prefixed
+// JSON object (opExt) holding the fields most operations never set:
+// Failures, Interruptions, History, Result.StatusCode,
+// Result.Header and Error.Extensions. It is written only when one of them
+// is not zero, so a record without them is byte for byte what it was
+// before they existed, and costs no JSON. Through JSON, the values of
+// Problem.Extensions (of Error and of History's errors) come back as JSON
+// decodes into an any: numbers as float64, objects as map[string]any,
+// arrays as []any; History's times come back in UTC.
 func encodeOp(op *operation.Operation) ([]byte, error) {
 	var flags byte
 	if op.Error != nil {
@@ -140,6 +159,13 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	}
 	if op.UpdatedAt.IsZero() {
 		flags |= opZeroUpdated
+	}
+	if hasExt(op) {
+		flags |= opHasExt
+	}
+	if !op.TombstoneUntil.IsZero() {
+		// Every finished operation has one: kept out of ext's JSON.
+		flags |= opHasTombstone
 	}
 	b := make([]byte, 0, 160+len(op.Message)+len(op.RequestHash))
 	b = append(b, opRecordV2)
@@ -170,12 +196,30 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	if flags&opHasExpiry != 0 {
 		b = appendTime(b, op.ExpiresAt)
 	}
+	if flags&opHasTombstone != 0 {
+		b = appendTime(b, op.TombstoneUntil)
+	}
 	b = binary.AppendUvarint(b, uint64(len(op.Meta)))
 	for k, v := range op.Meta {
 		b = appendString(b, k)
 		b = appendString(b, v)
 	}
 	b = binary.AppendVarint(b, op.Version)
+	if flags&opHasExt != 0 {
+		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History}
+		if r := op.Result; r != nil {
+			x.ResultStatus, x.ResultHeader = r.StatusCode, r.Header
+		}
+		if e := op.Error; e != nil {
+			x.ErrorExtensions = e.Extensions
+		}
+		j, err := json.Marshal(x)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: encoding operation %s: %w", op.ID, err)
+		}
+		b = binary.AppendUvarint(b, uint64(len(j)))
+		b = append(b, j...)
+	}
 	return b, nil
 }
 
@@ -185,7 +229,55 @@ const (
 	opHasExpiry
 	opZeroCreated
 	opZeroUpdated
+	opHasExt
+	opHasTombstone
 )
+
+// opExt is the ext part of a v2 operation record (see encodeOp).
+type opExt struct {
+	Failures        int                 `json:"failures,omitempty"`
+	Interruptions   int                 `json:"interruptions,omitempty"`
+	History         []operation.Attempt `json:"history,omitempty"`
+	ResultStatus    int                 `json:"resultStatus,omitempty"`
+	ResultHeader    http.Header         `json:"resultHeader,omitempty"`
+	ErrorExtensions map[string]any      `json:"errorExtensions,omitempty"`
+}
+
+// hasExt reports whether op has a field that only the ext part holds.
+func hasExt(op *operation.Operation) bool {
+	return op.Failures != 0 || op.Interruptions != 0 || len(op.History) > 0 ||
+		op.Result != nil && (op.Result.StatusCode != 0 || len(op.Result.Header) > 0) ||
+		op.Error != nil && len(op.Error.Extensions) > 0
+}
+
+// setExt decodes an ext part into op, whose Error and Result are decoded
+// already.
+func setExt(op *operation.Operation, j []byte) error {
+	var x opExt
+	if err := json.Unmarshal(j, &x); err != nil {
+		return err
+	}
+	op.Failures, op.Interruptions, op.History = x.Failures, x.Interruptions, x.History
+	for i := range op.History {
+		op.History[i].StartedAt = utc(op.History[i].StartedAt)
+		op.History[i].EndedAt = utc(op.History[i].EndedAt)
+	}
+	if r := op.Result; r != nil {
+		r.StatusCode, r.Header = x.ResultStatus, x.ResultHeader
+	}
+	if e := op.Error; e != nil {
+		e.Extensions = x.ErrorExtensions
+	}
+	return nil
+}
+
+// utc is t in UTC, and the zero time as it is.
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
 
 func appendTime(b []byte, t time.Time) []byte {
 	if t.IsZero() {
@@ -268,6 +360,9 @@ func decodeOpV2(v []byte) (*operation.Operation, error) {
 	if flags&opHasExpiry != 0 {
 		op.ExpiresAt = r.time(false)
 	}
+	if flags&opHasTombstone != 0 {
+		op.TombstoneUntil = r.time(false)
+	}
 	if n := r.uvarint(); n > uint64(len(r.b)) {
 		return nil, errCorrupt
 	} else if n > 0 {
@@ -278,6 +373,13 @@ func decodeOpV2(v []byte) (*operation.Operation, error) {
 		}
 	}
 	op.Version = r.varint()
+	if flags&opHasExt != 0 {
+		if j := r.bytes(); r.err == nil {
+			if err := setExt(op, j); err != nil {
+				return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+			}
+		}
+	}
 	if r.err != nil || len(r.b) != 0 {
 		return nil, errCorrupt
 	}
@@ -286,9 +388,12 @@ func decodeOpV2(v []byte) (*operation.Operation, error) {
 
 // ---- request records ----
 //
-//	version | method | path | rawQuery | nHeader { name | nValue { value } } | body
+//	0x02 | method | path | rawQuery | host | remoteAddr | tls |
+//	nHeader { name | nValue { value } } | body
 //
-// where strings are uvarint-length-prefixed and the body is the rest.
+// where strings are uvarint-length-prefixed, tls is one byte (0 or 1) and
+// the body is the rest. v1 records (0x01), without host, remoteAddr and
+// tls, are still read.
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -296,7 +401,7 @@ func appendString(b []byte, s string) []byte {
 }
 
 func encodeRequest(r *operation.Request) []byte {
-	n := 1 + 3*binary.MaxVarintLen32 + len(r.Method) + len(r.Path) + len(r.RawQuery) + binary.MaxVarintLen32 + len(r.Body)
+	n := 1 + 5*binary.MaxVarintLen32 + len(r.Method) + len(r.Path) + len(r.RawQuery) + len(r.Host) + len(r.RemoteAddr) + 1 + binary.MaxVarintLen32 + len(r.Body)
 	for k, vs := range r.Header {
 		n += 2*binary.MaxVarintLen32 + len(k)
 		for _, v := range vs {
@@ -304,10 +409,17 @@ func encodeRequest(r *operation.Request) []byte {
 		}
 	}
 	b := make([]byte, 0, n)
-	b = append(b, reqRecordV1)
+	b = append(b, reqRecordV2)
 	b = appendString(b, r.Method)
 	b = appendString(b, r.Path)
 	b = appendString(b, r.RawQuery)
+	b = appendString(b, r.Host)
+	b = appendString(b, r.RemoteAddr)
+	tls := byte(0)
+	if r.TLS {
+		tls = 1
+	}
+	b = append(b, tls)
 	b = binary.AppendUvarint(b, uint64(len(r.Header)))
 	for k, vs := range r.Header {
 		b = appendString(b, k)
@@ -351,6 +463,21 @@ func (r *reader) string() string {
 	return s
 }
 
+// bytes reads a uvarint-length-prefixed byte string, without copying it.
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
 func (r *reader) u64() uint64 {
 	if r.err != nil {
 		return 0
@@ -373,11 +500,21 @@ func (r *reader) rest() []byte {
 }
 
 func decodeRequest(v []byte) (*operation.Request, error) {
-	if len(v) < 1 || v[0] != reqRecordV1 {
+	if len(v) < 1 || v[0] != reqRecordV1 && v[0] != reqRecordV2 {
 		return nil, errCorrupt
 	}
 	r := &reader{b: v[1:]}
 	req := &operation.Request{Method: r.string(), Path: r.string(), RawQuery: r.string()}
+	if v[0] == reqRecordV2 {
+		req.Host, req.RemoteAddr = r.string(), r.string()
+		switch r.byte1() {
+		case 0:
+		case 1:
+			req.TLS = true
+		default:
+			return nil, errCorrupt
+		}
+	}
 	nh := r.uvarint()
 	if nh > uint64(len(r.b)) {
 		return nil, errCorrupt

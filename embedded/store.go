@@ -3,6 +3,7 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -97,7 +98,45 @@ func (s *store) Get(ctx context.Context, id string) (*operation.Operation, error
 		return nil, err
 	}
 	defer s.db.end()
-	return s.db.latestOp(id)
+	op, err := s.db.latestOp(id)
+	if errors.Is(err, opdriver.ErrNotFound) {
+		// Only a miss pays for the tombstone's read.
+		if gerr := s.db.checkGone(id, time.Now()); gerr != nil {
+			return nil, gerr
+		}
+	}
+	return op, err
+}
+
+// tombstone returns the time until which id's tombstone is kept (Unix ns),
+// and whether it has one.
+func tombstone(r pebble.Reader, id string) (uint64, bool, error) {
+	v, closer, err := r.Get(goneKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("embedded: reading tombstone of %s: %w", id, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("embedded: tombstone of %s: %w", id, errCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+// checkGone returns ErrGone when id has a tombstone kept until after now,
+// a read error, or nil. A tombstone whose time has passed answers nil even
+// before DeleteExpired purges it.
+func (db *DB) checkGone(id string, now time.Time) error {
+	until, ok, err := tombstone(db.pdb, id)
+	if err != nil {
+		return err
+	}
+	if ok && until > nanos(now) {
+		return fmt.Errorf("%w: %s", opdriver.ErrGone, id)
+	}
+	return nil
 }
 
 func (s *store) GetRequest(ctx context.Context, id string) (*operation.Request, error) {
@@ -107,6 +146,9 @@ func (s *store) GetRequest(ctx context.Context, id string) (*operation.Request, 
 	defer s.db.end()
 	v, closer, err := s.db.pdb.Get(reqKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
+		if gerr := s.db.checkGone(id, time.Now()); gerr != nil {
+			return nil, gerr
+		}
 		return nil, fmt.Errorf("%w: request of %s", opdriver.ErrNotFound, id)
 	}
 	if err != nil {
@@ -193,12 +235,28 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 		}
 	}
 	opk := opKey(op.ID)
+	// A tombstone whose time has passed but which DeleteExpired has not
+	// purged yet: deleted with the create, so that the new operation's
+	// own deletion may write a fresh one.
+	var staleGone uint64
+	var hasStaleGone bool
+	// Ids above the ceiling have neither an operation nor a tombstone
+	// (the ceiling covers both; see openLocked).
 	if !db.opCeil.above(opk) {
 		if exists, err := has(db.pdb, opk); err != nil {
 			return nil, false, fmt.Errorf("embedded: reading operation %s: %w", op.ID, err)
 		} else if exists {
 			return nil, false, fmt.Errorf("%w: %s", opdriver.ErrExists, op.ID)
 		}
+		until, ok, err := tombstone(db.pdb, op.ID)
+		if err != nil {
+			return nil, false, err
+		}
+		if ok && until > nanos(time.Now()) {
+			return nil, false, fmt.Errorf("%w: %s (expired and deleted; its id is kept until %s)", opdriver.ErrExists, op.ID,
+				time.Unix(0, int64(until)).UTC().Format(time.RFC3339))
+		}
+		staleGone, hasStaleGone = until, ok
 	}
 
 	stored := op.Clone()
@@ -211,6 +269,10 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	defer b.Close()
 	_ = b.Set(opk, rec, nil)
 	db.opCeil.raise(opk)
+	if hasStaleGone {
+		_ = b.Delete(goneKey(op.ID), nil)
+		_ = b.Delete(goneAtKey(staleGone, op.ID), nil)
+	}
 	if req != nil {
 		_ = b.Set(reqKey(op.ID), encodeRequest(req), nil)
 	}
@@ -467,6 +529,21 @@ func (s *store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]
 		return nil, err
 	}
 	defer s.db.end()
+	// First the tombstones whose time has passed: up to limit of them, in
+	// chunks, not counted with the operations.
+	for purged := 0; purged < limit; {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n, more, err := s.purgeGoneChunk(now, min(limit-purged, deleteChunk))
+		if err != nil {
+			return nil, err
+		}
+		purged += n
+		if !more || n == 0 {
+			break
+		}
+	}
 	var all []*operation.Operation
 	for len(all) < limit {
 		if err := ctx.Err(); err != nil {
@@ -539,6 +616,11 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 		_ = b.Delete(reqKey(c.id), nil)
 		_ = b.Delete(statusKey(op.Status, c.id), nil)
 		_ = b.Delete(expiryKey(op.ExpiresAt, c.id), nil)
+		if until := op.TombstoneUntil; until.After(op.ExpiresAt) && until.After(now) {
+			u := nanos(until)
+			_ = b.Set(goneKey(c.id), binary.BigEndian.AppendUint64(make([]byte, 0, 8), u), nil)
+			_ = b.Set(goneAtKey(u, c.id), nil, nil)
+		}
 		if op.IdempotencyKey != "" {
 			holder, ok, err := getCopy(db.pdb, idemKey(op.IdempotencyKey))
 			if err != nil {
@@ -559,6 +641,58 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 		db.watch.notify(deleted...)
 	}
 	return ops, len(cands) == n, nil
+}
+
+// purgeGoneChunk deletes up to n tombstones kept until before now, in one
+// batch, and returns how many index entries it removed and whether there
+// may be more.
+func (s *store) purgeGoneChunk(now time.Time, n int) (int, bool, error) {
+	db := s.db
+	type cand struct {
+		until uint64
+		id    string
+	}
+	var cands []cand
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{pGoneAt}, UpperBound: goneAtKey(nanos(now), "")})
+	if err != nil {
+		return 0, false, err
+	}
+	for ok := it.First(); ok && len(cands) < n; ok = it.Next() {
+		until, id, _ := splitTimeKey(it.Key())
+		cands = append(cands, cand{until: until, id: string(id)})
+	}
+	if err := firstErr(it.Error(), it.Close()); err != nil {
+		return 0, false, err
+	}
+	if len(cands) == 0 {
+		return 0, false, nil
+	}
+	ids := make([]string, 0, len(cands))
+	for _, c := range cands {
+		ids = append(ids, c.id)
+	}
+	// Create reads and deletes tombstones under the id's stripe too.
+	held := db.lockStripes(ids...)
+	defer db.unlockStripes(held)
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	var purged []string
+	for _, c := range cands {
+		_ = b.Delete(goneAtKey(c.until, c.id), nil)
+		until, ok, err := tombstone(db.pdb, c.id)
+		if err != nil {
+			return 0, false, err
+		}
+		if ok && until == c.until { // else a Create removed it, or a newer one replaced it
+			_ = b.Delete(goneKey(c.id), nil)
+			purged = append(purged, c.id)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, false, fmt.Errorf("embedded: purging tombstones: %w", err)
+	}
+	db.watch.notify(purged...)
+	return len(cands), len(cands) == n, nil
 }
 
 func firstErr(errs ...error) error {

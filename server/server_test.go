@@ -57,7 +57,8 @@ func TestDeleteExpiredRemovesResults(t *testing.T) {
 		t.Fatalf("young expires %s, not after %s", young.ExpiresAt, now)
 	}
 	s.deleteExpired(ctx, now)
-	if _, err := s.store.Get(ctx, old.ID); !errors.Is(err, opstore.ErrNotFound) {
+	// Deleted, and remembered by its tombstone.
+	if _, err := s.store.Get(ctx, old.ID); !errors.Is(err, opstore.ErrGone) {
 		t.Fatalf("expired operation: %v", err)
 	}
 	if _, err := s.results.Open(ctx, old.Result.Key); !errors.Is(err, resultstore.ErrNotFound) {

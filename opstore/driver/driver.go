@@ -15,14 +15,19 @@ import (
 
 // Errors a driver returns; they may be wrapped.
 var (
-	// ErrNotFound: no operation has that id (or it has been deleted).
+	// ErrNotFound: no operation has that id (or it has been deleted, and
+	// no tombstone of it is kept; see ErrGone).
 	ErrNotFound = errors.New("opstore: operation not found")
 	// ErrConflict: an Update's Version does not match the stored one.
 	ErrConflict = errors.New("opstore: version conflict")
-	// ErrExists: Create of an id that is already stored.
+	// ErrExists: Create of an id that is already stored (or whose
+	// tombstone is; see ErrGone).
 	ErrExists = errors.New("opstore: operation already exists")
-	// ErrGone: the operation expired and was deleted; its tombstone is kept
-	// until its TombstoneUntil.
+	// ErrGone: Get or GetRequest of an id whose operation DeleteExpired
+	// deleted and whose tombstone is still kept (see Store.DeleteExpired).
+	// It is distinct from ErrNotFound: errors.Is(err, ErrNotFound) is false
+	// for it, so a caller that tells the two apart (410 against 404) checks
+	// both.
 	ErrGone = errors.New("opstore: operation expired and deleted")
 )
 
@@ -49,18 +54,22 @@ type Store interface {
 	// If op.IdempotencyKey is not empty and another operation already holds
 	// that key, nothing is written and Create returns that operation and
 	// created == false. Otherwise it returns a copy of op as stored and
-	// created == true. Creating an ID that already exists is ErrExists.
+	// created == true. Creating an ID that already exists, or that has a
+	// tombstone (see DeleteExpired), is ErrExists.
 	Create(ctx context.Context, op *operation.Operation, req *operation.Request) (stored *operation.Operation, created bool, err error)
 
-	// Get returns the operation, or ErrNotFound.
+	// Get returns the operation, or ErrGone while the id has a tombstone
+	// (see DeleteExpired), or ErrNotFound.
 	Get(ctx context.Context, id string) (*operation.Operation, error)
 
-	// GetRequest returns the request stored with the operation, or ErrNotFound.
+	// GetRequest returns the request stored with the operation, or ErrGone
+	// while the id has a tombstone, or ErrNotFound.
 	GetRequest(ctx context.Context, id string) (*operation.Request, error)
 
 	// Update replaces the stored operation with op if the stored Version
 	// equals op.Version, and then stores Version+1 and sets op.Version to it.
-	// A mismatch is ErrConflict; a missing operation is ErrNotFound. The
+	// A mismatch is ErrConflict; a missing operation is ErrNotFound (also
+	// for an id with a tombstone: only Get and GetRequest say ErrGone). The
 	// idempotency key of an operation never changes: a different
 	// IdempotencyKey in op is ignored and the stored one kept.
 	Update(ctx context.Context, op *operation.Operation) error
@@ -73,6 +82,22 @@ type Store interface {
 	// zero and is before now, with their requests and idempotency keys, and
 	// returns the operations it deleted, as they were stored (so that the
 	// caller can delete their results). A limit <= 0 deletes nothing.
+	//
+	// Tombstones: when a deleted operation's TombstoneUntil is after its
+	// ExpiresAt and after now, DeleteExpired keeps a tombstone of its id,
+	// written with the deletion, until TombstoneUntil: until then Get and
+	// GetRequest of the id answer ErrGone instead of ErrNotFound, and
+	// Create of the id answers ErrExists. Otherwise no tombstone is kept.
+	//
+	// Each call also purges the tombstones whose TombstoneUntil is before
+	// now, limit of them (all of them when there are fewer). They are
+	// neither returned nor counted toward the limit of operations, so a
+	// caller that calls at least once per period, and again while a call
+	// returns limit operations, purges at least as many tombstones as it
+	// makes. A tombstone whose time has passed but that is not purged yet
+	// may answer either ErrGone or ErrNotFound (drivers may compare
+	// TombstoneUntil with their own clock). The deletion of an operation
+	// is a change for Watch; the purge of its tombstone need not be.
 	DeleteExpired(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error)
 
 	// Watch returns a channel that receives a value (coalesced: the channel

@@ -82,6 +82,9 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ListPagingWhileChanging", testListPagingWhileChanging},
 		{"DeleteExpired", testDeleteExpired},
 		{"DeleteExpiredFollowsUpdates", testDeleteExpiredFollowsUpdates},
+		{"AllFieldsRoundTrip", testAllFieldsRoundTrip},
+		{"Tombstones", testTombstones},
+		{"TombstonesPurgedInBatches", testTombstonesPurgedInBatches},
 		{"Watch", testWatch},
 		{"WatchDeletion", testWatchDeletion},
 		{"WatchNeverMisses", testWatchNeverMisses},
@@ -248,15 +251,30 @@ func newOp() *operation.Operation {
 }
 
 // fullOp returns an operation with every field set, for round trips.
+// Extension values are float64 (and bool and string), as JSON decodes
+// them, so that drivers that store problems as JSON compare equal.
 func fullOp() *operation.Operation {
 	op := newOp()
+	t := now()
 	op.Status = operation.Failed
 	op.Attempts = 3
-	op.Error = &operation.Problem{Type: "urn:arr:test", Title: "broken", Status: 502, Detail: "upstream said no", Instance: "/v1/operations/x"}
-	op.Result = &operation.Result{Key: "results/" + op.ID, ContentType: "application/json", Size: 1234, ETag: `"abc"`}
+	op.Failures = 2
+	op.Interruptions = 1
+	op.History = []operation.Attempt{
+		{Number: 1, EndedAt: t.Add(-2 * time.Minute), Outcome: operation.OutcomeInterrupted,
+			Error: &operation.Problem{Type: "urn:arr:interrupted", Title: "Interrupted"}},
+		{Number: 2, StartedAt: t.Add(-time.Minute), EndedAt: t.Add(-time.Minute + 1500*time.Millisecond), Outcome: operation.OutcomeFailed,
+			Error: &operation.Problem{Type: "urn:arr:upstream", Title: "Bad gateway", Status: 502, Detail: "upstream answered 503",
+				Extensions: map[string]any{"upstreamStatus": 503.0}}},
+	}
+	op.Error = &operation.Problem{Type: "urn:arr:test", Title: "broken", Status: 502, Detail: "upstream said no", Instance: "/v1/operations/x",
+		Extensions: map[string]any{"upstreamStatus": 503.0, "retryable": true, "upstream": "api.example.com"}}
+	op.Result = &operation.Result{Key: "results/" + op.ID, ContentType: "application/json", Size: 1234, ETag: `"abc"`,
+		StatusCode: 201, Header: http.Header{"Location": {"/things/1"}, "X-Multi": {"a", "b"}}}
 	op.IdempotencyKey = "key-" + op.ID
 	op.RequestHash = "sha256:deadbeef"
-	op.ExpiresAt = now().Add(24 * time.Hour)
+	op.ExpiresAt = t.Add(24 * time.Hour)
+	op.TombstoneUntil = t.Add(48 * time.Hour)
 	return op
 }
 
@@ -269,13 +287,16 @@ func newRequest(body []byte) *operation.Request {
 			"Content-Type": {"application/octet-stream"},
 			"X-Multi":      {"one", "two", ""},
 		},
-		Body: body,
+		Body:       body,
+		Host:       "api.example.com",
+		RemoteAddr: "192.0.2.7:51234",
+		TLS:        true,
 	}
 }
 
 // normalize makes two operations that a driver stored faithfully compare
 // equal with reflect.DeepEqual: times in UTC without monotonic readings,
-// empty maps as nil.
+// empty maps and slices as nil.
 func normalize(op *operation.Operation) *operation.Operation {
 	c := op.Clone()
 	fix := func(t time.Time) time.Time {
@@ -284,9 +305,26 @@ func normalize(op *operation.Operation) *operation.Operation {
 		}
 		return time.Unix(0, t.UnixNano()).UTC()
 	}
+	fixProblem := func(p *operation.Problem) {
+		if p != nil && len(p.Extensions) == 0 {
+			p.Extensions = nil
+		}
+	}
 	c.CreatedAt, c.UpdatedAt, c.ExpiresAt = fix(c.CreatedAt), fix(c.UpdatedAt), fix(c.ExpiresAt)
+	c.TombstoneUntil = fix(c.TombstoneUntil)
 	if len(c.Meta) == 0 {
 		c.Meta = nil
+	}
+	if len(c.History) == 0 {
+		c.History = nil
+	}
+	for i := range c.History {
+		c.History[i].StartedAt, c.History[i].EndedAt = fix(c.History[i].StartedAt), fix(c.History[i].EndedAt)
+		fixProblem(c.History[i].Error)
+	}
+	fixProblem(c.Error)
+	if c.Result != nil && len(c.Result.Header) == 0 {
+		c.Result.Header = nil
 	}
 	return c
 }
@@ -310,7 +348,25 @@ func dump(op *operation.Operation) string {
 	if op.Result != nil {
 		s += fmt.Sprintf(" Result=%+v", *op.Result)
 	}
+	for i, a := range op.History {
+		s += fmt.Sprintf(" History[%d]=%+v", i, a)
+		if a.Error != nil {
+			s += fmt.Sprintf(" (Error=%+v)", *a.Error)
+		}
+	}
 	return s
+}
+
+// expectGone checks that Get and GetRequest of id answer ErrGone (and not
+// ErrNotFound).
+func (f *fixture) expectGone(id string) {
+	f.t.Helper()
+	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, driver.ErrGone) || errors.Is(err, driver.ErrNotFound) {
+		f.t.Fatalf("Get(%s) = %v, %v; want ErrGone", id, op, err)
+	}
+	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, driver.ErrGone) || errors.Is(err, driver.ErrNotFound) {
+		f.t.Fatalf("GetRequest(%s) = %v, %v; want ErrGone", id, req, err)
+	}
 }
 
 func (f *fixture) create(op *operation.Operation, req *operation.Request) *operation.Operation {
@@ -359,10 +415,10 @@ func (f *fixture) setStatus(id string, st operation.Status) *operation.Operation
 
 func (f *fixture) expectNotFound(id string) {
 	f.t.Helper()
-	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, driver.ErrNotFound) {
+	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrGone) {
 		f.t.Fatalf("Get(%s) = %v, %v; want ErrNotFound", id, op, err)
 	}
-	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, driver.ErrNotFound) {
+	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrGone) {
 		f.t.Fatalf("GetRequest(%s) = %v, %v; want ErrNotFound", id, req, err)
 	}
 }
@@ -453,7 +509,11 @@ func testCopySemantics(t *testing.T, f *fixture) {
 	op.Route = "mutated"
 	op.Meta["k"] = "mutated"
 	op.Error.Title = "mutated"
+	op.Error.Extensions["upstreamStatus"] = 0.0
 	op.Result.Size = -1
+	op.Result.Header.Set("Location", "mutated")
+	op.History[1].Error.Extensions["upstreamStatus"] = 0.0
+	op.History[0].Outcome = "mutated"
 	assertSameOp(t, "Get after mutating Create's input", want, f.get(want.ID))
 
 	// Nor does mutating Create's result.
@@ -469,6 +529,9 @@ func testCopySemantics(t *testing.T, f *fixture) {
 	got.Meta["new"] = "mutated"
 	got.Error.Type = "mutated"
 	got.Result.ETag = "mutated"
+	got.Result.Header["X-Multi"][0] = "mutated"
+	got.History[1].Error.Detail = "mutated"
+	got.Error.Extensions["new"] = "mutated"
 	assertSameOp(t, "second Get after mutating the first's result", want, f.get(want.ID))
 
 	// Nor does mutating an operation after Update stored it.
@@ -754,6 +817,9 @@ func testRequest(t *testing.T, f *fixture) {
 	if !bytes.Equal(got.Body, body) {
 		t.Fatalf("GetRequest body differs (%d bytes, want %d)", len(got.Body), len(body))
 	}
+	if got.Host != req.Host || got.RemoteAddr != req.RemoteAddr || got.TLS != req.TLS {
+		t.Fatalf("GetRequest = host %q, remote %q, TLS %v; want %q, %q, %v", got.Host, got.RemoteAddr, got.TLS, req.Host, req.RemoteAddr, req.TLS)
+	}
 	if len(got.Header) != len(req.Header) {
 		t.Fatalf("GetRequest header = %v, want %v", got.Header, req.Header)
 	}
@@ -772,7 +838,8 @@ func testRequest(t *testing.T, f *fixture) {
 		t.Fatalf("GetRequest after Update: %v (body equal: %v)", err, err == nil && bytes.Equal(got.Body, body))
 	}
 	got2, err := f.s.GetRequest(f.ctx, op2.ID)
-	if err != nil || got2.Method != "PUT" || got2.Path != "/other" || !bytes.Equal(got2.Body, []byte{0, 0, 0}) {
+	if err != nil || got2.Method != "PUT" || got2.Path != "/other" || !bytes.Equal(got2.Body, []byte{0, 0, 0}) ||
+		got2.Host != "" || got2.RemoteAddr != "" || got2.TLS {
 		t.Fatalf("GetRequest(op2) = %+v, %v", got2, err)
 	}
 }
@@ -1113,6 +1180,242 @@ func testDeleteExpiredFollowsUpdates(t *testing.T, f *fixture) {
 	f.expectNotFound(moved.ID)
 	assertSameOp(t, "operation whose expiry was cleared", kept, f.get(kept.ID))
 	assertSameOp(t, "operation whose expiry was pushed back", pushed, f.get(pushed.ID))
+}
+
+// testAllFieldsRoundTrip checks that every field of an operation,
+// including the attempt history, the failure counts, the tombstone time,
+// the result's status and headers and the problems' extensions, comes
+// back equal from Get, List, Update and DeleteExpired, and every field of
+// a request from GetRequest.
+func testAllFieldsRoundTrip(t *testing.T, f *fixture) {
+	t0 := now()
+	op := fullOp()
+	op.ExpiresAt = t0.Add(-time.Minute)
+	op.TombstoneUntil = t0.Add(time.Hour)
+	req := newRequest([]byte("all fields"))
+	want := op.Clone()
+	want.Version = 1
+	stored := f.create(op, req)
+	assertSameOp(t, "Create's returned operation", want, stored)
+	assertSameOp(t, "Get after Create", want, f.get(op.ID))
+
+	ops, _, err := f.s.List(f.ctx, driver.ListOptions{})
+	if err != nil || len(ops) != 1 {
+		t.Fatalf("List = %d operations, %v; want 1", len(ops), err)
+	}
+	assertSameOp(t, "List entry", want, ops[0])
+	ops, _, err = f.s.List(f.ctx, driver.ListOptions{Status: []operation.Status{operation.Failed}})
+	if err != nil || len(ops) != 1 {
+		t.Fatalf("List failed = %d operations, %v; want 1", len(ops), err)
+	}
+	assertSameOp(t, "filtered List entry", want, ops[0])
+
+	got, err := f.s.GetRequest(f.ctx, op.ID)
+	if err != nil {
+		t.Fatalf("GetRequest: %v", err)
+	}
+	if got.Method != req.Method || got.Path != req.Path || got.RawQuery != req.RawQuery || !bytes.Equal(got.Body, req.Body) ||
+		got.Host != req.Host || got.RemoteAddr != req.RemoteAddr || got.TLS != req.TLS || len(got.Header) != len(req.Header) {
+		t.Fatalf("GetRequest = %+v, want %+v", got, req)
+	}
+
+	// Update changes the new fields and keeps them.
+	upd := f.get(op.ID)
+	upd.Failures++
+	upd.Interruptions++
+	upd.AddAttempt(operation.Attempt{Number: 3, StartedAt: t0, EndedAt: t0.Add(time.Second), Outcome: operation.OutcomeFailed,
+		Error: &operation.Problem{Type: "urn:arr:timeout", Title: "Timed out", Extensions: map[string]any{"timeoutSeconds": 30.0, "nested": map[string]any{"a": "b"}}}})
+	upd.Result.Header.Add("X-Multi", "c")
+	upd.Result.StatusCode = 202
+	upd.Error.Extensions = map[string]any{"upstreamStatus": 504.0}
+	upd.TombstoneUntil = t0.Add(2 * time.Hour)
+	f.update(upd)
+	assertSameOp(t, "Get after Update", upd, f.get(op.ID))
+
+	// And an update that clears them clears them.
+	cleared := upd.Clone()
+	cleared.Failures, cleared.Interruptions, cleared.History = 0, 0, nil
+	cleared.Result.StatusCode, cleared.Result.Header = 0, nil
+	cleared.Error.Extensions = nil
+	cleared.TombstoneUntil = time.Time{}
+	f.update(cleared)
+	assertSameOp(t, "Get after an Update that cleared the new fields", cleared, f.get(op.ID))
+	upd.Version = cleared.Version
+	f.update(upd)
+	assertSameOp(t, "Get after an Update that set them again", upd, f.get(op.ID))
+
+	f.reopen()
+	assertSameOp(t, "Get after reopen", upd, f.get(op.ID))
+
+	deleted, err := f.s.DeleteExpired(f.ctx, t0, 10)
+	if err != nil || len(deleted) != 1 {
+		t.Fatalf("DeleteExpired = %d operations, %v; want 1", len(deleted), err)
+	}
+	assertSameOp(t, "operation returned by DeleteExpired", upd, deleted[0])
+}
+
+// testTombstones checks that an operation deleted with a TombstoneUntil
+// ahead leaves its id gone (ErrGone, and ErrExists for Create) until
+// DeleteExpired purges the tombstone after its time, and that one
+// without leaves nothing.
+func testTombstones(t *testing.T, f *fixture) {
+	t0 := now()
+	mk := func(tombstone time.Time) *operation.Operation {
+		op := newOp()
+		op.Status = operation.Succeeded
+		op.ExpiresAt = t0.Add(-time.Minute)
+		op.TombstoneUntil = tombstone
+		op.IdempotencyKey = "key-" + op.ID
+		return f.create(op, nil)
+	}
+	keep := newOp()                             // not expired
+	keep.TombstoneUntil = t0.Add(2 * time.Hour) // (its tombstone time does not matter yet)
+	f.create(keep, nil)
+	none := mk(time.Time{})                 // no tombstone
+	before := mk(t0.Add(-2 * time.Minute))  // before ExpiresAt: no tombstone
+	passed := mk(t0.Add(-30 * time.Second)) // after ExpiresAt, before now: no tombstone
+	gone := mk(t0.Add(time.Hour))           // a tombstone until then; the highest id
+	ch, _ := f.watch(gone.ID)
+
+	n, err := f.deleteExpired(t0, 100)
+	if err != nil || n != 4 {
+		t.Fatalf("DeleteExpired = %d, %v; want 4", n, err)
+	}
+	expectWake(t, "deletion of an operation that leaves a tombstone", ch)
+	f.expectGone(gone.ID)
+	for _, op := range []*operation.Operation{none, before, passed} {
+		f.expectNotFound(op.ID)
+	}
+	f.get(keep.ID)
+
+	// The id cannot be created again while it is gone, not even with the
+	// key its operation held (the key itself is free).
+	again := newOp()
+	again.ID = gone.ID
+	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, driver.ErrExists) {
+		t.Fatalf("Create of a gone id = %v, want ErrExists", err)
+	}
+	again.IdempotencyKey = gone.IdempotencyKey
+	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, driver.ErrExists) {
+		t.Fatalf("Create of a gone id with its old key = %v, want ErrExists", err)
+	}
+	f.expectGone(gone.ID)
+	// An update of a gone operation finds nothing.
+	upd := gone.Clone()
+	upd.Message = "after deletion"
+	if err := f.s.Update(f.ctx, upd); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Update of a gone operation = %v, want ErrNotFound", err)
+	}
+	// A deleted id without a tombstone can be created again.
+	reborn := newOp()
+	reborn.ID = none.ID
+	if _, created, err := f.s.Create(f.ctx, reborn, nil); err != nil || !created {
+		t.Fatalf("Create of a deleted id without a tombstone = %v, %v; want created", created, err)
+	}
+
+	// Tombstones are durable, and a reopened store still refuses the id
+	// (the highest ever created).
+	f.reopen()
+	f.expectGone(gone.ID)
+	again.IdempotencyKey = ""
+	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, driver.ErrExists) {
+		t.Fatalf("Create of a gone id after reopen = %v, want ErrExists", err)
+	}
+	other := newOp()
+	other.IdempotencyKey = gone.IdempotencyKey
+	if _, created, err := f.s.Create(f.ctx, other, nil); err != nil || !created {
+		t.Fatalf("Create with a gone operation's key = %v, %v; want created", created, err)
+	}
+
+	// Before its time, DeleteExpired keeps it.
+	if n, err := f.deleteExpired(t0.Add(30*time.Minute), 100); err != nil || n != 0 {
+		t.Fatalf("DeleteExpired before the tombstone's time = %d, %v; want 0", n, err)
+	}
+	f.expectGone(gone.ID)
+	// After it, DeleteExpired purges it (and returns no operation for it).
+	if n, err := f.deleteExpired(t0.Add(90*time.Minute), 100); err != nil || n != 0 {
+		t.Fatalf("DeleteExpired after the tombstone's time = %d, %v; want 0", n, err)
+	}
+	f.expectNotFound(gone.ID)
+	f.reopen()
+	f.expectNotFound(gone.ID)
+	// The id is free again.
+	if _, created, err := f.s.Create(f.ctx, again, nil); err != nil || !created {
+		t.Fatalf("Create of a purged id = %v, %v; want created", created, err)
+	}
+	f.get(keep.ID)
+}
+
+// testTombstonesPurgedInBatches checks the limit accounting of
+// DeleteExpired: each call purges at most limit tombstones whose time has
+// passed (all of them when fewer), apart from the operations it deletes
+// and returns, which the tombstones do not count against.
+func testTombstonesPurgedInBatches(t *testing.T, f *fixture) {
+	const nGone, nLater, limit = 500, 150, 100
+	t0 := now()
+	create := func(n int, expires, tombstone time.Time) []string {
+		ids := make([]string, n)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for w := range 10 {
+			wg.Go(func() {
+				for i := w; i < n; i += 10 {
+					op := newOp()
+					op.ExpiresAt, op.TombstoneUntil = expires, tombstone
+					ids[i] = op.ID
+					if _, _, err := f.s.Create(f.ctx, op, nil); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("Create: %v", err)
+		}
+		return ids
+	}
+	goneIDs := create(nGone, t0.Add(-time.Minute), t0.Add(time.Hour))
+	if n, err := f.deleteExpired(t0, 2*nGone); err != nil || n != nGone {
+		t.Fatalf("DeleteExpired = %d, %v; want %d", n, err, nGone)
+	}
+	stillGone := func() int {
+		t.Helper()
+		n := 0
+		for _, id := range goneIDs {
+			_, err := f.s.Get(f.ctx, id)
+			switch {
+			case errors.Is(err, driver.ErrGone):
+				n++
+			case !errors.Is(err, driver.ErrNotFound):
+				t.Fatalf("Get(%s) = %v, want ErrGone or ErrNotFound", id, err)
+			}
+		}
+		return n
+	}
+	if n := stillGone(); n != nGone {
+		t.Fatalf("%d of %d deleted operations are gone, want all", n, nGone)
+	}
+
+	// Operations that expire after t0 but before the purges' time, without
+	// tombstones: returned up to limit per call, whatever the purge did.
+	create(nLater, t0.Add(30*time.Minute), time.Time{})
+	later := t0.Add(2 * time.Hour)
+	wantOps := []int{limit, nLater - limit, 0, 0, 0, 0}
+	for call, want := range wantOps {
+		n, err := f.deleteExpired(later, limit)
+		if err != nil || n != want {
+			t.Fatalf("DeleteExpired call %d = %d operations, %v; want %d", call+1, n, err, want)
+		}
+		if left, wantLeft := stillGone(), max(nGone-(call+1)*limit, 0); left != wantLeft {
+			t.Fatalf("after DeleteExpired call %d with limit %d, %d tombstones left, want %d", call+1, limit, left, wantLeft)
+		}
+	}
+	if ids := f.listAll(driver.ListOptions{}); len(ids) != 0 {
+		t.Fatalf("List after everything expired = %d operations, want none", len(ids))
+	}
 }
 
 func (f *fixture) watch(id string) (<-chan struct{}, func()) {
