@@ -633,7 +633,7 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 			return opstore.ErrSkip
 		}
 		op.Status = operation.Succeeded
-		op.PercentComplete = 100
+		op.PercentComplete, op.Message = 100, ""
 		op.Error = nil
 		op.Result = res
 		op.ExpiresAt = now.Add(pol.Retention)

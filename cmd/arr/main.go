@@ -23,7 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/arrhq/arr/api"
+	"github.com/arrhq/arr/config"
+	"github.com/arrhq/arr/handler/command"
 	"github.com/arrhq/arr/server"
 )
 
@@ -86,6 +87,10 @@ func serve(args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Worker.Timeout, "timeout", 10*time.Minute, "time limit of one handler attempt")
 	fs.IntVar(&cfg.Worker.MaxAttempts, "max-attempts", 3, "attempts before an operation fails")
 	fs.DurationVar(&cfg.Worker.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running handlers may finish")
+	fs.DurationVar(&cfg.Worker.Lease, "lease", 30*time.Second, "a worker's hold on an operation, renewed every third of it; a killed worker's operations run again after it")
+	fs.DurationVar(&cfg.Worker.Tombstone, "tombstone", 7*24*time.Hour, "after an operation is deleted, how long its status answers 410 before 404")
+	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
+	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); never expose it publicly")
 	if err := fs.Parse(args); err != nil {
@@ -103,7 +108,29 @@ func serve(args []string, stderr io.Writer) error {
 	if cfg.API.PublicURL == "" {
 		cfg.API.PublicURL = publicURLFromEnv(os.Getenv("WEBSITE_HOSTNAME"))
 	}
-	cfg.API.Routes = []api.Route{api.SeedRoute(), api.EchoRoute()}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var file *config.File
+	if *configFile != "" {
+		var err error
+		if file, err = config.Load(*configFile, nil); err != nil {
+			return err
+		}
+		applyFile(&cfg, file, set, gateway)
+	}
+	rs, err := routes(file, *gateway, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg.Mux = server.NewServeMux()
+	for _, r := range rs {
+		cfg.Mux.HandleRoute(r)
+	}
+	if n, err := command.Reap(execPIDDir(cfg.DataDir)); err != nil {
+		return fmt.Errorf("reaping commands of a previous run: %w", err)
+	} else if n > 0 {
+		logger.Warn("killed process groups left by a previous run", "groups", n)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -128,6 +155,55 @@ func serve(args []string, stderr io.Writer) error {
 	err = srv.Serve(ctx)
 	logger.Info("arr stopped")
 	return err
+}
+
+// applyFile takes the file's server settings for the flags not given on
+// the command line.
+func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway *string) {
+	fs := f.Server
+	str := func(flag string, dst *string, v string) {
+		if v != "" && !set[flag] {
+			*dst = v
+		}
+	}
+	dur := func(flag string, dst *time.Duration, v config.Duration) {
+		if v > 0 && !set[flag] {
+			*dst = v.Std()
+		}
+	}
+	str("addr", &cfg.Addr, fs.Addr)
+	str("data", &cfg.DataDir, fs.Data)
+	str("public-url", &cfg.API.PublicURL, fs.PublicURL)
+	str("store", &cfg.StoreURL, fs.Store)
+	str("queue", &cfg.QueueURL, fs.Queue)
+	str("results", &cfg.ResultsURL, fs.Results)
+	str("forward", gateway, fs.Forward)
+	if fs.Workers != nil && !set["workers"] {
+		cfg.Workers = *fs.Workers
+	}
+	if fs.MaxBody > 0 && !set["max-body"] {
+		cfg.API.MaxBodyBytes = int64(fs.MaxBody)
+	}
+	if fs.MaxQueue > 0 && !set["max-queue"] {
+		cfg.API.MaxQueue = fs.MaxQueue
+	}
+	dur("result-url-ttl", &cfg.API.ResultURLTTL, fs.ResultURLTTL)
+	dur("sync-wait", &cfg.API.SyncWait, fs.SyncWait)
+	dur("max-wait", &cfg.API.MaxWait, fs.MaxWait)
+	dur("shutdown-grace", &cfg.Worker.ShutdownGrace, fs.ShutdownGrace)
+	dur("lease", &cfg.Worker.Lease, fs.Lease)
+	if fs.SeedRoutes != nil && !*fs.SeedRoutes {
+		cfg.NoSeedRoutes = true
+	}
+	// Defaults the file gives every route are also the server's, for
+	// operations of routes it does not list (the seed's).
+	d := f.Defaults
+	dur("timeout", &cfg.Worker.Timeout, d.Timeout)
+	dur("retention", &cfg.Worker.Retention, d.Retention)
+	dur("tombstone", &cfg.Worker.Tombstone, d.Tombstone)
+	if d.MaxAttempts > 0 && !set["max-attempts"] {
+		cfg.Worker.MaxAttempts = d.MaxAttempts
+	}
 }
 
 // debugMux serves net/http/pprof's handlers under /debug/pprof/.

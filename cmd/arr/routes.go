@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+
+	"github.com/arrhq/arr/config"
+	"github.com/arrhq/arr/handler/command"
+	"github.com/arrhq/arr/handler/forward"
+	"github.com/arrhq/arr/server"
+	"github.com/arrhq/arr/worker"
+)
+
+// execPIDDir is where the exec handler records the process groups it runs,
+// under the data directory, so that the next start kills those a SIGKILLed
+// arr left behind.
+func execPIDDir(data string) string { return filepath.Join(data, "exec-groups") }
+
+// routes builds the server's routes from the config file's (f may be nil)
+// and the gateway upstream (gateway may be ""): a "* /" route that forwards
+// every request no other route takes.
+func routes(f *config.File, gateway, data string) ([]server.Route, error) {
+	var out []server.Route
+	if f != nil {
+		for i := range f.Routes {
+			r := &f.Routes[i]
+			h, err := handlerFor(r, data)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: route %s: %w", f.Path, r.Line, r.Name, err)
+			}
+			s := f.Effective(r)
+			sr := server.Route{
+				Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes,
+				MaxBodyBytes: int64(s.MaxBody), Timeout: s.Timeout.Std(), MaxAttempts: s.MaxAttempts,
+				Concurrency: s.Concurrency, ResultURLTTL: s.ResultTTL.Std(), Retention: s.Retention.Std(),
+				Tombstone: s.Tombstone.Std(),
+			}
+			if r.HasSchema() {
+				sr.Validate = r.Validate
+			}
+			if s.Backoff > 0 || s.MaxBackoff > 0 {
+				first, limit := s.Backoff.Std(), s.MaxBackoff.Std()
+				if first <= 0 {
+					first = min(limit, 1e9)
+				}
+				if limit <= 0 {
+					limit = max(first, 5*60*1e9)
+				}
+				sr.Backoff = worker.ExponentialBackoff(first, limit)
+			}
+			out = append(out, sr)
+		}
+	}
+	if gateway != "" {
+		h, err := forward.New(forward.Config{URL: gateway})
+		if err != nil {
+			return nil, fmt.Errorf("-forward: %w", err)
+		}
+		out = append(out, server.Route{Pattern: "* /", Name: "gateway", Handler: h})
+	}
+	return out, nil
+}
+
+// handlerFor builds the handler a config route names.
+func handlerFor(r *config.Route, data string) (worker.Handler, error) {
+	switch r.Handler {
+	case config.HandlerEcho:
+		return worker.Echo, nil
+	case config.HandlerForward:
+		var hdr http.Header
+		if len(r.Forward.Header) > 0 {
+			hdr = http.Header{}
+			for k, v := range r.Forward.Header {
+				hdr.Set(k, v)
+			}
+		}
+		return forward.New(forward.Config{URL: r.Forward.URL, Header: hdr})
+	case config.HandlerExec:
+		e := r.Exec
+		return command.New(command.Config{Command: e.Command, Dir: e.Dir, Env: e.Env, ContentType: e.ContentType,
+			KillGrace: e.KillGrace.Std(), PermanentExitCodes: e.PermanentExitCodes, PIDDir: execPIDDir(data)})
+	}
+	return nil, fmt.Errorf("no handler %q in this program", r.Handler)
+}
