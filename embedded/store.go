@@ -714,3 +714,13 @@ func (s *store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 	ch, stop := s.db.watch.add(id)
 	return ch, stop, nil
 }
+
+// Sync makes every write applied so far durable: an empty synced WAL
+// record, which Pebble group-commits with any concurrent synced write.
+func (s *store) Sync(ctx context.Context) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.db.end()
+	return s.db.pdb.LogData(nil, pebble.Sync)
+}

@@ -201,3 +201,12 @@ func stamped(change func(*operation.Operation) error) func(*operation.Operation)
 		return nil
 	}
 }
+
+// Sync makes the store's lazily applied writes durable (see
+// driver.Syncer); a store without lazy writes has nothing to do.
+func (s *Store) Sync(ctx context.Context) error {
+	if sy, ok := s.d.(driver.Syncer); ok {
+		return sy.Sync(ctx)
+	}
+	return nil
+}

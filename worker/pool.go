@@ -432,7 +432,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 	defer cancel()
 	var canceledOp atomic.Bool
 	prog := &progress{}
-	stopWatch := p.supervise(hctx, cancel, d, id, prog, &canceledOp)
+	stopWatch := p.supervise(hctx, cancel, d, id, prog, &canceledOp, d.Attempt() == 1)
 
 	p.running.Add(1)
 	start := time.Now()
@@ -491,6 +491,10 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		p.succeed(fin, d, op, pol, stored)
 	}
 }
+
+// syncAfter is how long a handler runs before its lazily written running
+// state is synced.
+const syncAfter = 200 * time.Millisecond
 
 var (
 	errTimeout  = errors.New("attempt timed out")
@@ -573,9 +577,12 @@ func (l *limitReader) Read(b []byte) (int, error) {
 }
 
 // supervise renews the lease, writes progress reports and watches for
-// cancellation of the operation while the handler runs. The returned
-// function stops it and waits for it.
-func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue.Delivery, id string, prog *progress, canceledOp *atomic.Bool) func() {
+// cancellation of the operation while the handler runs. When the running
+// state was written lazily, it is made durable once the handler has run
+// for a moment (syncAfter), so that a crash during a long attempt is
+// recorded as an interrupted attempt. The returned function stops it and
+// waits for it.
+func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue.Delivery, id string, prog *progress, canceledOp *atomic.Bool, lazyStart bool) func() {
 	st := p.cfg.Store
 	changed, stopWatch, err := st.Watch(ctx, id)
 	if err != nil {
@@ -592,8 +599,16 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 		defer beat.Stop()
 		flush := time.NewTicker(250 * time.Millisecond)
 		defer flush.Stop()
+		var syncStart <-chan time.Time
+		if lazyStart {
+			t := time.NewTimer(syncAfter)
+			defer t.Stop()
+			syncStart = t.C
+		}
 		for {
 			select {
+			case <-syncStart:
+				_ = st.Sync(ctx)
 			case <-stop:
 				return
 			case <-ctx.Done():

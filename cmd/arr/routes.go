@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/arrhq/arr/config"
 	"github.com/arrhq/arr/handler/command"
@@ -29,25 +30,10 @@ func routes(f *config.File, gateway, data string) ([]server.Route, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: route %s: %w", f.Path, r.Line, r.Name, err)
 			}
-			s := f.Effective(r)
-			sr := server.Route{
-				Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes,
-				MaxBodyBytes: int64(s.MaxBody), Timeout: s.Timeout.Std(), MaxAttempts: s.MaxAttempts,
-				Concurrency: s.Concurrency, ResultURLTTL: s.ResultTTL.Std(), Retention: s.Retention.Std(),
-				Tombstone: s.Tombstone.Std(),
-			}
+			sr := withSettings(server.Route{Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes},
+				f.Effective(r))
 			if r.HasSchema() {
 				sr.Validate = r.Validate
-			}
-			if s.Backoff > 0 || s.MaxBackoff > 0 {
-				first, limit := s.Backoff.Std(), s.MaxBackoff.Std()
-				if first <= 0 {
-					first = min(limit, 1e9)
-				}
-				if limit <= 0 {
-					limit = max(first, 5*60*1e9)
-				}
-				sr.Backoff = worker.ExponentialBackoff(first, limit)
 			}
 			out = append(out, sr)
 		}
@@ -57,9 +43,32 @@ func routes(f *config.File, gateway, data string) ([]server.Route, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-forward: %w", err)
 		}
-		out = append(out, server.Route{Pattern: "* /", Name: "gateway", Handler: h})
+		gw := server.Route{Pattern: "* /", Name: "gateway", Handler: h}
+		if f != nil {
+			// The file's defaults apply to the gateway route too.
+			gw = withSettings(gw, f.Defaults)
+		}
+		out = append(out, gw)
 	}
 	return out, nil
+}
+
+// withSettings gives r a config file's route settings.
+func withSettings(r server.Route, s config.RouteSettings) server.Route {
+	r.MaxBodyBytes, r.Timeout, r.MaxAttempts = int64(s.MaxBody), s.Timeout.Std(), s.MaxAttempts
+	r.Concurrency, r.ResultURLTTL = s.Concurrency, s.ResultTTL.Std()
+	r.Retention, r.Tombstone = s.Retention.Std(), s.Tombstone.Std()
+	if s.Backoff > 0 || s.MaxBackoff > 0 {
+		first, limit := s.Backoff.Std(), s.MaxBackoff.Std()
+		if first <= 0 {
+			first = min(limit, time.Second)
+		}
+		if limit <= 0 {
+			limit = max(first, 5*time.Minute)
+		}
+		r.Backoff = worker.ExponentialBackoff(first, limit)
+	}
+	return r
 }
 
 // handlerFor builds the handler a config route names.

@@ -144,3 +144,12 @@ type LazyUpdater interface {
 type Transitioner interface {
 	TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error)
 }
+
+// Syncer is implemented by stores with lazy writes (LazyUpdater,
+// Transitioner with lazy set): Sync makes every write applied before it
+// durable. The worker syncs the lazy running state of an attempt that runs
+// for a while, so that a crash during it is recorded as an interrupted
+// attempt.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
