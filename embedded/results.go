@@ -21,8 +21,9 @@ import (
 // Store (Options.Blobs), which adds signed URLs and serves them. A Put is
 // one synced batch, so Pebble's commit pipeline groups it with the
 // operations' writes into one WAL fsync, where a result file costs two
-// fsyncs of its own. Results are read whole into memory by the worker
-// already; values of any size work, large ones cost memory while read.
+// fsyncs of its own. A result is held whole in memory while it is written
+// and read (one Pebble value); values of any size work, large ones cost
+// memory then, and file: suits results of many megabytes better.
 type Results struct {
 	db     *DB
 	once   sync.Once
