@@ -19,7 +19,7 @@
 //	                              delayed by the response's Retry-After (<= 1h)
 //	other 4xx                     permanent failure: ProblemUpstreamRejected with
 //	                              the upstream's status
-//	connection, TLS, I/O error    retryable failure: "upstream unreachable: ..."
+//	connection, TLS, I/O error    retryable failure: urn:arr:problem:upstream-unreachable (502)
 //	ctx done (cancel, timeout,    error that errors.Is context.Canceled or
 //	shutdown)                     context.DeadlineExceeded, as the context says
 //	request cannot be built       permanent failure (bad stored method, say)
@@ -73,6 +73,9 @@ const (
 	// ProblemUpstreamError is the type of the problem for an upstream's 429
 	// or 5xx answer: status 502, retryable.
 	ProblemUpstreamError = "urn:arr:problem:upstream-error"
+	// ProblemUpstreamUnreachable: the upstream could not be reached (a
+	// connection, TLS or I/O error); retried.
+	ProblemUpstreamUnreachable = "urn:arr:problem:upstream-unreachable"
 	// ProblemUpstreamRejected is the type of the problem for an upstream's
 	// 4xx answer other than 429: the upstream's status, permanent.
 	ProblemUpstreamRejected = "urn:arr:problem:upstream-rejected"
@@ -194,7 +197,8 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, _ worker.Progress
 		if ctx.Err() != nil {
 			return nil, aborted(ctx)
 		}
-		return nil, fmt.Errorf("upstream unreachable: %w", err)
+		return nil, &operation.Problem{Type: ProblemUpstreamUnreachable, Title: "Upstream unreachable", Status: http.StatusBadGateway,
+			Detail: "upstream unreachable: " + err.Error()}
 	}
 	code := resp.StatusCode
 	if code < 400 {
