@@ -9,7 +9,6 @@ package api
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,11 +99,6 @@ type Config struct {
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
 }
-
-// openAPI describes the default routes (SeedRoute and EchoRoute).
-//
-//go:embed openapi.json
-var openAPI []byte
 
 // Server is the http.Handler of the api.
 type Server struct {
@@ -209,9 +203,13 @@ func New(cfg Config) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("/readyz", s.readyz)
+	doc, err := openAPIFor(cfg.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("api: openapi.json: %w", err)
+	}
 	s.mux.HandleFunc("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openAPI)
+		_, _ = w.Write(doc)
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	if prefix, h := cfg.Results.Handler(); h != nil {

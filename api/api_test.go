@@ -516,7 +516,10 @@ func TestPublicURL(t *testing.T) {
 // /openapi.json is valid JSON, OpenAPI 3.1, and describes every route and
 // method the server answers (checked by asking the server about each).
 func TestOpenAPIDescribesTheRoutes(t *testing.T) {
-	s := start(t, server.Config{Workers: -1})
+	mux := server.NewServeMux()
+	mux.Handle("PUT /v1/items/{id}", worker.Echo)
+	mux.HandleRoute(server.Route{Pattern: "* /v1/any/{rest...}", Handler: worker.Echo, MediaTypes: []string{"text/csv"}})
+	s := start(t, server.Config{Workers: -1, Mux: mux})
 	r := s.get("/openapi.json")
 	wantStatus(t, r, 200)
 	var doc struct {
@@ -532,7 +535,7 @@ func TestOpenAPIDescribesTheRoutes(t *testing.T) {
 			if method == "parameters" {
 				continue
 			}
-			p := strings.ReplaceAll(strings.ReplaceAll(path, "{id}", id), "{key}", "k")
+			p := strings.NewReplacer("{id}", id, "{key}", "k", "{rest}", "a/b").Replace(path)
 			res := s.do(strings.ToUpper(method), p, "")
 			// A described route exists: whatever it answers, it is not
 			// the router's "no route" nor "method not allowed".
@@ -543,9 +546,12 @@ func TestOpenAPIDescribesTheRoutes(t *testing.T) {
 	}
 	for _, want := range []string{"/v1/echo", "/api/AsyncProcessingWorkAcceptor", "/v1/operations", "/v1/operations/{id}",
 		"/v1/operations/{id}/result", "/v1/operations/{id}/events", "/api/RequestStatus/{id}", "/blobs/{key}",
-		"/healthz", "/readyz", "/metrics"} {
+		"/healthz", "/readyz", "/metrics", "/v1/operations/{id}/retry", "/v1/items/{id}", "/v1/any/{rest}"} {
 		if doc.Paths[want] == nil {
 			t.Errorf("openapi.json lacks %s", want)
 		}
+	}
+	if doc.Paths["/v1/any/{rest}"]["patch"] == nil || doc.Paths["/v1/items/{id}"]["put"] == nil {
+		t.Errorf("configured routes' methods missing: %v %v", doc.Paths["/v1/any/{rest}"], doc.Paths["/v1/items/{id}"])
 	}
 }

@@ -1,0 +1,76 @@
+package api
+
+import (
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+)
+
+// openAPI describes arr's own paths and the seed's routes.
+//
+//go:embed openapi.json
+var openAPI []byte
+
+// openAPIFor returns the OpenAPI document of a server with routes: the
+// static one, plus an entry for every submit route it does not describe
+// (the configured routes), with its path parameters and media types.
+func openAPIFor(routes []Route) ([]byte, error) {
+	var doc map[string]any
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		return nil, err
+	}
+	paths := doc["paths"].(map[string]any)
+	for _, rt := range routes {
+		path := wildcard.ReplaceAllStringFunc(rt.Path, func(w string) string { return strings.Replace(w, "...", "", 1) })
+		if rt.Seed || rt.Path == "/v1/echo" && rt.Name == "echo" {
+			continue
+		}
+		item, _ := paths[path].(map[string]any)
+		if item == nil {
+			item = map[string]any{}
+			paths[path] = item
+		}
+		var params []any
+		for _, m := range wildcard.FindAllStringSubmatch(rt.Path, -1) {
+			params = append(params, map[string]any{"name": strings.TrimSuffix(m[1], "..."), "in": "path", "required": true,
+				"schema": map[string]any{"type": "string"}})
+		}
+		params = append(params, map[string]any{"$ref": "#/components/parameters/IdempotencyKey"},
+			map[string]any{"$ref": "#/components/parameters/Prefer"})
+		content := map[string]any{}
+		for _, mt := range rt.MediaTypes {
+			content[mt] = map[string]any{"schema": map[string]any{}}
+		}
+		if len(content) == 0 {
+			content["*/*"] = map[string]any{"schema": map[string]any{}}
+		}
+		op := map[string]any{
+			"summary":     "Submit an operation run by the route " + rt.Name,
+			"operationId": rt.Name,
+			"parameters":  params,
+			"requestBody": map[string]any{"required": false, "content": content},
+			"responses": map[string]any{
+				"202": map[string]any{"$ref": "#/components/responses/Accepted"},
+				"303": map[string]any{"$ref": "#/components/responses/Finished"},
+				"400": map[string]any{"$ref": "#/components/responses/Problem"},
+				"413": map[string]any{"$ref": "#/components/responses/Problem"},
+				"415": map[string]any{"$ref": "#/components/responses/Problem"},
+				"422": map[string]any{"$ref": "#/components/responses/Problem"},
+				"503": map[string]any{"$ref": "#/components/responses/Problem"},
+			},
+		}
+		methods := []string{rt.Method}
+		if rt.Method == "*" {
+			methods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+		}
+		for _, m := range methods {
+			item[strings.ToLower(m)] = op
+		}
+	}
+	return json.MarshalIndent(doc, "", "  ")
+}
+
+// wildcard matches a ServeMux wildcard, {name} or {name...}.
+var wildcard = regexp.MustCompile(`\{([^}]*)\}`)
