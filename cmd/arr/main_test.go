@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -24,6 +26,9 @@ func TestPublicURLFromEnv(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("routes:\n  - path: /v1/x\n    handler: exec\n    timeout: 10x\n"), 0o600)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -32,6 +37,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "extra"}, "takes no arguments"},
 		{[]string{"serve", "-log-level", "loud"}, "-log-level"},
 		{[]string{"serve", "-no-such-flag"}, "flag provided but not defined"},
+		{[]string{"serve", "-data", dir, "-config", bad}, "bad.yaml:4: routes[0].timeout: \"10x\" is not a duration"},
+		{[]string{"serve", "-data", dir, "-config", bad}, "bad.yaml:2: routes[0].exec.command: is required"},
+		{[]string{"serve", "-data", dir, "-config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
+		{[]string{"serve", "-data", dir, "-forward", "ftp://x"}, "-forward"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(c.args, &out, &errb)
