@@ -432,7 +432,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 	defer cancel()
 	var canceledOp atomic.Bool
 	prog := &progress{}
-	stopWatch := p.supervise(hctx, cancel, d, id, prog, &canceledOp, d.Attempt() == 1)
+	stopWatch := p.supervise(work, hctx, cancel, d, id, prog, &canceledOp, d.Attempt() == 1)
 
 	p.running.Add(1)
 	start := time.Now()
@@ -582,9 +582,9 @@ func (l *limitReader) Read(b []byte) (int, error) {
 // for a moment (syncAfter), so that a crash during a long attempt is
 // recorded as an interrupted attempt. The returned function stops it and
 // waits for it.
-func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue.Delivery, id string, prog *progress, canceledOp *atomic.Bool, lazyStart bool) func() {
+func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, d queue.Delivery, id string, prog *progress, canceledOp *atomic.Bool, lazyStart bool) func() {
 	st := p.cfg.Store
-	changed, stopWatch, err := st.Watch(ctx, id)
+	changed, stopWatch, err := st.Watch(work, id)
 	if err != nil {
 		changed = nil // no cancel signal; the final transition still refuses
 	}
@@ -595,8 +595,12 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 		if stopWatch != nil {
 			defer stopWatch()
 		}
-		beat := time.NewTicker(p.cfg.Lease / 3)
-		defer beat.Stop()
+		// The lease is renewed until the handler has returned, also after
+		// its context ended: a command given its kill grace, say, must not
+		// see its operation delivered to another worker meanwhile.
+		beatTicker := time.NewTicker(p.cfg.Lease / 3)
+		defer beatTicker.Stop()
+		beat := beatTicker.C
 		flush := time.NewTicker(250 * time.Millisecond)
 		defer flush.Stop()
 		var syncStart <-chan time.Time
@@ -605,22 +609,28 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 			defer t.Stop()
 			syncStart = t.C
 		}
+		ended := hctx.Done()
 		for {
 			select {
-			case <-syncStart:
-				_ = st.Sync(ctx)
 			case <-stop:
 				return
-			case <-ctx.Done():
-				return
-			case <-beat.C:
-				if err := d.InProgress(ctx, p.cfg.Lease); errors.Is(err, queue.ErrLeaseLost) {
+			case <-ended:
+				// Timed out, canceled or shutting down: the handler is
+				// winding down; no more progress or cancel checks.
+				ended, changed, syncStart = nil, nil, nil
+			case <-syncStart:
+				_ = st.Sync(hctx)
+			case <-beat:
+				if err := d.InProgress(work, p.cfg.Lease); errors.Is(err, queue.ErrLeaseLost) {
 					cancel()
-					return
+					beat = nil
 				}
 			case <-flush.C:
+				if ended == nil {
+					continue
+				}
 				if pct, msg, ok := prog.take(); ok {
-					_, _ = st.TransitionLazy(ctx, id, func(op *operation.Operation) error {
+					_, _ = st.TransitionLazy(hctx, id, func(op *operation.Operation) error {
 						if op.Status != operation.Running {
 							return opstore.ErrSkip
 						}
@@ -629,11 +639,10 @@ func (p *Pool) supervise(ctx context.Context, cancel context.CancelFunc, d queue
 					})
 				}
 			case <-changed:
-				if op, err := st.Get(ctx, id); err == nil && op.Status == operation.Canceled ||
+				if op, err := st.Get(hctx, id); err == nil && op.Status == operation.Canceled ||
 					errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
 					canceledOp.Store(true)
 					cancel()
-					return
 				}
 			}
 		}

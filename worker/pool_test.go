@@ -229,3 +229,40 @@ func TestInterruptedAttempts(t *testing.T) {
 		t.Fatalf("the handler ran %d times, want once (the doomed operation must not run)", ran.Load())
 	}
 }
+
+// The lease is renewed while a handler winds down after its context ended
+// (a command in its kill grace): the operation is not delivered to another
+// run meanwhile, and the timeout is its only recorded outcome.
+func TestLeaseKeptWhileHandlerWindsDown(t *testing.T) {
+	r := newRig(t)
+	var running, runs, overlap atomic.Int32
+	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		runs.Add(1)
+		if running.Add(1) > 1 {
+			overlap.Add(1)
+		}
+		defer running.Add(-1)
+		<-ctx.Done()
+		time.Sleep(time.Second) // ignores its context for three leases
+		return nil, ctx.Err()
+	})
+	id := r.submit(t, "slow-to-stop")
+	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+		Handlers: map[string]worker.Handler{"r": h}, Timeout: 100 * time.Millisecond, Lease: 300 * time.Millisecond,
+		MaxAttempts: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+	op := r.waitTerminal(t, id)
+	time.Sleep(500 * time.Millisecond) // a wrong redelivery would start by now
+	if op.Status != operation.Failed || op.Error.Type != worker.ProblemTimeout || len(op.History) != 1 ||
+		op.History[0].Outcome != operation.OutcomeFailed || op.Interruptions != 0 {
+		t.Fatalf("operation %+v, history %+v", op, op.History)
+	}
+	if runs.Load() != 1 || overlap.Load() != 0 {
+		t.Fatalf("the handler ran %d times (%d overlapping)", runs.Load(), overlap.Load())
+	}
+}
