@@ -215,10 +215,14 @@ func New(cfg Config) (*Server, error) {
 	if prefix, h := cfg.Results.Handler(); h != nil {
 		s.mux.Handle(prefix, h)
 	}
+	noRoute := func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
+	}
+	// arr's own prefixes are never a route's, even a catch-all's.
+	s.mux.HandleFunc("/v1/operations/", noRoute)
+	s.mux.HandleFunc(seedStatusPrefix, noRoute)
 	if !catchAll {
-		s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
-		})
+		s.mux.HandleFunc("/", noRoute)
 	}
 	return s, nil
 }

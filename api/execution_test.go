@@ -324,3 +324,44 @@ func TestRetentionTombstone(t *testing.T) {
 	}
 	wantProblem(t, s.get("/v1/operations/"+id), 404, api.ProblemNotFound)
 }
+
+// An operation past its retention answers 410 at once, before the janitor
+// has deleted it, rather than a 303 to a signed URL that has expired.
+func TestExpiredBeforeDeletionIsGone(t *testing.T) {
+	mux := server.NewServeMux()
+	mux.HandleRoute(server.Route{Pattern: "/v1/brief", Retention: time.Second, Handler: worker.Echo})
+	s := start(t, server.Config{Mux: mux, JanitorInterval: time.Hour})
+	r := s.do("POST", "/v1/brief", "x")
+	wantStatus(t, r, 202)
+	id := r.JSON(t)["id"].(string)
+	s.waitStatus(id, "succeeded")
+	time.Sleep(1100 * time.Millisecond)
+	wantProblem(t, s.get("/v1/operations/"+id), 410, api.ProblemGone)
+	wantProblem(t, s.get("/v1/operations/"+id+"/result"), 410, api.ProblemGone)
+	wantProblem(t, s.get("/v1/operations/"+id+"/events"), 410, api.ProblemGone)
+}
+
+// A catch-all route (gateway mode) takes every path but arr's own: those
+// answer as arr does, and unknown paths under arr's prefixes are 404.
+func TestCatchAllLeavesArrsPaths(t *testing.T) {
+	mux := server.NewServeMux()
+	mux.HandleFunc("* /", func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		return text(tk.Request.Method + " " + tk.Request.Path), nil
+	})
+	s := start(t, server.Config{Mux: mux})
+	r := s.do("PATCH", "/anything/at/all", "x")
+	wantStatus(t, r, 202)
+	id := r.JSON(t)["id"].(string)
+	s.waitStatus(id, "succeeded")
+	if got := s.get("/v1/operations/" + id + "/result?redirect=false"); string(got.Body) != "PATCH /anything/at/all" {
+		t.Fatalf("result %q", got.Body)
+	}
+	for _, p := range []string{"/v1/operations/", "/v1/operations/" + id + "/typo", "/api/RequestStatus/a/b"} {
+		wantProblem(t, s.get(p), 404, api.ProblemNotFound)
+	}
+	wantStatus(t, s.get("/healthz"), 200)
+	wantStatus(t, s.get("/v1/operations"), 200)
+	// The seed's routes are still the seed's.
+	wantStatus(t, s.postJSON("/api/AsyncProcessingWorkAcceptor", `{"id":"1","customername":"C"}`), 202)
+	wantProblem(t, s.postJSON("/api/AsyncProcessingWorkAcceptor", `{}`), 400, api.ProblemInvalidBody)
+}

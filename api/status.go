@@ -25,12 +25,23 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*operation.Oper
 	if !ok {
 		return nil, false
 	}
-	op, err := s.cfg.Store.Get(r.Context(), id)
+	op, err := s.get(r.Context(), id)
 	if err != nil {
 		s.storeError(w, id, err)
 		return nil, false
 	}
 	return op, true
+}
+
+// get reads an operation. One past its retention is gone, as if the
+// janitor (which runs every so often) had already deleted it: its result
+// URLs have expired with it.
+func (s *Server) get(ctx context.Context, id string) (*operation.Operation, error) {
+	op, err := s.cfg.Store.Get(ctx, id)
+	if err == nil && !op.ExpiresAt.IsZero() && time.Now().After(op.ExpiresAt) {
+		return nil, fmt.Errorf("%w: %s", opstore.ErrGone, id)
+	}
+	return op, err
 }
 
 func validID(w http.ResponseWriter, id string) (string, bool) {
@@ -80,7 +91,7 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 	// The revision the client has: from If-None-Match, else the current one.
 	seen := strings.Trim(strings.TrimSpace(r.Header.Get("If-None-Match")), `"W/`)
 	ctx := r.Context()
-	op, err := s.cfg.Store.Get(ctx, id)
+	op, err := s.get(ctx, id)
 	if err != nil {
 		s.storeError(w, id, err)
 		return
@@ -393,7 +404,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer stop()
-	op, err := s.cfg.Store.Get(ctx, id)
+	op, err := s.get(ctx, id)
 	if err != nil {
 		s.storeError(w, id, err)
 		return

@@ -240,7 +240,7 @@ var Reserved = []string{
 	"/metrics",
 	"/openapi.json",
 	"/api/RequestStatus/",
-	"/results/",
+	"/blobs/", // signed result URLs (fileresult.DefaultPrefix)
 }
 
 // seedRoutes are the seed's routes kept when Server.SeedRoutes is not

@@ -104,7 +104,7 @@ func TestExampleFile(t *testing.T) {
 	if got := f.Routes[0].SchemaFile; got != filepath.Join("..", "examples", "customer.schema.json") {
 		t.Errorf("schemaFile = %q, want it relative to the config's directory", got)
 	}
-	if fw := f.Routes[1].Forward; fw == nil || fw.URL != "http://127.0.0.1:9000/reports" ||
+	if fw := f.Routes[1].Forward; fw == nil || fw.URL != "http://127.0.0.1:9000" ||
 		fw.Header["Authorization"] != "Bearer change-me" {
 		t.Errorf("forward = %+v", fw)
 	}

@@ -126,17 +126,20 @@ func serve(args []string, stderr io.Writer) error {
 	for _, r := range rs {
 		cfg.Mux.HandleRoute(r)
 	}
-	if n, err := command.Reap(execPIDDir(cfg.DataDir)); err != nil {
-		return fmt.Errorf("reaping commands of a previous run: %w", err)
-	} else if n > 0 {
-		logger.Warn("killed process groups left by a previous run", "groups", n)
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	// The store is open, and so locked: no other arr uses this data
+	// directory, and the commands recorded in it are a previous run's.
+	if n, err := command.Reap(execPIDDir(cfg.DataDir)); err != nil {
+		srv.Close()
+		return fmt.Errorf("reaping commands of a previous run: %w", err)
+	} else if n > 0 {
+		logger.Warn("killed process groups left by a previous run", "groups", n)
 	}
 	if err := srv.Listen(); err != nil {
 		srv.Close()
@@ -195,9 +198,29 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	if fs.SeedRoutes != nil && !*fs.SeedRoutes {
 		cfg.NoSeedRoutes = true
 	}
-	// Defaults the file gives every route are also the server's, for
-	// operations of routes it does not list (the seed's).
-	d := f.Defaults
+	// A flag given explicitly overrides the file's defaults (a route's own
+	// setting still wins over both).
+	d := &f.Defaults
+	if set["timeout"] {
+		d.Timeout = config.Duration(cfg.Worker.Timeout)
+	}
+	if set["max-attempts"] {
+		d.MaxAttempts = cfg.Worker.MaxAttempts
+	}
+	if set["retention"] {
+		d.Retention = config.Duration(cfg.Worker.Retention)
+	}
+	if set["tombstone"] {
+		d.Tombstone = config.Duration(cfg.Worker.Tombstone)
+	}
+	if set["result-url-ttl"] {
+		d.ResultTTL = config.Duration(cfg.API.ResultURLTTL)
+	}
+	if set["max-body"] {
+		d.MaxBody = config.ByteSize(cfg.API.MaxBodyBytes)
+	}
+	// The defaults are also the server's, for operations of routes the
+	// file does not list.
 	dur("timeout", &cfg.Worker.Timeout, d.Timeout)
 	dur("retention", &cfg.Worker.Retention, d.Retention)
 	dur("tombstone", &cfg.Worker.Tombstone, d.Tombstone)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/arrhq/arr/config"
@@ -18,9 +19,10 @@ import (
 // arr left behind.
 func execPIDDir(data string) string { return filepath.Join(data, "exec-groups") }
 
-// routes builds the server's routes from the config file's (f may be nil)
-// and the gateway upstream (gateway may be ""): a "* /" route that forwards
-// every request no other route takes.
+// routes builds the server's routes from the config file's (f may be nil),
+// with the seed's routes given the file's defaults, and the gateway
+// upstream (gateway may be ""): a "* /" route that forwards every request
+// no other route takes.
 func routes(f *config.File, gateway, data string) ([]server.Route, error) {
 	var out []server.Route
 	if f != nil {
@@ -36,6 +38,21 @@ func routes(f *config.File, gateway, data string) ([]server.Route, error) {
 				sr.Validate = r.Validate
 			}
 			out = append(out, sr)
+		}
+	}
+	if f != nil && (f.Server.SeedRoutes == nil || *f.Server.SeedRoutes) {
+		// The seed's routes, with the file's defaults, unless a route of
+		// the file takes their method and path.
+		taken := map[string]bool{}
+		for _, r := range out {
+			if m, p, err := server.ParsePattern(r.Pattern); err == nil {
+				taken[m+" "+strings.ToLower(p)] = true
+			}
+		}
+		for _, r := range server.SeedRoutes() {
+			if m, p, _ := server.ParsePattern(r.Pattern); !taken[m+" "+strings.ToLower(p)] {
+				out = append(out, withSettings(r, f.Defaults))
+			}
 		}
 	}
 	if gateway != "" {

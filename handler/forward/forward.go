@@ -241,7 +241,10 @@ func (h *handler) newRequest(ctx context.Context, t *worker.Task) (*http.Request
 		hdr = http.Header{}
 	}
 	removeHopByHop(hdr)
-	for _, k := range []string{"Prefer", "Content-Length", "Host"} {
+	// Accept-Encoding is left to the transport, which asks for gzip and
+	// decompresses: the stored result is the plain bytes, which the
+	// result URL serves without a Content-Encoding.
+	for _, k := range []string{"Prefer", "Content-Length", "Host", "Accept-Encoding"} {
 		hdr.Del(k)
 	}
 	if _, ok := hdr["User-Agent"]; !ok {

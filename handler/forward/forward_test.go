@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -662,5 +663,34 @@ func TestRetryAfterParsing(t *testing.T) {
 		if d != c.want || ok != c.ok {
 			t.Errorf("retryAfter(%q) = %v, %v; want %v, %v", c.v, d, ok, c.want, c.ok)
 		}
+	}
+}
+
+// The client's Accept-Encoding is not forwarded: the transport asks for
+// gzip itself and decompresses, so the stored result is the plain bytes
+// and carries no Content-Encoding.
+func TestCompressedUpstreamStoredPlain(t *testing.T) {
+	var sawEncoding string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawEncoding = r.Header.Get("Accept-Encoding")
+		w.Header().Set("Content-Type", "text/plain")
+		if strings.Contains(sawEncoding, "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			io.WriteString(zw, "plain words")
+			zw.Close()
+			return
+		}
+		io.WriteString(w, "plain words")
+	}))
+	defer srv.Close()
+	h := newHandler(t, Config{URL: srv.URL})
+	res, body, err := process(t, t.Context(), h, &operation.Request{Method: "GET", Path: "/",
+		Header: http.Header{"Accept-Encoding": {"br, gzip"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sawEncoding != "gzip" || body != "plain words" || res.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("upstream saw Accept-Encoding %q; result %q with headers %v", sawEncoding, body, res.Header)
 	}
 }
