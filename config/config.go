@@ -109,8 +109,9 @@ type Server struct {
 type RouteSettings struct {
 	// Timeout bounds one attempt of the handler. Default 10m.
 	Timeout Duration `yaml:"timeout"`
-	// MaxAttempts is how many times an operation runs before it fails.
-	// Default 3.
+	// MaxAttempts is how many attempts of an operation may fail (a handler
+	// error or a timeout) before it fails; attempts cut short by a worker
+	// that died or lost its lease do not count. Default 3.
 	MaxAttempts int `yaml:"maxAttempts"`
 	// Backoff is the delay before the first retry; it doubles for each
 	// retry after that. Default 1s.

@@ -3,7 +3,7 @@
 // progress as it goes, and answers with JSON.
 //
 //	go run ./examples/embed
-//	curl -i -X POST --data-binary @README.md localhost:8080/v1/wordcount
+//	curl -i -X POST -H 'Content-Type: text/markdown' --data-binary @README.md localhost:8080/v1/wordcount
 //
 // Everything else — 202, the status monitor, retries, signed result URLs,
 // the seed's routes — is arr's.
