@@ -18,6 +18,7 @@
 //	                      ARR_HEADER_X_CUSTOM); several values are joined
 //	                      with ", "
 //	ARR_PROGRESS_PREFIX   "arr:progress", the prefix of progress lines
+//	ARR_EXEC_DIR          with Config.PIDDir: that directory (see Reap)
 //
 // ARR_HEADER_* variables that arr itself inherited are not passed on, so that
 // every ARR_HEADER_* the command sees came with the request.
@@ -55,7 +56,8 @@
 // the command exits, for whatever reason, the rest of its group gets SIGKILL:
 // a background child never outlives its operation. If arr itself is
 // SIGKILLed, the command dies with it (Pdeathsig), but its own children do
-// not; Config.PIDDir and Reap clean those up when arr starts again. A
+// not; Config.PIDDir and Reap clean those up when arr starts again (by the
+// group's record, or by the ARR_EXEC_DIR its processes inherit). A
 // process that leaves the group (setsid) is beyond the handler's reach; the
 // handler stops waiting for the pipes it holds a second after the group is
 // gone.
@@ -222,9 +224,14 @@ func New(cfg Config) (worker.Handler, error) {
 		h.permanent[c] = true
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ARR_HEADER_") {
+		if !strings.HasPrefix(kv, "ARR_HEADER_") && !strings.HasPrefix(kv, markerVar+"=") {
 			h.env = append(h.env, kv)
 		}
+	}
+	if cfg.PIDDir != "" {
+		// The mark Reap finds a command's processes by when arr died
+		// before it could record their group.
+		h.env = append(h.env, marker(cfg.PIDDir))
 	}
 	names := make([]string, 0, len(cfg.Env))
 	for k, v := range cfg.Env {
@@ -246,7 +253,7 @@ func New(cfg Config) (worker.Handler, error) {
 func reserved(name string) bool {
 	switch name {
 	case "ARR_OPERATION_ID", "ARR_ROUTE", "ARR_ATTEMPT", "ARR_REQUEST_METHOD",
-		"ARR_REQUEST_PATH", "ARR_REQUEST_QUERY", "ARR_PROGRESS_PREFIX":
+		"ARR_REQUEST_PATH", "ARR_REQUEST_QUERY", "ARR_PROGRESS_PREFIX", markerVar:
 		return true
 	}
 	return strings.HasPrefix(name, "ARR_HEADER_")

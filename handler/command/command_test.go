@@ -750,3 +750,60 @@ func TestStartTime(t *testing.T) {
 		t.Errorf("startTime of no process: %v", err)
 	}
 }
+
+// A command killed with arr before its group was recorded is still found
+// by Reap: its processes (and their children) carry the handler's
+// ARR_EXEC_DIR. Processes marked for another directory are left alone.
+func TestReapFindsUnrecordedByMarker(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	h, err := New(Config{Command: []string{"sh", "-c", "printf '%s' \"$ARR_EXEC_DIR\""}, PIDDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Process(t.Context(), &worker.Task{ID: "m", Request: &operation.Request{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Reader)
+	res.Reader.(io.Closer).Close()
+	if abs, _ := filepath.Abs(dir); string(b) != abs {
+		t.Fatalf("ARR_EXEC_DIR = %q, want %q", b, abs)
+	}
+	start := func(markDir string) *exec.Cmd {
+		// A leader whose child outlives it, as after Pdeathsig.
+		cmd := exec.Command("sh", "-c", "sleep 1000 & echo $!; wait")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Env = append(os.Environ(), marker(markDir))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		})
+		return cmd
+	}
+	mine, theirs := start(dir), start(other)
+	time.Sleep(100 * time.Millisecond) // let the children start
+	killed, err := Reap(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed != 1 {
+		t.Errorf("Reap signalled %d groups, want 1", killed)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(-mine.Process.Pid, 0) == nil {
+		// The sh and the orphaned sleep are this (subreaper) process's to
+		// reap once dead; a zombie still counts as a member of the group.
+		var ws syscall.WaitStatus
+		syscall.Wait4(-mine.Process.Pid, &ws, syscall.WNOHANG, nil)
+		if time.Now().After(deadline) {
+			t.Fatal("the marked group survived Reap")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(-theirs.Process.Pid, 0); err != nil {
+		t.Fatalf("a group marked for another directory was killed: %v", err)
+	}
+}

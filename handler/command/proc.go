@@ -1,6 +1,7 @@
 package command
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -36,10 +37,20 @@ import (
 //
 // A record that cannot be read is only acted on when /proc/<pgid> is gone.
 // Reap never signals arr's own process group.
+//
+// A command can be killed with arr in the moment between its start and its
+// record (Pdeathsig kills it, but it may have started children already).
+// So every command of a handler with a PIDDir also carries
+// ARR_EXEC_DIR=<PIDDir> in its environment, which its children inherit;
+// Reap also kills the group of every process whose initial environment
+// (/proc/<pid>/environ) holds that marker. None of them can belong to the
+// running arr, which has started no command yet. (A process that rewrites
+// its own environment escapes this second net, not the first.)
 func Reap(dir string) (killed int, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("command: reap: %w", err)
 	}
+	defer func() { killed += reapMarked(dir) }()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, fmt.Errorf("command: reap: %w", err)
@@ -63,6 +74,67 @@ func Reap(dir string) (killed int, err error) {
 		return killed, fmt.Errorf("command: reap: %w", errors.Join(errs...))
 	}
 	return killed, nil
+}
+
+// markerVar names the environment variable that marks a command's
+// processes with the PIDDir of the handler that started it.
+const markerVar = "ARR_EXEC_DIR"
+
+// marker is the environment entry of the commands of a handler whose
+// PIDDir is dir.
+func marker(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return markerVar + "=" + dir
+}
+
+// reapMarked kills the groups of the processes that carry dir's marker,
+// and returns how many groups it signalled.
+func reapMarked(dir string) int {
+	want := []byte(marker(dir))
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	own, self := syscall.Getpgrp(), os.Getpid()
+	killed := map[int]bool{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 1 || pid == self {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !hasEntry(env, want) {
+			continue
+		}
+		pgid, err := syscall.Getpgid(pid)
+		if err != nil {
+			continue
+		}
+		if pgid > 1 && pgid != own && !killed[pgid] {
+			if killGroup(pgid, syscall.SIGKILL) == nil {
+				killed[pgid] = true
+			}
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL) // also one that left its group
+	}
+	return len(killed)
+}
+
+// hasEntry reports whether the NUL-separated environment env holds entry.
+func hasEntry(env, entry []byte) bool {
+	for len(env) > 0 {
+		i := bytes.IndexByte(env, 0)
+		if i < 0 {
+			i = len(env)
+		}
+		if bytes.Equal(env[:i], entry) {
+			return true
+		}
+		env = env[min(i+1, len(env)):]
+	}
+	return false
 }
 
 // recordedGroupIsOurs applies Reap's rules to the record at path.
