@@ -140,38 +140,16 @@ routes:
 				body := fmt.Sprintf("op %d %x\n", n, rand.Uint64())
 				key := fmt.Sprintf("chaos-%d", n)
 				deadline := time.Now().Add(30 * time.Second)
-				for {
-					if quit.Load() {
-						return
+				id, err := submitUntilAccepted(hc, base+"/v1/work", "text/plain", body, key, &refused,
+					func() bool { return quit.Load() || time.Now().After(deadline) })
+				if err != nil {
+					if !quit.Load() {
+						t.Errorf("submission %d: %v", n, err)
 					}
-					if time.Now().After(deadline) {
-						t.Errorf("submission %d never accepted", n)
-						return
-					}
-					req, _ := http.NewRequest("POST", base+"/v1/work", strings.NewReader(body))
-					req.Header.Set("Content-Type", "text/plain")
-					req.Header.Set("Idempotency-Key", key)
-					res, err := hc.Do(req)
-					if err != nil {
-						refused.Add(1)
-						time.Sleep(20 * time.Millisecond)
-						continue
-					}
-					b, _ := io.ReadAll(res.Body)
-					res.Body.Close()
-					if res.StatusCode != 202 {
-						t.Errorf("submission %d: %d %s", n, res.StatusCode, b)
-						return
-					}
-					var op struct{ ID string }
-					if err := json.Unmarshal(b, &op); err != nil || op.ID == "" {
-						t.Errorf("submission %d: bad 202 body %s", n, b)
-						return
-					}
-					results[n] = accepted{op.ID, body}
-					acked.Add(1)
-					break
+					return
 				}
+				results[n] = accepted{id, body}
+				acked.Add(1)
 			}
 		}()
 	}
@@ -278,36 +256,7 @@ routes:
 	}
 
 	// Exactly one stored operation per submission: nothing unacknowledged.
-	stored := 0
-	cursor := ""
-	for {
-		res, err := hc.Get(base + "/v1/operations?limit=1000" + cursor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var page struct {
-			Items []struct{ ID, Status string }
-			Next  string
-		}
-		err = json.NewDecoder(res.Body).Decode(&page)
-		res.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, it := range page.Items {
-			stored++
-			if !ids[it.ID] {
-				t.Errorf("operation %s (%s) exists but no client was given it", it.ID, it.Status)
-			}
-		}
-		if page.Next == "" || len(page.Items) == 0 {
-			break
-		}
-		cursor = "&cursor=" + page.Items[len(page.Items)-1].ID
-	}
-	if stored != total {
-		t.Errorf("%d operations stored, want %d", stored, total)
-	}
+	assertStoredExactly(t, hc, base, ids, total)
 
 	proc.stop(t)
 	stopped = true

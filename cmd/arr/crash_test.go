@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -132,35 +134,15 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 				}
 				body := fmt.Sprintf(`{"n":%d,"pad":"%x"}`, n, time.Now().UnixNano())
 				key := fmt.Sprintf("sub-%d", n)
-				for try := 0; ; try++ {
-					if try > 1000 {
-						t.Errorf("submission %d never accepted", n)
-						return
-					}
-					req, _ := http.NewRequest("POST", base+"/v1/echo", bytes.NewReader([]byte(body)))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Idempotency-Key", key)
-					res, err := hc.Do(req)
-					if err != nil {
-						refused.Add(1)
-						time.Sleep(20 * time.Millisecond)
-						continue
-					}
-					b, _ := io.ReadAll(res.Body)
-					res.Body.Close()
-					if res.StatusCode != 202 {
-						t.Errorf("submission %d: %d %s", n, res.StatusCode, b)
-						return
-					}
-					var op struct{ ID string }
-					if err := json.Unmarshal(b, &op); err != nil || op.ID == "" {
-						t.Errorf("submission %d: bad 202 body %s", n, b)
-						return
-					}
-					results[n] = accepted{op.ID, body}
-					acked.Add(1)
-					break
+				tries := 0
+				id, err := submitUntilAccepted(hc, base+"/v1/echo", "application/json", body, key, &refused,
+					func() bool { tries++; return tries > 1000 })
+				if err != nil {
+					t.Errorf("submission %d: %v", n, err)
+					return
 				}
+				results[n] = accepted{id, body}
+				acked.Add(1)
 			}
 		}()
 	}
@@ -209,36 +191,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	for _, a := range results {
 		ids[a.id] = true
 	}
-	stored := 0
-	cursor := ""
-	for {
-		res, err := hc.Get(base + "/v1/operations?limit=1000" + cursor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var page struct {
-			Items []struct{ ID, Status string }
-			Next  string
-		}
-		err = json.NewDecoder(res.Body).Decode(&page)
-		res.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, it := range page.Items {
-			stored++
-			if !ids[it.ID] {
-				t.Errorf("operation %s (%s) exists but no client was given it", it.ID, it.Status)
-			}
-		}
-		if page.Next == "" || len(page.Items) == 0 {
-			break
-		}
-		cursor = "&cursor=" + page.Items[len(page.Items)-1].ID
-	}
-	if stored != total {
-		t.Errorf("%d operations stored, want %d", stored, total)
-	}
+	assertStoredExactly(t, hc, base, ids, total)
 	proc.stop(t)
 }
 
@@ -271,4 +224,71 @@ func TestGracefulRestart(t *testing.T) {
 	if res.StatusCode != 200 || string(b) != `{"id":"1234","customername":"Contoso"}` {
 		t.Fatalf("after restart: %d %s", res.StatusCode, b)
 	}
+}
+
+// assertStoredExactly checks, through the list pages, that the server at
+// base holds exactly the operations in ids, which has total entries:
+// nothing unacknowledged, nothing twice.
+func assertStoredExactly(t *testing.T, hc *http.Client, base string, ids map[string]bool, total int) {
+	t.Helper()
+	stored := 0
+	cursor := ""
+	for {
+		res, err := hc.Get(base + "/v1/operations?limit=1000" + cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Items []struct{ ID, Status string }
+			Next  string
+		}
+		err = json.NewDecoder(res.Body).Decode(&page)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Items {
+			stored++
+			if !ids[it.ID] {
+				t.Errorf("operation %s (%s) exists but no client was given it", it.ID, it.Status)
+			}
+		}
+		if page.Next == "" || len(page.Items) == 0 {
+			break
+		}
+		cursor = "&cursor=" + page.Items[len(page.Items)-1].ID
+	}
+	if stored != total {
+		t.Errorf("%d operations stored, want %d", stored, total)
+	}
+}
+
+var errGaveUp = errors.New("never accepted")
+
+// submitUntilAccepted posts body with an Idempotency-Key until arr answers
+// 202, and returns the operation's id. Connection errors (arr is down) are
+// counted in refused and retried, until stop says to give up (errGaveUp).
+func submitUntilAccepted(hc *http.Client, url, ct, body, key string, refused *atomic.Int64, stop func() bool) (string, error) {
+	for !stop() {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Idempotency-Key", key)
+		res, err := hc.Do(req)
+		if err != nil {
+			refused.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 202 {
+			return "", fmt.Errorf("%d %s", res.StatusCode, b)
+		}
+		var op struct{ ID string }
+		if err := json.Unmarshal(b, &op); err != nil || op.ID == "" {
+			return "", fmt.Errorf("bad 202 body %s", b)
+		}
+		return op.ID, nil
+	}
+	return "", errGaveUp
 }

@@ -387,11 +387,7 @@ func TestCancelKillsGroup(t *testing.T) {
 	// KillGrace is long: returning quickly shows SIGTERM did the work.
 	h := newHandler(t, Config{Command: sh(`echo $$ > "$1"; sleep 1000 & sleep 1000`, pidFile), KillGrace: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Process(ctx, task(""), nil)
-		done <- err
-	}()
+	done := processAsync(ctx, h)
 	pgid := waitPID(t, pidFile)
 	start := time.Now()
 	cancel()
@@ -414,11 +410,7 @@ func TestCancelCause(t *testing.T) {
 	h := newHandler(t, Config{Command: sh(`echo $$ > "$1"; exec sleep 1000`, pidFile)})
 	shutdown := errors.New("worker shutting down")
 	ctx, cancel := context.WithCancelCause(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Process(ctx, task(""), nil)
-		done <- err
-	}()
+	done := processAsync(ctx, h)
 	pgid := waitPID(t, pidFile)
 	cancel(shutdown)
 	err := <-done
@@ -458,11 +450,7 @@ func TestSIGTERMIgnoredThenSIGKILL(t *testing.T) {
 	const grace = 300 * time.Millisecond
 	h := newHandler(t, Config{Command: sh(`trap '' TERM; echo $$ > "$1"; sleep 1000 & sleep 1000`, pidFile), KillGrace: grace})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Process(ctx, task(""), nil)
-		done <- err
-	}()
+	done := processAsync(ctx, h)
 	pgid := waitPID(t, pidFile)
 	start := time.Now()
 	cancel()
@@ -491,11 +479,7 @@ func TestGracePeriodCoversChildren(t *testing.T) {
 		echo $$ > "$1"
 		wait`, pidFile, cleaned), KillGrace: 30 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Process(ctx, task(""), nil)
-		done <- err
-	}()
+	done := processAsync(ctx, h)
 	pgid := waitPID(t, pidFile)
 	time.Sleep(100 * time.Millisecond) // let the child set its trap
 	cancel()
@@ -629,11 +613,7 @@ func TestPIDDirRecord(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	h := newHandler(t, Config{Command: sh(`echo $$ > "$1"; sleep 1000`, pidFile), PIDDir: pids})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Process(ctx, task(""), nil)
-		done <- err
-	}()
+	done := processAsync(ctx, h)
 	pgid := waitPID(t, pidFile)
 	st, err := startTime(pgid)
 	if err != nil {
@@ -806,4 +786,15 @@ func TestReapFindsUnrecordedByMarker(t *testing.T) {
 	if err := syscall.Kill(-theirs.Process.Pid, 0); err != nil {
 		t.Fatalf("a group marked for another directory was killed: %v", err)
 	}
+}
+
+// processAsync runs h on an empty task in the background; the channel
+// gets its error.
+func processAsync(ctx context.Context, h worker.Handler) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Process(ctx, task(""), nil)
+		done <- err
+	}()
+	return done
 }
