@@ -93,6 +93,17 @@ type Server struct {
 	// Lease is how long a worker holds a delivery; it renews the lease
 	// every Lease/3 while the handler runs. Default 30s.
 	Lease Duration `yaml:"lease"`
+	// MaxInterruptions is how many attempts of an operation may be cut
+	// short by a worker that died or lost its lease before the operation
+	// fails (urn:arr:problem:attempts-exhausted); they do not count toward
+	// maxAttempts. Default 10.
+	MaxInterruptions int `yaml:"maxInterruptions"`
+	// MaxResult bounds a result; a larger one fails the operation without
+	// retries (urn:arr:problem:result-too-large). Default 1GiB.
+	MaxResult ByteSize `yaml:"maxResult"`
+	// JanitorInterval is how often expired operations, their results and
+	// past tombstones are deleted. Default 1m.
+	JanitorInterval Duration `yaml:"janitorInterval"`
 	// Forward turns on gateway mode: a request to a path no route
 	// matches is forwarded to this upstream URL (absolute http or https)
 	// as an operation. Default: off (such requests are 404).

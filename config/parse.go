@@ -549,6 +549,9 @@ func (p *parser) checkServer() {
 	p.positive("server.maxWait", int64(s.MaxWait))
 	p.positive("server.shutdownGrace", int64(s.ShutdownGrace))
 	p.positive("server.lease", int64(s.Lease))
+	p.positive("server.maxInterruptions", int64(s.MaxInterruptions))
+	p.positive("server.maxResult", int64(s.MaxResult))
+	p.positive("server.janitorInterval", int64(s.JanitorInterval))
 	if s.Forward != "" {
 		if msg := checkHTTPURL(s.Forward); msg != "" {
 			p.errorf("server.forward", "%s", msg)

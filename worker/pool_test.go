@@ -266,3 +266,33 @@ func TestLeaseKeptWhileHandlerWindsDown(t *testing.T) {
 		t.Fatalf("the handler ran %d times (%d overlapping)", runs.Load(), overlap.Load())
 	}
 }
+
+// A handler that runs for several leases keeps its operation: the
+// heartbeats renew the lease, and no other run starts.
+func TestLongHandlerKeepsItsLease(t *testing.T) {
+	r := newRig(t)
+	var runs atomic.Int32
+	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		runs.Add(1)
+		select {
+		case <-time.After(time.Second): // over three leases
+			return &worker.Result{Body: []byte("done")}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	id := r.submit(t, "long")
+	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+		Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+	op := r.waitTerminal(t, id)
+	if op.Status != operation.Succeeded || op.Attempts != 1 || len(op.History) != 0 || runs.Load() != 1 {
+		t.Fatalf("operation %+v after %d runs", op, runs.Load())
+	}
+}
