@@ -99,7 +99,9 @@ type Server struct {
 	// maxAttempts. Default 10.
 	MaxInterruptions int `yaml:"maxInterruptions"`
 	// MaxResult bounds a result; a larger one fails the operation without
-	// retries (urn:arr:problem:result-too-large). Default 1GiB.
+	// retries (urn:arr:problem:result-too-large). Default 64MiB: the
+	// default result store (embedded) holds a result in memory while it
+	// writes it; file: results stream, so a larger limit suits them.
 	MaxResult ByteSize `yaml:"maxResult"`
 	// JanitorInterval is how often expired operations, their results and
 	// past tombstones are deleted. Default 1m.

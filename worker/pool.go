@@ -56,7 +56,9 @@ type Config struct {
 	// ends. Default 10.
 	MaxInterruptions int
 	// MaxResultBytes bounds a result; a larger one fails the operation
-	// permanently. Default 1 GiB.
+	// permanently. Default 64 MiB: the embedded result store holds a
+	// result in memory while it writes it (file: results stream to disk
+	// and suit larger limits).
 	MaxResultBytes int64
 	// Backoff gives the delay before retry number attempt (1 after the
 	// first failure). Default: 1s doubling per attempt, at most 5m, with
@@ -98,7 +100,7 @@ func (c *Config) setDefaults() error {
 		c.MaxInterruptions = 10
 	}
 	if c.MaxResultBytes <= 0 {
-		c.MaxResultBytes = 1 << 30
+		c.MaxResultBytes = 64 << 20
 	}
 	if c.Tombstone <= 0 {
 		c.Tombstone = 7 * 24 * time.Hour

@@ -90,7 +90,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Worker.Lease, "lease", 30*time.Second, "a worker's hold on an operation, renewed every third of it; a killed worker's operations run again after it")
 	fs.DurationVar(&cfg.Worker.Tombstone, "tombstone", 7*24*time.Hour, "after an operation is deleted, how long its status answers 410 before 404")
 	fs.IntVar(&cfg.Worker.MaxInterruptions, "max-interruptions", 10, "attempts of an operation that a dead worker or lost lease may cut short before it fails")
-	fs.Int64Var(&cfg.Worker.MaxResultBytes, "max-result", 1<<30, "largest result, in bytes; a larger one fails the operation")
+	fs.Int64Var(&cfg.Worker.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (the embedded result store holds one in memory while writing it; file: results stream)")
 	fs.DurationVar(&cfg.JanitorInterval, "janitor-interval", time.Minute, "how often expired operations and their results are deleted")
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
