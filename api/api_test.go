@@ -316,7 +316,8 @@ func TestFailureAndRetry(t *testing.T) {
 	}
 	first, second := a[0].(map[string]any), a[1].(map[string]any)
 	if first["number"] != float64(1) || first["outcome"] != "failed" || first["error"].(map[string]any)["detail"] != "transient trouble" ||
-		first["startedAt"] == nil || first["endedAt"] == nil || second["number"] != float64(2) || second["outcome"] != "succeeded" {
+		first["startedAt"] == nil || first["endedAt"] == nil || second["number"] != float64(2) || second["outcome"] != "succeeded" ||
+		second["startedAt"] == nil || second["startedAt"].(string) > second["endedAt"].(string) {
 		t.Fatalf("attempts %v", a)
 	}
 	r := s.get("/v1/operations/" + id + "/result?redirect=false")

@@ -56,11 +56,11 @@ func attempts(op *operation.Operation) []attemptView {
 	if op.Attempts > last {
 		switch op.Status {
 		case operation.Running:
-			out = append(out, attemptView{Number: op.Attempts, Outcome: "running"})
+			out = append(out, attemptView{Number: op.Attempts, Outcome: "running", StartedAt: op.AttemptStartedAt})
 		case operation.Succeeded:
-			out = append(out, attemptView{Number: op.Attempts, Outcome: operation.OutcomeSucceeded, EndedAt: op.UpdatedAt})
+			out = append(out, attemptView{Number: op.Attempts, Outcome: operation.OutcomeSucceeded, StartedAt: op.AttemptStartedAt, EndedAt: op.UpdatedAt})
 		case operation.Canceled:
-			out = append(out, attemptView{Number: op.Attempts, Outcome: operation.OutcomeCanceled, EndedAt: op.UpdatedAt})
+			out = append(out, attemptView{Number: op.Attempts, Outcome: operation.OutcomeCanceled, StartedAt: op.AttemptStartedAt, EndedAt: op.UpdatedAt})
 		}
 	}
 	return out

@@ -74,8 +74,8 @@
 //
 //	0x02 | id | route | status | flags | createdAt | updatedAt | percent |
 //	message | attempts | [error] | [result] | idempotencyKey | requestHash |
-//	[expiresAt] | [tombstoneUntil] (flag 0x40) | nMeta { key | value } |
-//	version | [ext]
+//	[expiresAt] | [tombstoneUntil] (flag 0x40) | [attemptStartedAt] (flag
+//	0x80) | nMeta { key | value } | version | [ext]
 //
 // with uvarint-prefixed strings, varint numbers and times as varint Unix
 // nanoseconds; the flags byte says which bracketed parts are present and

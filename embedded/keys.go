@@ -126,8 +126,8 @@ func prefixEnd(p []byte) []byte {
 //
 //	0x02 | id | route | status | flags | createdAt | updatedAt |
 //	percent | message | attempts | [error] | [result] | idempotencyKey |
-//	requestHash | [expiresAt] | [tombstoneUntil] | nMeta { key | value } |
-//	version | [ext]
+//	requestHash | [expiresAt] | [tombstoneUntil] | [attemptStartedAt] |
+//	nMeta { key | value } | version | [ext]
 //
 // Strings are uvarint-length-prefixed, numbers varints, times Unix
 // nanoseconds (UTC); flags say which optional parts follow and which times
@@ -167,6 +167,9 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 		// Every finished operation has one: kept out of ext's JSON.
 		flags |= opHasTombstone
 	}
+	if !op.AttemptStartedAt.IsZero() {
+		flags |= opHasAttemptStart // every started one: likewise
+	}
 	b := make([]byte, 0, 160+len(op.Message)+len(op.RequestHash))
 	b = append(b, opRecordV2)
 	b = appendString(b, op.ID)
@@ -198,6 +201,9 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	}
 	if flags&opHasTombstone != 0 {
 		b = appendTime(b, op.TombstoneUntil)
+	}
+	if flags&opHasAttemptStart != 0 {
+		b = appendTime(b, op.AttemptStartedAt)
 	}
 	b = binary.AppendUvarint(b, uint64(len(op.Meta)))
 	for k, v := range op.Meta {
@@ -231,6 +237,7 @@ const (
 	opZeroUpdated
 	opHasExt
 	opHasTombstone
+	opHasAttemptStart
 )
 
 // opExt is the ext part of a v2 operation record (see encodeOp).
@@ -362,6 +369,9 @@ func decodeOpV2(v []byte) (*operation.Operation, error) {
 	}
 	if flags&opHasTombstone != 0 {
 		op.TombstoneUntil = r.time(false)
+	}
+	if flags&opHasAttemptStart != 0 {
+		op.AttemptStartedAt = r.time(false)
 	}
 	if n := r.uvarint(); n > uint64(len(r.b)) {
 		return nil, errCorrupt

@@ -68,6 +68,8 @@ type Operation struct {
 
 	// Attempts counts the times a handler started on this operation.
 	Attempts int `json:"attempts"`
+	// AttemptStartedAt is when the last attempt (number Attempts) started.
+	AttemptStartedAt time.Time `json:"attemptStartedAt,omitzero"`
 	// Failures and Interruptions count the attempts since the operation was
 	// submitted or last retried explicitly that ended in a handler error or
 	// timeout (Failures), or that a worker crash or lost lease cut short

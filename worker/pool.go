@@ -389,12 +389,13 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 			// The previous attempt's worker died or lost its lease.
 			interrupted = true
 			op.Interruptions++
-			op.AddAttempt(operation.Attempt{Number: op.Attempts, EndedAt: now, Outcome: operation.OutcomeInterrupted,
+			op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: op.AttemptStartedAt, EndedAt: now, Outcome: operation.OutcomeInterrupted,
 				Error: &operation.Problem{Type: ProblemWorkerLost, Title: "Worker lost", Status: 500,
 					Detail: "the worker running this attempt stopped or lost its lease before it finished"}})
 		}
 		op.Status = operation.Running
 		op.Attempts++
+		op.AttemptStartedAt = now
 		op.PercentComplete = 0
 		op.Message = ""
 		return nil
@@ -488,7 +489,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		}
 		p.cfg.Logger.Warn("worker: attempt failed", "id", id, "route", op.Route, "attempt", op.Attempts, "err", herr)
 		retryAt, _ := RetryDelay(herr)
-		p.failAttempt(fin, d, op, pol, start, prob, IsPermanent(herr), retryAt)
+		p.failAttempt(fin, d, op, pol, prob, IsPermanent(herr), retryAt)
 	default:
 		p.succeed(fin, d, op, pol, stored)
 	}
@@ -686,7 +687,7 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 // failAttempt records a failed attempt: the operation goes back to pending
 // with a backoff (at least retryAfter), or, when permanent or out of
 // attempts, ends failed.
-func (p *Pool) failAttempt(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, started time.Time, prob *operation.Problem, permanent bool, retryAfter time.Duration) {
+func (p *Pool) failAttempt(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, prob *operation.Problem, permanent bool, retryAfter time.Duration) {
 	now := time.Now().UTC()
 	var final bool
 	var failures int
@@ -697,7 +698,7 @@ func (p *Pool) failAttempt(ctx context.Context, d queue.Delivery, op *operation.
 		op.Failures++
 		failures = op.Failures
 		final = permanent || op.Failures >= pol.MaxAttempts
-		op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: started.UTC(), EndedAt: now,
+		op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: op.AttemptStartedAt, EndedAt: now,
 			Outcome: operation.OutcomeFailed, Error: prob})
 		op.Error = prob
 		if final {

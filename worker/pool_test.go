@@ -165,13 +165,16 @@ func TestTimeoutAndPanic(t *testing.T) {
 	}
 }
 
+// crashedStart is when the attempt of submitRunning's operations started.
+var crashedStart = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+
 // submitRunning stores an operation as a worker that died mid-attempt
 // leaves it: running, with its message queued again.
 func (r *rig) submitRunning(t *testing.T, body string, attempts, interruptions int) string {
 	t.Helper()
 	now := time.Now().UTC()
 	op := &operation.Operation{ID: now.Format("20060102150405.000000000") + body, Route: "r", Status: operation.Running,
-		CreatedAt: now, UpdatedAt: now, Attempts: attempts, Interruptions: interruptions}
+		CreatedAt: now, UpdatedAt: now, Attempts: attempts, Interruptions: interruptions, AttemptStartedAt: crashedStart}
 	if _, _, err := r.store.Submit(context.Background(), op, &operation.Request{Method: "POST", Body: []byte(body)}, r.queue, queue.Message{ID: op.ID}); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +221,8 @@ func TestInterruptedAttempts(t *testing.T) {
 	op := r.waitTerminal(t, again)
 	if op.Status != operation.Succeeded || op.Attempts != 2 || op.Interruptions != 1 || len(op.History) != 1 ||
 		op.History[0].Outcome != operation.OutcomeInterrupted || op.History[0].Number != 1 ||
-		op.History[0].Error.Type != worker.ProblemWorkerLost {
+		op.History[0].Error.Type != worker.ProblemWorkerLost || !op.History[0].StartedAt.Equal(crashedStart) ||
+		!op.AttemptStartedAt.After(op.History[0].StartedAt) {
 		t.Fatalf("after one interruption: %+v", op)
 	}
 	op = r.waitTerminal(t, doomed)

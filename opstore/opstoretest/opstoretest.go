@@ -275,6 +275,7 @@ func fullOp() *operation.Operation {
 	op.RequestHash = "sha256:deadbeef"
 	op.ExpiresAt = t.Add(24 * time.Hour)
 	op.TombstoneUntil = t.Add(48 * time.Hour)
+	op.AttemptStartedAt = t.Add(-time.Minute)
 	return op
 }
 
@@ -312,6 +313,7 @@ func normalize(op *operation.Operation) *operation.Operation {
 	}
 	c.CreatedAt, c.UpdatedAt, c.ExpiresAt = fix(c.CreatedAt), fix(c.UpdatedAt), fix(c.ExpiresAt)
 	c.TombstoneUntil = fix(c.TombstoneUntil)
+	c.AttemptStartedAt = fix(c.AttemptStartedAt)
 	if len(c.Meta) == 0 {
 		c.Meta = nil
 	}
