@@ -121,7 +121,7 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		applyFile(&cfg, file, set, gateway)
 	}
-	rs, err := routes(file, *gateway, cfg.DataDir)
+	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Worker.MaxResultBytes)
 	if err != nil {
 		return err
 	}

@@ -23,12 +23,12 @@ func execPIDDir(data string) string { return filepath.Join(data, "exec-groups") 
 // with the seed's routes given the file's defaults, and the gateway
 // upstream (gateway may be ""): a "* /" route that forwards every request
 // no other route takes.
-func routes(f *config.File, gateway, data string) ([]server.Route, error) {
+func routes(f *config.File, gateway, data string, maxResult int64) ([]server.Route, error) {
 	var out []server.Route
 	if f != nil {
 		for i := range f.Routes {
 			r := &f.Routes[i]
-			h, err := handlerFor(r, data)
+			h, err := handlerFor(r, data, maxResult)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: route %s: %w", f.Path, r.Line, r.Name, err)
 			}
@@ -89,7 +89,9 @@ func withSettings(r server.Route, s config.RouteSettings) server.Route {
 }
 
 // handlerFor builds the handler a config route names.
-func handlerFor(r *config.Route, data string) (worker.Handler, error) {
+// An exec command's stdout is bounded by the result limit, so that a
+// runaway one is stopped before it fills the spool's disk.
+func handlerFor(r *config.Route, data string, maxResult int64) (worker.Handler, error) {
 	switch r.Handler {
 	case config.HandlerEcho:
 		return worker.Echo, nil
@@ -105,7 +107,8 @@ func handlerFor(r *config.Route, data string) (worker.Handler, error) {
 	case config.HandlerExec:
 		e := r.Exec
 		return command.New(command.Config{Command: e.Command, Dir: e.Dir, Env: e.Env, ContentType: e.ContentType,
-			KillGrace: e.KillGrace.Std(), PermanentExitCodes: e.PermanentExitCodes, PIDDir: execPIDDir(data)})
+			KillGrace: e.KillGrace.Std(), PermanentExitCodes: e.PermanentExitCodes, PIDDir: execPIDDir(data),
+			MaxStdout: maxResult})
 	}
 	return nil, fmt.Errorf("no handler %q in this program", r.Handler)
 }

@@ -107,6 +107,9 @@ const (
 
 	// maxLine is the longest stderr line that can be a progress line.
 	maxLine = 64 << 10
+	// spoolCheck is how often the spool's size is checked against
+	// MaxStdout.
+	spoolCheck = 10 * time.Millisecond
 	// goneTimeout bounds the wait for a SIGKILLed group to disappear.
 	goneTimeout = 5 * time.Second
 	// pipeDrain bounds the wait for stderr's end once the group is gone
@@ -145,6 +148,12 @@ type Config struct {
 	// TempDir is where stdout is spooled before it becomes the result.
 	// Default os.TempDir().
 	TempDir string
+	// MaxStdout, when > 0, bounds what the command may write to stdout:
+	// past it, checked every few milliseconds, the group is killed and the
+	// operation fails without retry (urn:arr:problem:result-too-large), so
+	// that a runaway command does not fill the spool's disk. Default 0: no
+	// bound here (the worker's MaxResultBytes still applies to the result).
+	MaxStdout int64
 	// PIDDir, when set, is where each running process group is recorded
 	// (one small file per group, removed when the group is gone) so that
 	// Reap can kill groups left behind by an arr process that was
@@ -415,11 +424,35 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, p worker.Progress
 	// While the leader is unreaped its pid cannot be reused, so signalling
 	// -pgid reaches our group and no other.
 	var ctxErr error
-	select {
-	case <-exited:
-		killGroup(pgid, syscall.SIGKILL)
-		cmd.Wait()
-	case <-ctx.Done():
+	var tick <-chan time.Time
+	if h.cfg.MaxStdout > 0 {
+		t := time.NewTicker(spoolCheck)
+		defer t.Stop()
+		tick = t.C
+	}
+	tooLarge, canceled := false, false
+wait:
+	for {
+		select {
+		case <-exited:
+			killGroup(pgid, syscall.SIGKILL)
+			cmd.Wait()
+			break wait
+		case <-tick:
+			if fi, err := out.Stat(); err == nil && fi.Size() > h.cfg.MaxStdout {
+				// A runaway output: stop it before it fills the disk.
+				tooLarge = true
+				killGroup(pgid, syscall.SIGKILL)
+				<-exited
+				cmd.Wait()
+				break wait
+			}
+		case <-ctx.Done():
+			canceled = true
+			break wait
+		}
+	}
+	if canceled {
 		ctxErr = ctxError(ctx)
 		killGroup(pgid, syscall.SIGTERM)
 		grace := time.NewTimer(h.cfg.KillGrace)
@@ -458,6 +491,10 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, p worker.Progress
 	}
 	if recordErr != nil {
 		return nil, fmt.Errorf("command: record process group: %w", recordErr)
+	}
+	if fi, err := out.Stat(); tooLarge || err == nil && h.cfg.MaxStdout > 0 && fi.Size() > h.cfg.MaxStdout {
+		return nil, worker.Permanent(&operation.Problem{Type: worker.ProblemResultTooLarge, Title: "Result too large",
+			Status: 500, Detail: fmt.Sprintf("the command wrote more than %d bytes to stdout", h.cfg.MaxStdout)})
 	}
 	if st := cmd.ProcessState; !st.Success() {
 		return nil, h.failure(st, se.tail())

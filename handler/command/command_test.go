@@ -798,3 +798,34 @@ func processAsync(ctx context.Context, h worker.Handler) <-chan error {
 	}()
 	return done
 }
+
+// A command that writes more than MaxStdout is killed, group and all, and
+// fails without retry; one just under it succeeds.
+func TestMaxStdout(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h := newHandler(t, Config{Command: sh(`echo $$ > "$1"; yes arr`, pidFile), MaxStdout: 1 << 20})
+	done := processAsync(t.Context(), h)
+	pgid := waitPID(t, pidFile)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a command writing without end was not stopped")
+	}
+	var p *operation.Problem
+	if !errors.As(err, &p) || p.Type != worker.ProblemResultTooLarge || !worker.IsPermanent(err) {
+		t.Fatalf("error %v", err)
+	}
+	assertGroupGone(t, pgid)
+
+	ok := newHandler(t, Config{Command: sh(`head -c 1000 /dev/zero`), MaxStdout: 1000})
+	res, err := ok.Process(t.Context(), task(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Reader)
+	res.Reader.(io.Closer).Close()
+	if len(b) != 1000 {
+		t.Fatalf("got %d bytes", len(b))
+	}
+}
