@@ -30,7 +30,11 @@ import (
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, flag.ErrHelp): // -h: the usage was asked for
+			os.Exit(0)
+		case errors.Is(err, errUsage): // the usage is printed
+		default:
 			fmt.Fprintln(os.Stderr, "arr:", err)
 		}
 		os.Exit(2)
@@ -44,10 +48,13 @@ Usage:
   arr version         print the version
 `
 
+// errUsage: arr was run without a command; the usage says what to give.
+var errUsage = errors.New("no command")
+
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		return errUsage
 	}
 	switch args[0] {
 	case "serve":
