@@ -435,7 +435,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 	defer cancel()
 	var canceledOp atomic.Bool
 	prog := &progress{}
-	stopWatch := p.supervise(work, hctx, cancel, d, id, prog, &canceledOp, d.Attempt() == 1)
+	stopWatch := p.supervise(work, hctx, cancel, d, id, op.Attempts, prog, &canceledOp, d.Attempt() == 1)
 
 	p.running.Add(1)
 	start := time.Now()
@@ -467,12 +467,12 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, handler
 		_ = d.Ack(fin)
 	case herr != nil && shutdown.Err() != nil && errors.Is(herr, context.Canceled):
 		// Interrupted by shutdown: give it back without counting the attempt.
-		_, _ = st.Transition(fin, id, func(op *operation.Operation) error {
-			if op.Status != operation.Running {
+		_, _ = st.Transition(fin, id, func(cur *operation.Operation) error {
+			if !ours(cur, op.Attempts) {
 				return opstore.ErrSkip
 			}
-			op.Status = operation.Pending
-			op.Attempts--
+			cur.Status = operation.Pending
+			cur.Attempts--
 			return nil
 		})
 		_ = d.Nak(fin, 0)
@@ -585,7 +585,7 @@ func (l *limitReader) Read(b []byte) (int, error) {
 // for a moment (syncAfter), so that a crash during a long attempt is
 // recorded as an interrupted attempt. The returned function stops it and
 // waits for it.
-func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, d queue.Delivery, id string, prog *progress, canceledOp *atomic.Bool, lazyStart bool) func() {
+func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, d queue.Delivery, id string, attempt int, prog *progress, canceledOp *atomic.Bool, lazyStart bool) func() {
 	st := p.cfg.Store
 	changed, stopWatch, err := st.Watch(work, id)
 	if err != nil {
@@ -634,7 +634,7 @@ func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, 
 				}
 				if pct, msg, ok := prog.take(); ok {
 					_, _ = st.TransitionLazy(hctx, id, func(op *operation.Operation) error {
-						if op.Status != operation.Running {
+						if !ours(op, attempt) {
 							return opstore.ErrSkip
 						}
 						op.PercentComplete, op.Message = pct, msg
@@ -655,16 +655,18 @@ func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, 
 
 func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, res *operation.Result) {
 	now := time.Now().UTC()
-	_, err := p.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
-		if op.Status != operation.Running {
+	superseded := false
+	_, err := p.cfg.Store.Transition(ctx, op.ID, func(cur *operation.Operation) error {
+		if !ours(cur, op.Attempts) {
+			superseded = cur.Attempts != op.Attempts
 			return opstore.ErrSkip
 		}
-		op.Status = operation.Succeeded
-		op.PercentComplete, op.Message = 100, ""
-		op.Error = nil
-		op.Result = res
-		op.ExpiresAt = now.Add(pol.Retention)
-		op.TombstoneUntil = op.ExpiresAt.Add(pol.Tombstone)
+		cur.Status = operation.Succeeded
+		cur.PercentComplete, cur.Message = 100, ""
+		cur.Error = nil
+		cur.Result = res
+		cur.ExpiresAt = now.Add(pol.Retention)
+		cur.TombstoneUntil = cur.ExpiresAt.Add(pol.Tombstone)
 		return nil
 	})
 	switch {
@@ -673,6 +675,10 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 		// lost a lazy ack finds it and is acked without running.
 		p.completed.WithLabelValues(op.Route, "succeeded").Inc()
 		_ = queue.AckLazy(ctx, d)
+	case errors.Is(err, opstore.ErrSkip) && superseded:
+		// This attempt lost its lease and a later one owns the operation
+		// (and writes the same result key): leave both to it.
+		_ = d.Ack(ctx)
 	case errors.Is(err, opstore.ErrSkip), errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		// Canceled or deleted while the result was being written.
 		_ = p.cfg.Results.Delete(ctx, op.ID)
@@ -684,6 +690,13 @@ func (p *Pool) succeed(ctx context.Context, d queue.Delivery, op *operation.Oper
 	}
 }
 
+// ours reports whether op is still in the attempt numbered attempt: a
+// worker that lost its lease must not end (or report progress on) the
+// attempt that a later delivery started.
+func ours(op *operation.Operation, attempt int) bool {
+	return op.Status == operation.Running && op.Attempts == attempt
+}
+
 // failAttempt records a failed attempt: the operation goes back to pending
 // with a backoff (at least retryAfter), or, when permanent or out of
 // attempts, ends failed.
@@ -691,8 +704,9 @@ func (p *Pool) failAttempt(ctx context.Context, d queue.Delivery, op *operation.
 	now := time.Now().UTC()
 	var final bool
 	var failures int
+	attempt := op.Attempts
 	_, err := p.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
-		if op.Status != operation.Running {
+		if !ours(op, attempt) {
 			return opstore.ErrSkip
 		}
 		op.Failures++
@@ -728,8 +742,9 @@ func (p *Pool) failAttempt(ctx context.Context, d queue.Delivery, op *operation.
 // fail ends op failed without running it (no handler, unreadable request,
 // interruptions exhausted).
 func (p *Pool) fail(ctx context.Context, d queue.Delivery, op *operation.Operation, pol Policy, now time.Time, prob *operation.Problem) {
+	attempt := op.Attempts
 	_, err := p.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
-		if op.Status != operation.Running {
+		if !ours(op, attempt) {
 			return opstore.ErrSkip
 		}
 		op.Error = prob

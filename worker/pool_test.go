@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -299,4 +300,60 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	if op.Status != operation.Succeeded || op.Attempts != 1 || len(op.History) != 0 || runs.Load() != 1 {
 		t.Fatalf("operation %+v after %d runs", op, runs.Load())
 	}
+}
+
+// An attempt whose operation a later attempt took over (its lease was lost
+// and the operation delivered again) neither ends the operation nor
+// deletes the result the later attempt wrote.
+func TestSupersededAttemptLeavesTheOperation(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	started, release := make(chan string, 1), make(chan struct{})
+	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
+		started <- tk.ID
+		<-release
+		return &worker.Result{Body: []byte("same bytes")}, nil
+	})
+	id := r.submit(t, "taken-over")
+	p := r.pool(t, h, time.Second)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = p.Run(pctx) }()
+	<-started
+	// A later attempt starts and succeeds meanwhile.
+	if _, err := r.results.Put(ctx, id, strings.NewReader("same bytes"), "text/plain"); err != nil {
+		t.Fatal(err)
+	}
+	later, err := r.store.Transition(ctx, id, func(o *operation.Operation) error {
+		o.Attempts++
+		o.Status, o.Result = operation.Succeeded, &operation.Result{Key: id, ContentType: "text/plain", Size: 10}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := r.queue.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.InFlight == 0 && st.Ready == 0 && st.Delayed == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stale delivery was not settled: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	op, err := r.store.Get(ctx, id)
+	if err != nil || op.Version != later.Version || op.Status != operation.Succeeded {
+		t.Fatalf("the stale attempt changed the operation: %+v %v (was version %d)", op, err, later.Version)
+	}
+	rd, err := r.results.Open(ctx, id)
+	if err != nil {
+		t.Fatalf("the later attempt's result was deleted: %v", err)
+	}
+	rd.Close()
 }
