@@ -220,7 +220,6 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	now := time.Now().UTC()
 	op, err := s.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
 		switch op.Status {
 		case operation.Pending:
@@ -234,7 +233,6 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 		op.Error, op.Result = nil, nil
 		op.PercentComplete, op.Message = 0, ""
 		op.ExpiresAt, op.TombstoneUntil = time.Time{}, time.Time{}
-		op.UpdatedAt = now
 		return nil
 	})
 	switch {
