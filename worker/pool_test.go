@@ -50,6 +50,22 @@ func (r *rig) submit(t *testing.T, body string) string {
 	return op.ID
 }
 
+// run starts a pool with cfg over the rig's stores (and a quiet logger)
+// until the test ends, and returns the pool's context.
+func (r *rig) run(t *testing.T, cfg worker.Config) context.Context {
+	t.Helper()
+	cfg.Store, cfg.Queue, cfg.Results = r.store, r.queue, r.results
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = p.Run(ctx) }()
+	return ctx
+}
+
 func (r *rig) pool(t *testing.T, h worker.Handler, grace time.Duration) *worker.Pool {
 	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
 		Handlers: map[string]worker.Handler{"r": h}, ShutdownGrace: grace,
@@ -135,15 +151,9 @@ func TestTimeoutAndPanic(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	hang, boom := r.submit(t, "hang"), r.submit(t, "panic")
-	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+	ctx := r.run(t, worker.Config{
 		Handlers: map[string]worker.Handler{"r": h}, Timeout: 100 * time.Millisecond, MaxAttempts: 2,
-		Backoff: func(int) time.Duration { return time.Millisecond }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = p.Run(ctx) }()
+		Backoff: func(int) time.Duration { return time.Millisecond }})
 	for _, c := range []struct {
 		id       string
 		attempts int
@@ -209,15 +219,8 @@ func TestInterruptedAttempts(t *testing.T) {
 	})
 	again := r.submitRunning(t, "again", 1, 0)
 	doomed := r.submitRunning(t, "doomed", 3, 2)
-	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
-		Handlers: map[string]worker.Handler{"r": h}, MaxAttempts: 1, MaxInterruptions: 3,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = p.Run(ctx) }()
+	r.run(t, worker.Config{
+		Handlers: map[string]worker.Handler{"r": h}, MaxAttempts: 1, MaxInterruptions: 3})
 
 	op := r.waitTerminal(t, again)
 	if op.Status != operation.Succeeded || op.Attempts != 2 || op.Interruptions != 1 || len(op.History) != 1 ||
@@ -252,15 +255,9 @@ func TestLeaseKeptWhileHandlerWindsDown(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	id := r.submit(t, "slow-to-stop")
-	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+	r.run(t, worker.Config{
 		Handlers: map[string]worker.Handler{"r": h}, Timeout: 100 * time.Millisecond, Lease: 300 * time.Millisecond,
-		MaxAttempts: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = p.Run(ctx) }()
+		MaxAttempts: 1})
 	op := r.waitTerminal(t, id)
 	time.Sleep(500 * time.Millisecond) // a wrong redelivery would start by now
 	if op.Status != operation.Failed || op.Error.Type != worker.ProblemTimeout || len(op.History) != 1 ||
@@ -287,15 +284,8 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 		}
 	})
 	id := r.submit(t, "long")
-	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
-		Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = p.Run(ctx) }()
+	r.run(t, worker.Config{
+		Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond})
 	op := r.waitTerminal(t, id)
 	if op.Status != operation.Succeeded || op.Attempts != 1 || len(op.History) != 0 || runs.Load() != 1 {
 		t.Fatalf("operation %+v after %d runs", op, runs.Load())

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -188,24 +187,7 @@ routes:
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for n, a := range results {
-		for {
-			res, err := hc.Get(base + "/v1/operations/" + a.id + "/result?redirect=false")
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				if string(b) != a.body {
-					t.Fatalf("submission %d (%s): result %q, want %q", n, a.id, b, a.body)
-				}
-				break
-			}
-			if res.StatusCode != 202 || time.Now().After(deadline) {
-				t.Fatalf("submission %d (%s): %d %s", n, a.id, res.StatusCode, b)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitResult(t, hc, base, n, a.id, a.body, deadline)
 	}
 	drainTime := time.Since(start)
 

@@ -167,24 +167,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	// Every acknowledged operation reaches succeeded with its own body.
 	for n, a := range results {
 		deadline := time.Now().Add(60 * time.Second)
-		for {
-			res, err := hc.Get(base + "/v1/operations/" + a.id + "/result?redirect=false")
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				if string(b) != a.body {
-					t.Fatalf("submission %d (%s): result %q, want %q", n, a.id, b, a.body)
-				}
-				break
-			}
-			if res.StatusCode != 202 || time.Now().After(deadline) {
-				t.Fatalf("submission %d (%s): %d %s", n, a.id, res.StatusCode, b)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitResult(t, hc, base, n, a.id, a.body, deadline)
 	}
 	// Exactly one stored operation per submission: nothing unacknowledged.
 	ids := map[string]bool{}
@@ -291,4 +274,29 @@ func submitUntilAccepted(hc *http.Client, url, ct, body, key string, refused *at
 		return op.ID, nil
 	}
 	return "", errGaveUp
+}
+
+// waitResult polls the result of submission n (operation id) until it is
+// ready, and checks it is body; a status other than 200 or 202, or the
+// deadline, fails the test.
+func waitResult(t *testing.T, hc *http.Client, base string, n int, id, body string, deadline time.Time) {
+	t.Helper()
+	for {
+		res, err := hc.Get(base + "/v1/operations/" + id + "/result?redirect=false")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			if string(b) != body {
+				t.Fatalf("submission %d (%s): result %q, want %q", n, id, b, body)
+			}
+			return
+		}
+		if res.StatusCode != 202 || time.Now().After(deadline) {
+			t.Fatalf("submission %d (%s): %d %s", n, id, res.StatusCode, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
