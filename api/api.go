@@ -107,6 +107,7 @@ type Server struct {
 	metrics *metrics
 	ciPaths map[string]bool   // lower-cased paths of case-insensitive routes
 	routes  map[string]*Route // by name
+	depth   depthGauge
 }
 
 // New checks cfg and returns a Server.
@@ -151,6 +152,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, routes: map[string]*Route{}}
+	s.depth.read = func(ctx context.Context) (int64, error) {
+		st, err := cfg.Queue.Stats(ctx)
+		return st.Ready + st.Delayed + st.InFlight, err
+	}
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Queue); err != nil {
 		return nil, err
@@ -306,8 +311,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // retryAfter sets Retry-After from the current queue depth.
 func (s *Server) retryAfter(w http.ResponseWriter, ctx context.Context) {
 	var depth int64
-	if st, err := s.cfg.Queue.Stats(ctx); err == nil {
-		depth = st.Ready + st.Delayed + st.InFlight
+	if d, err := s.depth.get(ctx); err == nil {
+		depth = d
 	}
 	s.setRetryAfter(w, depth)
 }

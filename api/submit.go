@@ -149,12 +149,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 	}
 
 	ctx := r.Context()
-	st, err := s.cfg.Queue.Stats(ctx)
+	depth, err := s.depth.get(ctx)
 	if err != nil {
 		s.internal(w, "queue stats", err)
 		return
 	}
-	depth := st.Ready + st.Delayed + st.InFlight
 	if depth >= s.cfg.MaxQueue {
 		s.setRetryAfter(w, depth)
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full",
@@ -207,6 +206,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 			return
 		}
 		w.Header().Set("Idempotent-Replayed", "true")
+	} else {
+		s.depth.enqueued()
 	}
 	op = stored
 

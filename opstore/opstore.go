@@ -57,8 +57,11 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 // never durable without its message: in one write when the driver can
 // (driver.AtomicSubmitter), else the operation first and then the message
 // (a message whose operation is missing is acked and dropped by workers).
-// It returns the stored operation and whether it was created; when an
-// idempotency key was already held, nothing is enqueued.
+// It returns the stored operation and whether it was created. When an
+// idempotency key was already held, the atomic path enqueues nothing; the
+// two-step path enqueues the held operation's message again if it is still
+// pending (a no-op when it is queued), so that retrying a submit that failed
+// between its two writes, with the same key, repairs it.
 func (s *Store) Submit(ctx context.Context, op *operation.Operation, req *operation.Request, q *queue.Queue, msg queue.Message) (*operation.Operation, bool, error) {
 	if as, ok := s.d.(driver.AtomicSubmitter); ok {
 		stored, created, err := as.SubmitAtomic(ctx, op, req, q.Driver(), msg)
@@ -67,8 +70,22 @@ func (s *Store) Submit(ctx context.Context, op *operation.Operation, req *operat
 		}
 	}
 	stored, created, err := s.d.Create(ctx, op, req)
-	if err != nil || !created {
-		return stored, created, err
+	if err != nil {
+		return nil, false, err
+	}
+	if !created {
+		// A replay of a submit whose first try may have stored the
+		// operation and then failed before its message was enqueued: the
+		// operation would stay pending for ever. Enqueueing its message
+		// again repairs that, and is a no-op when it is queued.
+		if stored.Status == operation.Pending {
+			m := msg
+			m.ID = stored.ID
+			if err := q.Enqueue(ctx, m); err != nil {
+				return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", stored.ID, err)
+			}
+		}
+		return stored, false, nil
 	}
 	if err := q.Enqueue(ctx, msg); err != nil {
 		return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", op.ID, err)

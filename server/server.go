@@ -57,15 +57,45 @@ type Config struct {
 	API api.Config
 	// Worker configures the worker pool; its stores are filled in, and its
 	// Handlers and Routes come from Mux (entries set here take precedence).
-	// Workers set to -1 runs no pool (an api-only process). See
-	// worker.Config for the rest.
+	// Workers set to -1 runs no pool (an api-only process, as Role
+	// RoleAPI). See worker.Config for the rest.
 	Worker  worker.Config
 	Workers int
+	// Role says which parts of arr this process runs. Default RoleAll:
+	// the HTTP api, the workers and the janitor. Several processes of any
+	// roles can share one store only on a shared engine (nats://,
+	// postgres://): the embedded store belongs to one process.
+	Role Role
 	// JanitorInterval is how often expired operations, their results and
 	// past tombstones are deleted. Default 1m.
 	JanitorInterval time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Role is the part of arr a process runs.
+type Role int
+
+const (
+	// RoleAll runs the HTTP api, the worker pool and the janitor.
+	RoleAll Role = iota
+	// RoleAPI runs the HTTP api only: submits, status, results, cancel,
+	// events. Workers in other processes run the operations.
+	RoleAPI
+	// RoleWorker runs the worker pool and the janitor; Addr, when not
+	// empty, serves only /healthz, /readyz and /metrics.
+	RoleWorker
+)
+
+// String names the role as the arr command does: serve, api or worker.
+func (r Role) String() string {
+	switch r {
+	case RoleAPI:
+		return "api"
+	case RoleWorker:
+		return "worker"
+	}
+	return "serve"
 }
 
 // Server is a running arr: stores, api and workers.
@@ -78,6 +108,7 @@ type Server struct {
 	pool    *worker.Pool
 	ln      net.Listener
 	reg     *prometheus.Registry
+	lock    *dirLock
 }
 
 // New opens the stores and builds the api and the worker pool; Serve runs
@@ -93,7 +124,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.StoreURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
 	}
 	if cfg.QueueURL == "" {
+		// A shared store's engine also holds the queue.
 		cfg.QueueURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
+		if !strings.HasPrefix(cfg.StoreURL, "embedded:") {
+			cfg.QueueURL = cfg.StoreURL
+		}
 	}
 	if cfg.ResultsURL == "" {
 		cfg.ResultsURL = "embedded:" + filepath.Join(cfg.DataDir, "db")
@@ -101,13 +136,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Role == RoleAPI {
+		cfg.Workers = -1
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("arr: data dir: %w", err)
 	}
-	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
+	// One process per data dir: it holds the embedded store, result files
+	// and the records of running commands, which a starting worker reaps.
+	lock, err := lockDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), lock: lock}
 	s.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	var err error
 	if s.store, err = opstore.OpenStore(ctx, cfg.StoreURL); err != nil {
+		s.Close()
 		return nil, err
 	}
 	if s.queue, err = queue.OpenQueue(ctx, cfg.QueueURL); err != nil {
@@ -228,18 +272,25 @@ func (s *Server) Addr() string {
 // accepting requests, lets running handlers finish within the worker's
 // shutdown grace, gives the rest back to the queue and closes the stores.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.ln == nil {
+	if s.ln == nil && (s.cfg.Role != RoleWorker || s.cfg.Addr != "") {
 		if err := s.Listen(); err != nil {
 			return err
 		}
 	}
-	hs := &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	handler := http.Handler(s.api)
+	if s.cfg.Role == RoleWorker {
+		handler = s.probes()
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if s.ln == nil { // a worker without a probe listener
+			return
+		}
 		if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
@@ -252,11 +303,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			_ = s.pool.Run(workCtx)
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.janitor(workCtx)
-	}()
+	if s.cfg.Role != RoleAPI {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.janitor(workCtx)
+		}()
+	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -330,5 +383,9 @@ func (s *Server) Close() error {
 		errs = append(errs, s.store.Close())
 	}
 	s.results, s.queue, s.store = nil, nil, nil
+	if s.lock != nil {
+		errs = append(errs, s.lock.release())
+		s.lock = nil
+	}
 	return errors.Join(errs...)
 }

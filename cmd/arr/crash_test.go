@@ -51,12 +51,19 @@ func freeAddr(t *testing.T) string {
 
 func startArr(t *testing.T, addr, data string, extra ...string) *arrProcess {
 	t.Helper()
+	return startRole(t, "serve", addr, data, extra...)
+}
+
+// startRole starts `arr {role}` (serve, api or worker) and waits until its
+// /readyz answers 200 on addr.
+func startRole(t *testing.T, role, addr, data string, extra ...string) *arrProcess {
+	t.Helper()
 	bin, err := buildArr()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &arrProcess{addr: addr, log: &bytes.Buffer{}}
-	p.cmd = exec.Command(bin, append([]string{"serve", "-addr", addr, "-data", data, "-log-level", "warn"}, extra...)...)
+	p.cmd = exec.Command(bin, append([]string{role, "-addr", addr, "-data", data, "-log-level", "warn"}, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

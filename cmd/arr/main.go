@@ -1,10 +1,14 @@
 // Command arr is the Async Request-Reply server.
 //
 //	arr serve [flags]    run the api and the workers in one process
+//	arr api [flags]      run the HTTP api only
+//	arr worker [flags]   run the workers only
 //	arr version
 //
 // With no flags, arr serve listens on 127.0.0.1:8080 and keeps its state in
-// ./arr-data: no other process is needed.
+// ./arr-data: no other process is needed. arr api and arr worker share one
+// store on an engine several processes can use (-store nats://… or
+// postgres://…, -results s3://…); see docs/scale-out.md.
 package main
 
 import (
@@ -16,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -45,6 +50,8 @@ const usage = `arr — Async Request-Reply
 
 Usage:
   arr serve [flags]   run the HTTP api and the workers (arr serve -h for flags)
+  arr api [flags]     run the HTTP api only, over a shared store
+  arr worker [flags]  run the workers only, over a shared store
   arr version         print the version
 `
 
@@ -58,7 +65,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stderr)
+		return serve(server.RoleAll, args[1:], stderr)
+	case "api":
+		return serve(server.RoleAPI, args[1:], stderr)
+	case "worker":
+		return serve(server.RoleWorker, args[1:], stderr)
 	case "version":
 		v := "devel"
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
@@ -74,15 +85,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-func serve(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("arr serve", flag.ContinueOnError)
+func serve(role server.Role, args []string, stderr io.Writer) error {
+	name := "arr " + role.String()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg server.Config
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
+	cfg := server.Config{Role: role}
+	if role == server.RoleWorker {
+		fs.StringVar(&cfg.Addr, "addr", "", "if set, serve /healthz, /readyz and /metrics on this address")
+	} else {
+		fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
+	}
 	fs.StringVar(&cfg.DataDir, "data", "arr-data", "data directory (embedded store, result files, signing keys)")
-	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL (default embedded:{data}/db)")
-	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL (default embedded:{data}/db)")
-	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL (default embedded:{data}/db; file:DIR for one file per result)")
+	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL: embedded:DIR, nats://host:port[,host:port…][?…], postgres://… (default embedded:{data}/db)")
+	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL (default: the store's URL)")
+	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL: embedded:DIR, file:DIR, s3://bucket?… (default embedded:{data}/db; required with a shared store)")
 	fs.StringVar(&cfg.API.PublicURL, "public-url", "", "scheme://host[:port] of absolute links (default: https://$WEBSITE_HOSTNAME if set, else the request's Host)")
 	fs.IntVar(&cfg.Workers, "workers", 16, "operations run at once (0: the default; -1: run no workers)")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body", 1<<20, "largest accepted request body, in bytes")
@@ -107,7 +123,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("arr serve takes no arguments, got %q", fs.Args())
+		return fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -128,6 +144,9 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		applyFile(&cfg, file, set, gateway)
 	}
+	if err := checkShared(role, cfg); err != nil {
+		return err
+	}
 	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Worker.MaxResultBytes)
 	if err != nil {
 		return err
@@ -143,17 +162,19 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The store is open, and so locked: no other arr uses this data
-	// directory, and the commands recorded in it are a previous run's.
+	// The data directory is locked: no other arr uses it, and the commands
+	// recorded in it are a previous run's.
 	if n, err := command.Reap(execPIDDir(cfg.DataDir)); err != nil {
 		srv.Close()
 		return fmt.Errorf("reaping commands of a previous run: %w", err)
 	} else if n > 0 {
 		logger.Warn("killed process groups left by a previous run", "groups", n)
 	}
-	if err := srv.Listen(); err != nil {
-		srv.Close()
-		return err
+	if cfg.Addr != "" {
+		if err := srv.Listen(); err != nil {
+			srv.Close()
+			return err
+		}
 	}
 	if *debugAddr != "" {
 		dbg := &http.Server{Addr: *debugAddr, Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
@@ -164,10 +185,36 @@ func serve(args []string, stderr io.Writer) error {
 		}()
 		defer dbg.Close()
 	}
-	logger.Info("arr serving", "addr", "http://"+srv.Addr(), "data", cfg.DataDir)
+	if cfg.Addr != "" {
+		logger.Info("arr "+role.String()+" serving", "addr", "http://"+srv.Addr(), "data", cfg.DataDir)
+	} else {
+		logger.Info("arr "+role.String()+" running", "data", cfg.DataDir)
+	}
 	err = srv.Serve(ctx)
 	logger.Info("arr stopped")
 	return err
+}
+
+// checkShared refuses the set-ups that cannot work across processes: an
+// api or a worker alone over the embedded store (one process's), and a
+// shared store whose results would stay in one process's data directory.
+func checkShared(role server.Role, cfg server.Config) error {
+	embedded := func(u string) bool { return u == "" || strings.HasPrefix(u, "embedded:") }
+	if role != server.RoleAll && (embedded(cfg.StoreURL) || strings.HasPrefix(cfg.QueueURL, "embedded:")) {
+		return fmt.Errorf("arr %s runs beside other arr processes and needs a store they share: -store nats://… or postgres://… (the embedded store belongs to one process; use arr serve for that)", role)
+	}
+	if !embedded(cfg.StoreURL) && embedded(cfg.ResultsURL) {
+		return fmt.Errorf("-store %s is shared, so results must be too: give -results s3://bucket?… (or file:DIR on a directory every arr process mounts)", redactURL(cfg.StoreURL))
+	}
+	return nil
+}
+
+// redactURL hides a URL's password for messages.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 // applyFile takes the file's server settings for the flags not given on

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -41,6 +44,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "-data", dir, "-config", bad}, "bad.yaml:2: routes[0].exec.command: is required"},
 		{[]string{"serve", "-data", dir, "-config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
 		{[]string{"serve", "-data", dir, "-forward", "ftp://x"}, "-forward"},
+		{[]string{"api", "-data", dir}, "needs a store they share"},
+		{[]string{"worker", "-data", dir, "-store", "embedded:" + dir}, "needs a store they share"},
+		{[]string{"api", "-data", dir, "-store", "nats://127.0.0.1:1"}, "results must be too"},
+		{[]string{"serve", "-data", dir, "-store", "postgres://127.0.0.1:1/x", "-results", "embedded:" + dir}, "results must be too"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(c.args, &out, &errb)
@@ -52,4 +59,26 @@ func TestUsageErrors(t *testing.T) {
 	if err := run([]string{"version"}, &out, &out); err != nil || !strings.HasPrefix(out.String(), "arr ") {
 		t.Errorf("version: %v %q", err, out.String())
 	}
+}
+
+// Two arr processes on one data directory would share its embedded store,
+// result files and command records; the second is refused with a clear
+// error, and the first keeps serving.
+func TestDataDirLocked(t *testing.T) {
+	data := t.TempDir()
+	first := startArr(t, freeAddr(t), data)
+	defer first.stop(t)
+	bin, err := buildArr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "serve", "-addr", freeAddr(t), "-data", data).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use by another arr process (pid "+strconv.Itoa(first.cmd.Process.Pid)+")") {
+		t.Fatalf("second arr on the same data dir: %v\n%s", err, out)
+	}
+	res, err := http.Get("http://" + first.addr + "/readyz")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("first arr after the refused second: %v %v", res, err)
+	}
+	res.Body.Close()
 }
