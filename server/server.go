@@ -22,6 +22,7 @@ import (
 	"github.com/arrhq/arr/api"
 	_ "github.com/arrhq/arr/embedded" // embedded: scheme
 	"github.com/arrhq/arr/opstore"
+	_ "github.com/arrhq/arr/postgres" // postgres: and postgresql: schemes
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
 	_ "github.com/arrhq/arr/resultstore/fileresult" // file: scheme

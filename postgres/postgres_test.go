@@ -1,0 +1,516 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/arrhq/arr/internal/pgtest"
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	"github.com/arrhq/arr/opstore/opstoretest"
+	"github.com/arrhq/arr/queue"
+	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/queue/queuetest"
+)
+
+// ---- conformance ----
+
+// storeHarness opens the store and the queue by URL, as arr's
+// configuration does; they share one DB.
+type storeHarness struct{ url string }
+
+func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
+	s, err := opstore.OpenStore(ctx, h.url)
+	if err != nil {
+		return nil, err
+	}
+	return s.Driver(), nil
+}
+
+func (h *storeHarness) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
+	q, err := queue.OpenQueue(ctx, h.url)
+	if err != nil {
+		return nil, err
+	}
+	return q.Driver(), nil
+}
+
+func (h *storeHarness) Close() {} // pgtest drops the schema
+
+func TestStoreConformance(t *testing.T) {
+	opstoretest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (opstoretest.Harness, error) {
+		return &storeHarness{url: pgtest.URL(t)}, nil
+	})
+}
+
+type queueHarness struct{ url string }
+
+func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
+	q, err := queue.OpenQueue(ctx, fmt.Sprintf("%s&maxDeliveries=%d", h.url, maxDeliveries))
+	if err != nil {
+		return nil, err
+	}
+	return q.Driver(), nil
+}
+
+func (h *queueHarness) Close() {}
+
+func TestQueueConformance(t *testing.T) {
+	queuetest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (queuetest.Harness, error) {
+		return &queueHarness{url: pgtest.URL(t)}, nil
+	})
+}
+
+// ---- helpers ----
+
+func openT(t *testing.T, url string) *DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func testOp() *operation.Operation {
+	now := time.Now().UTC()
+	return &operation.Operation{ID: opstoretest.NewID(), Route: "echo", Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+}
+
+func expectWake(t *testing.T, what string, ch <-chan struct{}, within time.Duration) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(within):
+		t.Fatalf("%s: no notification within %v", what, within)
+	}
+}
+
+// ---- URL ----
+
+func TestParseURL(t *testing.T) {
+	u, _ := url.Parse("postgresql://u:pw@h:5433/db?sslmode=disable&schema=s1&maxDeliveries=4&defaultLease=10s&pollInterval=250ms&pool_max_conns=3")
+	c, err := parseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.schema != "s1" || c.maxDeliveries != 4 || c.defaultLease != 10*time.Second || c.pollInterval != 250*time.Millisecond {
+		t.Fatalf("parsed %+v", c)
+	}
+	if c.connString != "postgres://u:pw@h:5433/db?pool_max_conns=3&sslmode=disable" {
+		t.Fatalf("connString = %q: arr's parameters must be stripped", c.connString)
+	}
+	u2, _ := url.Parse("postgres://u:pw@h:5433/db?pool_max_conns=3&maxDeliveries=9&schema=s1&sslmode=disable")
+	c2, _ := parseURL(u2)
+	if c2.key != c.key {
+		t.Fatalf("the same database and schema with other queue parameters gave keys %q and %q", c.key, c2.key)
+	}
+	u3, _ := url.Parse("postgres://h/db")
+	if c3, _ := parseURL(u3); c3.schema != DefaultSchema || c3.maxDeliveries != 0 || c3.defaultLease != DefaultLease {
+		t.Fatalf("defaults: %+v", c3)
+	}
+	for _, bad := range []string{"schema=", "maxDeliveries=-1", "maxDeliveries=x", "defaultLease=0s", "pollInterval=nope", "schema=" + strings.Repeat("x", 64)} {
+		u, _ := url.Parse("postgres://h/db?" + bad)
+		if _, err := parseURL(u); err == nil {
+			t.Errorf("parseURL(%s) succeeded", bad)
+		}
+	}
+	if got := channelName(strings.Repeat("y", 63), "queue"); len(got) > 63 {
+		t.Fatalf("channel name %q is longer than 63 bytes", got)
+	}
+}
+
+// ---- sharing, migrations ----
+
+func TestURLSharesOneDB(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	st, err := opstore.OpenStore(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.OpenQueue(ctx, strings.Replace(u, "postgres://", "postgresql://", 1)+"&maxDeliveries=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdb, qdb := st.Driver().(*Store).db, q.Driver().(*Queue).db
+	if sdb != qdb {
+		t.Fatalf("a store and a queue opened on one URL use two pools")
+	}
+	if got := q.Driver().(*Queue).maxDeliveries; got != 3 {
+		t.Fatalf("maxDeliveries = %d, want 3", got)
+	}
+	op := testOp()
+	if _, created, err := st.Submit(ctx, op, nil, q, queue.Message{ID: op.ID, Body: []byte("b")}); err != nil || !created {
+		t.Fatalf("Submit = %v, %v", created, err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The queue keeps the DB open.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ds, err := q.Receive(rctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Message().ID != op.ID {
+		t.Fatalf("Receive after the store closed = %v, %v", ds, err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	registry.mu.Lock()
+	_, still := registry.dbs[sdb.cfg.key]
+	registry.mu.Unlock()
+	if still || !sdb.isClosed() {
+		t.Fatalf("the DB outlived its last handle")
+	}
+}
+
+func TestConcurrentMigrations(t *testing.T) {
+	u := pgtest.URL(t)
+	const n = 8
+	var wg sync.WaitGroup
+	dbs := make([]*DB, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			dbs[i], errs[i] = Open(ctx, u)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("Open %d: %v", i, errs[i])
+		}
+		defer dbs[i].Close()
+	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count, latest int
+	if err := dbs[0].pool.QueryRow(context.Background(),
+		"SELECT count(*), max(version) FROM "+dbs[0].ident+".arr_migrations").Scan(&count, &latest); err != nil {
+		t.Fatal(err)
+	}
+	if count != len(ms) || latest != ms[len(ms)-1].version {
+		t.Fatalf("arr_migrations has %d rows up to %d, want %d up to %d", count, latest, len(ms), ms[len(ms)-1].version)
+	}
+	// Every DB works.
+	for i, db := range dbs {
+		s := db.Store()
+		if _, _, err := s.Create(context.Background(), testOp(), nil); err != nil {
+			t.Fatalf("Create through DB %d: %v", i, err)
+		}
+		s.Close()
+	}
+	// A schema at a migration this code does not know is refused.
+	if _, err := dbs[0].pool.Exec(context.Background(), "INSERT INTO "+dbs[0].ident+".arr_migrations (version, name) VALUES (9999, 'future')"); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := Open(context.Background(), u); err == nil {
+		db.Close()
+		t.Fatalf("Open of a schema from a newer arr succeeded")
+	}
+}
+
+// ---- cross-process behaviour (two DBs: two pools, two listeners) ----
+
+func TestWatchAcrossDBs(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	a, b := openT(t, u).Store(), openT(t, u).Store()
+	defer a.Close()
+	defer b.Close()
+	if a.db == b.db {
+		t.Fatal("Open shared a DB")
+	}
+	op := testOp()
+	ch, stop, err := a.Watch(ctx, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	stored, _, err := b.Create(ctx, op, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, "creation in another DB", ch, 5*time.Second)
+	stored.Message = "hello"
+	if err := b.Update(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, "update in another DB", ch, 5*time.Second)
+	if got, err := a.Get(ctx, op.ID); err != nil || got.Message != "hello" {
+		t.Fatalf("Get through the other DB = %v, %v", got, err)
+	}
+
+	// A Receive blocked in one DB is woken by an Enqueue in the other.
+	qa, qb := a.db.Queue(), b.db.Queue()
+	defer qa.Close()
+	defer qb.Close()
+	got := make(chan error, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		ds, err := qa.Receive(rctx, 1, time.Minute)
+		if err == nil && (len(ds) != 1 || ds[0].Message().ID != "x") {
+			err = fmt.Errorf("received %d deliveries", len(ds))
+		}
+		got <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if err := qb.Enqueue(ctx, qdriver.Message{ID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// Well under the fallback poll: woken by the NOTIFY.
+	if el := time.Since(start); el > DefaultPollInterval/2 {
+		t.Fatalf("Receive woke %v after the Enqueue in another DB", el)
+	}
+}
+
+func TestListenerReconnectWakesWatchers(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	s := openT(t, u).Store()
+	defer s.Close()
+	op, _, err := s.Create(ctx, testOp(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, stop, err := s.Watch(ctx, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	pid := s.db.lis.backendPID()
+	if pid == 0 {
+		t.Fatal("no listener backend")
+	}
+	var ok bool
+	if err := s.db.pool.QueryRow(ctx, "SELECT pg_terminate_backend($1)", int32(pid)).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminating the listener's backend: %v, %v", ok, err)
+	}
+	// Woken on reconnect, with no change: the watcher reads again.
+	expectWake(t, "listener reconnect", ch, 10*time.Second)
+	if s.db.lis.backendPID() == pid {
+		t.Fatal("listener did not reconnect")
+	}
+	// And notifications flow again.
+	op.Message = "after reconnect"
+	if err := s.Update(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, "update after reconnect", ch, 5*time.Second)
+}
+
+// TestKilledWorkerRedelivered: a worker process dies holding a lease (its
+// pool closes without settling or releasing); another process gets the
+// message once the lease ends, and not before.
+func TestKilledWorkerRedelivered(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	dead := openT(t, u)
+	qd := dead.Queue()
+	if err := qd.Enqueue(ctx, qdriver.Message{ID: "job", Body: []byte("work")}); err != nil {
+		t.Fatal(err)
+	}
+	const lease = 1500 * time.Millisecond
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ds, err := qd.Receive(rctx, 1, lease)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive = %v, %v", ds, err)
+	}
+	leasedAt := time.Now()
+	// kill -9: connections drop, nothing is settled or released.
+	dead.lis.stop()
+	dead.pool.Close()
+
+	live := openT(t, u).Queue()
+	defer live.Close()
+	rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	got, err := live.Receive(rctx, 1, time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Receive in the surviving process = %v, %v", got, err)
+	}
+	if el := time.Since(leasedAt); el < lease-50*time.Millisecond {
+		t.Fatalf("redelivered %v after the lease began, before the %v lease ended", el, lease)
+	} else if el > lease+3*time.Second {
+		t.Fatalf("redelivered only %v after the lease began (lease %v)", el, lease)
+	}
+	if d := got[0]; d.Message().ID != "job" || string(d.Message().Body) != "work" || d.Attempt() != 2 {
+		t.Fatalf("redelivered %s %q attempt %d", d.Message().ID, d.Message().Body, d.Attempt())
+	}
+	if err := got[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ---- SubmitTx ----
+
+func TestSubmitTx(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	db := openT(t, u)
+	s, q := db.Store(), db.Queue()
+	defer s.Close()
+	defer q.Close()
+	if _, err := db.Pool().Exec(ctx, "CREATE TABLE "+db.ident+".orders (id text PRIMARY KEY, op text NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	submit := func(commit bool) *operation.Operation {
+		t.Helper()
+		op := testOp()
+		op.IdempotencyKey = "order-" + op.ID
+		ch, stop, err := s.Watch(ctx, op.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		tx, err := db.Pool().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "INSERT INTO "+db.ident+".orders (id, op) VALUES ($1, $2)", "order-"+op.ID, op.ID); err != nil {
+			t.Fatal(err)
+		}
+		stored, created, err := s.SubmitTx(ctx, tx, op, &operation.Request{Method: "POST", Path: "/v1/orders", Body: []byte("o")},
+			qdriver.Message{ID: op.ID, Body: []byte("msg " + op.ID)})
+		if err != nil || !created || stored.Version != 1 {
+			t.Fatalf("SubmitTx = %v, %v, %v", stored, created, err)
+		}
+		// Inside the transaction, the key is held.
+		dup := testOp()
+		dup.IdempotencyKey = op.IdempotencyKey
+		if held, created, err := s.SubmitTx(ctx, tx, dup, nil, qdriver.Message{ID: dup.ID}); err != nil || created || held.ID != op.ID {
+			t.Fatalf("second SubmitTx with the key in the same tx = %v, %v, %v", held, created, err)
+		}
+		// Nothing is visible outside it yet, and no one is woken.
+		if _, err := s.Get(ctx, op.ID); !errors.Is(err, opdriver.ErrNotFound) {
+			t.Fatalf("Get before commit = %v, want ErrNotFound", err)
+		}
+		select {
+		case <-ch:
+			t.Fatalf("watcher woken before commit")
+		case <-time.After(200 * time.Millisecond):
+		}
+		if commit {
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			expectWake(t, "commit of SubmitTx", ch, 5*time.Second)
+		} else {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ch:
+				t.Fatalf("watcher woken by a rolled-back SubmitTx")
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+		return op
+	}
+
+	rolled := submit(false)
+	if _, err := s.Get(ctx, rolled.ID); !errors.Is(err, opdriver.ErrNotFound) {
+		t.Fatalf("Get after rollback = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetRequest(ctx, rolled.ID); !errors.Is(err, opdriver.ErrNotFound) {
+		t.Fatalf("GetRequest after rollback = %v, want ErrNotFound", err)
+	}
+	var orders int
+	if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM "+db.ident+".orders").Scan(&orders); err != nil || orders != 0 {
+		t.Fatalf("orders after rollback = %d, %v", orders, err)
+	}
+	if st, err := q.Stats(ctx); err != nil || st != (qdriver.Stats{}) {
+		t.Fatalf("queue after rollback = %+v, %v", st, err)
+	}
+	// The key is free after the rollback.
+	again := testOp()
+	again.IdempotencyKey = rolled.IdempotencyKey
+	if _, created, err := s.Create(ctx, again, nil); err != nil || !created {
+		t.Fatalf("Create with the key of a rolled-back SubmitTx = %v, %v", created, err)
+	}
+
+	// A blocked Receive gets the committed message.
+	recv := make(chan []qdriver.Delivery, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		ds, _ := q.Receive(rctx, 10, time.Minute)
+		recv <- ds
+	}()
+	committed := submit(true)
+	committedAt := time.Now()
+	ds := <-recv
+	if el := time.Since(committedAt); el > DefaultPollInterval/2 {
+		t.Fatalf("Receive woke %v after the commit: not by its NOTIFY", el)
+	}
+	if len(ds) != 1 || ds[0].Message().ID != committed.ID || string(ds[0].Message().Body) != "msg "+committed.ID {
+		t.Fatalf("received %d deliveries after the commit, want %s", len(ds), committed.ID)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, committed.ID)
+	if err != nil || got.IdempotencyKey != committed.IdempotencyKey {
+		t.Fatalf("Get after commit = %v, %v", got, err)
+	}
+	if req, err := s.GetRequest(ctx, committed.ID); err != nil || string(req.Body) != "o" {
+		t.Fatalf("GetRequest after commit = %v, %v", req, err)
+	}
+	if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM "+db.ident+".orders").Scan(&orders); err != nil || orders != 1 {
+		t.Fatalf("orders after commit = %d, %v", orders, err)
+	}
+
+	// An existing id is ErrExists and leaves the caller's transaction usable.
+	err = pgx.BeginFunc(ctx, db.Pool(), func(tx pgx.Tx) error {
+		dup := testOp()
+		dup.ID = committed.ID
+		if _, _, err := s.SubmitTx(ctx, tx, dup, nil, qdriver.Message{ID: dup.ID}); !errors.Is(err, opdriver.ErrExists) {
+			return fmt.Errorf("SubmitTx of an existing id = %v, want ErrExists", err)
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO "+db.ident+".orders (id, op) VALUES ('after-conflict', 'x')")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A store and a queue on different schemas are not the same engine.
+func TestSubmitAtomicOtherSchema(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, pgtest.URL(t)).Store()
+	q := openT(t, pgtest.URL(t)).Queue()
+	defer s.Close()
+	defer q.Close()
+	op := testOp()
+	if _, _, err := s.SubmitAtomic(ctx, op, nil, q, qdriver.Message{ID: op.ID}); !errors.Is(err, opdriver.ErrNotSameEngine) {
+		t.Fatalf("SubmitAtomic across schemas = %v, want ErrNotSameEngine", err)
+	}
+}

@@ -1,0 +1,492 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/arrhq/arr/operation"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	qdriver "github.com/arrhq/arr/queue/driver"
+)
+
+// Store is the operations store (opstore/driver.Store and
+// driver.AtomicSubmitter) on a DB. Every write is one statement or one
+// transaction, and returns after its commit (with the server's
+// synchronous_commit, on by default: after the WAL is flushed).
+type Store struct {
+	db        *DB
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+var (
+	_ opdriver.Store           = (*Store)(nil)
+	_ opdriver.AtomicSubmitter = (*Store)(nil)
+)
+
+// Querier is what SubmitTx writes through: a pgx.Tx (or a *pgxpool.Pool,
+// *pgx.Conn or *pgxpool.Conn, whose statement is then its own transaction).
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (s *Store) check() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close releases the store's reference to its DB, and its watchers.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.db.lis.removeOwner(s)
+		s.db.release()
+	})
+	return nil
+}
+
+// DB returns the DB the store is on.
+func (s *Store) DB() *DB { return s.db }
+
+// ---- encoding ----
+
+// encodeOp is the JSON of op without Version and IdempotencyKey, which
+// live in their own columns.
+func encodeOp(op *operation.Operation) ([]byte, error) {
+	c := *op
+	c.Version, c.IdempotencyKey = 0, ""
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: encoding operation %s: %w", op.ID, err)
+	}
+	return b, nil
+}
+
+func decodeOp(doc []byte, version int64, key *string) (*operation.Operation, error) {
+	op := new(operation.Operation)
+	if err := json.Unmarshal(doc, op); err != nil {
+		return nil, fmt.Errorf("postgres: decoding operation: %w", err)
+	}
+	op.Version = version
+	op.IdempotencyKey = ""
+	if key != nil {
+		op.IdempotencyKey = *key
+	}
+	return op, nil
+}
+
+// tsArg is a time for a nullable timestamptz: nil when zero.
+func tsArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+func strArg(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func checkOp(op *operation.Operation) error {
+	if op == nil || op.ID == "" {
+		return errors.New("postgres: operation has no ID")
+	}
+	if !op.Status.Valid() {
+		return fmt.Errorf("postgres: operation %s has invalid status %q", op.ID, op.Status)
+	}
+	return nil
+}
+
+// ---- writes ----
+
+// Create: see opstore/driver.Store.Create.
+func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
+	if err := s.check(); err != nil {
+		return nil, false, err
+	}
+	return s.create(ctx, s.db.pool, op, req, nil)
+}
+
+// SubmitAtomic creates op and req and enqueues msg in one transaction (one
+// statement) when q is a Queue on the same database and schema, and
+// returns opstore/driver.ErrNotSameEngine otherwise. See
+// opstore/driver.AtomicSubmitter.
+func (s *Store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (*operation.Operation, bool, error) {
+	pq, ok := q.(*Queue)
+	if !ok || pq.db.engine != s.db.engine {
+		return nil, false, opdriver.ErrNotSameEngine
+	}
+	if err := s.check(); err != nil {
+		return nil, false, err
+	}
+	if pq.isClosed() {
+		return nil, false, qdriver.ErrClosed
+	}
+	if msg.ID == "" {
+		return nil, false, errors.New("postgres: message has no ID")
+	}
+	return s.create(ctx, s.db.pool, op, req, &msg)
+}
+
+// SubmitTx writes op (with Version 1), req (nil: none) and the queue
+// message msg inside the caller's transaction tx, so that they commit or
+// roll back with the caller's own writes: a program records its own rows
+// and the arr operation that works on them atomically. tx must be on the
+// database of s (any connection to it: a pool of the program's own will
+// do); the message goes to the queue in the schema of s, which a Queue
+// opened on the same URL receives. The NOTIFYs that wake watchers and
+// receivers are delivered when tx commits, and not at all when it rolls
+// back.
+//
+// The results are Create's: when op.IdempotencyKey is held (by a committed
+// operation, or one written earlier in tx) nothing is written and the
+// holder is returned with created == false; an id that exists or has a
+// tombstone is opstore/driver.ErrExists. Neither aborts tx: SubmitTx never
+// makes a statement fail on a conflict. An error of the database itself
+// (a lost connection, a serialization failure under REPEATABLE READ or
+// SERIALIZABLE) leaves tx to be rolled back, as any failed statement does.
+//
+// When another transaction holds the same id or idempotency key without
+// having committed yet, SubmitTx waits for it, as PostgreSQL's unique
+// checks do.
+func (s *Store) SubmitTx(ctx context.Context, tx Querier, op *operation.Operation, req *operation.Request, msg qdriver.Message) (stored *operation.Operation, created bool, err error) {
+	if err := s.check(); err != nil {
+		return nil, false, err
+	}
+	if msg.ID == "" {
+		return nil, false, errors.New("postgres: message has no ID")
+	}
+	return s.create(ctx, tx, op, req, &msg)
+}
+
+// create is Create, plus the Enqueue of msg when it is not nil, in one
+// statement on db.
+func (s *Store) create(ctx context.Context, db Querier, op *operation.Operation, req *operation.Request, msg *qdriver.Message) (*operation.Operation, bool, error) {
+	if err := checkOp(op); err != nil {
+		return nil, false, err
+	}
+	stored := op.Clone()
+	stored.Version = 1
+	doc, err := encodeOp(stored)
+	if err != nil {
+		return nil, false, err
+	}
+	args := pgx.NamedArgs{
+		"id": op.ID, "status": string(op.Status), "key": strArg(op.IdempotencyKey),
+		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
+		"ops_chan": s.db.opsChan,
+	}
+	hasReq, hasMsg := 0, 0
+	if req != nil {
+		hasReq = 1
+		var header []byte
+		if req.Header != nil {
+			if header, err = json.Marshal(req.Header); err != nil {
+				return nil, false, fmt.Errorf("postgres: encoding request header: %w", err)
+			}
+		}
+		body := req.Body
+		if body == nil {
+			body = []byte{}
+		}
+		args["method"], args["path"], args["raw_query"], args["header"] = req.Method, req.Path, req.RawQuery, header
+		args["body"], args["host"], args["remote_addr"], args["tls"] = body, req.Host, req.RemoteAddr, req.TLS
+	}
+	if msg != nil {
+		hasMsg = 1
+		body := msg.Body
+		if body == nil {
+			body = []byte{}
+		}
+		args["msg_id"], args["msg_body"], args["msg_delay"] = msg.ID, body, micros(msg.Delay)
+		args["queue_chan"] = s.db.qChan
+	}
+	sql := s.db.sql.create[hasReq][hasMsg]
+	// A few rounds: a conflict whose cause is deleted before it is read
+	// (an expired holder) is retried.
+	for range 5 {
+		var inserted, notified int64
+		if err := db.QueryRow(ctx, sql, args).Scan(&inserted, &notified); err != nil {
+			return nil, false, fmt.Errorf("postgres: creating operation %s: %w", op.ID, err)
+		}
+		if inserted == 1 {
+			return stored, true, nil
+		}
+		// Not inserted: the key is held, or the id exists or is gone.
+		if op.IdempotencyKey != "" {
+			holder, err := s.scanOp(db.QueryRow(ctx, s.db.sql.holder, pgx.NamedArgs{"key": op.IdempotencyKey}))
+			if err == nil {
+				return holder, false, nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return nil, false, fmt.Errorf("postgres: reading the holder of an idempotency key: %w", err)
+			}
+		}
+		var taken bool
+		if err := db.QueryRow(ctx, s.db.sql.existsOrGone, pgx.NamedArgs{"id": op.ID}).Scan(&taken); err != nil {
+			return nil, false, fmt.Errorf("postgres: reading operation %s: %w", op.ID, err)
+		}
+		if taken {
+			return nil, false, fmt.Errorf("%w: %s", opdriver.ErrExists, op.ID)
+		}
+	}
+	return nil, false, fmt.Errorf("postgres: creating operation %s: conflicts kept vanishing", op.ID)
+}
+
+// scanOp scans id, version, idempotency_key, doc.
+func (s *Store) scanOp(row pgx.Row) (*operation.Operation, error) {
+	var (
+		id      string
+		version int64
+		key     *string
+		doc     []byte
+	)
+	if err := row.Scan(&id, &version, &key, &doc); err != nil {
+		return nil, err
+	}
+	return decodeOp(doc, version, key)
+}
+
+// micros is d in microseconds, never negative.
+func micros(d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(d.Microseconds())
+}
+
+// Update: see opstore/driver.Store.Update. One statement: the version check
+// and the write are atomic.
+func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if err := checkOp(op); err != nil {
+		return err
+	}
+	doc, err := encodeOp(op)
+	if err != nil {
+		return err
+	}
+	var (
+		version  *int64
+		notified int64
+	)
+	err = s.db.pool.QueryRow(ctx, s.db.sql.update, pgx.NamedArgs{
+		"id": op.ID, "version": op.Version, "status": string(op.Status),
+		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
+		"ops_chan": s.db.opsChan,
+	}).Scan(&version, &notified)
+	if err != nil {
+		return fmt.Errorf("postgres: updating operation %s: %w", op.ID, err)
+	}
+	if version != nil {
+		op.Version = *version
+		return nil
+	}
+	var exists bool
+	if err := s.db.pool.QueryRow(ctx, s.db.sql.exists, pgx.NamedArgs{"id": op.ID}).Scan(&exists); err != nil {
+		return fmt.Errorf("postgres: reading operation %s: %w", op.ID, err)
+	}
+	if !exists {
+		return fmt.Errorf("%w: %s", opdriver.ErrNotFound, op.ID)
+	}
+	return fmt.Errorf("%w: %s: update was from version %d", opdriver.ErrConflict, op.ID, op.Version)
+}
+
+// ---- reads ----
+
+// Get: see opstore/driver.Store.Get.
+func (s *Store) Get(ctx context.Context, id string) (*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var (
+		version *int64
+		key     *string
+		doc     []byte
+		gone    bool
+	)
+	if err := s.db.pool.QueryRow(ctx, s.db.sql.get, pgx.NamedArgs{"id": id}).Scan(&version, &key, &doc, &gone); err != nil {
+		return nil, fmt.Errorf("postgres: reading operation %s: %w", id, err)
+	}
+	if version == nil {
+		if gone {
+			return nil, fmt.Errorf("%w: %s", opdriver.ErrGone, id)
+		}
+		return nil, fmt.Errorf("%w: %s", opdriver.ErrNotFound, id)
+	}
+	return decodeOp(doc, *version, key)
+}
+
+// GetRequest: see opstore/driver.Store.GetRequest.
+func (s *Store) GetRequest(ctx context.Context, id string) (*operation.Request, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var (
+		hasOp, hasReq, gone              bool
+		method, path, rawQuery, host, ra *string
+		header, body                     []byte
+		tls                              *bool
+	)
+	err := s.db.pool.QueryRow(ctx, s.db.sql.getRequest, pgx.NamedArgs{"id": id}).
+		Scan(&hasOp, &hasReq, &method, &path, &rawQuery, &header, &body, &host, &ra, &tls, &gone)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: reading request of %s: %w", id, err)
+	}
+	switch {
+	case !hasOp && gone:
+		return nil, fmt.Errorf("%w: %s", opdriver.ErrGone, id)
+	case !hasOp || !hasReq:
+		return nil, fmt.Errorf("%w: request of %s", opdriver.ErrNotFound, id)
+	}
+	req := &operation.Request{Method: *method, Path: *path, RawQuery: *rawQuery, Body: body, Host: *host, RemoteAddr: *ra, TLS: *tls}
+	if len(header) > 0 {
+		var h http.Header
+		if err := json.Unmarshal(header, &h); err != nil {
+			return nil, fmt.Errorf("postgres: decoding request header of %s: %w", id, err)
+		}
+		req.Header = h
+	}
+	return req, nil
+}
+
+const defaultListLimit = 100
+
+// List: see opstore/driver.Store.List. Without a filter it walks the
+// primary key from the cursor; with one, it merges one walk of the
+// (status, id) index per status.
+func (s *Store) List(ctx context.Context, opts opdriver.ListOptions) ([]*operation.Operation, string, error) {
+	if err := s.check(); err != nil {
+		return nil, "", err
+	}
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	args := pgx.NamedArgs{"after": opts.After, "n": limit + 1}
+	var sql string
+	cols := "SELECT id, version, idempotency_key, doc "
+	if len(opts.Status) == 0 {
+		sql = cols + s.db.sql.listFrom + " WHERE id > @after ORDER BY id LIMIT @n"
+	} else {
+		statuses := slices.Clone(opts.Status)
+		slices.Sort(statuses)
+		statuses = slices.Compact(statuses)
+		parts := make([]string, len(statuses))
+		for i, st := range statuses {
+			name := fmt.Sprintf("st%d", i)
+			args[name] = string(st)
+			parts[i] = fmt.Sprintf("(%s%s WHERE status = @%s AND id > @after ORDER BY id LIMIT @n)", cols, s.db.sql.listFrom, name)
+		}
+		sql = "SELECT * FROM (" + strings.Join(parts, " UNION ALL ") + ") u ORDER BY id LIMIT @n"
+	}
+	rows, err := s.db.pool.Query(ctx, sql, args)
+	if err != nil {
+		return nil, "", fmt.Errorf("postgres: listing operations: %w", err)
+	}
+	defer rows.Close()
+	var ops []*operation.Operation
+	for rows.Next() {
+		op, err := s.scanOp(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		ops = append(ops, op)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("postgres: listing operations: %w", err)
+	}
+	next := ""
+	if len(ops) > limit {
+		ops = ops[:limit]
+		next = ops[limit-1].ID
+	}
+	return ops, next, nil
+}
+
+// DeleteExpired: see opstore/driver.Store.DeleteExpired. One transaction
+// purges up to limit tombstones whose time has passed, then deletes up to
+// limit expired operations (their requests cascade), writes the tombstones
+// they leave and notifies their watchers. Rows another transaction has
+// locked are skipped, so that several janitors can run at once.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	var ops []*operation.Operation
+	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		ops = nil
+		args := pgx.NamedArgs{"now": now, "limit": limit, "ops_chan": s.db.opsChan}
+		if _, err := tx.Exec(ctx, s.db.sql.purgeTombstones, args); err != nil {
+			return fmt.Errorf("postgres: purging tombstones: %w", err)
+		}
+		rows, err := tx.Query(ctx, s.db.sql.deleteExpired, args)
+		if err != nil {
+			return fmt.Errorf("postgres: deleting expired operations: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id       string
+				version  int64
+				key      *string
+				doc      []byte
+				notified int64
+			)
+			if err := rows.Scan(&id, &version, &key, &doc, &notified); err != nil {
+				return err
+			}
+			op, err := decodeOp(doc, version, key)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, op)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ops, nil
+}
+
+// Watch: see opstore/driver.Store.Watch. Every write NOTIFYs the id in its
+// transaction; the DB's one LISTEN connection fans the notifications out.
+// Watch returns once that connection listens, so a change committed after
+// Watch returns is seen; after a reconnect every watcher is woken.
+func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	if err := s.check(); err != nil {
+		return nil, nil, err
+	}
+	w := &watcher{ch: make(chan struct{}, 1), owner: s}
+	s.db.lis.add(id, w)
+	if err := s.db.lis.ensure(ctx); err != nil {
+		s.db.lis.remove(id, w)
+		return nil, nil, err
+	}
+	var once sync.Once
+	return w.ch, func() { once.Do(func() { s.db.lis.remove(id, w) }) }, nil
+}
