@@ -58,12 +58,22 @@ func startArr(t *testing.T, addr, data string, extra ...string) *arrProcess {
 // /readyz answers 200 on addr.
 func startRole(t *testing.T, role, addr, data string, extra ...string) *arrProcess {
 	t.Helper()
+	return startProc(t, role, addr, data, nil, extra...)
+}
+
+// startProc is startRole with extra environment for the child (such as
+// the S3 credentials).
+func startProc(t *testing.T, role, addr, data string, env []string, extra ...string) *arrProcess {
+	t.Helper()
 	bin, err := buildArr()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &arrProcess{addr: addr, log: &bytes.Buffer{}}
 	p.cmd = exec.Command(bin, append([]string{role, "-addr", addr, "-data", data, "-log-level", "warn"}, extra...)...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -24,8 +24,9 @@ var hc = &http.Client{Timeout: 30 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 type opJSON struct {
-	ID       string
-	Status   string
+	ID        string
+	Status    string
+	UpdatedAt time.Time
 	Message  string
 	Percent  int `json:"percentComplete"`
 	Attempts []struct {
