@@ -21,11 +21,13 @@ import (
 
 	"github.com/arrhq/arr/api"
 	_ "github.com/arrhq/arr/embedded" // embedded: scheme
+	_ "github.com/arrhq/arr/natsjs"   // nats: scheme
 	"github.com/arrhq/arr/opstore"
 	_ "github.com/arrhq/arr/postgres" // postgres: and postgresql: schemes
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
 	_ "github.com/arrhq/arr/resultstore/fileresult" // file: scheme
+	_ "github.com/arrhq/arr/resultstore/s3result"   // s3: scheme
 	"github.com/arrhq/arr/worker"
 )
 

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/arrhq/arr/internal/natstest"
 	"github.com/arrhq/arr/internal/pgtest"
+	"github.com/arrhq/arr/internal/s3test"
 	"io"
 	"net/http"
 	"os"
@@ -354,6 +356,41 @@ func TestCrossAPIWakeupPostgres(t *testing.T) {
 
 // scaleResults is the result store every process of a scale-out test
 // shares, and the environment its processes need to reach it.
+// It is an S3 server (versitygw) the test starts: every process reads and
+// writes results there, and clients download them through presigned URLs.
 func scaleResults(t *testing.T) (string, []string) {
-	return "file:" + t.TempDir(), nil
+	return s3test.Start(t)
+}
+
+// TestScaleOutNATS: two apis and two workers over a 3-node JetStream
+// cluster with R3 streams and bucket; one worker and then one NATS node
+// are SIGKILLed during the load (the node is restarted later, and
+// catches up).
+func TestScaleOutNATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := natstest.StartCluster(t, 3)
+	results, env := scaleResults(t)
+	victim := 1
+	eng := scaleEngine{
+		storeURL: c.URL() + "?replicas=3&ackWait=3s",
+		kill:     func() { c.Kill(victim) },
+		heal: func() {
+			if err := c.Restart(victim); err != nil {
+				t.Errorf("restarting NATS node %d: %v", victim, err)
+			}
+		},
+	}
+	runScaleOut(t, eng, results, env, scaleOps(t))
+}
+
+// TestCrossAPIWakeupNATS: as TestCrossAPIWakeupPostgres, on JetStream.
+func TestCrossAPIWakeupNATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := natstest.StartServer(t)
+	results, env := scaleResults(t)
+	runCrossAPIWakeup(t, c.URL()+"?ackWait=3s", results, env)
 }

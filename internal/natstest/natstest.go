@@ -1,0 +1,319 @@
+// Package natstest starts real nats-server processes (with JetStream) for
+// tests: a single server or a JetStream cluster on 127.0.0.1, on free
+// ports, with data in temporary directories, stopped when the test ends.
+// Nodes of a cluster can be killed with SIGKILL and restarted on the same
+// ports and data directory, for crash tests.
+//
+// The nats-server binary is looked up on PATH (Available reports whether
+// it is there).
+package natstest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Available reports whether nats-server is on PATH.
+func Available() bool {
+	_, err := exec.LookPath("nats-server")
+	return err == nil
+}
+
+// Node is one nats-server process.
+type Node struct {
+	Name        string
+	ClientPort  int
+	ClusterPort int // 0 for a single server
+	Dir         string
+	args        []string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	// exited is closed when the current process has been reaped.
+	exited chan struct{}
+}
+
+// URL is the node's client URL.
+func (n *Node) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.ClientPort) }
+
+// Running reports whether the node's process is running.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (n *Node) start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		select {
+		case <-n.exited:
+		default:
+			return fmt.Errorf("natstest: %s is already running", n.Name)
+		}
+	}
+	logf, err := os.OpenFile(filepath.Join(n.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("nats-server", n.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("natstest: starting %s: %w", n.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	n.cmd, n.exited = cmd, exited
+	return nil
+}
+
+// kill sends SIGKILL and waits until the process is reaped.
+func (n *Node) kill() {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// waitListening waits until the client port accepts connections.
+func (n *Node) waitListening(ctx context.Context) error {
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.ClientPort), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if !n.Running() {
+			return fmt.Errorf("natstest: %s exited; see %s", n.Name, filepath.Join(n.Dir, "server.log"))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natstest: %s not listening: %w", n.Name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Cluster is a set of nats-server processes forming one JetStream cluster
+// (or a single server).
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Node
+}
+
+// URL is a client URL listing every node, "nats://h:p1,h:p2,…", the form
+// the natsjs driver takes.
+func (c *Cluster) URL() string {
+	hosts := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		hosts[i] = fmt.Sprintf("127.0.0.1:%d", n.ClientPort)
+	}
+	return "nats://" + strings.Join(hosts, ",")
+}
+
+// URLs are the nodes' client URLs.
+func (c *Cluster) URLs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.URL()
+	}
+	return out
+}
+
+// Kill sends SIGKILL to node i and waits until it is gone.
+func (c *Cluster) Kill(i int) { c.Nodes[i].kill() }
+
+// Restart starts node i again (after Kill) on the same ports and data
+// directory and waits until it accepts clients. It does not wait for the
+// node to catch up with the cluster; use WaitReady for that.
+func (c *Cluster) Restart(i int) error {
+	n := c.Nodes[i]
+	n.kill()
+	// The old process's ports may linger briefly.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if err := n.start(); err != nil {
+			return err
+		}
+		err := n.waitListening(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // it exited (port in use): retry
+	}
+}
+
+// WaitReady waits until every running node answers the JetStream account
+// info request, which needs a meta leader in a cluster.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		if err := n.waitListening(ctx); err != nil {
+			return err
+		}
+		if err := waitJetStream(ctx, n.URL()); err != nil {
+			return fmt.Errorf("natstest: %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+func waitJetStream(ctx context.Context, url string) error {
+	var last error
+	for {
+		nc, err := nats.Connect(url, nats.Timeout(time.Second))
+		if err == nil {
+			var msg *nats.Msg
+			msg, err = nc.Request("$JS.API.INFO", nil, time.Second)
+			nc.Close()
+			if err == nil && !strings.Contains(string(msg.Data), `"error"`) {
+				return nil
+			}
+			if err == nil {
+				err = errors.New(string(msg.Data))
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("JetStream not ready: %v", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Close kills every node.
+func (c *Cluster) Close() {
+	for _, n := range c.Nodes {
+		n.kill()
+	}
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports, nil
+}
+
+// StartServer starts one JetStream server and returns it as a one-node
+// Cluster; it is killed when the test ends. It fails the test if
+// nats-server is missing or does not start.
+func StartServer(t testing.TB) *Cluster {
+	return StartCluster(t, 1)
+}
+
+// StartCluster starts n JetStream servers (n == 1: a single server, not a
+// cluster) named n0, n1, … in cluster "arrtest", waits until JetStream is
+// ready on each, and kills them when the test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if !Available() {
+		t.Fatalf("natstest: nats-server is not on PATH")
+	}
+	var c *Cluster
+	var err error
+	for try := 0; try < 3; try++ { // a port taken meanwhile: try again
+		c, err = startCluster(t, n)
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return c
+}
+
+func startCluster(t testing.TB, n int) (*Cluster, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{t: t}
+	var routes []string
+	for i := range n {
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[n+i]))
+	}
+	base := t.TempDir()
+	for i := range n {
+		node := &Node{Name: fmt.Sprintf("n%d", i), ClientPort: ports[i], Dir: filepath.Join(base, fmt.Sprintf("n%d", i))}
+		if err := os.MkdirAll(node.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		node.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(node.ClientPort), "-js",
+			"-sd", filepath.Join(node.Dir, "jetstream"), "--server_name", node.Name}
+		if n > 1 {
+			node.ClusterPort = ports[n+i]
+			node.args = append(node.args, "--cluster_name", "arrtest",
+				"--cluster", "nats://127.0.0.1:"+strconv.Itoa(node.ClusterPort),
+				"--routes", strings.Join(routes, ","))
+		}
+		c.Nodes = append(c.Nodes, node)
+	}
+	t.Cleanup(c.Close)
+	for _, node := range c.Nodes {
+		if err := node.start(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}

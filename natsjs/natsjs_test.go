@@ -1,0 +1,271 @@
+package natsjs_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/arrhq/arr/internal/natstest"
+	"github.com/arrhq/arr/natsjs"
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	"github.com/arrhq/arr/opstore/opstoretest"
+	"github.com/arrhq/arr/queue"
+	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/queue/queuetest"
+)
+
+// testAckWait is the queue's default lease and redelivery timeout in
+// tests: short, so that the killed-worker test is quick, and long enough
+// for the heartbeats (every third of it) on a loaded machine.
+const testAckWait = 2 * time.Second
+
+// serverURL is the server the conformance tests use: $ARR_TEST_NATS_URL,
+// or nats://127.0.0.1:4222 under CI; without either the test is skipped.
+func serverURL(t *testing.T) string {
+	t.Helper()
+	if u := os.Getenv("ARR_TEST_NATS_URL"); u != "" {
+		return u
+	}
+	if os.Getenv("CI") == "" {
+		t.Skip("set ARR_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run against a NATS server")
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+// startCluster starts a 3-node cluster, or skips when nats-server is
+// missing and CI is unset.
+func startCluster(t *testing.T) *natstest.Cluster {
+	t.Helper()
+	if !natstest.Available() && os.Getenv("CI") == "" {
+		t.Skip("nats-server not on PATH")
+	}
+	return natstest.StartCluster(t, 3)
+}
+
+func randomPrefix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "t" + hex.EncodeToString(b)
+}
+
+// withParams adds query parameters to a nats:// URL.
+func withParams(base string, kv ...string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		panic(err)
+	}
+	q := u.Query()
+	for i := 0; i < len(kv); i += 2 {
+		q.Set(kv[i], kv[i+1])
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// cleanup deletes everything a prefix's store and queue created.
+func cleanup(t testing.TB, base, prefix string) {
+	u, _ := url.Parse(base)
+	cfg, err := natsjs.ParseURL(u)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	nc, err := nats.Connect(cfg.Servers[0])
+	for i := 1; err != nil && i < len(cfg.Servers); i++ {
+		nc, err = nats.Connect(cfg.Servers[i])
+	}
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range []string{"KV_" + prefix + "_ops", prefix + "_work", prefix + "_delay", prefix + "_dead"} {
+		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("cleanup: deleting %s: %v", s, err)
+		}
+	}
+}
+
+type storeHarness struct {
+	t            testing.TB
+	base, prefix string
+	replicas     int
+}
+
+func (h *storeHarness) url() string {
+	return withParams(h.base, "prefix", h.prefix, "replicas", fmt.Sprint(h.replicas))
+}
+
+func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
+	s, err := opstore.OpenStore(ctx, h.url())
+	if err != nil {
+		return nil, err
+	}
+	return s.Driver(), nil
+}
+
+func (h *storeHarness) OpenQueue(context.Context) (qdriver.Queue, error) { return nil, nil }
+func (h *storeHarness) Close()                                           { cleanup(h.t, h.base, h.prefix) }
+
+type queueHarness struct {
+	t            testing.TB
+	base, prefix string
+	replicas     int
+}
+
+func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
+	q, err := queue.OpenQueue(ctx, withParams(h.base, "prefix", h.prefix, "replicas", fmt.Sprint(h.replicas),
+		"ackWait", testAckWait.String(), "maxDeliveries", fmt.Sprint(maxDeliveries)))
+	if err != nil {
+		return nil, err
+	}
+	return q.Driver(), nil
+}
+
+func (h *queueHarness) Close() { cleanup(h.t, h.base, h.prefix) }
+
+func runStoreSuite(t *testing.T, base string, replicas int) {
+	opstoretest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (opstoretest.Harness, error) {
+		return &storeHarness{t: t, base: base, prefix: randomPrefix(), replicas: replicas}, nil
+	})
+}
+
+func runQueueSuite(t *testing.T, base string, replicas int) {
+	queuetest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (queuetest.Harness, error) {
+		return &queueHarness{t: t, base: base, prefix: randomPrefix(), replicas: replicas}, nil
+	})
+}
+
+func TestStoreConformance(t *testing.T) { runStoreSuite(t, serverURL(t), 1) }
+func TestQueueConformance(t *testing.T) { runQueueSuite(t, serverURL(t), 1) }
+
+// TestClusterConformance runs both suites on a 3-node cluster with
+// replicas=3.
+func TestClusterConformance(t *testing.T) {
+	c := startCluster(t)
+	t.Run("Store", func(t *testing.T) { runStoreSuite(t, c.URL(), 3) })
+	t.Run("Queue", func(t *testing.T) { runQueueSuite(t, c.URL(), 3) })
+}
+
+// TestWatchAcrossConnections: a Watch on one connection wakes on an Update
+// made through another (as a long-poll on api process A is woken by a
+// worker in process B).
+func TestWatchAcrossConnections(t *testing.T) {
+	base := serverURL(t)
+	prefix := randomPrefix()
+	t.Cleanup(func() { cleanup(t, base, prefix) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u, _ := url.Parse(withParams(base, "prefix", prefix))
+	cfg, err := natsjs.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *natsjs.Store {
+		nc, err := nats.Connect(cfg.Servers[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := natsjs.OpenStore(ctx, nc, cfg, nil, nc.Close)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	now := time.Now().UTC()
+	op := &operation.Operation{ID: opstoretest.NewID(), Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+	if _, _, err := b.Create(ctx, op, nil); err != nil {
+		t.Fatal(err)
+	}
+	ch, stop, err := a.Watch(ctx, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	got, err := a.Get(ctx, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Status = operation.Running
+	if err := b.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Watch on one connection not woken by an Update on another")
+	}
+	if cur, err := a.Get(ctx, op.ID); err != nil || cur.Status != operation.Running {
+		t.Fatalf("Get after the wake = %v, %v", cur, err)
+	}
+}
+
+// TestKilledWorkerRedelivered: a delivery whose holder's connection dies
+// without settling it (a killed worker: no Nak on Close) is delivered
+// again after the ack wait.
+func TestKilledWorkerRedelivered(t *testing.T) {
+	base := serverURL(t)
+	prefix := randomPrefix()
+	t.Cleanup(func() { cleanup(t, base, prefix) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	qurl := withParams(base, "prefix", prefix, "ackWait", testAckWait.String())
+	q1, err := queue.OpenQueue(ctx, qurl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q1.Close()
+
+	u, _ := url.Parse(qurl)
+	cfg, _ := natsjs.ParseURL(u)
+	nc, err := nats.Connect(cfg.Servers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := natsjs.OpenQueue(ctx, nc, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q1.Enqueue(ctx, qdriver.Message{ID: "job", Body: []byte("work")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := worker.Receive(ctx, 1, time.Hour)
+	if err != nil || len(ds) != 1 || ds[0].Attempt() != 1 {
+		t.Fatalf("worker Receive = %d, %v", len(ds), err)
+	}
+	killed := time.Now()
+	nc.Close() // the worker dies: no heartbeat, no Nak
+	defer worker.Close()
+
+	rctx, rcancel := context.WithTimeout(ctx, testAckWait+5*time.Second)
+	defer rcancel()
+	ds, err = q1.Receive(rctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Receive after the worker died = %d, %v", len(ds), err)
+	}
+	if el := time.Since(killed); el < testAckWait/2 {
+		t.Fatalf("redelivered %v after the kill, before the ack wait %v", el, testAckWait)
+	}
+	if m := ds[0].Message(); m.ID != "job" || string(m.Body) != "work" || ds[0].Attempt() != 2 {
+		t.Fatalf("redelivered %s %q attempt %d; want job, work, 2", m.ID, m.Body, ds[0].Attempt())
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

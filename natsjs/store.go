@@ -1,0 +1,800 @@
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore/driver"
+)
+
+// Key prefixes in the bucket (see the package doc).
+const (
+	kOp    = "o."
+	kReq   = "r."
+	kIdem  = "k."
+	kGone  = "g."
+	kExp   = "x."
+	kPurge = "t."
+)
+
+// claimGrace is how long an idempotency key claimed by a Create whose
+// operation does not exist yet is left to that Create before another
+// Create takes the key over (the claimer crashed).
+const claimGrace = 10 * time.Second
+
+// ErrClosed is returned by a closed Store.
+var ErrClosed = errors.New("natsjs: store closed")
+
+// Store is an opstore/driver.Store on a JetStream KV bucket; see the
+// package doc.
+type Store struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	stream  jetstream.Stream
+	bucket  string
+	subjPre string // "$KV.<bucket>."
+	release func()
+	closed  atomic.Bool
+
+	hub      *hub
+	stopHub  context.CancelFunc
+	unlisten func()
+
+	// stripes serialize this process's read-and-revision-checked writes
+	// of one key (see lock): nats-server before 2.9.21 checks a clustered
+	// stream's expected last subject sequence outside of Raft, so two
+	// concurrent revision-checked writes could both succeed.
+	stripes [256]sync.Mutex
+}
+
+// lock takes the stripe of key; callers hold at most one stripe at a time.
+func (s *Store) lock(key string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	m := &s.stripes[h.Sum32()%uint32(len(s.stripes))]
+	m.Lock()
+	return m.Unlock
+}
+
+var _ driver.Store = (*Store)(nil)
+
+// OpenStore opens (creating when missing) the store cfg names over nc.
+// onReconnect, if not nil, registers a function to run after every
+// reconnect of nc (the URL opener wires it to the connection's reconnect
+// handler); the store then wakes every watcher. release, if not nil, is
+// called by Close.
+func OpenStore(ctx context.Context, nc *nats.Conn, cfg Config, onReconnect func(func()) func(), release func()) (*Store, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = defaultPrefix
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	bucket := cfg.Prefix + "_ops"
+	fail := func(err error) (*Store, error) {
+		return nil, fmt.Errorf("natsjs: opening store %s: %w", bucket, err)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bucket, History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, bucket)
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	// Reads go to the stream leader (not to any replica through direct
+	// gets), so that a read sees every write acknowledged before it.
+	stream, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return fail(err)
+	}
+	if sc := stream.CachedInfo().Config; sc.AllowDirect {
+		sc.AllowDirect = false
+		if stream, err = js.UpdateStream(ctx, sc); err != nil {
+			return fail(err)
+		}
+		if kv, err = js.KeyValue(ctx, bucket); err != nil {
+			return fail(err)
+		}
+	}
+	s := &Store{cfg: cfg, nc: nc, js: js, kv: kv, stream: stream, bucket: bucket,
+		subjPre: "$KV." + bucket + ".", release: release, hub: newHub()}
+	hctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.WatchFiltered(hctx, []string{kOp + ">"}, jetstream.UpdatesOnly(), jetstream.MetaOnly())
+	if err != nil {
+		cancel()
+		return fail(err)
+	}
+	s.stopHub = cancel
+	go s.hub.run(hctx, w)
+	if onReconnect != nil {
+		s.unlisten = onReconnect(s.hub.wakeAll)
+	}
+	return s, nil
+}
+
+func (s *Store) check() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+func timeKey(t time.Time) string {
+	n := t.UnixNano()
+	if t.IsZero() || n < 0 {
+		n = 0
+	}
+	return fmt.Sprintf("%020d", n)
+}
+
+// getOp reads the operation and its revision.
+func (s *Store) getOp(ctx context.Context, id string) (*operation.Operation, uint64, error) {
+	e, err := s.kv.Get(ctx, kOp+token(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, driver.ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	op := new(operation.Operation)
+	if err := json.Unmarshal(e.Value(), op); err != nil {
+		return nil, 0, fmt.Errorf("natsjs: decoding operation %s: %w", id, err)
+	}
+	return op, e.Revision(), nil
+}
+
+// gone reports whether id has a tombstone whose time has not passed.
+func (s *Store) gone(ctx context.Context, id string) (bool, error) {
+	e, err := s.kv.Get(ctx, kGone+token(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	until, _ := strconv.ParseInt(string(e.Value()), 10, 64)
+	return time.Now().UnixNano() < until, nil
+}
+
+// notFound answers ErrGone or ErrNotFound for a missing id.
+func (s *Store) notFound(ctx context.Context, id string) error {
+	g, err := s.gone(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case g:
+		return driver.ErrGone
+	}
+	return driver.ErrNotFound
+}
+
+// Get: see driver.Store.
+func (s *Store) Get(ctx context.Context, id string) (*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	op, _, err := s.getOp(ctx, id)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil, s.notFound(ctx, id)
+	}
+	return op, err
+}
+
+// GetRequest: see driver.Store.
+func (s *Store) GetRequest(ctx context.Context, id string) (*operation.Request, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	e, err := s.kv.Get(ctx, kReq+token(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, s.notFound(ctx, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	req := new(operation.Request)
+	if err := json.Unmarshal(e.Value(), req); err != nil {
+		return nil, fmt.Errorf("natsjs: decoding request %s: %w", id, err)
+	}
+	return req, nil
+}
+
+// keyRecord is the value of an idempotency key.
+type keyRecord struct {
+	ID   string    `json:"id"`
+	Done bool      `json:"done,omitempty"` // the operation was written
+	At   time.Time `json:"at"`             // when it was claimed
+}
+
+// Create: see driver.Store. The writes, in order: the idempotency key is
+// claimed (KV create, or a revision-checked takeover of a dangling
+// claim), the request and the expiry index entry are put, the operation is
+// created (KV create), and the key is marked done with a revision check
+// (which fails only if a slower-than-claimGrace Create lost the key, and
+// then undoes the operation).
+func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
+	if err := s.check(); err != nil {
+		return nil, false, err
+	}
+	c := op.Clone()
+	c.Version = 1
+	eid := token(c.ID)
+	for {
+		if _, _, err := s.getOp(ctx, c.ID); err == nil {
+			return nil, false, driver.ErrExists
+		} else if !errors.Is(err, driver.ErrNotFound) {
+			return nil, false, err
+		}
+		if g, err := s.gone(ctx, c.ID); err != nil {
+			return nil, false, err
+		} else if g {
+			return nil, false, driver.ErrExists
+		}
+		var keyRev uint64
+		kkey := kIdem + token(c.IdempotencyKey)
+		if c.IdempotencyKey != "" {
+			holder, rev, err := s.claimKey(ctx, kkey, c.ID)
+			if err != nil {
+				return nil, false, err
+			}
+			if holder != nil {
+				return holder, false, nil
+			}
+			keyRev = rev
+		}
+		if req != nil {
+			b, err := json.Marshal(req)
+			if err != nil {
+				return nil, false, err
+			}
+			if _, err := s.kv.Put(ctx, kReq+eid, b); err != nil {
+				return nil, false, err
+			}
+		}
+		if !c.ExpiresAt.IsZero() {
+			if _, err := s.kv.Put(ctx, kExp+timeKey(c.ExpiresAt)+"."+eid, nil); err != nil {
+				return nil, false, err
+			}
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, false, err
+		}
+		unlock := s.lock(kOp + eid)
+		_, err = s.kv.Create(ctx, kOp+eid, b)
+		unlock()
+		if err != nil {
+			if keyRev != 0 {
+				unlock := s.lock(kkey)
+				_ = s.kv.Delete(ctx, kkey, jetstream.LastRevision(keyRev))
+				unlock()
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return nil, false, driver.ErrExists
+			}
+			return nil, false, err
+		}
+		if keyRev != 0 {
+			rec, _ := json.Marshal(keyRecord{ID: c.ID, Done: true, At: time.Now()})
+			unlock := s.lock(kkey)
+			_, err := s.kv.Update(ctx, kkey, rec, keyRev)
+			unlock()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+					return nil, false, err
+				}
+				// Another Create took the key over: undo ours and
+				// answer with the holder.
+				_ = s.kv.Delete(ctx, kOp+eid)
+				_ = s.purge(ctx, kReq+eid)
+				continue
+			}
+		}
+		return c.Clone(), true, nil
+	}
+}
+
+// claimKey claims the idempotency key kkey for id, or returns the
+// operation that holds it.
+func (s *Store) claimKey(ctx context.Context, kkey, id string) (*operation.Operation, uint64, error) {
+	for {
+		rec, _ := json.Marshal(keyRecord{ID: id, At: time.Now()})
+		unlock := s.lock(kkey)
+		rev, err := s.kv.Create(ctx, kkey, rec)
+		unlock()
+		if err == nil {
+			return nil, rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, 0, err
+		}
+		e, err := s.kv.Get(ctx, kkey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		var held keyRecord
+		if err := json.Unmarshal(e.Value(), &held); err != nil {
+			return nil, 0, fmt.Errorf("natsjs: decoding idempotency key: %w", err)
+		}
+		op, _, err := s.getOp(ctx, held.ID)
+		if err == nil {
+			return op, 0, nil
+		}
+		if !errors.Is(err, driver.ErrNotFound) {
+			return nil, 0, err
+		}
+		if held.Done || time.Since(held.At) > claimGrace {
+			// Dangling: its operation was deleted, or its Create died.
+			unlock := s.lock(kkey)
+			rev, err := s.kv.Update(ctx, kkey, rec, e.Revision())
+			unlock()
+			if err == nil {
+				return nil, rev, nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				return nil, 0, err
+			}
+			continue
+		}
+		// Claimed by a Create in progress: wait for its operation.
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// purge removes every message of a key from the stream, leaving no
+// delete marker (for keys no watcher cares about).
+func (s *Store) purge(ctx context.Context, key string) error {
+	return s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subjPre+key))
+}
+
+// Update: see driver.Store. It is one revision-checked KV update (plus a
+// put of the expiry index entry first when ExpiresAt changes).
+func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	defer s.lock(kOp + token(op.ID))()
+	stored, rev, err := s.getOp(ctx, op.ID)
+	if err != nil {
+		return err
+	}
+	if stored.Version != op.Version {
+		return driver.ErrConflict
+	}
+	n := op.Clone()
+	n.Version = stored.Version + 1
+	n.IdempotencyKey = stored.IdempotencyKey
+	eid := token(n.ID)
+	if !n.ExpiresAt.IsZero() && !n.ExpiresAt.Equal(stored.ExpiresAt) {
+		if _, err := s.kv.Put(ctx, kExp+timeKey(n.ExpiresAt)+"."+eid, nil); err != nil {
+			return err
+		}
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Update(ctx, kOp+eid, b, rev); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return driver.ErrConflict
+		}
+		return err
+	}
+	op.Version = n.Version
+	return nil
+}
+
+// keys lists the live keys under prefix (e.g. "o."), without values.
+func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
+	kl, err := s.kv.ListKeysFiltered(ctx, prefix+">")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for k := range kl.Keys() {
+		out = append(out, k)
+	}
+	_ = kl.Stop() // the lister stops itself once drained
+	return out, nil
+}
+
+// List: see driver.Store. It lists the operation keys (names only), sorts
+// them, and reads operations after the cursor until the page is full.
+func (s *Store) List(ctx context.Context, opts driver.ListOptions) ([]*operation.Operation, string, error) {
+	if err := s.check(); err != nil {
+		return nil, "", err
+	}
+	keys, err := s.keys(ctx, kOp)
+	if err != nil {
+		return nil, "", err
+	}
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if id, err := untoken(k[len(kOp):]); err == nil && id > opts.After {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*operation.Operation
+	for i, id := range ids {
+		op, _, err := s.getOp(ctx, id)
+		if errors.Is(err, driver.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if len(opts.Status) > 0 && !slices.Contains(opts.Status, op.Status) {
+			continue
+		}
+		out = append(out, op)
+		if len(out) == limit {
+			if i < len(ids)-1 {
+				return out, id, nil
+			}
+			break
+		}
+	}
+	return out, "", nil
+}
+
+// timedKey is an index key "<prefix><20-digit Unix nanoseconds>.<token>".
+type timedKey struct {
+	key string
+	at  int64
+	id  string
+}
+
+func (s *Store) timedKeys(ctx context.Context, prefix string, before time.Time) ([]timedKey, error) {
+	keys, err := s.keys(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	limit := before.UnixNano()
+	var out []timedKey
+	for _, k := range keys {
+		rest := k[len(prefix):]
+		dot := strings.IndexByte(rest, '.')
+		if dot < 0 {
+			continue
+		}
+		at, err1 := strconv.ParseInt(rest[:dot], 10, 64)
+		id, err2 := untoken(rest[dot+1:])
+		if err1 != nil || err2 != nil || at >= limit {
+			continue
+		}
+		out = append(out, timedKey{k, at, id})
+	}
+	slices.SortFunc(out, func(a, b timedKey) int {
+		if a.at != b.at {
+			return int(min(max(a.at-b.at, -1), 1))
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	return out, nil
+}
+
+// purgeRecord is the value of a "t." key: further keys to purge with it.
+type purgeRecord struct {
+	Keys []string `json:"keys,omitempty"`
+}
+
+// DeleteExpired: see driver.Store. It lists the expiry index (key names
+// only), reads each candidate, and for each really expired operation puts
+// its tombstone (or a purge entry), deletes the operation with a revision
+// check (a KV delete marker, which watchers see), and purges its request,
+// key and index entry. Then it purges up to limit purge entries whose time
+// passed: the tombstone and the leftover markers.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	cands, err := s.timedKeys(ctx, kExp, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []*operation.Operation
+	for _, x := range cands {
+		if len(out) >= limit {
+			break
+		}
+		op, err := s.deleteOne(ctx, x, now)
+		if err != nil {
+			return out, err
+		}
+		if op != nil {
+			out = append(out, op)
+		}
+	}
+	return out, s.purgeTombstones(ctx, now, limit)
+}
+
+// deleteOne deletes the operation of expiry index entry x if it is
+// expired, and returns it; it returns nil for a stale entry.
+func (s *Store) deleteOne(ctx context.Context, x timedKey, now time.Time) (*operation.Operation, error) {
+	unlock := s.lock(kOp + token(x.id))
+	var once sync.Once
+	defer once.Do(unlock)
+	{
+		op, rev, err := s.getOp(ctx, x.id)
+		if errors.Is(err, driver.ErrNotFound) {
+			return nil, s.purge(ctx, x.key)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if op.ExpiresAt.IsZero() || op.ExpiresAt.UnixNano() != x.at || !op.ExpiresAt.Before(now) {
+			// A stale entry (the expiry changed since).
+			return nil, s.purge(ctx, x.key)
+		}
+		eid := token(op.ID)
+		pr := purgeRecord{Keys: []string{kOp + eid}}
+		if op.IdempotencyKey != "" {
+			pr.Keys = append(pr.Keys, kIdem+token(op.IdempotencyKey))
+		}
+		pkey := kPurge + timeKey(now) + "." + eid
+		tomb := op.TombstoneUntil.After(op.ExpiresAt) && op.TombstoneUntil.After(now)
+		if tomb {
+			pkey = kPurge + timeKey(op.TombstoneUntil) + "." + eid
+			pr.Keys = append(pr.Keys, kGone+eid)
+			if _, err := s.kv.Put(ctx, kGone+eid, []byte(strconv.FormatInt(op.TombstoneUntil.UnixNano(), 10))); err != nil {
+				return nil, err
+			}
+		}
+		pb, _ := json.Marshal(pr)
+		if _, err := s.kv.Put(ctx, pkey, pb); err != nil {
+			return nil, err
+		}
+		if err := s.kv.Delete(ctx, kOp+eid, jetstream.LastRevision(rev)); err != nil {
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				return nil, nil // updated meanwhile: look again next time
+			}
+			return nil, err
+		}
+		if err := s.purge(ctx, kReq+eid); err != nil {
+			return nil, err
+		}
+		once.Do(unlock) // releaseKey takes the key's stripe
+		if op.IdempotencyKey != "" {
+			if err := s.releaseKey(ctx, kIdem+token(op.IdempotencyKey), op.ID); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.purge(ctx, x.key); err != nil {
+			return nil, err
+		}
+		return op, nil
+	}
+}
+
+// releaseKey deletes the idempotency key if id holds it (revision-checked).
+func (s *Store) releaseKey(ctx context.Context, kkey, id string) error {
+	e, err := s.kv.Get(ctx, kkey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var held keyRecord
+	if json.Unmarshal(e.Value(), &held) != nil || held.ID != id {
+		return nil
+	}
+	err = s.kv.Delete(ctx, kkey, jetstream.LastRevision(e.Revision()))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return nil
+	}
+	return err
+}
+
+// purgeTombstones purges up to limit purge entries whose time passed.
+func (s *Store) purgeTombstones(ctx context.Context, now time.Time, limit int) error {
+	ts, err := s.timedKeys(ctx, kPurge, now)
+	if err != nil {
+		return err
+	}
+	for i, t := range ts {
+		if i >= limit {
+			break
+		}
+		e, err := s.kv.Get(ctx, t.key)
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+		var pr purgeRecord
+		if err == nil {
+			_ = json.Unmarshal(e.Value(), &pr)
+		}
+		for _, k := range pr.Keys {
+			// Only a key whose last entry is a delete marker (or a
+			// tombstone) is purged: an id or key created again since is
+			// live and kept.
+			if !strings.HasPrefix(k, kGone) {
+				if _, err := s.kv.Get(ctx, k); err == nil {
+					continue
+				} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+					return err
+				}
+			}
+			if err := s.purge(ctx, k); err != nil {
+				return err
+			}
+		}
+		if err := s.purge(ctx, t.key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Watch: see driver.Store. It registers a local channel with the
+// store's one KV watcher, then reads the key's last stream sequence from
+// the stream leader: events up to that sequence (changes the caller's
+// next read sees anyway, whose events may still be on their way from a
+// replica) are not signalled; later ones are.
+func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	if err := s.check(); err != nil {
+		return nil, nil, err
+	}
+	eid := token(id)
+	w, stop := s.hub.add(eid)
+	var base uint64
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.subjPre+kOp+eid)
+	switch {
+	case err == nil:
+		base = m.Sequence
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	default:
+		stop()
+		return nil, nil, err
+	}
+	s.hub.arm(w, base)
+	return w.ch, stop, nil
+}
+
+// Close stops the watcher and releases the connection. Watch channels get
+// no more values.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if s.unlisten != nil {
+		s.unlisten()
+	}
+	s.stopHub()
+	if s.release != nil {
+		s.release()
+	}
+	return nil
+}
+
+// hub fans the events of one KV watcher out to per-id channels.
+type hub struct {
+	mu sync.Mutex
+	w  map[string]map[*watcher]struct{}
+}
+
+// watcher is one Watch. Until armed it only records the highest event
+// sequence seen.
+type watcher struct {
+	ch      chan struct{}
+	armed   bool
+	base    uint64 // events after this sequence are signalled
+	maxSeen uint64
+}
+
+func newHub() *hub { return &hub{w: map[string]map[*watcher]struct{}{}} }
+
+func (h *hub) add(eid string) (*watcher, func()) {
+	w := &watcher{ch: make(chan struct{}, 1)}
+	h.mu.Lock()
+	set := h.w[eid]
+	if set == nil {
+		set = map[*watcher]struct{}{}
+		h.w[eid] = set
+	}
+	set[w] = struct{}{}
+	h.mu.Unlock()
+	var once sync.Once
+	return w, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			delete(h.w[eid], w)
+			if len(h.w[eid]) == 0 {
+				delete(h.w, eid)
+			}
+			h.mu.Unlock()
+		})
+	}
+}
+
+// arm starts signalling events after base, and signals at once if one
+// arrived while w was being set up.
+func (h *hub) arm(w *watcher, base uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.armed, w.base = true, base
+	if w.maxSeen > base {
+		signal(w.ch)
+	}
+}
+
+func (h *hub) notify(eid string, seq uint64) {
+	h.mu.Lock()
+	for w := range h.w[eid] {
+		if !w.armed {
+			w.maxSeen = max(w.maxSeen, seq)
+		} else if seq > w.base {
+			signal(w.ch)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// wakeAll wakes every watcher (after a reconnect, when events may have
+// been missed), so that callers read again.
+func (h *hub) wakeAll() {
+	h.mu.Lock()
+	for _, set := range h.w {
+		for w := range set {
+			w.maxSeen = ^uint64(0)
+			signal(w.ch)
+		}
+	}
+	h.mu.Unlock()
+}
+
+func (h *hub) run(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil && strings.HasPrefix(e.Key(), kOp) {
+				h.notify(e.Key()[len(kOp):], e.Revision())
+			}
+		}
+	}
+}
