@@ -27,9 +27,9 @@ type opJSON struct {
 	ID        string
 	Status    string
 	UpdatedAt time.Time
-	Message  string
-	Percent  int `json:"percentComplete"`
-	Attempts []struct {
+	Message   string
+	Percent   int `json:"percentComplete"`
+	Attempts  []struct {
 		Number  int
 		Outcome string
 		Error   map[string]any

@@ -13,6 +13,10 @@
 //	W4 status reads: -w4 reads of existing operations' status from -clients clients
 //	W5 scale of state: -w5 pending operations in the embedded store; RSS and time to ready
 //
+// `arrbench scale` measures instead the scale-out drivers: separate arr api
+// and arr worker processes over NATS JetStream and PostgreSQL, with 1, 2
+// and 4 worker processes (see scale.go).
+//
 // Every workload but W5 is repeated -reps times, systems interleaved, and
 // reported as the median with min–max.
 package main
@@ -43,6 +47,10 @@ type config struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "baseline" {
 		serveBaseline(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "scale" {
+		runScale(os.Args[2:])
 		return
 	}
 	var cfg config
