@@ -4,8 +4,11 @@
 // Nodes of a cluster can be killed with SIGKILL and restarted on the same
 // ports and data directory, for crash tests.
 //
-// The nats-server binary is looked up on PATH (Available reports whether
-// it is there).
+// The nats-server binary is $ARR_NATS_SERVER when set, else the one
+// `go install` put in $(go env GOPATH)/bin (CI installs a pinned recent
+// release there with .ci/install-nats.sh: replicated compare-and-set needs
+// nats-server 2.9.21 or later, and Debian's is 2.9.10), else nats-server
+// on PATH. Available reports whether there is one.
 package natstest
 
 import (
@@ -26,11 +29,28 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Available reports whether nats-server is on PATH.
-func Available() bool {
-	_, err := exec.LookPath("nats-server")
-	return err == nil
-}
+// Available reports whether there is a nats-server binary to run.
+func Available() bool { return Binary() != "" }
+
+// Binary is the nats-server binary the package runs ("" when none is
+// found; see the package doc).
+var Binary = sync.OnceValue(func() string {
+	if b := os.Getenv("ARR_NATS_SERVER"); b != "" {
+		return b
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			b := filepath.Join(dir, "bin", "nats-server")
+			if _, err := os.Stat(b); err == nil {
+				return b
+			}
+		}
+	}
+	if b, err := exec.LookPath("nats-server"); err == nil {
+		return b
+	}
+	return ""
+})
 
 // Node is one nats-server process.
 type Node struct {
@@ -78,7 +98,7 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("nats-server", n.args...)
+	cmd := exec.Command(Binary(), n.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
