@@ -88,9 +88,41 @@ func (s *Store) Submit(ctx context.Context, op *operation.Operation, req *operat
 		return stored, false, nil
 	}
 	if err := q.Enqueue(ctx, msg); err != nil {
+		if op.IdempotencyKey == "" {
+			// No retry of this submit can find the operation again, so
+			// it would stay pending for ever: fail it (best effort; if
+			// the message did get through, a worker skips the failed
+			// operation). With a key, a retry repairs it (above).
+			s.abandon(context.WithoutCancel(ctx), op.ID, err)
+		}
 		return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", op.ID, err)
 	}
 	return stored, true, nil
+}
+
+// ProblemNotEnqueued is the error of an operation whose submit stored it
+// but failed to enqueue it, and that no retry can reach (it has no
+// idempotency key): the client was answered with an error and never got
+// its id.
+const ProblemNotEnqueued = "urn:arr:problem:not-enqueued"
+
+// abandon marks a stored operation that could not be enqueued as failed,
+// so that it does not stay pending for ever.
+func (s *Store) abandon(ctx context.Context, id string, cause error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, _ = s.Transition(ctx, id, func(op *operation.Operation) error {
+		if op.Status != operation.Pending || op.Attempts > 0 {
+			return ErrSkip
+		}
+		op.Status = operation.Failed
+		if op.ExpiresAt.IsZero() {
+			op.ExpiresAt = time.Now().UTC().Add(24 * time.Hour) // then the janitor deletes it
+		}
+		op.Error = &operation.Problem{Type: ProblemNotEnqueued, Title: "Not enqueued", Status: 500,
+			Detail: "the operation was stored but its queue message was not: " + cause.Error()}
+		return nil
+	})
 }
 
 // Get: see driver.Store.Get.
