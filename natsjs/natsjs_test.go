@@ -269,3 +269,57 @@ func TestKilledWorkerRedelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Create that claimed an idempotency key and then died (or timed out
+// with its operation's write still in flight) leaves a claim without an
+// operation. A retry with the key must not make a second operation that
+// the key does not lead to: after the grace it adopts the claimed id, so
+// that the late write and the retry's are the same operation.
+func TestDeadClaimAdopted(t *testing.T) {
+	base := serverURL(t)
+	prefix := randomPrefix()
+	defer cleanup(t, base, prefix)
+	ctx := context.Background()
+	st, err := opstore.OpenStore(ctx, withParams(base, "prefix", prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	nc, err := nats.Connect(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, prefix+"_ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead Create's claim, older than the grace.
+	claim := fmt.Sprintf(`{"id":"dead-create-id","at":%q}`, time.Now().Add(-time.Minute).Format(time.RFC3339Nano))
+	if _, err := kv.Create(ctx, "k.retry-key", []byte(claim)); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	op := &operation.Operation{ID: "retry-id", Route: "echo", Status: operation.Pending, CreatedAt: now, UpdatedAt: now, IdempotencyKey: "retry-key"}
+	stored, created, err := st.Create(ctx, op, &operation.Request{Method: "POST"})
+	if err != nil || !created || stored.ID != "dead-create-id" {
+		t.Fatalf("Create over a dead claim: %+v created=%v %v, want the claimed id, created", stored, created, err)
+	}
+	if _, err := st.Get(ctx, "retry-id"); !errors.Is(err, opstore.ErrNotFound) {
+		t.Fatalf("the retry's own id was stored too: %v", err)
+	}
+	// The dead Create's late write of its operation now fails: there is
+	// one operation, the one the key leads to.
+	if _, err := kv.Create(ctx, "o.dead-create-id", []byte(`{"id":"dead-create-id"}`)); !errors.Is(err, jetstream.ErrKeyExists) {
+		t.Fatalf("the dead Create's late write of its operation: %v, want it refused as existing", err)
+	}
+	again, created, err := st.Create(ctx, op.Clone(), nil)
+	if err != nil || created || again.ID != "dead-create-id" {
+		t.Fatalf("replay: %+v created=%v %v, want the adopted operation", again, created, err)
+	}
+	ops, _, err := st.List(ctx, opstore.ListOptions{})
+	if err != nil || len(ops) != 1 {
+		t.Fatalf("stored operations: %d %v, want 1", len(ops), err)
+	}
+}

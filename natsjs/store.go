@@ -232,10 +232,11 @@ type keyRecord struct {
 
 // Create: see driver.Store. The writes, in order: the idempotency key is
 // claimed (KV create, or a revision-checked takeover of a dangling
-// claim), the request and the expiry index entry are put, the operation is
-// created (KV create), and the key is marked done with a revision check
-// (which fails only if a slower-than-claimGrace Create lost the key, and
-// then undoes the operation).
+// claim, which keeps the claimed id: see claimKey), the request and the
+// expiry index entry are put, the operation is created (KV create), and
+// the key is marked done with a revision check. The stored operation's ID
+// is then the claimed one, which differs from op.ID when a dead Create's
+// claim was taken over.
 func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
 	if err := s.check(); err != nil {
 		return nil, false, err
@@ -257,7 +258,7 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 		var keyRev uint64
 		kkey := kIdem + token(c.IdempotencyKey)
 		if c.IdempotencyKey != "" {
-			holder, rev, err := s.claimKey(ctx, kkey, c.ID)
+			holder, rev, adopt, err := s.claimKey(ctx, kkey, c.ID)
 			if err != nil {
 				return nil, false, err
 			}
@@ -265,6 +266,9 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				return holder, false, nil
 			}
 			keyRev = rev
+			if adopt != c.ID {
+				c.ID, eid = adopt, token(adopt)
+			}
 		}
 		if req != nil {
 			b, err := json.Marshal(req)
@@ -288,15 +292,25 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 		_, err = s.kv.Create(ctx, kOp+eid, b)
 		unlock()
 		if err != nil {
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				// Maybe written, maybe not (a timeout): the claim stays,
+				// so that a retry with the key finds this operation if
+				// the write lands, and adopts its id if it does not.
+				return nil, false, err
+			}
 			if keyRev != 0 {
+				// The id is taken: by the operation of an adopted claim
+				// whose late write landed (then it is the key's
+				// operation), or by another operation (then the claim
+				// is released).
+				if existing, _, gerr := s.getOp(ctx, c.ID); gerr == nil && existing.IdempotencyKey == c.IdempotencyKey {
+					return existing, false, nil
+				}
 				unlock := s.lock(kkey)
 				_ = s.kv.Delete(ctx, kkey, jetstream.LastRevision(keyRev))
 				unlock()
 			}
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				return nil, false, driver.ErrExists
-			}
-			return nil, false, err
+			return nil, false, driver.ErrExists
 		}
 		if keyRev != 0 {
 			rec, _ := json.Marshal(keyRecord{ID: c.ID, Done: true, At: time.Now()})
@@ -307,8 +321,20 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 					return nil, false, err
 				}
-				// Another Create took the key over: undo ours and
-				// answer with the holder.
+				// Another Create took the claim over while this one was
+				// slow. Takeovers keep the claimed id, so the operation
+				// just written is still the key's (the other Create found
+				// it exists and answered with it); mark the key done
+				// again, best effort. Only if the key now names another
+				// id is this operation undone.
+				e, gerr := s.kv.Get(ctx, kkey)
+				var held keyRecord
+				if gerr == nil && json.Unmarshal(e.Value(), &held) == nil && held.ID == c.ID {
+					unlock := s.lock(kkey)
+					_, _ = s.kv.Update(ctx, kkey, rec, e.Revision())
+					unlock()
+					return c.Clone(), true, nil
+				}
 				_ = s.kv.Delete(ctx, kOp+eid)
 				_ = s.purge(ctx, kReq+eid)
 				continue
@@ -319,54 +345,68 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 }
 
 // claimKey claims the idempotency key kkey for id, or returns the
-// operation that holds it.
-func (s *Store) claimKey(ctx context.Context, kkey, id string) (*operation.Operation, uint64, error) {
+// operation that holds it. When the key is held by a Create that died (or
+// timed out) before its operation appeared, and claimGrace has passed,
+// claimKey takes the claim over for that same id, which it returns as
+// adopt: the caller creates the operation under the claimed id, so that a
+// late write of the dead Create's operation (still in flight when its
+// client gave up) and the caller's are the same operation, one of which
+// fails as existing. An id once claimed for a key is never given another
+// operation, so no operation can exist that its key does not lead to.
+func (s *Store) claimKey(ctx context.Context, kkey, id string) (holder *operation.Operation, rev uint64, adopt string, err error) {
 	for {
 		rec, _ := json.Marshal(keyRecord{ID: id, At: time.Now()})
 		unlock := s.lock(kkey)
 		rev, err := s.kv.Create(ctx, kkey, rec)
 		unlock()
 		if err == nil {
-			return nil, rev, nil
+			return nil, rev, id, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		e, err := s.kv.Get(ctx, kkey)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		var held keyRecord
 		if err := json.Unmarshal(e.Value(), &held); err != nil {
-			return nil, 0, fmt.Errorf("natsjs: decoding idempotency key: %w", err)
+			return nil, 0, "", fmt.Errorf("natsjs: decoding idempotency key: %w", err)
 		}
 		op, _, err := s.getOp(ctx, held.ID)
 		if err == nil {
-			return op, 0, nil
+			return op, 0, "", nil
 		}
 		if !errors.Is(err, driver.ErrNotFound) {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		if held.Done || time.Since(held.At) > claimGrace {
-			// Dangling: its operation was deleted, or its Create died.
+			// Dangling. Done: its operation was deleted, so the key is
+			// free for a new id. Not done: its Create died or gave up;
+			// take the claim over for the same id (see above).
+			take := keyRecord{ID: id, At: time.Now()}
+			if !held.Done {
+				take.ID = held.ID
+			}
+			b, _ := json.Marshal(take)
 			unlock := s.lock(kkey)
-			rev, err := s.kv.Update(ctx, kkey, rec, e.Revision())
+			rev, err := s.kv.Update(ctx, kkey, b, e.Revision())
 			unlock()
 			if err == nil {
-				return nil, rev, nil
+				return nil, rev, take.ID, nil
 			}
 			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-				return nil, 0, err
+				return nil, 0, "", err
 			}
 			continue
 		}
 		// Claimed by a Create in progress: wait for its operation.
 		select {
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return nil, 0, "", ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

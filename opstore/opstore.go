@@ -87,15 +87,18 @@ func (s *Store) Submit(ctx context.Context, op *operation.Operation, req *operat
 		}
 		return stored, false, nil
 	}
+	// The stored ID may differ from op.ID: a driver may give a retried
+	// submit the id its key was first claimed for (see natsjs).
+	msg.ID = stored.ID
 	if err := q.Enqueue(ctx, msg); err != nil {
 		if op.IdempotencyKey == "" {
 			// No retry of this submit can find the operation again, so
 			// it would stay pending for ever: fail it (best effort; if
 			// the message did get through, a worker skips the failed
 			// operation). With a key, a retry repairs it (above).
-			s.abandon(context.WithoutCancel(ctx), op.ID, err)
+			s.abandon(context.WithoutCancel(ctx), stored.ID, err)
 		}
-		return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", op.ID, err)
+		return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", stored.ID, err)
 	}
 	return stored, true, nil
 }

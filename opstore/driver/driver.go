@@ -54,7 +54,11 @@ type Store interface {
 	// If op.IdempotencyKey is not empty and another operation already holds
 	// that key, nothing is written and Create returns that operation and
 	// created == false. Otherwise it returns a copy of op as stored and
-	// created == true. Creating an ID that already exists, or that has a
+	// created == true. The stored ID is op.ID, except that a driver whose
+	// idempotency key and operation are separate writes may store the
+	// operation under the id a failed earlier Create claimed the key for
+	// (so that that Create's late write cannot make a second operation);
+	// callers use the returned operation's ID. Creating an ID that already exists, or that has a
 	// tombstone (see DeleteExpired), is ErrExists.
 	Create(ctx context.Context, op *operation.Operation, req *operation.Request) (stored *operation.Operation, created bool, err error)
 
