@@ -8,6 +8,8 @@ import (
 	"github.com/arrhq/arr/internal/natstest"
 	"github.com/arrhq/arr/internal/pgtest"
 	"github.com/arrhq/arr/internal/s3test"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"io"
 	"net/http"
 	"os"
@@ -364,18 +366,23 @@ func scaleResults(t *testing.T) (string, []string) {
 
 // TestScaleOutNATS: two apis and two workers over a 3-node JetStream
 // cluster with R3 streams and bucket; one worker and then one NATS node
-// are SIGKILLed during the load (the node is restarted later, and
-// catches up).
+// are SIGKILLed during the load: the node that leads the operations
+// bucket's stream, so that the cluster must elect a new leader while
+// writes are in flight (the node is restarted later, and catches up).
 func TestScaleOutNATS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
 	c := natstest.StartCluster(t, 3)
 	results, env := scaleResults(t)
-	victim := 1
+	victim := -1
 	eng := scaleEngine{
 		storeURL: c.URL() + "?replicas=3&ackWait=3s",
-		kill:     func() { c.Kill(victim) },
+		kill: func() {
+			victim = streamLeader(t, c, "KV_arr_ops")
+			t.Logf("killing NATS node %s, leader of KV_arr_ops", c.Nodes[victim].Name)
+			c.Kill(victim)
+		},
 		heal: func() {
 			if err := c.Restart(victim); err != nil {
 				t.Errorf("restarting NATS node %d: %v", victim, err)
@@ -383,6 +390,37 @@ func TestScaleOutNATS(t *testing.T) {
 		},
 	}
 	runScaleOut(t, eng, results, env, scaleOps(t))
+}
+
+// streamLeader is the index in c.Nodes of the node leading stream.
+func streamLeader(t *testing.T, c *natstest.Cluster, stream string) int {
+	t.Helper()
+	nc, err := nats.Connect(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("stream info of %s: %+v %v", stream, info, err)
+	}
+	for i, n := range c.Nodes {
+		if n.Name == info.Cluster.Leader {
+			return i
+		}
+	}
+	t.Fatalf("leader %q of %s is not a node of the cluster", info.Cluster.Leader, stream)
+	return -1
 }
 
 // TestCrossAPIWakeupNATS: as TestCrossAPIWakeupPostgres, on JetStream.
