@@ -433,6 +433,18 @@ func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
 		return driver.ErrConflict
 	}
 	n := op.Clone()
+	if err := s.write(ctx, stored, rev, n); err != nil {
+		return err
+	}
+	op.Version = n.Version
+	return nil
+}
+
+// write stores n over stored, which was read at revision rev: with the
+// next version and stored's idempotency key, and a put of the expiry
+// index entry first when ExpiresAt changes. A revision mismatch is
+// driver.ErrConflict. The caller holds the key's lock.
+func (s *Store) write(ctx context.Context, stored *operation.Operation, rev uint64, n *operation.Operation) error {
 	n.Version = stored.Version + 1
 	n.IdempotencyKey = stored.IdempotencyKey
 	eid := token(n.ID)
@@ -451,8 +463,37 @@ func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
 		}
 		return err
 	}
-	op.Version = n.Version
 	return nil
+}
+
+// TransitionOp: see driver.Transitioner. It reads the operation once and
+// writes the change with a revision check, reading again only when
+// another process wrote in between: one KV get and one KV update, where
+// Get and then Update cost two gets.
+func (s *Store) TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, _ bool) (*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	defer s.lock(kOp + token(id))()
+	for {
+		stored, rev, err := s.getOp(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		n := stored.Clone()
+		if err := change(n); err != nil {
+			return n, err
+		}
+		n.ID = stored.ID
+		err = s.write(ctx, stored, rev, n)
+		if errors.Is(err, driver.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return n.Clone(), nil
+	}
 }
 
 // keys lists the live keys under prefix (e.g. "o."), without values.
