@@ -45,6 +45,7 @@ func runScale(args []string) {
 	natsURL := fs.String("nats", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS JetStream server")
 	dbURL := fs.String("database-url", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL server")
 	out := fs.String("out", "", "also write the report to this file")
+	resultsDir := fs.String("results-dir", defaultResultsDir(), "where the shared file: result store lives (default: tmpfs, /dev/shm, so that the figures are the engines' and not the disk's)")
 	_ = fs.Parse(args)
 
 	bin, err := buildArr()
@@ -69,7 +70,7 @@ func runScale(args []string) {
 		}
 		for _, w := range runs {
 			r, err := scaleRun(ctx, bin, scaleSetup{engine: eng, workers: w, n: *n, clients: *clients,
-				perWorker: *perWorker, natsURL: *natsURL, dbURL: *dbURL})
+				perWorker: *perWorker, natsURL: *natsURL, dbURL: *dbURL, resultsDir: *resultsDir})
 			if err != nil {
 				log.Fatalf("%s with %d workers: %v", eng, w, err)
 			}
@@ -90,7 +91,7 @@ func runScale(args []string) {
 type scaleSetup struct {
 	engine                         string
 	workers, n, clients, perWorker int
-	natsURL, dbURL                 string
+	natsURL, dbURL, resultsDir     string
 }
 
 type scaleRow struct {
@@ -100,6 +101,13 @@ type scaleRow struct {
 	acceptArr, acceptEng  time.Duration // CPU per operation in the accept phase
 	drainArr, drainEng    time.Duration // and in the drain phase
 	acceptWall, drainWall time.Duration
+}
+
+func defaultResultsDir() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
 
 func randomName() string {
@@ -116,7 +124,12 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 		return row, err
 	}
 	defer os.RemoveAll(tmp)
-	results := "file:" + filepath.Join(tmp, "results")
+	resDir, err := os.MkdirTemp(s.resultsDir, "arrbench-results-")
+	if err != nil {
+		return row, err
+	}
+	defer os.RemoveAll(resDir)
+	results := "file:" + resDir
 	name := "bench" + randomName()
 	var store string
 	var engineProcs string
@@ -140,7 +153,7 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 	var api *child
 	apiData := filepath.Join(tmp, "api")
 	if s.engine == "embedded" {
-		api, err = startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-workers", "-1", "-log-level", "warn")
+		api, err = startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-results", results, "-workers", "-1", "-log-level", "warn")
 	} else {
 		api, err = startChild(ctx, bin, "/readyz", "api", "-addr", "{addr}", "-data", apiData, "-store", store, "-results", results, "-log-level", "warn")
 	}
@@ -209,7 +222,7 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 		stopAPI()
 		arr0, eng0 = 0, enginesCPU(engineProcs)
 		t1 = time.Now()
-		w, err := startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-workers", strconv.Itoa(s.perWorker), "-log-level", "warn")
+		w, err := startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-results", results, "-workers", strconv.Itoa(s.perWorker), "-log-level", "warn")
 		if err != nil {
 			return row, err
 		}
@@ -337,7 +350,7 @@ func dropSchema(ctx context.Context, dbURL, schema string) {
 
 func writeScaleReport(w io.Writer, rows []scaleRow, n, clients, perWorker int, args []string) {
 	fmt.Fprintf(w, "```sh\ncd bench && go run ./cmd/arrbench scale %s\n```\n\n", strings.Join(args, " "))
-	fmt.Fprintf(w, "%d operations of 1 KiB (echo), %d clients, one `arr api`, worker processes of %d concurrent operations each; results as files in a shared directory. CPU is per operation: arr's processes, and the engine's (every nats-server or postgres process on the machine).\n\n", n, clients, perWorker)
+	fmt.Fprintf(w, "%d operations of 1 KiB (echo), %d clients, one `arr api`, worker processes of %d concurrent operations each. Every system, the embedded baseline included, keeps results as files (`-results file:`) in one directory on tmpfs, so that the figures are the operations stores' and queues'. CPU is per operation: arr's processes, and the engine's (every nats-server or postgres process on the machine).\n\n", n, clients, perWorker)
 	var base float64
 	for _, r := range rows {
 		if r.engine == "embedded" {
