@@ -3,6 +3,7 @@ package natsjs
 import (
 	"context"
 	"net/url"
+	"time"
 
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
@@ -36,7 +37,11 @@ func OpenStoreURL(ctx context.Context, u *url.URL) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := OpenStore(ctx, e.nc, cfg, e.onReconnect, release)
+	var s *Store
+	err = retryOpen(ctx, func(ctx context.Context) (err error) {
+		s, err = OpenStore(ctx, e.nc, cfg, e.onReconnect, release)
+		return err
+	})
 	if err != nil {
 		release()
 		return nil, err
@@ -55,10 +60,43 @@ func OpenQueueURL(ctx context.Context, u *url.URL) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q, err := OpenQueue(ctx, e.nc, cfg, release)
+	var q *Queue
+	err = retryOpen(ctx, func(ctx context.Context) (err error) {
+		q, err = OpenQueue(ctx, e.nc, cfg, release)
+		return err
+	})
 	if err != nil {
 		release()
 		return nil, err
 	}
 	return q, nil
+}
+
+// openPatience bounds how long an open by URL keeps trying. Processes of
+// a deployment often start together with (or before) the cluster: the
+// JetStream meta leader may not be elected yet, and the first opens race
+// to create the streams and bucket, so that one open's read can miss
+// another's just-created stream, or time out while its replicas form.
+const openPatience = time.Minute
+
+// retryOpen calls open until it succeeds, with a backoff from 100ms to 2s
+// and each try bounded to 10s, for at most openPatience or until ctx
+// ends; it returns the last error.
+func retryOpen(ctx context.Context, open func(context.Context) error) error {
+	deadline := time.Now().Add(openPatience)
+	wait := 100 * time.Millisecond
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := open(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
