@@ -323,3 +323,36 @@ func TestDeadClaimAdopted(t *testing.T) {
 		t.Fatalf("stored operations: %d %v, want 1", len(ops), err)
 	}
 }
+
+// Processes of a deployment start together: on a fresh cluster, four
+// stores and four queues opened at once (as two apis and two workers do)
+// all open, although they race to create the R3 bucket and streams.
+func TestConcurrentFirstOpen(t *testing.T) {
+	c := startCluster(t)
+	prefix := randomPrefix()
+	defer cleanup(t, c.URL(), prefix)
+	u := withParams(c.URL(), "prefix", prefix, "replicas", "3")
+	ctx := context.Background()
+	errs := make(chan error, 8)
+	for range 4 {
+		go func() {
+			s, err := opstore.OpenStore(ctx, u)
+			if err == nil {
+				err = s.Close()
+			}
+			errs <- err
+		}()
+		go func() {
+			q, err := queue.OpenQueue(ctx, u)
+			if err == nil {
+				err = q.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent first open: %v", err)
+		}
+	}
+}

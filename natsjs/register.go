@@ -80,13 +80,13 @@ func OpenQueueURL(ctx context.Context, u *url.URL) (*Queue, error) {
 const openPatience = time.Minute
 
 // retryOpen calls open until it succeeds, with a backoff from 100ms to 2s
-// and each try bounded to 10s, for at most openPatience or until ctx
+// and each try bounded to 5s, for at most openPatience or until ctx
 // ends; it returns the last error.
 func retryOpen(ctx context.Context, open func(context.Context) error) error {
 	deadline := time.Now().Add(openPatience)
 	wait := 100 * time.Millisecond
 	for {
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := open(tctx)
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
