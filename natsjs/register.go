@@ -29,47 +29,40 @@ func init() {
 // OpenStoreURL opens the store a nats:// URL names, over the process's
 // shared connection to its servers.
 func OpenStoreURL(ctx context.Context, u *url.URL) (*Store, error) {
-	cfg, err := ParseURL(u)
-	if err != nil {
-		return nil, err
-	}
-	e, release, err := acquire(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	var s *Store
-	err = retryOpen(ctx, func(ctx context.Context) (err error) {
-		s, err = OpenStore(ctx, e.nc, cfg, e.onReconnect, release)
-		return err
+	return openURL(ctx, u, func(ctx context.Context, e *connEntry, cfg Config, release func()) (*Store, error) {
+		return OpenStore(ctx, e.nc, cfg, e.onReconnect, release)
 	})
-	if err != nil {
-		release()
-		return nil, err
-	}
-	return s, nil
 }
 
 // OpenQueueURL opens the queue a nats:// URL names, over the process's
 // shared connection to its servers.
 func OpenQueueURL(ctx context.Context, u *url.URL) (*Queue, error) {
+	return openURL(ctx, u, func(ctx context.Context, e *connEntry, cfg Config, release func()) (*Queue, error) {
+		return OpenQueue(ctx, e.nc, cfg, release)
+	})
+}
+
+// openURL parses u, takes the shared connection and opens a driver on it
+// with open, retried (see retryOpen); the connection is released if no
+// open succeeds.
+func openURL[T any](ctx context.Context, u *url.URL, open func(context.Context, *connEntry, Config, func()) (T, error)) (T, error) {
+	var d T
 	cfg, err := ParseURL(u)
 	if err != nil {
-		return nil, err
+		return d, err
 	}
 	e, release, err := acquire(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return d, err
 	}
-	var q *Queue
 	err = retryOpen(ctx, func(ctx context.Context) (err error) {
-		q, err = OpenQueue(ctx, e.nc, cfg, release)
+		d, err = open(ctx, e, cfg, release)
 		return err
 	})
 	if err != nil {
 		release()
-		return nil, err
 	}
-	return q, nil
+	return d, err
 }
 
 // openPatience bounds how long an open by URL keeps trying. Processes of

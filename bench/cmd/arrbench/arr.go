@@ -237,28 +237,7 @@ func (a *arrHTTP) WaitCompleted(ctx context.Context, n int) error {
 // /metrics: the worker counts an operation once its result is stored and
 // its state committed, so the count is of readable results.
 func (a *arrHTTP) succeeded(ctx context.Context) (float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.c.addr+"/metrics", nil)
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	var n float64
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "arr_operations_completed_total{") && strings.Contains(line, `outcome="succeeded"`) {
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				return 0, err
-			}
-			n += v
-		}
-	}
-	return n, nil
+	return succeededOn(ctx, a.hc, a.c.addr)
 }
 
 // SubmitAndWait posts with Prefer: wait, so the 202 is replaced by the

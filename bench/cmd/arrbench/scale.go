@@ -267,7 +267,7 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 }
 
 // succeededOn reads arr_operations_completed_total{outcome="succeeded"}
-// from a process's /metrics.
+// from the /metrics of the arr process at addr.
 func succeededOn(ctx context.Context, hc *http.Client, addr string) (float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	resp, err := hc.Do(req)
