@@ -73,6 +73,8 @@
 //	arr_tombstones  ids of deleted operations that answer ErrGone, until
 //	arr_queue       id primary key, body, attempt, visible_at,
 //	                lease_token, dead, dead_reason, dead_at, enqueued_at
+//	arr_sync        a sequence whose setval is Sync's WAL write
+//	                (its value means nothing)
 //
 // # Durability and atomicity
 //
@@ -88,6 +90,44 @@
 // ON CONFLICT DO NOTHING, so concurrent creates with one key create one
 // operation and the others return it, and no conflict aborts a caller's
 // transaction.
+//
+// # Lazy writes and Sync
+//
+// The store implements opstore/driver.LazyUpdater and driver.Syncer, and
+// the queue's deliveries queue/driver.LazyAcker: UpdateLazy and AckLazy
+// run Update's and Ack's statement (the same version or lease-token
+// check, the same NOTIFY) with set_config('synchronous_commit', 'off',
+// true) in its WHERE clause, so that its own transaction commits
+// asynchronously (in the same round trip, on the same pool; the setting
+// ends with the transaction). The write is committed, visible to every
+// session and notified when the call returns; only the WAL flush is
+// deferred, to the WAL writer (within 3 × wal_writer_delay, 600ms by
+// default) or to the next synchronous commit of any session, whichever
+// comes first: the store's and the queue's durable writes, and Sync, which
+// commits a setval of the sequence arr_sync (a transaction that writes WAL,
+// so its commit flushes the WAL up to its record and every earlier commit
+// with it; one that only takes an xid writes no WAL and would not flush).
+// The worker writes a first delivery's running state and progress reports
+// lazily, syncs the running state of an attempt that lasts, and acks
+// lazily after the durable terminal state.
+//
+// A crash of arr loses nothing (lazy writes are committed). A crash of the
+// PostgreSQL server (or of its machine) may lose the lazy writes of its
+// last moments, and only those: the WAL is flushed in order, so no lazy
+// write is lost while a durable write made after it is kept. The worker
+// repairs such a loss by redelivery: a lost running state leaves the
+// operation pending, to be started again; a lost ack brings the message
+// back, and its redelivery finds the durable terminal state and is acked
+// without running. With synchronous_commit off for the server or the user,
+// every write is as lazy as these. Under synchronous replication, lazy
+// writes do not wait for the standbys; Sync and durable writes do, and
+// cover the lazy writes before them.
+//
+// The store does not implement driver.Transitioner: the change is Go code,
+// so a transition needs the row at the client before its write, two round
+// trips whether a Get and a version-checked Update (opstore's Transition)
+// or a SELECT … FOR UPDATE and an UPDATE in one transaction, which would
+// add BEGIN and COMMIT and hold the row lock across a round trip.
 //
 // Timestamps are stored as timestamptz, to the microsecond: DeleteExpired
 // compares ExpiresAt with its now at that precision (an operation that
@@ -143,9 +183,8 @@
 //
 // # Limits
 //
-// Optional driver interfaces not implemented: LazyUpdater and Transitioner
-// (every update is a synchronous commit, and a transition is Get plus a
-// version-checked Update), LazyAcker (every Ack commits). Operation ids,
+// The optional driver interface Transitioner is not implemented (a
+// transition is Get plus a version-checked Update; see above). Operation ids,
 // message ids and idempotency keys longer than about 2,700 bytes exceed
 // PostgreSQL's B-tree entry limit and fail to store (arr's ids are
 // 36-byte UUIDs).

@@ -8,10 +8,10 @@ type queries struct {
 	create [2][2]string // [has request][has message]
 	holder, existsOrGone,
 	get, getRequest,
-	update, exists,
-	purgeTombstones, deleteExpired,
+	update, updateLazy, exists,
+	purgeTombstones, deleteExpired, sync,
 	enqueue, claim, nextVisible,
-	ack, nak, inProgress, term, release, stats string
+	ack, ackLazy, nak, inProgress, term, release, stats string
 	listFrom string // "FROM {s}.arr_operations"
 }
 
@@ -40,14 +40,17 @@ func makeQueries(schema string) queries {
 		&q.existsOrGone:    `SELECT EXISTS (SELECT 1 FROM {s}.arr_operations WHERE id = @id) OR EXISTS (SELECT 1 FROM {s}.arr_tombstones WHERE id = @id AND until > now())`,
 		&q.get:             getOp,
 		&q.getRequest:      getRequest,
-		&q.update:          updateOp,
+		&q.update:          strings.Replace(updateOp, "{lazy}", "", 1),
+		&q.updateLazy:      strings.Replace(updateOp, "{lazy}", lazyCommit, 1),
 		&q.exists:          `SELECT EXISTS (SELECT 1 FROM {s}.arr_operations WHERE id = @id)`,
 		&q.purgeTombstones: purgeTombstones,
+		&q.sync:            syncWAL,
 		&q.deleteExpired:   deleteExpired,
 		&q.enqueue:         enqueue,
 		&q.claim:           claim,
 		&q.nextVisible:     `SELECT EXTRACT(EPOCH FROM min(visible_at) - now())::float8 FROM {s}.arr_queue WHERE NOT dead`,
 		&q.ack:             `DELETE FROM {s}.arr_queue WHERE id = @id AND lease_token = @token AND NOT dead`,
+		&q.ackLazy:         `DELETE FROM {s}.arr_queue WHERE id = @id AND lease_token = @token AND NOT dead` + lazyCommit,
 		&q.nak:             nak,
 		&q.inProgress:      `UPDATE {s}.arr_queue SET visible_at = now() + @lease::float8 * interval '1 microsecond' WHERE id = @id AND lease_token = @token AND NOT dead`,
 		&q.term:            `UPDATE {s}.arr_queue SET dead = true, dead_reason = @reason, dead_at = now(), lease_token = NULL WHERE id = @id AND lease_token = @token AND NOT dead`,
@@ -112,16 +115,43 @@ FROM (SELECT @id::text AS id) k
 	LEFT JOIN {s}.arr_operations o ON o.id = k.id
 	LEFT JOIN {s}.arr_requests r ON r.id = k.id`
 
+// lazyCommit, appended to the WHERE clause of a write, makes the
+// statement's (implicit, single-statement) transaction commit
+// asynchronously: set_config(…, true) sets synchronous_commit for the
+// current transaction only, and PostgreSQL reads the setting when it
+// writes the commit record (the setting reverts after the commit, so the
+// pooled connection keeps the server's default). The function is volatile,
+// so it is a per-row filter, never folded or hoisted: every row the
+// statement writes passed it, so a statement that writes anything has
+// run it before its commit; one that writes nothing has no xid and
+// nothing to make durable. It costs no round trip and no second pool.
+// The write is visible and NOTIFYs at its commit as any other: only the
+// WAL flush is left to the WAL writer (within 3 × wal_writer_delay) or to
+// the next synchronous commit, whichever comes first.
+const lazyCommit = ` AND set_config('synchronous_commit', 'off', true) IS NOT NULL`
+
 // Update is compare-and-set on version; the idempotency key column is
-// never written.
+// never written. {lazy} is "" or lazyCommit.
 const updateOp = `WITH u AS (
 	UPDATE {s}.arr_operations SET version = version + 1, status = @status, expires_at = @expires, tombstone_until = @tombstone, doc = @doc
-	WHERE id = @id AND version = @version
+	WHERE id = @id AND version = @version{lazy}
 	RETURNING version
 ), n AS (
 	SELECT pg_notify(@ops_chan::text, @id::text) FROM u
 )
 SELECT (SELECT version FROM u), (SELECT count(*) FROM n)`
+
+// syncWAL is Store.Sync: a transaction that writes WAL (setval always
+// logs the sequence) and has an xid (setval assigns one), so that its
+// commit, synchronous unless the server or user set synchronous_commit
+// off, flushes the WAL up to its commit record: every asynchronous commit
+// that returned before it is earlier in the WAL, and flushed with it (and,
+// under synchronous replication, waited for on the standbys with it). An
+// xid alone (SELECT pg_current_xact_id()) is not enough: PostgreSQL
+// commits a transaction that wrote no WAL asynchronously.
+// @seq is the sequence's qualified name (a parameter: a schema's name may
+// hold quotes).
+const syncWAL = `SELECT setval(@seq::text::regclass, 1, false)`
 
 const purgeTombstones = `DELETE FROM {s}.arr_tombstones WHERE id IN (
 	SELECT id FROM {s}.arr_tombstones WHERE until < @now ORDER BY until LIMIT @limit FOR UPDATE SKIP LOCKED)`

@@ -30,7 +30,10 @@ type Queue struct {
 	leases map[[16]byte]struct{} // tokens of this queue's unsettled deliveries
 }
 
-var _ qdriver.Queue = (*Queue)(nil)
+var (
+	_ qdriver.Queue     = (*Queue)(nil)
+	_ qdriver.LazyAcker = (*delivery)(nil)
+)
 
 func newQueue(db *DB, cfg config) *Queue {
 	return &Queue{
@@ -310,6 +313,17 @@ func (d *delivery) exec(ctx context.Context, what, sql string, args pgx.NamedArg
 // Ack deletes the message.
 func (d *delivery) Ack(ctx context.Context) error {
 	return d.exec(ctx, "ack", d.q.db.sql.ack, pgx.NamedArgs{}, true)
+}
+
+// AckLazy: see queue/driver.LazyAcker. It is Ack's statement committed
+// with synchronous_commit off for its own transaction: the message is gone
+// for every receiver when it returns, and the removal is durable when the
+// WAL writer flushes it (within 3 × wal_writer_delay) or with the next
+// synchronous commit of any session (any durable write of the store or the
+// queue, or Store.Sync). A crash of the PostgreSQL server before that
+// brings the message back, to be delivered again when its lease ends.
+func (d *delivery) AckLazy(ctx context.Context) error {
+	return d.exec(ctx, "ack", d.q.db.sql.ackLazy, pgx.NamedArgs{}, true)
 }
 
 // InProgress moves the lease's end to lease from now (the database's now).

@@ -20,10 +20,18 @@ import (
 	qdriver "github.com/arrhq/arr/queue/driver"
 )
 
-// Store is the operations store (opstore/driver.Store and
-// driver.AtomicSubmitter) on a DB. Every write is one statement or one
-// transaction, and returns after its commit (with the server's
-// synchronous_commit, on by default: after the WAL is flushed).
+// Store is the operations store (opstore/driver.Store,
+// driver.AtomicSubmitter, driver.LazyUpdater and driver.Syncer) on a DB.
+// Every write is one statement or one transaction, and returns after its
+// commit (with the server's synchronous_commit, on by default: after the
+// WAL is flushed), except UpdateLazy's, which commits asynchronously.
+//
+// It does not implement driver.Transitioner: the change is Go code, so a
+// transition needs the row at the client before its write, two round trips
+// whether they are a Get and a version-checked Update (what
+// opstore.Store.Transition does without a Transitioner) or a SELECT … FOR
+// UPDATE and an UPDATE in one transaction, which would hold the row lock
+// across a round trip and add BEGIN and COMMIT to no gain.
 type Store struct {
 	db        *DB
 	closed    atomic.Bool
@@ -33,6 +41,8 @@ type Store struct {
 var (
 	_ opdriver.Store           = (*Store)(nil)
 	_ opdriver.AtomicSubmitter = (*Store)(nil)
+	_ opdriver.LazyUpdater     = (*Store)(nil)
+	_ opdriver.Syncer          = (*Store)(nil)
 )
 
 // Querier is what SubmitTx writes through: a pgx.Tx (or a *pgxpool.Pool,
@@ -276,6 +286,43 @@ func micros(d time.Duration) float64 {
 // Update: see opstore/driver.Store.Update. One statement: the version check
 // and the write are atomic.
 func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
+	return s.update(ctx, op, s.db.sql.update)
+}
+
+// UpdateLazy: see opstore/driver.LazyUpdater. It is Update's statement,
+// with the same version check and NOTIFY, committed with
+// synchronous_commit off for its own transaction: it returns once the
+// write is committed and visible to every session, without waiting for the
+// WAL flush. The write becomes durable when the WAL writer flushes it (at
+// most 3 × wal_writer_delay later, 600ms by default) or, at once, with the
+// next synchronous commit that writes anything, from any session (every
+// durable write of the store and the queue, and Sync): WAL is flushed in
+// order, so a crash of the PostgreSQL server may lose lazy writes that
+// were not flushed yet, never a lazy write without the durable writes made
+// after it. A crash of the arr process alone loses nothing.
+func (s *Store) UpdateLazy(ctx context.Context, op *operation.Operation) error {
+	return s.update(ctx, op, s.db.sql.updateLazy)
+}
+
+// Sync: see opstore/driver.Syncer. It makes every lazy write (UpdateLazy,
+// and the queue's AckLazy) that returned before it durable, with one
+// synchronous commit that writes WAL: PostgreSQL flushes the WAL up to that
+// commit's record, which lies after every earlier commit record. The
+// statement is a setval of the sequence arr_sync (so the user needs UPDATE
+// on it; the user that migrates the schema owns it). With synchronous_commit
+// off for the server or the user, durable writes and Sync are no more
+// durable than lazy ones.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if _, err := s.db.pool.Exec(ctx, s.db.sql.sync, pgx.NamedArgs{"seq": s.db.ident + ".arr_sync"}); err != nil {
+		return fmt.Errorf("postgres: sync: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) update(ctx context.Context, op *operation.Operation, sql string) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -290,7 +337,7 @@ func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
 		version  *int64
 		notified int64
 	)
-	err = s.db.pool.QueryRow(ctx, s.db.sql.update, pgx.NamedArgs{
+	err = s.db.pool.QueryRow(ctx, sql, pgx.NamedArgs{
 		"id": op.ID, "version": op.Version, "status": string(op.Status),
 		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
 		"ops_chan": s.db.opsChan,

@@ -57,3 +57,10 @@ CREATE TABLE arr_queue (
 );
 -- Receive takes the earliest visible live messages.
 CREATE INDEX arr_queue_visible_at ON arr_queue (visible_at) WHERE NOT dead;
+
+-- The sequence Store.Sync writes. setval writes a WAL record and
+-- assigns the transaction an xid, so its synchronous commit flushes the
+-- WAL up to its commit record, and with it every asynchronous (lazy)
+-- commit before it. A transaction that only takes an xid writes no WAL
+-- and commits without a flush. Nothing reads the sequence's value.
+CREATE SEQUENCE arr_sync;
