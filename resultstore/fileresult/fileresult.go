@@ -102,6 +102,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
 )
@@ -406,15 +407,6 @@ func ValidateKey(key string) error {
 		return bad("name reserved by the storage layout")
 	}
 	return nil
-}
-
-// escapeKeyPath path-escapes every segment of key.
-func escapeKeyPath(key string) string {
-	segs := strings.Split(key, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
 }
 
 // --- trailer ------------------------------------------------------------
@@ -765,9 +757,9 @@ func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (st
 	if expiry.After(s.now().Add(s.opts.MaxURLLifetime)) {
 		return "", fmt.Errorf("fileresult: expiry %s is more than %s away", expiry.UTC().Format(time.RFC3339), s.opts.MaxURLLifetime)
 	}
-	k := s.keys(false).active
+	k := s.keys(false).Active()
 	se := expiry.Unix()
-	return s.opts.Prefix + escapeKeyPath(key) + "?" + signedQuery(k, key, se), nil
+	return s.opts.Prefix + urlsign.EscapeKey(key) + "?" + signedQuery(k, key, se), nil
 }
 
 // Blobs returns Options.Blobs, nil for a store of files.

@@ -1,118 +1,32 @@
 package fileresult
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"time"
+
+	"github.com/arrhq/arr/internal/urlsign"
 )
 
-// The keyring file (Options.KeyFile) is JSON:
-//
-//	{
-//	  "version": 1,
-//	  "active": "<id of the key that signs new URLs>",
-//	  "keys": [
-//	    {"id": "3f9a0c1e5b7d2a64", "secret": "<base64 of 32 random bytes>",
-//	     "created": "2025-11-21T07:23:00Z", "retired": "2025-11-28T07:23:00Z"},
-//	    ...
-//	  ]
-//	}
-//
-// Every listed key verifies URLs; only the active one signs. "retired" is
-// set when a rotation replaced the key as active. It is written atomically
-// (temporary file, fsync, rename, fsync of the directory) with mode 0600.
+// The keyring file (Options.KeyFile) is JSON in the format of
+// internal/urlsign: every listed key verifies URLs; only the active one
+// signs. It is written atomically (temporary file, fsync, rename, fsync of
+// the directory) with mode 0600.
 
 const (
-	keyringVersion = 1
-	secretLen      = 32
-	maxKeyfileLen  = 1 << 20
-	macDomain      = "arr-fileresult-url-v1"
-	sigLen         = 43 // unpadded base64 of a SHA-256 HMAC
+	// macDomain separates this driver's signatures from other drivers'.
+	// Changing it invalidates every URL signed before.
+	macDomain = "arr-fileresult-url-v1"
 )
 
-// secret is key material. It prints as "[redacted]" with any fmt verb, so
-// it cannot leak through logs or errors by accident; encoding/json still
-// stores it as base64.
-type secret []byte
-
-func (secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, "[redacted]") }
-
-type signingKey struct {
-	ID      string    `json:"id"`
-	Secret  secret    `json:"secret"`
-	Created time.Time `json:"created"`
-	Retired time.Time `json:"retired,omitzero"`
-}
-
-type keyringFile struct {
-	Version int          `json:"version"`
-	Active  string       `json:"active"`
-	Keys    []signingKey `json:"keys"`
-}
-
+// keyring is a parsed keyring file and the file it was read from.
 type keyring struct {
-	file   keyringFile
-	active *signingKey
-	byID   map[string]*signingKey
-	info   os.FileInfo // of the file it was read from
-}
-
-func validKID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-func newSigningKey(now time.Time) signingKey {
-	var id [8]byte
-	sec := make([]byte, secretLen)
-	_, _ = rand.Read(id[:]) // crypto/rand.Read does not fail (Go ≥ 1.24)
-	_, _ = rand.Read(sec)
-	return signingKey{ID: hex.EncodeToString(id[:]), Secret: sec, Created: now.UTC().Truncate(time.Second)}
-}
-
-func buildKeyring(kf keyringFile, path string) (*keyring, error) {
-	bad := func(why string) error { return fmt.Errorf("fileresult: keyfile %s: %s", path, why) }
-	if kf.Version != keyringVersion {
-		return nil, bad(fmt.Sprintf("unsupported version %d", kf.Version))
-	}
-	kr := &keyring{file: kf, byID: make(map[string]*signingKey, len(kf.Keys))}
-	for i := range kf.Keys {
-		k := &kr.file.Keys[i]
-		if !validKID(k.ID) {
-			return nil, bad(fmt.Sprintf("key %d has an invalid id", i))
-		}
-		if len(k.Secret) < secretLen {
-			return nil, bad(fmt.Sprintf("key %s is shorter than %d bytes", k.ID, secretLen))
-		}
-		if _, dup := kr.byID[k.ID]; dup {
-			return nil, bad(fmt.Sprintf("key id %s listed twice", k.ID))
-		}
-		kr.byID[k.ID] = k
-	}
-	kr.active = kr.byID[kf.Active]
-	if kr.active == nil {
-		return nil, bad("the active key is not in the keyring")
-	}
-	return kr, nil
+	*urlsign.Keyring
+	info os.FileInfo // of the file it was read from
 }
 
 // loadKeyring reads the keyring at path. Errors never carry key material.
@@ -129,24 +43,15 @@ func loadKeyring(path string) (*keyring, error) {
 	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("fileresult: keyfile %s has mode %04o; it must not be accessible by group or others (chmod 600 it)", path, fi.Mode().Perm())
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyfileLen+1))
+	data, err := io.ReadAll(io.LimitReader(f, urlsign.MaxLen+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxKeyfileLen {
-		return nil, fmt.Errorf("fileresult: keyfile %s is too large", path)
-	}
-	var kf keyringFile
-	if err := json.Unmarshal(data, &kf); err != nil {
-		// Do not wrap err: a syntax error quotes the offending character.
-		return nil, fmt.Errorf("fileresult: keyfile %s is not a valid keyring (malformed JSON)", path)
-	}
-	kr, err := buildKeyring(kf, path)
+	kr, err := urlsign.Parse(data)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fileresult: keyfile %s: %v", path, err)
 	}
-	kr.info = fi
-	return kr, nil
+	return &keyring{Keyring: kr, info: fi}, nil
 }
 
 // openKeyring loads the keyring at path, creating it with a fresh key if it
@@ -157,9 +62,7 @@ func openKeyring(path string, now time.Time) (*keyring, error) {
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return kr, err
 	}
-	k := newSigningKey(now)
-	kf := keyringFile{Version: keyringVersion, Active: k.ID, Keys: []signingKey{k}}
-	tmp, err := writeTemp(filepath.Dir(path), kf)
+	tmp, err := writeTemp(filepath.Dir(path), urlsign.New(now))
 	if err != nil {
 		return nil, err
 	}
@@ -176,10 +79,10 @@ func openKeyring(path string, now time.Time) (*keyring, error) {
 	return loadKeyring(path)
 }
 
-// writeTemp writes kf to a new mode-0600 temporary file in dir, fsynced,
+// writeTemp writes kr to a new mode-0600 temporary file in dir, fsynced,
 // and returns its name.
-func writeTemp(dir string, kf keyringFile) (string, error) {
-	data, err := json.MarshalIndent(kf, "", "  ")
+func writeTemp(dir string, kr *urlsign.Keyring) (string, error) {
+	data, err := kr.Marshal()
 	if err != nil {
 		return "", err
 	}
@@ -187,7 +90,7 @@ func writeTemp(dir string, kf keyringFile) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("fileresult: write keyfile: %w", err)
 	}
-	_, err = f.Write(append(data, '\n'))
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(0o600)
 	}
@@ -204,27 +107,15 @@ func writeTemp(dir string, kf keyringFile) (string, error) {
 	return f.Name(), nil
 }
 
-// rotateKeyring adds a new active key to the keyring at path, marks the
-// previous active key retired at now, and prunes keys retired more than
-// retain ago.
+// rotateKeyring rotates the keyring at path (see urlsign.Keyring.Rotate):
+// adds a new active key, marks the previous active key retired at now, and
+// prunes keys retired more than retain ago.
 func rotateKeyring(path string, now time.Time, retain time.Duration) (*keyring, error) {
 	kr, err := loadKeyring(path)
 	if err != nil {
 		return nil, err
 	}
-	nk := newSigningKey(now)
-	kf := keyringFile{Version: keyringVersion, Active: nk.ID}
-	for _, k := range kr.file.Keys {
-		if k.ID == kr.file.Active && k.Retired.IsZero() {
-			k.Retired = now.UTC().Truncate(time.Second)
-		}
-		if !k.Retired.IsZero() && now.Sub(k.Retired) > retain {
-			continue // every URL it signed has expired
-		}
-		kf.Keys = append(kf.Keys, k)
-	}
-	kf.Keys = append(kf.Keys, nk)
-	tmp, err := writeTemp(filepath.Dir(path), kf)
+	tmp, err := writeTemp(filepath.Dir(path), kr.Rotate(now, retain))
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +158,7 @@ func (s *Store) RotateKeys() error {
 }
 
 // ActiveKeyID returns the id of the key that signs new URLs.
-func (s *Store) ActiveKeyID() string { return s.keys(false).active.ID }
+func (s *Store) ActiveKeyID() string { return s.keys(false).Active().ID }
 
 const (
 	reloadEvery      = 5 * time.Second
@@ -302,79 +193,21 @@ func (s *Store) keys(force bool) *keyring {
 	return kr
 }
 
-func mac(k *signingKey, key, se string) []byte {
-	m := hmac.New(sha256.New, k.Secret)
-	for i, part := range []string{macDomain, "GET", k.ID, se, key} {
-		if i > 0 {
-			m.Write([]byte{0})
-		}
-		m.Write([]byte(part))
-	}
-	return m.Sum(nil)
+// scheme is how the store signs and verifies URLs.
+func (s *Store) scheme() urlsign.Scheme {
+	return urlsign.Scheme{Domain: macDomain, MaxLifetime: s.opts.MaxURLLifetime}
 }
 
 // signedQuery returns the query of a signed URL for key expiring at se.
-func signedQuery(k *signingKey, key string, se int64) string {
-	ses := strconv.FormatInt(se, 10)
-	return "se=" + ses + "&kid=" + k.ID + "&sig=" + base64.RawURLEncoding.EncodeToString(mac(k, key, ses))
+func signedQuery(k *urlsign.Key, key string, se int64) string {
+	return urlsign.Scheme{Domain: macDomain}.Sign(k, key, se)
 }
 
-// Reasons a signed URL is refused.
-var (
-	errBadSignature = errors.New("the URL's signature is missing, malformed or not valid")
-	errExpired      = errors.New("the URL has expired")
-)
-
-// verify checks the query parameters of a signed URL for key. It returns
-// the expiry when the signature is valid and unexpired.
-func (s *Store) verify(key string, q map[string][]string) (time.Time, error) {
-	one := func(name string) (string, bool) {
-		v := q[name]
-		return firstOf(v), len(v) == 1
+// lookupKey returns the key with id kid, or nil. A key id the keyring in
+// memory lacks makes it re-read the keyfile (at most once a second).
+func (s *Store) lookupKey(kid string) *urlsign.Key {
+	if k := s.ring.Load().Key(kid); k != nil {
+		return k
 	}
-	ses, ok1 := one("se")
-	kid, ok2 := one("kid")
-	sig, ok3 := one("sig")
-	if !ok1 || !ok2 || !ok3 || len(sig) != sigLen || !validKID(kid) {
-		return time.Time{}, errBadSignature
-	}
-	se, err := strconv.ParseInt(ses, 10, 64)
-	if err != nil || se <= 0 || strconv.FormatInt(se, 10) != ses {
-		return time.Time{}, errBadSignature
-	}
-	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
-	if err != nil {
-		return time.Time{}, errBadSignature
-	}
-	kr := s.ring.Load()
-	k := kr.byID[kid]
-	if k == nil {
-		if k = s.keys(true).byID[kid]; k == nil {
-			return time.Time{}, errBadSignature
-		}
-	}
-	if !hmac.Equal(got, mac(k, key, ses)) {
-		return time.Time{}, errBadSignature
-	}
-	exp := time.Unix(se, 0)
-	now := s.now()
-	// No URL outlives MaxURLLifetime: not from now, and not from the time
-	// its key stopped signing.
-	if exp.After(now.Add(s.opts.MaxURLLifetime + time.Minute)) {
-		return time.Time{}, errBadSignature
-	}
-	if !k.Retired.IsZero() && exp.After(k.Retired.Add(s.opts.MaxURLLifetime+time.Minute)) {
-		return time.Time{}, errBadSignature
-	}
-	if !now.Before(exp) {
-		return exp, errExpired
-	}
-	return exp, nil
-}
-
-func firstOf(v []string) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
+	return s.keys(true).Key(kid)
 }

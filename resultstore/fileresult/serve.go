@@ -1,26 +1,22 @@
 package fileresult
 
 import (
-	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
-	"net/url"
-	"path"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/resultstore/driver"
 )
 
 // Problem types of the responses Handler refuses with.
 const (
-	ProblemSignedURLInvalid = "urn:arr:problem:signed-url-invalid"
-	ProblemSignedURLExpired = "urn:arr:problem:signed-url-expired"
-	ProblemResultNotFound   = "urn:arr:problem:result-not-found"
-	ProblemMethodNotAllowed = "urn:arr:problem:method-not-allowed"
+	ProblemSignedURLInvalid = urlsign.ProblemSignedURLInvalid // "urn:arr:problem:signed-url-invalid"
+	ProblemSignedURLExpired = urlsign.ProblemSignedURLExpired // "urn:arr:problem:signed-url-expired"
+	ProblemResultNotFound   = urlsign.ProblemResultNotFound   // "urn:arr:problem:result-not-found"
+	ProblemMethodNotAllowed = urlsign.ProblemMethodNotAllowed // "urn:arr:problem:method-not-allowed"
 	ProblemInternal         = "urn:arr:problem:internal"
 )
 
@@ -43,27 +39,21 @@ const (
 func (s *Store) Handler() http.Handler { return http.HandlerFunc(s.serve) }
 
 func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeProblem(w, r, http.StatusMethodNotAllowed, ProblemMethodNotAllowed, "Method not allowed", "signed result URLs only serve GET and HEAD")
+	if !urlsign.AllowMethod(w, r) {
 		return
 	}
 	key, exp, err := s.check(r)
 	if err != nil {
-		if errors.Is(err, errExpired) {
-			writeProblem(w, r, http.StatusForbidden, ProblemSignedURLExpired, "Signed URL expired", err.Error()+" at "+exp.UTC().Format(time.RFC3339))
-			return
-		}
-		writeProblem(w, r, http.StatusForbidden, ProblemSignedURLInvalid, "Invalid signed URL", err.Error())
+		urlsign.WriteRefusal(w, r, err, exp)
 		return
 	}
 	rd, err := s.Open(r.Context(), key)
 	if errors.Is(err, driver.ErrNotFound) {
-		writeProblem(w, r, http.StatusNotFound, ProblemResultNotFound, "Result not found", "the result no longer exists")
+		urlsign.WriteNotFound(w, r)
 		return
 	}
 	if err != nil {
-		writeProblem(w, r, http.StatusInternalServerError, ProblemInternal, "Internal error", "the result could not be read")
+		urlsign.WriteProblem(w, r, http.StatusInternalServerError, ProblemInternal, "Internal error", "the result could not be read")
 		return
 	}
 	defer rd.Close()
@@ -76,7 +66,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Referrer-Policy", "no-referrer")
-	cd := mime.FormatMediaType("attachment", map[string]string{"filename": fileName(key, a.ContentType)})
+	cd := mime.FormatMediaType("attachment", map[string]string{"filename": urlsign.DownloadName(key, a.ContentType)})
 	if cd == "" {
 		cd = "attachment"
 	}
@@ -84,61 +74,9 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", a.ModTime, rd)
 }
 
-// check parses and verifies the signed URL of r, returning its key and
-// expiry.
+// check parses and verifies the signed URL of r (see
+// urlsign.Scheme.Verify; parameters besides se, kid and sig are ignored),
+// returning its key and expiry.
 func (s *Store) check(r *http.Request) (string, time.Time, error) {
-	p := r.URL.EscapedPath()
-	rest, ok := strings.CutPrefix(p, s.opts.Prefix)
-	if !ok || rest == "" {
-		return "", time.Time{}, errBadSignature
-	}
-	segs := strings.Split(rest, "/")
-	for i, seg := range segs {
-		u, err := url.PathUnescape(seg)
-		if err != nil || strings.Contains(u, "/") { // an encoded slash is never part of a key's path
-			return "", time.Time{}, errBadSignature
-		}
-		segs[i] = u
-	}
-	key := strings.Join(segs, "/")
-	if ValidateKey(key) != nil {
-		return "", time.Time{}, errBadSignature
-	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return "", time.Time{}, errBadSignature
-	}
-	exp, err := s.verify(key, q)
-	return key, exp, err
-}
-
-// fileName is the download name of key: its last segment, with an
-// extension for the common text types when it has none.
-func fileName(key, ct string) string {
-	name := path.Base(key)
-	if path.Ext(name) != "" {
-		return name
-	}
-	mt, _, _ := mime.ParseMediaType(ct)
-	switch {
-	case mt == "application/json", strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
-		return name + ".json"
-	case mt == "text/plain":
-		return name + ".txt"
-	case mt == "text/csv":
-		return name + ".csv"
-	}
-	return name
-}
-
-func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
-		return
-	}
-	_ = json.NewEncoder(w).Encode(operation.Problem{Type: typ, Title: title, Status: status, Detail: detail})
+	return s.scheme().VerifyRequest(r, s.opts.Prefix, ValidateKey, s.now(), s.lookupKey)
 }

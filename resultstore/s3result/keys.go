@@ -3,46 +3,27 @@ package s3result
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/arrhq/arr/internal/urlsign"
 )
 
-// The keyring object (Options.KeyringKey) is JSON, the format of the file
-// driver's keyring file:
-//
-//	{
-//	  "version": 1,
-//	  "active": "<id of the key that signs new URLs>",
-//	  "keys": [
-//	    {"id": "3f9a0c1e5b7d2a64", "secret": "<base64 of 32 random bytes>",
-//	     "created": "2025-11-21T07:23:00Z", "retired": "2025-11-28T07:23:00Z"},
-//	    ...
-//	  ]
-//	}
-//
-// Every listed key verifies URLs; only the active one signs. "retired" is
-// set when a rotation replaced the key as active.
+// The keyring object (Options.KeyringKey) is JSON in the format of
+// internal/urlsign, the format of the file driver's keyring file: every
+// listed key verifies URLs; only the active one signs.
 
 const (
-	keyringVersion = 1
-	secretLen      = 32
-	maxKeyringLen  = 1 << 20
-	macDomain      = "arr-s3result-url-v1"
-	sigLen         = 43 // unpadded base64 of a SHA-256 HMAC
+	// macDomain separates this driver's signatures from other drivers'.
+	// Changing it invalidates every URL signed before.
+	macDomain = "arr-s3result-url-v1"
 
 	// KeyRetentionSlack is how much longer than the maximum URL lifetime a
 	// retired signing key is kept to verify the URLs it signed.
@@ -60,92 +41,21 @@ const (
 	rotateAttempts = 5
 )
 
-// secret is key material. It prints as "[redacted]" with any fmt verb, so
-// it cannot leak through logs or errors by accident; encoding/json still
-// stores it as base64.
-type secret []byte
-
-func (secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, "[redacted]") }
-
-type signingKey struct {
-	ID      string    `json:"id"`
-	Secret  secret    `json:"secret"`
-	Created time.Time `json:"created"`
-	Retired time.Time `json:"retired,omitzero"`
-}
-
-type keyringFile struct {
-	Version int          `json:"version"`
-	Active  string       `json:"active"`
-	Keys    []signingKey `json:"keys"`
-}
-
 // keyring is a parsed keyring object and the ETag of the version it was
 // read from.
 type keyring struct {
-	file   keyringFile
-	active *signingKey
-	byID   map[string]*signingKey
-	etag   string
-}
-
-func validKID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-func newSigningKey(now time.Time) signingKey {
-	var id [8]byte
-	sec := make([]byte, secretLen)
-	_, _ = rand.Read(id[:]) // crypto/rand.Read does not fail (Go ≥ 1.24)
-	_, _ = rand.Read(sec)
-	return signingKey{ID: hex.EncodeToString(id[:]), Secret: sec, Created: now.UTC().Truncate(time.Second)}
+	*urlsign.Keyring
+	etag string
 }
 
 // parseKeyring checks and indexes a keyring object's bytes. Errors never
 // carry key material.
 func (s *Store) parseKeyring(data []byte, etag string) (*keyring, error) {
-	bad := func(why string) error {
-		return fmt.Errorf("s3result: keyring s3://%s/%s: %s", s.bucketName, s.keyringKey, why)
+	kr, err := urlsign.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("s3result: keyring s3://%s/%s: %v", s.bucketName, s.keyringKey, err)
 	}
-	if len(data) > maxKeyringLen {
-		return nil, bad("too large")
-	}
-	var kf keyringFile
-	if err := json.Unmarshal(data, &kf); err != nil {
-		// Do not wrap err: a syntax error quotes the offending character.
-		return nil, bad("not a valid keyring (malformed JSON)")
-	}
-	if kf.Version != keyringVersion {
-		return nil, bad(fmt.Sprintf("unsupported version %d", kf.Version))
-	}
-	kr := &keyring{file: kf, byID: make(map[string]*signingKey, len(kf.Keys)), etag: etag}
-	for i := range kr.file.Keys {
-		k := &kr.file.Keys[i]
-		if !validKID(k.ID) {
-			return nil, bad(fmt.Sprintf("key %d has an invalid id", i))
-		}
-		if len(k.Secret) < secretLen {
-			return nil, bad(fmt.Sprintf("key %s is shorter than %d bytes", k.ID, secretLen))
-		}
-		if _, dup := kr.byID[k.ID]; dup {
-			return nil, bad(fmt.Sprintf("key id %s listed twice", k.ID))
-		}
-		kr.byID[k.ID] = k
-	}
-	kr.active = kr.byID[kf.Active]
-	if kr.active == nil {
-		return nil, bad("the active key is not in the keyring")
-	}
-	return kr, nil
+	return &keyring{Keyring: kr, etag: etag}, nil
 }
 
 func httpStatus(err error) int {
@@ -180,25 +90,25 @@ func (s *Store) readKeyring(ctx context.Context, ifNoneMatch string) (*keyring, 
 		return nil, fmt.Errorf("s3result: reading keyring s3://%s/%s: %w", s.bucketName, s.keyringKey, err)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(out.Body, maxKeyringLen+1))
+	data, err := io.ReadAll(io.LimitReader(out.Body, urlsign.MaxLen+1))
 	if err != nil {
 		return nil, fmt.Errorf("s3result: reading keyring s3://%s/%s: %w", s.bucketName, s.keyringKey, err)
 	}
 	return s.parseKeyring(data, aws.ToString(out.ETag))
 }
 
-// writeKeyring stores kf with a conditional PutObject: only if no object
+// writeKeyring stores kr with a conditional PutObject: only if no object
 // exists (create), or only if the object still has ETag ifMatch. It
 // returns errConflict when the condition failed.
-func (s *Store) writeKeyring(ctx context.Context, kf keyringFile, create bool, ifMatch string) error {
-	data, err := json.MarshalIndent(kf, "", "  ")
+func (s *Store) writeKeyring(ctx context.Context, kr *urlsign.Keyring, create bool, ifMatch string) error {
+	data, err := kr.Marshal()
 	if err != nil {
 		return err
 	}
 	in := &s3.PutObjectInput{
 		Bucket:       aws.String(s.bucketName),
 		Key:          aws.String(s.keyringKey),
-		Body:         bytes.NewReader(append(data, '\n')),
+		Body:         bytes.NewReader(data),
 		ContentType:  aws.String("application/json"),
 		CacheControl: aws.String("no-store"),
 	}
@@ -237,9 +147,7 @@ func (s *Store) openKeyring(ctx context.Context) (*keyring, error) {
 	if !errors.Is(err, errNoKeyring) {
 		return kr, err
 	}
-	k := newSigningKey(s.now())
-	kf := keyringFile{Version: keyringVersion, Active: k.ID, Keys: []signingKey{k}}
-	if err := s.writeKeyring(ctx, kf, true, ""); err != nil && !errors.Is(err, errConflict) {
+	if err := s.writeKeyring(ctx, urlsign.New(s.now()), true, ""); err != nil && !errors.Is(err, errConflict) {
 		return nil, err
 	}
 	select {
@@ -276,20 +184,8 @@ func (s *Store) RotateKeys(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		now := s.now()
-		nk := newSigningKey(now)
-		kf := keyringFile{Version: keyringVersion, Active: nk.ID}
-		for _, k := range kr.file.Keys {
-			if k.ID == kr.file.Active && k.Retired.IsZero() {
-				k.Retired = now.UTC().Truncate(time.Second)
-			}
-			if !k.Retired.IsZero() && now.Sub(k.Retired) > s.maxLife+KeyRetentionSlack {
-				continue // every URL it signed has expired
-			}
-			kf.Keys = append(kf.Keys, k)
-		}
-		kf.Keys = append(kf.Keys, nk)
-		err = s.writeKeyring(ctx, kf, false, kr.etag)
+		rotated := kr.Rotate(s.now(), s.maxLife+KeyRetentionSlack)
+		err = s.writeKeyring(ctx, rotated, false, kr.etag)
 		if errors.Is(err, errConflict) {
 			continue
 		}
@@ -308,7 +204,7 @@ func (s *Store) RotateKeys(ctx context.Context) error {
 }
 
 // ActiveKeyID returns the id of the key that signs new URLs.
-func (s *Store) ActiveKeyID() string { return s.ring.Load().active.ID }
+func (s *Store) ActiveKeyID() string { return s.ring.Load().Active().ID }
 
 // keys returns the keyring, re-reading the keyring object (conditionally on
 // its ETag) if the last check is older than KeyringReloadInterval, or, when
@@ -342,78 +238,25 @@ func (s *Store) keys(ctx context.Context, force bool) *keyring {
 	return kr
 }
 
-func mac(k *signingKey, key, se string) []byte {
-	m := hmac.New(sha256.New, k.Secret)
-	for i, part := range []string{macDomain, "GET", k.ID, se, key} {
-		if i > 0 {
-			m.Write([]byte{0})
-		}
-		m.Write([]byte(part))
-	}
-	return m.Sum(nil)
-}
-
 // signedQuery returns the query of a signed URL for key expiring at se.
-func signedQuery(k *signingKey, key string, se int64) string {
-	ses := strconv.FormatInt(se, 10)
-	return "se=" + ses + "&kid=" + k.ID + "&sig=" + base64.RawURLEncoding.EncodeToString(mac(k, key, ses))
+func signedQuery(k *urlsign.Key, key string, se int64) string {
+	return urlsign.Scheme{Domain: macDomain}.Sign(k, key, se)
 }
 
-// Reasons a signed URL is refused.
-var (
-	errBadSignature = errors.New("the URL's signature is missing, malformed or not valid")
-	errExpired      = errors.New("the URL has expired")
-)
+// scheme is how the store signs and verifies URLs: a URL's query must be
+// exactly se, kid and sig, each once, as name=value, and nothing else.
+func (s *Store) scheme() urlsign.Scheme {
+	return urlsign.Scheme{Domain: macDomain, MaxLifetime: s.maxLife, ExactQuery: true}
+}
 
-// verify checks the query parameters of a signed URL for key: exactly se,
-// kid and sig, each once. It returns the expiry when the signature is
-// valid and unexpired.
-func (s *Store) verify(ctx context.Context, key string, q map[string][]string) (time.Time, error) {
-	if len(q) != 3 {
-		return time.Time{}, errBadSignature
-	}
-	one := func(name string) (string, bool) {
-		v := q[name]
-		if len(v) != 1 {
-			return "", false
+// lookupKey returns a function that returns the key with an id, or nil. A
+// key id the keyring in memory lacks makes it re-read the keyring (at most
+// once a second).
+func (s *Store) lookupKey(ctx context.Context) func(kid string) *urlsign.Key {
+	return func(kid string) *urlsign.Key {
+		if k := s.keys(ctx, false).Key(kid); k != nil {
+			return k
 		}
-		return v[0], true
+		return s.keys(ctx, true).Key(kid)
 	}
-	ses, ok1 := one("se")
-	kid, ok2 := one("kid")
-	sig, ok3 := one("sig")
-	if !ok1 || !ok2 || !ok3 || len(sig) != sigLen || !validKID(kid) {
-		return time.Time{}, errBadSignature
-	}
-	se, err := strconv.ParseInt(ses, 10, 64)
-	if err != nil || se <= 0 || strconv.FormatInt(se, 10) != ses {
-		return time.Time{}, errBadSignature
-	}
-	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
-	if err != nil {
-		return time.Time{}, errBadSignature
-	}
-	k := s.keys(ctx, false).byID[kid]
-	if k == nil {
-		if k = s.keys(ctx, true).byID[kid]; k == nil {
-			return time.Time{}, errBadSignature
-		}
-	}
-	if !hmac.Equal(got, mac(k, key, ses)) {
-		return time.Time{}, errBadSignature
-	}
-	exp := time.Unix(se, 0)
-	now := s.now()
-	// No URL outlives MaxURLLifetime: not from now, and not from the time
-	// its key stopped signing.
-	if exp.After(now.Add(s.maxLife + time.Minute)) {
-		return time.Time{}, errBadSignature
-	}
-	if !k.Retired.IsZero() && exp.After(k.Retired.Add(s.maxLife+time.Minute)) {
-		return time.Time{}, errBadSignature
-	}
-	if !now.Before(exp) {
-		return exp, errExpired
-	}
-	return exp, nil
 }

@@ -197,6 +197,7 @@ import (
 	"gocloud.dev/blob/s3blob"
 	"gocloud.dev/gcerrors"
 
+	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
 )
@@ -787,8 +788,8 @@ func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (st
 	if expiry.After(s.now().Add(s.maxLife)) {
 		return "", fmt.Errorf("s3result: signed URL for %q: expiry %s is more than %v ahead", key, expiry.UTC().Format(time.RFC3339), s.maxLife)
 	}
-	k := s.keys(ctx, false).active
-	return s.urlPrefix + escapeKeyPath(key) + "?" + signedQuery(k, key, expiry.Unix()), nil
+	k := s.keys(ctx, false).Active()
+	return s.urlPrefix + urlsign.EscapeKey(key) + "?" + signedQuery(k, key, expiry.Unix()), nil
 }
 
 // Close releases the bucket. It does not wait for requests Handler is

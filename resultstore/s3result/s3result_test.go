@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/arrhq/arr/internal/s3test"
+	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/resultstore/resultstoretest"
@@ -441,8 +442,8 @@ func TestRotateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.now = time.Now
-	if kr := a.ring.Load(); kr.byID[old] != nil || len(kr.file.Keys) != 2 {
-		t.Errorf("after the retention period the keyring holds %d keys, old key kept: %v", len(kr.file.Keys), kr.byID[old] != nil)
+	if kr := a.ring.Load(); kr.Key(old) != nil || len(kr.Keys()) != 2 {
+		t.Errorf("after the retention period the keyring holds %d keys, old key kept: %v", len(kr.Keys()), kr.Key(old) != nil)
 	}
 	if status, _, _ := get(t, baseA+oldURL); status != http.StatusForbidden {
 		t.Errorf("URL of a pruned key: %d, want 403", status)
@@ -733,7 +734,7 @@ func TestURLParametersAccepted(t *testing.T) {
 	if err != nil || pu.IsAbs() || pu.EscapedPath() != "/results/signed/a%20b/c.json" {
 		t.Fatalf("signed URL %s: want /results/signed/a%%20b/c.json?…", signed)
 	}
-	if q := pu.Query(); len(q) != 3 || q.Get("se") == "" || q.Get("kid") != s.ActiveKeyID() || len(q.Get("sig")) != sigLen {
+	if q := pu.Query(); len(q) != 3 || q.Get("se") == "" || q.Get("kid") != s.ActiveKeyID() || len(q.Get("sig")) != urlsign.SigLen {
 		t.Errorf("signed URL %s: want se, kid and sig", signed)
 	}
 	res := redirect(t, http.MethodGet, serve(t, s)+signed)

@@ -2,29 +2,25 @@ package s3result
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"mime"
 	"net/http"
 	"net/url"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/internal/urlsign"
 )
 
 // Problem types of the responses Handler refuses with (those of the file
 // driver, plus one for a failing S3).
 const (
-	ProblemSignedURLInvalid = "urn:arr:problem:signed-url-invalid"
-	ProblemSignedURLExpired = "urn:arr:problem:signed-url-expired"
-	ProblemResultNotFound   = "urn:arr:problem:result-not-found"
-	ProblemMethodNotAllowed = "urn:arr:problem:method-not-allowed"
+	ProblemSignedURLInvalid = urlsign.ProblemSignedURLInvalid // "urn:arr:problem:signed-url-invalid"
+	ProblemSignedURLExpired = urlsign.ProblemSignedURLExpired // "urn:arr:problem:signed-url-expired"
+	ProblemResultNotFound   = urlsign.ProblemResultNotFound   // "urn:arr:problem:result-not-found"
+	ProblemMethodNotAllowed = urlsign.ProblemMethodNotAllowed // "urn:arr:problem:method-not-allowed"
 	ProblemStoreUnavailable = "urn:arr:problem:result-store-unavailable"
 )
 
@@ -62,37 +58,31 @@ func (s *Store) Prefix() string { return s.urlPrefix }
 func (s *Store) Handler() http.Handler { return http.HandlerFunc(s.serve) }
 
 func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeProblem(w, r, http.StatusMethodNotAllowed, ProblemMethodNotAllowed, "Method not allowed", "signed result URLs only serve GET and HEAD")
+	if !urlsign.AllowMethod(w, r) {
 		return
 	}
 	key, exp, err := s.check(r)
 	if err != nil {
-		if errors.Is(err, errExpired) {
-			writeProblem(w, r, http.StatusForbidden, ProblemSignedURLExpired, "Signed URL expired", err.Error()+" at "+exp.UTC().Format(time.RFC3339))
-			return
-		}
-		writeProblem(w, r, http.StatusForbidden, ProblemSignedURLInvalid, "Invalid signed URL", err.Error())
+		urlsign.WriteRefusal(w, r, err, exp)
 		return
 	}
 	ctx := r.Context()
 	head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucketName), Key: aws.String(s.prefix + key)})
 	if httpStatus(err) == http.StatusNotFound {
-		writeProblem(w, r, http.StatusNotFound, ProblemResultNotFound, "Result not found", "the result no longer exists")
+		urlsign.WriteNotFound(w, r)
 		return
 	}
 	if err != nil {
-		writeProblem(w, r, http.StatusBadGateway, ProblemStoreUnavailable, "Result store unavailable", "the result store could not be reached")
+		urlsign.WriteProblem(w, r, http.StatusBadGateway, ProblemStoreUnavailable, "Result store unavailable", "the result store could not be reached")
 		return
 	}
 	loc, err := s.presignRedirect(ctx, r.Method, key, aws.ToString(head.ContentType), exp)
-	if errors.Is(err, errExpired) {
-		writeProblem(w, r, http.StatusForbidden, ProblemSignedURLExpired, "Signed URL expired", err.Error()+" at "+exp.UTC().Format(time.RFC3339))
+	if errors.Is(err, urlsign.ErrExpired) {
+		urlsign.WriteRefusal(w, r, err, exp)
 		return
 	}
 	if err != nil {
-		writeProblem(w, r, http.StatusBadGateway, ProblemStoreUnavailable, "Result store unavailable", "the result's URL could not be signed")
+		urlsign.WriteProblem(w, r, http.StatusBadGateway, ProblemStoreUnavailable, "Result store unavailable", "the result's URL could not be signed")
 		return
 	}
 	h := w.Header()
@@ -120,12 +110,12 @@ func (p fixedTimePresigner) PresignHTTP(ctx context.Context, creds aws.Credentia
 // HEAD), signed at the current second T and valid for min(exp - T,
 // RedirectLifetime): its end T + lifetime is never after exp, because exp
 // is a whole second and T is the current time rounded down. It returns
-// errExpired when exp has passed.
+// urlsign.ErrExpired when exp has passed.
 func (s *Store) presignRedirect(ctx context.Context, method, key, contentType string, exp time.Time) (string, error) {
 	at := s.now().UTC().Truncate(time.Second)
 	life := min(exp.Sub(at), RedirectLifetime).Truncate(time.Second)
 	if life < time.Second {
-		return "", errExpired
+		return "", urlsign.ErrExpired
 	}
 	opt := func(o *s3.PresignOptions) {
 		o.Presigner = fixedTimePresigner{signer: s.v4, at: at}
@@ -154,18 +144,7 @@ func (s *Store) presignRedirect(ctx context.Context, method, key, contentType st
 // the file driver names downloads); RFC 6266, with filename* for names
 // that are not plain ASCII.
 func contentDisposition(key, contentType string) string {
-	name := path.Base(key)
-	if path.Ext(name) == "" {
-		mt, _, _ := mime.ParseMediaType(contentType)
-		switch {
-		case mt == "application/json", strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
-			name += ".json"
-		case mt == "text/plain":
-			name += ".txt"
-		case mt == "text/csv":
-			name += ".csv"
-		}
-	}
+	name := urlsign.DownloadName(key, contentType)
 	plain := true
 	for i := 0; i < len(name); i++ {
 		if c := name[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '%' {
@@ -179,58 +158,9 @@ func contentDisposition(key, contentType string) string {
 	return `attachment; filename*=UTF-8''` + url.PathEscape(name)
 }
 
-// check parses and verifies the signed URL of r, returning its key and
-// expiry.
+// check parses and verifies the signed URL of r (see
+// urlsign.Scheme.Verify; nothing but se, kid and sig may be in the query),
+// returning its key and expiry.
 func (s *Store) check(r *http.Request) (string, time.Time, error) {
-	p := r.URL.EscapedPath()
-	rest, ok := strings.CutPrefix(p, s.urlPrefix)
-	if !ok || rest == "" {
-		return "", time.Time{}, errBadSignature
-	}
-	segs := strings.Split(rest, "/")
-	for i, seg := range segs {
-		u, err := url.PathUnescape(seg)
-		if err != nil || strings.Contains(u, "/") { // an encoded slash is never part of a key's path
-			return "", time.Time{}, errBadSignature
-		}
-		segs[i] = u
-	}
-	key := strings.Join(segs, "/")
-	if s.ValidateKey(key) != nil {
-		return "", time.Time{}, errBadSignature
-	}
-	// Exactly three name=value parameters: nothing empty or added.
-	parts := strings.Split(r.URL.RawQuery, "&")
-	for _, p := range parts {
-		if !strings.Contains(p, "=") {
-			return "", time.Time{}, errBadSignature
-		}
-	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil || len(parts) != 3 {
-		return "", time.Time{}, errBadSignature
-	}
-	exp, err := s.verify(r.Context(), key, q)
-	return key, exp, err
-}
-
-// escapeKeyPath path-escapes every segment of key.
-func escapeKeyPath(key string) string {
-	segs := strings.Split(key, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
-}
-
-func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
-		return
-	}
-	_ = json.NewEncoder(w).Encode(operation.Problem{Type: typ, Title: title, Status: status, Detail: detail})
+	return s.scheme().VerifyRequest(r, s.urlPrefix, s.ValidateKey, s.now(), s.lookupKey(r.Context()))
 }
