@@ -6,7 +6,7 @@
 //
 // The nats-server binary is $ARR_NATS_SERVER when set, else the one
 // `go install` put in $(go env GOPATH)/bin (CI installs a pinned recent
-// release there with .ci/install-nats.sh: replicated compare-and-set needs
+// release there with .ci/install-go-tool.sh (see .ci/run): replicated compare-and-set needs
 // nats-server 2.9.21 or later, and Debian's is 2.9.10), else nats-server
 // on PATH. Available reports whether there is one.
 package natstest

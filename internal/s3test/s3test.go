@@ -20,7 +20,7 @@
 //
 // Otherwise Start runs the versitygw binary found on PATH, in $GOBIN, or in
 // the bin directory of $(go env GOPATH) (install it with
-// .ci/install-s3.sh). It listens on 127.0.0.1 on a free port, with a fresh
+// .ci/install-go-tool.sh (see .ci/run)). It listens on 127.0.0.1 on a free port, with a fresh
 // random root access key and secret, stores into a t.TempDir(), and has one
 // empty bucket, which the returned URL names.
 //
@@ -104,9 +104,9 @@ func StartServer(t testing.TB) *Server {
 	bin, err := FindBinary()
 	if err != nil {
 		if _, ci := os.LookupEnv("CI"); ci {
-			t.Fatalf("s3test: %v; CI is set, so the S3 tests must run: install it with .ci/install-s3.sh or set %s", err, EnvURL)
+			t.Fatalf("s3test: %v; CI is set, so the S3 tests must run: install it with .ci/install-go-tool.sh (see .ci/run) or set %s", err, EnvURL)
 		}
-		t.Skipf("s3test: %v; install it with .ci/install-s3.sh (or set %s) to run this test", err, EnvURL)
+		t.Skipf("s3test: %v; install it with .ci/install-go-tool.sh (see .ci/run) (or set %s) to run this test", err, EnvURL)
 	}
 	return launch(t, bin)
 }
