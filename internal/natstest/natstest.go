@@ -277,10 +277,16 @@ func StartServer(t testing.TB) *Cluster {
 // StartCluster starts n JetStream servers (n == 1: a single server, not a
 // cluster) named n0, n1, … in cluster "arrtest", waits until JetStream is
 // ready on each, and kills them when the test ends.
+// StartCluster starts an n-node JetStream cluster (n = 1: a single
+// server), stopped when the test ends. Without a nats-server binary it
+// skips the test, or fails it when the environment variable CI is set.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	if !Available() {
-		t.Fatalf("natstest: nats-server is not on PATH")
+		if os.Getenv("CI") == "" {
+			t.Skip("natstest: no nats-server binary (see the package doc); CI unset, skipping")
+		}
+		t.Fatalf("natstest: no nats-server binary (see the package doc), and CI is set: the test must run")
 	}
 	var c *Cluster
 	var err error
