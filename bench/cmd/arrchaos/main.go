@@ -15,6 +15,17 @@
 // With -kill-starting P, each restart is, with probability P, SIGKILLed
 // again while arr is still starting (recovering its store), and so on.
 //
+// With -engine nats or -engine postgres, it audits arr scaled out instead:
+// it starts the engine itself (a 3-node NATS JetStream cluster with R3
+// streams, or a private PostgreSQL server), two `arr api` and two
+// `arr worker` processes over it sharing a file: result store, spreads the
+// load round-robin over the two apis (a retry may go to the other one), and
+// each kill hits a random one of api A, api B, worker 1, worker 2 and the
+// engine (a NATS node, one at a time; the whole PostgreSQL server), which is
+// restarted after a short random pause (-down-max):
+//
+//	go run ./cmd/arrchaos -engine nats -duration 2m
+//
 // It exits 1 if lost, phantom, duplicate_ops or differing_results is not 0,
 // if a valid request was refused with a 4xx, or if a run of 5s or more
 // killed nothing; 2 if the run itself failed.
@@ -64,6 +75,10 @@ type config struct {
 	BodySize     int           // bytes of each request body
 	Keep         bool          // keep the temp dir (data, logs, client log)
 	Log          io.Writer     // progress; default os.Stderr
+	// Engine is "" for one arr serve over its embedded store, or "nats" or
+	// "postgres": two arr api and two arr worker over that engine.
+	Engine  string
+	DownMax time.Duration // scale-out: longest pause before a killed process or node is restarted
 }
 
 func main() {
@@ -75,11 +90,13 @@ func main() {
 	flag.DurationVar(&cfg.KillMin, "kill-min", time.Second, "shortest interval between two SIGKILLs")
 	flag.DurationVar(&cfg.KillMax, "kill-max", 4*time.Second, "longest interval between two SIGKILLs")
 	flag.Float64Var(&cfg.KillStarting, "kill-starting", 0, "probability (0–1) that a restart is SIGKILLed again while arr is starting (recovering)")
-	flag.DurationVar(&cfg.Settle, "settle", 60*time.Second, "after the load, how long to wait for every accepted operation to finish")
+	flag.DurationVar(&cfg.Settle, "settle", 60*time.Second, "after the load, how long to wait for every accepted operation to finish (with -engine: since the number still open last fell)")
 	flag.DurationVar(&cfg.Grace, "grace", 30*time.Second, "how long after -duration a client keeps retrying a request not yet acknowledged")
 	flag.IntVar(&cfg.Workers, "workers", 0, "passed to arr serve as -workers (default: arr's default)")
 	flag.IntVar(&cfg.BodySize, "body-size", 256, "bytes in each request body")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (arr data, arr.log, requests.jsonl)")
+	flag.StringVar(&cfg.Engine, "engine", "", `"" for one arr serve; "nats" (3-node JetStream cluster) or "postgres": two arr api and two arr worker over that engine, started by arrchaos`)
+	flag.DurationVar(&cfg.DownMax, "down-max", 2*time.Second, "with -engine, longest pause before a killed process or engine node is restarted")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "arrchaos: unexpected arguments %q\n", flag.Args())
@@ -163,6 +180,14 @@ func run(ctx context.Context, cfg config) (summary, error) {
 	if cfg.BodySize < 128 {
 		cfg.BodySize = 128
 	}
+	switch cfg.Engine {
+	case "", "nats", "postgres":
+	default:
+		return sum, fmt.Errorf("-engine %q: want nats or postgres (or nothing for arr serve)", cfg.Engine)
+	}
+	if cfg.DownMax < 0 {
+		cfg.DownMax = 0
+	}
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, "arrchaos: "+format+"\n", args...) }
 
 	tmp, err := os.MkdirTemp("", "arrchaos-")
@@ -195,26 +220,45 @@ func run(ctx context.Context, cfg config) (summary, error) {
 		return sum, err
 	}
 
-	addr, err := freeAddr()
-	if err != nil {
-		return sum, err
+	// procs are the arr processes, victims what the killer picks from, bases
+	// the apis the clients submit to.
+	var procs []*server
+	var victims []victim
+	var bases []string
+	if cfg.Engine == "" {
+		addr, err := freeAddr()
+		if err != nil {
+			return sum, err
+		}
+		logFile, err := os.Create(filepath.Join(tmp, "arr.log"))
+		if err != nil {
+			return sum, err
+		}
+		defer logFile.Close()
+		srv := &server{
+			bin: bin, addr: addr, data: filepath.Join(tmp, "data"), workers: cfg.Workers,
+			out: &serverLog{file: logFile}, logf: logf, killStarting: cfg.KillStarting,
+		}
+		defer srv.stop()
+		if err := srv.start(ctx, false); err != nil {
+			return sum, err
+		}
+		procs, bases = []*server{srv}, []string{"http://" + addr}
+		victims = []victim{srv.victim()}
+		logf("arr serving at %s, data %s; load for %s from %d clients, kills every %s–%s",
+			bases[0], srv.data, cfg.Duration, cfg.Clients, cfg.KillMin, cfg.KillMax)
+	} else {
+		so, err := startScaleOut(ctx, cfg, bin, tmp, logf)
+		if so != nil {
+			defer so.stop()
+		}
+		if err != nil {
+			return sum, err
+		}
+		procs, bases, victims = so.procs, so.bases, so.victims
+		logf("%s; apis at %s; load for %s from %d clients, kills every %s–%s of one of %d victims, down for up to %s",
+			so.engine.describe(), strings.Join(bases, " and "), cfg.Duration, cfg.Clients, cfg.KillMin, cfg.KillMax, len(victims), cfg.DownMax)
 	}
-	logFile, err := os.Create(filepath.Join(tmp, "arr.log"))
-	if err != nil {
-		return sum, err
-	}
-	defer logFile.Close()
-	srv := &server{
-		bin: bin, addr: addr, data: filepath.Join(tmp, "data"), workers: cfg.Workers,
-		out: &serverLog{file: logFile}, logf: logf, killStarting: cfg.KillStarting,
-	}
-	defer srv.stop()
-	if err := srv.start(ctx, false); err != nil {
-		return sum, err
-	}
-	base := "http://" + addr
-	logf("arr serving at %s, data %s; load for %s from %d clients, kills every %s–%s",
-		base, srv.data, cfg.Duration, cfg.Clients, cfg.KillMin, cfg.KillMax)
 
 	// The load and the killer.
 	runCtx, cancelRun := context.WithCancel(ctx)
@@ -239,7 +283,8 @@ func run(ctx context.Context, cfg config) (summary, error) {
 				return
 			case <-t.C:
 			}
-			pid, err := srv.kill9()
+			v := victims[rand.N(len(victims))]
+			what, pid, err := v.kill()
 			if err != nil {
 				fatal.Store(&err)
 				cancelRun()
@@ -247,20 +292,35 @@ func run(ctx context.Context, cfg config) (summary, error) {
 			}
 			n := kills.Add(1)
 			down := time.Now()
-			logf("kill %d: SIGKILLed pid %d at t=%s", n, pid, down.Sub(begin).Round(10*time.Millisecond))
-			if err := srv.start(runCtx, true); err != nil {
+			if cfg.Engine == "" {
+				logf("kill %d: SIGKILLed pid %d at t=%s", n, pid, down.Sub(begin).Round(10*time.Millisecond))
+			} else {
+				pause := rand.N(cfg.DownMax + 1)
+				logf("kill %d: SIGKILLed %s (pid %d) at t=%s; restarting it in %s",
+					n, what, pid, down.Sub(begin).Round(10*time.Millisecond), pause.Round(time.Millisecond))
+				select {
+				case <-runCtx.Done():
+					return
+				case <-time.After(pause):
+				}
+			}
+			if err := v.restart(runCtx); err != nil {
 				if runCtx.Err() == nil {
-					err = fmt.Errorf("restart after kill %d: %w", n, err)
+					err = fmt.Errorf("restart of %s after kill %d: %w", what, n, err)
 					fatal.Store(&err)
 					cancelRun()
 				}
 				return
 			}
-			logf("ready again after %s", time.Since(down).Round(time.Millisecond))
+			if cfg.Engine == "" {
+				logf("ready again after %s", time.Since(down).Round(time.Millisecond))
+			} else {
+				logf("%s ready again after %s", what, time.Since(down).Round(time.Millisecond))
+			}
 		}
 	}()
 
-	ld := &load{base: base, bodySize: cfg.BodySize, giveUp: giveUp, loadEnd: loadEnd, nonce: rand.Uint64(),
+	ld := &load{bases: bases, bodySize: cfg.BodySize, giveUp: giveUp, loadEnd: loadEnd, nonce: rand.Uint64(),
 		hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients}}}
 	perClient := make([][]*request, cfg.Clients)
 	var wg sync.WaitGroup
@@ -289,8 +349,12 @@ func run(ctx context.Context, cfg config) (summary, error) {
 	wg.Wait()
 	<-killerDone
 	close(progressDone)
-	sum.Kills = int(kills.Load() + srv.startKills.Load())
-	if n := srv.startKills.Load(); n > 0 {
+	startKills := int64(0)
+	for _, p := range procs {
+		startKills += p.startKills.Load()
+	}
+	sum.Kills = int(kills.Load() + startKills)
+	if n := startKills; n > 0 {
 		logf("%d of the %d kills hit arr while it was starting", n, sum.Kills)
 	}
 	if p := fatal.Load(); p != nil {
@@ -318,20 +382,22 @@ func run(ctx context.Context, cfg config) (summary, error) {
 		time.Since(begin).Round(time.Millisecond), len(reqs), ld.acked.Load(), ld.replayed.Load(),
 		int64(len(reqs))-ld.acked.Load()-int64(sum.Rejected), sum.Rejected, ld.tries.Load(), ld.connErrs.Load(), ld.serverErrs.Load(), sum.Kills)
 
-	// The audit, against a server left running.
-	if !srv.running() {
-		if err := srv.start(ctx, false); err != nil {
-			return sum, err
+	// The audit, against servers left running (through every api).
+	for _, p := range procs {
+		if !p.running() {
+			if err := p.start(ctx, false); err != nil {
+				return sum, err
+			}
 		}
 	}
-	ac := &auditClient{base: base, hc: &http.Client{Timeout: 30 * time.Second}}
+	ac := &auditClient{bases: bases, hc: &http.Client{Timeout: 30 * time.Second}}
 	acked := map[string]bool{}
 	for _, r := range reqs {
 		if r.Acked {
 			acked[r.ID] = true
 		}
 	}
-	if err := ac.settle(ctx, acked, cfg.Settle, logf); err != nil {
+	if err := ac.settle(ctx, acked, cfg.Settle, cfg.Engine != "", logf); err != nil {
 		return sum, err
 	}
 	ops, listedTwice, err := ac.observe(ctx, acked)
@@ -348,10 +414,12 @@ func run(ctx context.Context, cfg config) (summary, error) {
 	}
 	logf("audit: %d operations stored, %d of requests never acknowledged (client gave up), %d not in the listing, %d listed twice",
 		sum.Stored, sum.Orphans, sum.Unlisted, sum.ListedTwice)
-	if w, e, lines := srv.out.counts(); w+e > 0 {
-		logf("arr logged %d warnings and %d errors over %d starts; the last ones:", w, e, srv.starts)
-		for _, l := range lines {
-			fmt.Fprintln(cfg.Log, "  "+l)
+	for _, p := range procs {
+		if w, e, lines := p.out.counts(); w+e > 0 {
+			logf("%s logged %d warnings and %d errors over %d starts; the last ones:", p.label(), w, e, p.starts)
+			for _, l := range lines {
+				fmt.Fprintln(cfg.Log, "  "+l)
+			}
 		}
 	}
 	return sum, nil
@@ -413,11 +481,16 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// ---- the arr serve child process ----
+// ---- the arr child processes ----
 
+// server is one arr process: arr serve, or (scale-out) arr api or arr
+// worker.
 type server struct {
 	bin, addr, data string
 	workers         int
+	role            string   // "serve" when empty, "api" or "worker"
+	name            string   // in messages: "arr" when empty, e.g. "api A"
+	extra           []string // more arguments (the shared store and result store)
 	out             *serverLog
 	logf            func(string, ...any)
 
@@ -429,6 +502,40 @@ type server struct {
 	killStarting float64      // probability of a kill while starting, on chaos restarts
 	startKills   atomic.Int64 // kills while starting
 	lastStartup  atomic.Int64 // how long the last start took to be ready (time.Duration)
+	expectExit   atomic.Bool  // the current process is being killed or stopped by arrchaos
+}
+
+func (s *server) label() string {
+	if s.name != "" {
+		return s.name
+	}
+	return s.command()
+}
+
+func (s *server) command() string {
+	if s.role == "" {
+		return "arr serve"
+	}
+	return "arr " + s.role
+}
+
+// victim is the server as a target of the killer.
+func (s *server) victim() victim {
+	return victim{
+		kill: func() (string, int, error) {
+			pid, err := s.kill9()
+			return s.label(), pid, err
+		},
+		restart: func(ctx context.Context) error { return s.start(ctx, true) },
+	}
+}
+
+// victim is something the killer SIGKILLs and then restarts.
+type victim struct {
+	// kill SIGKILLs it (a cluster: one node) and waits for the exit; it
+	// returns what it killed and the pid.
+	kill    func() (what string, pid int, err error)
+	restart func(context.Context) error // restarts what kill killed, and waits until it is ready
 }
 
 var errKilledStarting = errors.New("SIGKILLed while starting")
@@ -459,7 +566,7 @@ func (s *server) start(ctx context.Context, chaos bool) error {
 			continue
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("arr serve did not start after %d attempts: %v\n--- arr serve log tail ---\n%s", attempt, err, s.out.tail())
+			return fmt.Errorf("%s did not start after %d attempts: %v\n--- %s log tail ---\n%s", s.command(), attempt, err, s.command(), s.out.tail())
 		}
 		s.logf("start attempt %d failed: %v; retrying", attempt, err)
 		select {
@@ -473,10 +580,15 @@ func (s *server) start(ctx context.Context, chaos bool) error {
 // startOnce starts arr serve once and waits for it to be ready; if
 // killAfter > 0, it SIGKILLs it after that long if it is not ready yet.
 func (s *server) startOnce(ctx context.Context, killAfter time.Duration) error {
-	args := []string{"serve", "-addr", s.addr, "-data", s.data, "-log-level", "warn"}
-	if s.workers != 0 {
+	role := s.role
+	if role == "" {
+		role = "serve"
+	}
+	args := []string{role, "-addr", s.addr, "-data", s.data, "-log-level", "warn"}
+	if s.workers != 0 && role != "api" {
 		args = append(args, "-workers", fmt.Sprint(s.workers))
 	}
+	args = append(args, s.extra...)
 	cmd := exec.Command(s.bin, args...)
 	s.mu.Lock()
 	s.starts++
@@ -488,11 +600,17 @@ func (s *server) startOnce(ctx context.Context, killAfter time.Duration) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	s.expectExit.Store(false)
 	exited := make(chan struct{})
 	var waitErr error
 	go func() {
 		waitErr = cmd.Wait()
 		close(exited)
+		if !s.expectExit.Load() && s.role != "" {
+			// Not killed by arrchaos: worth knowing (it is restarted for
+			// the audit, or when it is next picked as a victim).
+			s.logf("%s (pid %d) exited on its own: %v", s.label(), cmd.Process.Pid, waitErr)
+		}
 	}()
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
@@ -504,6 +622,7 @@ func (s *server) startOnce(ctx context.Context, killAfter time.Duration) error {
 	if killAfter > 0 {
 		t := time.AfterFunc(killAfter, func() {
 			if state.CompareAndSwap(0, 2) {
+				s.expectExit.Store(true)
 				_ = cmd.Process.Signal(syscall.SIGKILL)
 			}
 		})
@@ -526,9 +645,9 @@ func (s *server) startOnce(ctx context.Context, killAfter time.Duration) error {
 		select {
 		case <-exited:
 			if killedStarting() {
-				return fmt.Errorf("arr serve (pid %d) %w, %s after its start", cmd.Process.Pid, errKilledStarting, killAfter.Round(time.Millisecond))
+				return fmt.Errorf("%s (pid %d) %w, %s after its start", s.label(), cmd.Process.Pid, errKilledStarting, killAfter.Round(time.Millisecond))
 			}
-			return fmt.Errorf("arr serve (pid %d) exited before ready: %v", cmd.Process.Pid, waitErr)
+			return fmt.Errorf("%s (pid %d) exited before ready: %v", s.label(), cmd.Process.Pid, waitErr)
 		case <-ctx.Done():
 			s.kill9()
 			return ctx.Err()
@@ -536,7 +655,7 @@ func (s *server) startOnce(ctx context.Context, killAfter time.Duration) error {
 		}
 		if time.Now().After(deadline) {
 			s.kill9()
-			return fmt.Errorf("arr serve (pid %d) not ready after 30s: %v", cmd.Process.Pid, err)
+			return fmt.Errorf("%s (pid %d) not ready after 30s: %v", s.label(), cmd.Process.Pid, err)
 		}
 	}
 }
@@ -549,6 +668,7 @@ func (s *server) kill9() (int, error) {
 	if cmd == nil {
 		return 0, errors.New("no server to kill")
 	}
+	s.expectExit.Store(true)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return cmd.Process.Pid, fmt.Errorf("kill -9 %d: %w", cmd.Process.Pid, err)
 	}
@@ -583,11 +703,12 @@ func (s *server) stop() {
 		return
 	default:
 	}
+	s.expectExit.Store(true)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
-		s.logf("arr serve (pid %d) still running 10s after SIGTERM; SIGKILL", cmd.Process.Pid)
+		s.logf("%s (pid %d) still running 10s after SIGTERM; SIGKILL", s.label(), cmd.Process.Pid)
 		_ = cmd.Process.Kill()
 		<-exited
 	}
@@ -693,7 +814,8 @@ type request struct {
 }
 
 type load struct {
-	base     string
+	bases    []string // the apis, taken in turn by every try
+	rr       atomic.Uint64
 	bodySize int
 	loadEnd  time.Time
 	giveUp   time.Time
@@ -781,7 +903,7 @@ func (l *load) send(ctx context.Context, r *request) {
 }
 
 func (l *load) post(ctx context.Context, r *request) (int, http.Header, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.base+"/v1/echo", strings.NewReader(r.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.bases[l.rr.Add(1)%uint64(len(l.bases))]+"/v1/echo", strings.NewReader(r.Body))
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -856,9 +978,13 @@ func (v *opJSON) attempts() int {
 }
 
 type auditClient struct {
-	base string
-	hc   *http.Client
+	bases []string // the apis, taken in turn
+	rr    atomic.Uint64
+	hc    *http.Client
 }
+
+// base is the next api to ask.
+func (a *auditClient) base() string { return a.bases[a.rr.Add(1)%uint64(len(a.bases))] }
 
 // get GETs url, retrying connection errors and 5xx a few times (the server
 // is not killed any more, but may be busy).
@@ -899,7 +1025,7 @@ func (a *auditClient) get(ctx context.Context, url string) (int, []byte, error) 
 // list reads every operation with the given status filter ("" for all),
 // following the pages' next links.
 func (a *auditClient) list(ctx context.Context, status string) ([]opJSON, error) {
-	url := a.base + "/v1/operations?limit=1000"
+	url := a.base() + "/v1/operations?limit=1000"
 	if status != "" {
 		url += "&status=" + status
 	}
@@ -932,14 +1058,18 @@ func (a *auditClient) list(ctx context.Context, status string) ([]opJSON, error)
 }
 
 // settle waits until no accepted operation is pending or running, or until
-// the settle time passes (those left are lost). It polls cheaply (is any
-// operation open at all?) and lists the open ones only now and then.
-func (a *auditClient) settle(ctx context.Context, acked map[string]bool, d time.Duration, logf func(string, ...any)) error {
+// the settle time passes (those left are lost); with whileDraining, the
+// settle time counts from the last time the number of open accepted
+// operations fell (the workers of a scale-out run may end the load with a
+// backlog of minutes). It polls cheaply (is any operation open at all?) and
+// lists the open ones only now and then.
+func (a *auditClient) settle(ctx context.Context, acked map[string]bool, d time.Duration, whileDraining bool, logf func(string, ...any)) error {
 	start := time.Now()
 	deadline := start.Add(d)
 	lastFull := start
+	lastOpen := -1
 	for {
-		code, b, err := a.get(ctx, a.base+"/v1/operations?status=pending,running&limit=1")
+		code, b, err := a.get(ctx, a.base()+"/v1/operations?status=pending,running&limit=1")
 		if err != nil {
 			return err
 		}
@@ -970,12 +1100,17 @@ func (a *auditClient) settle(ctx context.Context, acked map[string]bool, d time.
 					n++
 				}
 			}
+			if whileDraining && lastOpen >= 0 && n < lastOpen {
+				deadline = time.Now().Add(d)
+				full = false
+			}
+			lastOpen = n
 			switch {
 			case n == 0:
 				logf("settled after %s (%d unacknowledged operations still open)", time.Since(start).Round(time.Millisecond), len(open))
 				return nil
 			case full:
-				logf("after %s, %d accepted operations are still pending or running", d, n)
+				logf("after %s, %d accepted operations are still pending or running", time.Since(start).Round(time.Second), n)
 				return nil
 			}
 			logf("settling: %d accepted operations pending or running after %s", n, time.Since(start).Round(time.Second))
@@ -1048,7 +1183,7 @@ func (a *auditClient) observe(ctx context.Context, acked map[string]bool) (ops m
 
 func (a *auditClient) observeOne(ctx context.Context, o *observed, href string) error {
 	if !o.Listed {
-		code, b, err := a.get(ctx, a.base+"/v1/operations/"+o.ID+"?redirect=false")
+		code, b, err := a.get(ctx, a.base()+"/v1/operations/"+o.ID+"?redirect=false")
 		if err != nil {
 			return err
 		}
@@ -1072,7 +1207,7 @@ func (a *auditClient) observeOne(ctx context.Context, o *observed, href string) 
 	if o.Status != "succeeded" {
 		return nil
 	}
-	code, b, err := a.get(ctx, a.base+"/v1/operations/"+o.ID+"/result?redirect=false")
+	code, b, err := a.get(ctx, a.base()+"/v1/operations/"+o.ID+"/result?redirect=false")
 	if err != nil {
 		return err
 	}

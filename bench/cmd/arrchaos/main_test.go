@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,59 @@ func TestChaosRun(t *testing.T) {
 	}
 	if f := sum.Failures(); len(f) > 0 {
 		t.Errorf("failures: %q", f)
+	}
+}
+
+// A short chaos run of arr scaled out: two apis and two workers over a
+// 3-node NATS cluster (R3) or a private PostgreSQL, where each kill hits an
+// api, a worker or the engine (a NATS node; the PostgreSQL server), which
+// is restarted after a short pause. The audit must be clean.
+func TestChaosScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds arr and kills real processes")
+	}
+	for _, tc := range []struct {
+		engine  string
+		missing func() bool
+		what    string
+	}{
+		{"nats", func() bool { return natsServerBinary() == "" }, "no nats-server binary"},
+		{"postgres", func() bool { return postgresBinDir() == "" }, "no PostgreSQL initdb"},
+	} {
+		t.Run(tc.engine, func(t *testing.T) {
+			if tc.missing() {
+				if os.Getenv("CI") == "" {
+					t.Skip(tc.what + "; CI unset, skipping")
+				}
+				t.Fatal(tc.what + ", and CI is set: the test must run")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			sum, err := run(ctx, config{
+				Engine:   tc.engine,
+				Duration: 15 * time.Second,
+				Clients:  8,
+				KillMin:  time.Second,
+				KillMax:  2 * time.Second,
+				DownMax:  time.Second,
+				Settle:   60 * time.Second,
+				Grace:    30 * time.Second,
+				Log:      tlog{t},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(sum)
+			if f := sum.Failures(); len(f) > 0 {
+				t.Errorf("failures: %q\n%s", f, strings.Join(sum.Problems, "\n"))
+			}
+			if sum.Kills < 3 {
+				t.Errorf("%d kills, want at least 3", sum.Kills)
+			}
+			if sum.Accepted == 0 || sum.Completed != sum.Accepted {
+				t.Errorf("completed=%d, accepted=%d", sum.Completed, sum.Accepted)
+			}
+		})
 	}
 }
 
