@@ -43,13 +43,10 @@ func serverURL(t *testing.T) string {
 	return "nats://127.0.0.1:4222"
 }
 
-// startCluster starts a 3-node cluster, or skips when nats-server is
-// missing and CI is unset.
+// startCluster starts a 3-node cluster (see natstest.StartCluster for
+// when it skips).
 func startCluster(t *testing.T) *natstest.Cluster {
 	t.Helper()
-	if !natstest.Available() && os.Getenv("CI") == "" {
-		t.Skip("nats-server not on PATH")
-	}
 	return natstest.StartCluster(t, 3)
 }
 

@@ -339,7 +339,11 @@ func TestScaleOutPostgres(t *testing.T) {
 	}
 	pg := pgtest.StartServer(t)
 	results, env := scaleResults(t)
-	eng := scaleEngine{storeURL: pg.URL + "&schema=arr", kill: pg.Kill, heal: pg.Restart}
+	eng := scaleEngine{storeURL: pg.URL + "&schema=arr", kill: pg.Kill, heal: func() {
+		if err := pg.Restart(); err != nil {
+			t.Errorf("restarting PostgreSQL: %v", err)
+		}
+	}}
 	runScaleOut(t, eng, results, env, scaleOps(t))
 	if t.Failed() {
 		t.Logf("postgres log:\n%s", tail(pg.Log(), 3000))

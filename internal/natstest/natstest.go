@@ -115,6 +115,16 @@ func (n *Node) start() error {
 	return nil
 }
 
+// PID is the pid of the node's running process, 0 when it is not running.
+func (n *Node) PID() int {
+	if !n.Running() {
+		return 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd.Process.Pid
+}
+
 // kill sends SIGKILL and waits until the process is reaped.
 func (n *Node) kill() {
 	n.mu.Lock()
@@ -149,7 +159,6 @@ func (n *Node) waitListening(ctx context.Context) error {
 // Cluster is a set of nats-server processes forming one JetStream cluster
 // (or a single server).
 type Cluster struct {
-	t     testing.TB
 	Nodes []*Node
 }
 
@@ -268,18 +277,17 @@ func freePorts(n int) ([]int, error) {
 }
 
 // StartServer starts one JetStream server and returns it as a one-node
-// Cluster; it is killed when the test ends. It fails the test if
-// nats-server is missing or does not start.
+// Cluster; it is killed when the test ends. Without a nats-server binary
+// it skips or fails the test as StartCluster does.
 func StartServer(t testing.TB) *Cluster {
 	return StartCluster(t, 1)
 }
 
 // StartCluster starts n JetStream servers (n == 1: a single server, not a
 // cluster) named n0, n1, … in cluster "arrtest", waits until JetStream is
-// ready on each, and kills them when the test ends.
-// StartCluster starts an n-node JetStream cluster (n = 1: a single
-// server), stopped when the test ends. Without a nats-server binary it
-// skips the test, or fails it when the environment variable CI is set.
+// ready on each, and kills them when the test ends. Without a nats-server
+// binary it skips the test, or fails it when the environment variable CI
+// is set.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	if !Available() {
@@ -288,33 +296,43 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		}
 		t.Fatalf("natstest: no nats-server binary (see the package doc), and CI is set: the test must run")
 	}
-	var c *Cluster
-	var err error
-	for try := 0; try < 3; try++ { // a port taken meanwhile: try again
-		c, err = startCluster(t, n)
-		if err == nil {
-			break
-		}
-	}
+	c, err := Start(t.TempDir(), n)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	t.Cleanup(c.Close)
 	return c
 }
 
-func startCluster(t testing.TB, n int) (*Cluster, error) {
+// Start is StartCluster outside tests (a chaos audit, say): the nodes keep
+// their data and logs ("server.log") under dir/n0, dir/n1, …, and run
+// until Close. It fails when there is no nats-server binary.
+func Start(dir string, n int) (*Cluster, error) {
+	if !Available() {
+		return nil, errors.New("natstest: no nats-server binary (see the package doc)")
+	}
+	var c *Cluster
+	var err error
+	for try := 0; try < 3; try++ { // a port taken meanwhile: try again
+		if c, err = start(dir, n); err == nil {
+			break
+		}
+	}
+	return c, err
+}
+
+func start(dir string, n int) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{t: t}
+	c := &Cluster{}
 	var routes []string
 	for i := range n {
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[n+i]))
 	}
-	base := t.TempDir()
 	for i := range n {
-		node := &Node{Name: fmt.Sprintf("n%d", i), ClientPort: ports[i], Dir: filepath.Join(base, fmt.Sprintf("n%d", i))}
+		node := &Node{Name: fmt.Sprintf("n%d", i), ClientPort: ports[i], Dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
 		if err := os.MkdirAll(node.Dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -328,7 +346,6 @@ func startCluster(t testing.TB, n int) (*Cluster, error) {
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
-	t.Cleanup(c.Close)
 	for _, node := range c.Nodes {
 		if err := node.start(); err != nil {
 			c.Close()

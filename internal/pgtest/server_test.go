@@ -16,7 +16,9 @@ func TestPrivateServerSurvivesKill(t *testing.T) {
 	}
 	psql("create table t(x int); insert into t values (42)")
 	s.Kill()
-	s.Restart()
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	if got := psql("select x from t"); got != "42\n" {
 		t.Fatalf("after kill and restart: %q", got)
 	}

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arrhq/arr/internal/natstest"
+	"github.com/arrhq/arr/internal/pgtest"
 )
 
 // tlog sends the run's progress to the test log.
@@ -71,8 +74,8 @@ func TestChaosScaleOut(t *testing.T) {
 		missing func() bool
 		what    string
 	}{
-		{"nats", func() bool { return natsServerBinary() == "" }, "no nats-server binary"},
-		{"postgres", func() bool { return postgresBinDir() == "" }, "no PostgreSQL initdb"},
+		{"nats", func() bool { return !natstest.Available() }, "no nats-server binary"},
+		{"postgres", func() bool { return !pgtest.Available() }, "no PostgreSQL initdb"},
 	} {
 		t.Run(tc.engine, func(t *testing.T) {
 			if tc.missing() {
