@@ -3,8 +3,9 @@
 // long-poll and Server-Sent Events, results behind signed URLs, cancel,
 // list, the seed's /api routes, health and metrics.
 //
-// The api holds no business logic: it validates, writes to the operations
-// store and the queue, and reads them back.
+// The api is an adapter: it authenticates, validates, maps the HTTP
+// contract onto calls of the core (package arr) and renders their answers.
+// It makes no store or queue calls of its own.
 package api
 
 import (
@@ -20,72 +21,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/arrhq/arr/opstore"
-	"github.com/arrhq/arr/queue"
-	"github.com/arrhq/arr/resultstore"
+	arr "github.com/arrhq/arr"
 )
 
-// Route is a submit route: a request to Method Path becomes an operation
-// run by the handler registered for Name.
-type Route struct {
-	// Name names the route; the worker runs the handler registered under it.
-	Name string
-	// Method is the HTTP method; "*" accepts any. Default POST. Routes may
-	// share a Path with different methods.
-	Method string
-	// Path is a net/http ServeMux path pattern: an exact path (/v1/echo),
-	// one with wildcards (/v1/items/{id}), or a prefix ending in / (/ in
-	// gateway mode). arr's own paths take precedence as more specific.
-	Path string
-	// CaseInsensitive matches Path regardless of case (the seed's routes).
-	CaseInsensitive bool
-	// Seed makes the 202's Location the seed's status URL,
-	// /api/RequestStatus/{id}, instead of /v1/operations/{id}.
-	Seed bool
-	// MediaTypes, when not empty, lists the accepted Content-Types (without
-	// parameters); any other is 415. Empty accepts any.
-	MediaTypes []string
-	// MaxBodyBytes overrides Config.MaxBodyBytes for this route when > 0.
-	MaxBodyBytes int64
-	// Validate, when not nil, checks the body; an error is a 400 whose
-	// detail is the error's text (and whose extension members are the
-	// error's ProblemExtensions(), when it has that method).
-	Validate func(body []byte) error
-	// ResultURLTTL, Retention and Tombstone override the Config's for this
-	// route's operations when > 0.
-	ResultURLTTL, Retention, Tombstone time.Duration
-}
-
-// Config configures a Server. Every field but the stores has a default,
-// given in its comment.
+// Config configures a Server. Client is required; every other field has a
+// default, given in its comment.
 type Config struct {
-	Store   *opstore.Store
-	Queue   *queue.Queue
-	Results *resultstore.Store
+	// Client is the core the api adapts to HTTP: every submit, read,
+	// cancel and retry is a call to it. Its routes are the submit routes.
+	Client *arr.Client
+	// ResultsPrefix and ResultsHandler, when the handler is not nil, serve
+	// the signed result URLs under the prefix (the result store's own
+	// URLs; see resultstore.Store.Handler).
+	ResultsPrefix  string
+	ResultsHandler http.Handler
 
-	// Routes are the submit routes. Default: SeedRoute() and EchoRoute().
-	Routes []Route
 	// PublicURL is the scheme, host and optional path prefix of absolute
 	// links, e.g. https://arr.example.com. Default: http(s)://{request Host}.
 	PublicURL string
 	// MaxBodyBytes bounds request bodies; larger ones are 413. Default 1 MiB.
 	MaxBodyBytes int64
-	// MaxQueue bounds the queue: at this many queued operations submits
-	// are 503 with Retry-After. Default 1,000,000.
-	MaxQueue int64
-	// ResultURLTTL is the lifetime of signed result URLs. Default 10m (the
-	// seed's).
-	ResultURLTTL time.Duration
 	// SyncWait bounds the seed's OnPending=Synchronous wait. Default 127s
 	// (the seed's backoff of 0.5 s doubling to 64 s).
 	SyncWait time.Duration
 	// MaxWait caps long-poll waits (?wait=, Prefer: wait=). Default 60s.
 	MaxWait time.Duration
-	// Retention is how long a canceled operation is kept. Default 24h.
-	Retention time.Duration
-	// Tombstone is how long, after its deletion, a canceled operation's
-	// status answers 410. Default 7 days.
-	Tombstone time.Duration
 	// RetryAfter estimates, from the queue depth, when a pending operation
 	// is worth asking about again. Default: 1s.
 	RetryAfter func(queueDepth int64) time.Duration
@@ -100,45 +60,35 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// route is a submit route as the api serves it.
+type route struct {
+	arr.Route
+	method, path string
+}
+
 // Server is the http.Handler of the api.
 type Server struct {
 	cfg     Config
 	mux     *http.ServeMux
 	metrics *metrics
-	ciPaths map[string]bool   // lower-cased paths of case-insensitive routes
-	routes  map[string]*Route // by name
-	depth   depthGauge
+	ciPaths map[string]bool // lower-cased paths of case-insensitive routes
+	c       *arr.Client
 }
 
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Store == nil || cfg.Queue == nil || cfg.Results == nil {
-		return nil, errors.New("api: Store, Queue and Results are required")
-	}
-	if cfg.Routes == nil {
-		cfg.Routes = []Route{SeedRoute(), EchoRoute()}
+	if cfg.Client == nil {
+		return nil, errors.New("api: Client is required")
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
-	}
-	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 1_000_000
-	}
-	if cfg.ResultURLTTL <= 0 {
-		cfg.ResultURLTTL = 10 * time.Minute
 	}
 	if cfg.SyncWait <= 0 {
 		cfg.SyncWait = 127 * time.Second
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 60 * time.Second
-	}
-	if cfg.Retention <= 0 {
-		cfg.Retention = 24 * time.Hour
-	}
-	if cfg.Tombstone <= 0 {
-		cfg.Tombstone = 7 * 24 * time.Hour
 	}
 	if cfg.RetryAfter == nil {
 		cfg.RetryAfter = func(int64) time.Duration { return time.Second }
@@ -151,46 +101,38 @@ func New(cfg Config) (*Server, error) {
 		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, routes: map[string]*Route{}}
-	s.depth.read = func(ctx context.Context) (int64, error) {
-		st, err := cfg.Queue.Stats(ctx)
-		return st.Ready + st.Delayed + st.InFlight, err
-	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, c: cfg.Client}
 	var err error
-	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Queue); err != nil {
+	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Client); err != nil {
 		return nil, err
 	}
 	// Routes that share a path are served by one handler that picks the
 	// route by method.
 	var paths []string
-	byPath := map[string][]*Route{}
+	byPath := map[string][]*route{}
 	catchAll := false
-	for i := range cfg.Routes {
-		rt := &cfg.Routes[i]
-		if rt.Name == "" || !strings.HasPrefix(rt.Path, "/") {
-			return nil, errors.New("api: a route needs a Name and a Path starting with /")
+	var all []*route
+	for _, r := range cfg.Client.Routes() {
+		method, path, err := arr.ParsePattern(r.Pattern)
+		if err != nil {
+			return nil, fmt.Errorf("api: %w", err)
 		}
-		if rt.Method == "" {
-			rt.Method = http.MethodPost
-		}
-		rt.Method = strings.ToUpper(rt.Method)
+		rt := &route{Route: r, method: method, path: path}
 		if rt.CaseInsensitive {
-			rt.Path = strings.ToLower(rt.Path)
-			s.ciPaths[rt.Path] = true
+			rt.path = strings.ToLower(rt.path)
+			s.ciPaths[rt.path] = true
 		}
-		for _, o := range byPath[rt.Path] {
-			if o.Method == rt.Method {
-				return nil, fmt.Errorf("api: two routes for %s %s", rt.Method, rt.Path)
+		for _, o := range byPath[rt.path] {
+			if o.method == rt.method {
+				return nil, fmt.Errorf("api: two routes for %s %s", rt.method, rt.path)
 			}
 		}
-		if byPath[rt.Path] == nil {
-			paths = append(paths, rt.Path)
+		if byPath[rt.path] == nil {
+			paths = append(paths, rt.path)
 		}
-		byPath[rt.Path] = append(byPath[rt.Path], rt)
-		if prev, ok := s.routes[rt.Name]; !ok || prev.Seed {
-			s.routes[rt.Name] = rt
-		}
-		catchAll = catchAll || rt.Path == "/"
+		byPath[rt.path] = append(byPath[rt.path], rt)
+		all = append(all, rt)
+		catchAll = catchAll || rt.path == "/"
 	}
 	for _, p := range paths {
 		if err := handle(s.mux, p, s.submitHandler(byPath[p])); err != nil {
@@ -208,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("/readyz", s.readyz)
-	doc, err := openAPIFor(cfg.Routes)
+	doc, err := openAPIFor(all)
 	if err != nil {
 		return nil, fmt.Errorf("api: openapi.json: %w", err)
 	}
@@ -217,8 +159,8 @@ func New(cfg Config) (*Server, error) {
 		_, _ = w.Write(doc)
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
-	if prefix, h := cfg.Results.Handler(); h != nil {
-		s.mux.Handle(prefix, h)
+	if cfg.ResultsHandler != nil {
+		s.mux.Handle(cfg.ResultsPrefix, cfg.ResultsHandler)
 	}
 	noRoute := func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
@@ -242,17 +184,6 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	}()
 	mux.Handle(pattern, h)
 	return nil
-}
-
-// route returns the route named name, or nil.
-func (s *Server) route(name string) *Route { return s.routes[name] }
-
-// routeDuration is the route's d when it sets one, else def.
-func (s *Server) routeDuration(name string, d func(*Route) time.Duration, def time.Duration) time.Duration {
-	if rt := s.routes[name]; rt != nil && d(rt) > 0 {
-		return d(rt)
-	}
-	return def
 }
 
 // ServeHTTP routes r. The paths of case-insensitive routes and the seed's
@@ -300,7 +231,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if _, err := s.cfg.Queue.Stats(r.Context()); err != nil {
+	if _, err := s.c.QueueStats(r.Context()); err != nil {
 		writeProblem(w, http.StatusServiceUnavailable, ProblemInternal, "Not ready", "queue: "+err.Error())
 		return
 	}
@@ -311,7 +242,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // retryAfter sets Retry-After from the current queue depth.
 func (s *Server) retryAfter(w http.ResponseWriter, ctx context.Context) {
 	var depth int64
-	if d, err := s.depth.get(ctx); err == nil {
+	if d, err := s.c.QueueDepth(ctx); err == nil {
 		depth = d
 	}
 	s.setRetryAfter(w, depth)

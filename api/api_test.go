@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
 	"github.com/arrhq/arr/server"
 	"github.com/arrhq/arr/worker"
@@ -305,8 +306,7 @@ func TestFailureAndRetry(t *testing.T) {
 	})
 	s := start(t, server.Config{Worker: worker.Config{
 		Handlers: map[string]worker.Handler{"echo": flaky},
-		Backoff:  func(int) time.Duration { return 10 * time.Millisecond },
-	}})
+	}, Core: arr.Config{Backoff: func(int) time.Duration { return 10 * time.Millisecond }}})
 	id := s.submit("retry me")
 	m := s.waitStatus(id, "succeeded")
 	// Every attempt is listed, the failed one with its error.
@@ -467,7 +467,7 @@ func TestEventsStream(t *testing.T) {
 }
 
 func TestQueueFullIs503(t *testing.T) {
-	s := start(t, server.Config{Workers: -1, API: api.Config{MaxQueue: 2}})
+	s := start(t, server.Config{Workers: -1, Core: arr.Config{MaxQueue: 2}})
 	s.submit("1")
 	s.submit("2")
 	r := s.do("POST", "/v1/echo", "3")

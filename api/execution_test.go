@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/server"
@@ -232,7 +233,7 @@ func TestResultTooLarge(t *testing.T) {
 	mux.HandleFunc("/v1/big", func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
 		return &worker.Result{Reader: strings.NewReader(strings.Repeat("x", 2000))}, nil
 	})
-	s := start(t, server.Config{Mux: mux, Worker: worker.Config{MaxResultBytes: 1000}})
+	s := start(t, server.Config{Mux: mux, Core: arr.Config{MaxResultBytes: 1000}})
 	r := s.do("POST", "/v1/big", "x")
 	wantStatus(t, r, 202)
 	m := s.waitStatus(r.JSON(t)["id"].(string), "failed")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/arrhq/arr/embedded" // the default engine of server.New
 	"github.com/arrhq/arr/server"
 )
 

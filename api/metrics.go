@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/queue"
 )
 
@@ -13,7 +14,7 @@ type metrics struct {
 	submitDur *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer, q *queue.Queue) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, c *arr.Client) (*metrics, error) {
 	m := &metrics{
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arr_submissions_total",
@@ -27,7 +28,7 @@ func newMetrics(reg prometheus.Registerer, q *queue.Queue) (*metrics, error) {
 	}
 	depth := func(pick func(queue.Stats) int64) func() float64 {
 		return func() float64 {
-			st, err := q.Stats(context.Background())
+			st, err := c.QueueStats(context.Background())
 			if err != nil {
 				return -1
 			}

@@ -16,15 +16,15 @@ var openAPI []byte
 // openAPIFor returns the OpenAPI document of a server with routes: the
 // static one, plus an entry for every submit route it does not describe
 // (the configured routes), with its path parameters and media types.
-func openAPIFor(routes []Route) ([]byte, error) {
+func openAPIFor(routes []*route) ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		return nil, err
 	}
 	paths := doc["paths"].(map[string]any)
 	for _, rt := range routes {
-		path := wildcard.ReplaceAllStringFunc(rt.Path, func(w string) string { return strings.Replace(w, "...", "", 1) })
-		if rt.Seed || rt.Path == "/v1/echo" && rt.Name == "echo" {
+		path := wildcard.ReplaceAllStringFunc(rt.path, func(w string) string { return strings.Replace(w, "...", "", 1) })
+		if rt.Seed || rt.path == "/v1/echo" && rt.Name == "echo" {
 			continue
 		}
 		item, _ := paths[path].(map[string]any)
@@ -33,7 +33,7 @@ func openAPIFor(routes []Route) ([]byte, error) {
 			paths[path] = item
 		}
 		var params []any
-		for _, m := range wildcard.FindAllStringSubmatch(rt.Path, -1) {
+		for _, m := range wildcard.FindAllStringSubmatch(rt.path, -1) {
 			params = append(params, map[string]any{"name": strings.TrimSuffix(m[1], "..."), "in": "path", "required": true,
 				"schema": map[string]any{"type": "string"}})
 		}
@@ -61,8 +61,8 @@ func openAPIFor(routes []Route) ([]byte, error) {
 				"503": map[string]any{"$ref": "#/components/responses/Problem"},
 			},
 		}
-		methods := []string{rt.Method}
-		if rt.Method == "*" {
+		methods := []string{rt.method}
+		if rt.method == "*" {
 			methods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 		}
 		for _, m := range methods {

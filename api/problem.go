@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	arr "github.com/arrhq/arr"
 	"net/http"
 	"strconv"
 
@@ -22,7 +23,7 @@ const (
 	ProblemIdempotencyReuse   = "urn:arr:problem:idempotency-key-reused"
 	ProblemQueueFull          = "urn:arr:problem:queue-full"
 	ProblemInternal           = "urn:arr:problem:internal"
-	ProblemOperationCanceled  = "urn:arr:problem:operation-canceled"
+	ProblemOperationCanceled  = arr.ProblemCanceled
 	ProblemNotFinished        = "urn:arr:problem:not-finished"
 	ProblemResultNotAvailable = "urn:arr:problem:result-unavailable"
 	ProblemGone               = "urn:arr:problem:gone"

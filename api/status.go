@@ -13,9 +13,9 @@ import (
 
 	"github.com/google/uuid"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
-	"github.com/arrhq/arr/queue"
 )
 
 // lookup validates the {id} of r and reads the operation, answering the
@@ -33,15 +33,10 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*operation.Oper
 	return op, true
 }
 
-// get reads an operation. One past its retention is gone, as if the
-// janitor (which runs every so often) had already deleted it: its result
-// URLs have expired with it.
+// get reads an operation through the core (which says when one past its
+// retention is gone).
 func (s *Server) get(ctx context.Context, id string) (*operation.Operation, error) {
-	op, err := s.cfg.Store.Get(ctx, id)
-	if err == nil && !op.ExpiresAt.IsZero() && time.Now().After(op.ExpiresAt) {
-		return nil, fmt.Errorf("%w: %s", opstore.ErrGone, id)
-	}
-	return op, err
+	return s.c.Get(ctx, id)
 }
 
 func validID(w http.ResponseWriter, id string) (string, bool) {
@@ -99,7 +94,7 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 && !op.Status.Terminal() && (seen == "" || seen == revision(op)) {
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 		from := revision(op)
-		if next, err := s.cfg.Store.WaitFor(ctx, id, wait, func(o *operation.Operation) bool {
+		if next, err := s.c.WaitFor(ctx, id, wait, func(o *operation.Operation) bool {
 			return revision(o) != from || o.Status.Terminal()
 		}); err == nil {
 			op = next
@@ -177,28 +172,17 @@ func (s *Server) writeMonitor(w http.ResponseWriter, r *http.Request, base strin
 }
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
-	op, ok := s.lookup(w, r)
+	id, ok := validID(w, r.PathValue("id"))
 	if !ok {
 		return
 	}
-	now := time.Now().UTC()
-	op, err := s.cfg.Store.Transition(r.Context(), op.ID, func(op *operation.Operation) error {
-		if op.Status.Terminal() {
-			return opstore.ErrSkip
-		}
-		op.Status = operation.Canceled
-		op.Error = &operation.Problem{Type: ProblemOperationCanceled, Title: "Operation canceled", Status: http.StatusConflict,
-			Detail: "canceled by the client"}
-		op.ExpiresAt = now.Add(s.routeDuration(op.Route, func(r *Route) time.Duration { return r.Retention }, s.cfg.Retention))
-		op.TombstoneUntil = op.ExpiresAt.Add(s.routeDuration(op.Route, func(r *Route) time.Duration { return r.Tombstone }, s.cfg.Tombstone))
-		return nil
-	})
+	op, err := s.c.Cancel(r.Context(), id)
 	switch {
-	case errors.Is(err, opstore.ErrSkip):
+	case errors.Is(err, arr.ErrNotCancelable):
 		writeProblem(w, http.StatusConflict, ProblemNotCancelable, "Operation already finished",
 			fmt.Sprintf("operation %s is %s and cannot be canceled", op.ID, op.Status))
 	case err != nil:
-		s.storeError(w, r.PathValue("id"), err)
+		s.storeError(w, id, err)
 	default:
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, s.view(r.Context(), s.base(r), op))
@@ -215,38 +199,22 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, r, "POST")
 		return
 	}
-	op, ok := s.lookup(w, r)
+	id, ok := validID(w, r.PathValue("id"))
 	if !ok {
 		return
 	}
 	ctx := r.Context()
-	op, err := s.cfg.Store.Transition(ctx, op.ID, func(op *operation.Operation) error {
-		switch op.Status {
-		case operation.Pending:
-			return opstore.ErrSkip
-		case operation.Failed:
-		default:
-			return errNotRetryable
-		}
-		op.Status = operation.Pending
-		op.Failures, op.Interruptions = 0, 0
-		op.Error, op.Result = nil, nil
-		op.PercentComplete, op.Message = 0, ""
-		op.ExpiresAt, op.TombstoneUntil = time.Time{}, time.Time{}
-		return nil
-	})
+	op, err := s.c.Retry(ctx, id)
 	switch {
-	case errors.Is(err, errNotRetryable):
+	case errors.Is(err, arr.ErrNotRetryable):
 		writeProblem(w, http.StatusConflict, ProblemNotRetryable, "Operation not retryable",
 			fmt.Sprintf("operation %s is %s; only failed operations can be retried", op.ID, op.Status))
 		return
-	case err != nil && !errors.Is(err, opstore.ErrSkip):
-		s.storeError(w, r.PathValue("id"), err)
+	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
+		s.storeError(w, id, err)
 		return
-	}
-	// Enqueuing an id that is queued is a no-op; a dead letter is revived.
-	if err := s.cfg.Queue.Enqueue(ctx, queue.Message{ID: op.ID, Body: []byte(op.Route)}); err != nil {
-		s.internal(w, "enqueue retry", err)
+	case err != nil:
+		s.internal(w, "retry", err)
 		return
 	}
 	base := s.base(r)
@@ -257,8 +225,6 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 	s.retryAfter(w, ctx)
 	writeJSON(w, http.StatusAccepted, s.view(ctx, base, op))
 }
-
-var errNotRetryable = errors.New("not retryable")
 
 // result serves GET /v1/operations/{id}/result.
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +277,7 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, base string
 		w.WriteHeader(http.StatusSeeOther)
 		return
 	}
-	rd, err := s.cfg.Results.Open(r.Context(), op.Result.Key)
+	rd, err := s.c.OpenResult(r.Context(), op)
 	if err != nil {
 		writeProblem(w, http.StatusGone, ProblemResultNotAvailable, "Result gone", "the result is no longer stored")
 		return
@@ -333,7 +299,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	var opts opstore.ListOptions
+	var opts arr.ListOptions
 	for _, v := range q["status"] {
 		for _, st := range strings.Split(v, ",") {
 			if st = strings.TrimSpace(st); st == "" {
@@ -363,7 +329,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.After = id
 	}
-	ops, next, err := s.cfg.Store.List(r.Context(), opts)
+	ops, next, err := s.c.List(r.Context(), opts)
 	if err != nil {
 		s.internal(w, "list operations", err)
 		return
@@ -396,7 +362,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	changed, stop, err := s.cfg.Store.Watch(ctx, id)
+	changed, stop, err := s.c.Watch(ctx, id)
 	if err != nil {
 		s.internal(w, "watch operation", err)
 		return
@@ -433,7 +399,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-changed:
-			next, err := s.cfg.Store.Get(ctx, id)
+			next, err := s.get(ctx, id)
 			if err != nil {
 				// Deleted: say so and end.
 				fmt.Fprintf(w, "event: gone\ndata: {}\n\n")
@@ -474,7 +440,7 @@ func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) {
 	base := s.base(r)
 	statusURL := base + "/api/RequestStatus/" + op.ID
 	if onPending == "Synchronous" && !op.Status.Terminal() {
-		next, err := s.cfg.Store.WaitFor(r.Context(), op.ID, s.cfg.SyncWait, terminal)
+		next, err := s.c.WaitFor(r.Context(), op.ID, s.cfg.SyncWait, arr.Terminal)
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.storeError(w, op.ID, err)
 			return

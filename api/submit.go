@@ -2,9 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,48 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
-	"github.com/arrhq/arr/queue"
 )
-
-// SeedRoute is the seed's work acceptor: POST /api/AsyncProcessingWorkAcceptor
-// (any case), a JSON body {"id","customername"} with both non-empty strings,
-// run by the "echo" handler, answered with the seed's Location.
-func SeedRoute() Route {
-	return Route{
-		Name: "echo", Path: "/api/AsyncProcessingWorkAcceptor", CaseInsensitive: true, Seed: true,
-		MediaTypes: []string{"application/json"}, Validate: ValidateCustomer,
-	}
-}
-
-// EchoRoute is POST /v1/echo, run by the "echo" handler: any body of any
-// media type.
-func EchoRoute() Route { return Route{Name: "echo", Path: "/v1/echo"} }
-
-// ValidateCustomer is the seed's rule: a JSON object whose "id" and
-// "customername" are non-empty strings.
-func ValidateCustomer(body []byte) error {
-	var v map[string]json.RawMessage
-	if err := json.Unmarshal(body, &v); err != nil {
-		return fmt.Errorf("the body is not a JSON object: %v", err)
-	}
-	for _, f := range []string{"id", "customername"} {
-		raw, ok := v[f]
-		if !ok {
-			return fmt.Errorf("%q is required", f)
-		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return fmt.Errorf("%q must be a string", f)
-		}
-		if s == "" {
-			return fmt.Errorf("%q must not be empty", f)
-		}
-	}
-	return nil
-}
 
 // hopByHop are the headers not kept with a request (RFC 9110 §7.6.1).
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
@@ -64,20 +22,20 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 
 // submitHandler serves the routes of one path, picking the route by method:
 // an exact match, else a route of any method ("*"), else 405.
-func (s *Server) submitHandler(rts []*Route) http.Handler {
+func (s *Server) submitHandler(rts []*route) http.Handler {
 	var allow []string
 	for _, rt := range rts {
-		allow = append(allow, rt.Method)
+		allow = append(allow, rt.method)
 	}
 	allowed := strings.Join(allow, ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var rt *Route
+		var rt *route
 		for _, c := range rts {
-			if c.Method == r.Method {
+			if c.method == r.Method {
 				rt = c
 				break
 			}
-			if c.Method == "*" {
+			if c.method == "*" {
 				rt = c
 			}
 		}
@@ -97,7 +55,7 @@ func (s *Server) submitHandler(rts []*Route) http.Handler {
 	})
 }
 
-func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBody int64) {
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBody int64) {
 	ct := r.Header.Get("Content-Type")
 	if len(rt.MediaTypes) > 0 {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -149,35 +107,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 	}
 
 	ctx := r.Context()
-	depth, err := s.depth.get(ctx)
-	if err != nil {
-		s.internal(w, "queue stats", err)
-		return
-	}
-	if depth >= s.cfg.MaxQueue {
-		s.setRetryAfter(w, depth)
-		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full",
-			fmt.Sprintf("%d operations are queued, the limit is %d; retry later", depth, s.cfg.MaxQueue))
-		return
-	}
-
 	base := s.base(r)
-	now := time.Now().UTC()
-	id := uuid.Must(uuid.NewV7()).String()
-	op := &operation.Operation{
-		ID: id, Route: rt.Name, Status: operation.Pending, CreatedAt: now, UpdatedAt: now,
-		IdempotencyKey: key,
-	}
-	if key != "" {
-		op.RequestHash = requestHash(rt, ct, body)
-	}
-	if rt.Seed {
-		op.Meta = map[string]string{
-			"RequestGUID":        id,
-			"RequestSubmittedAt": now.Format(time.RFC3339Nano),
-			"RequestStatusURL":   base + "/api/RequestStatus/" + id,
-		}
-	}
 	hdr := r.Header.Clone()
 	for _, v := range hdr.Values("Connection") {
 		for _, h := range strings.Split(v, ",") {
@@ -189,34 +119,42 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 	for _, h := range hopByHop {
 		hdr.Del(h)
 	}
-	req := &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body,
-		Host: r.Host, RemoteAddr: r.RemoteAddr, TLS: r.TLS != nil}
-
-	// The message names the route, so that a worker can apply the route's
-	// concurrency limit before it reads the operation.
-	stored, created, err := s.cfg.Store.Submit(ctx, op, req, s.cfg.Queue, queue.Message{ID: id, Body: []byte(rt.Name)})
-	if err != nil {
+	sub := arr.Submission{Route: rt.Name, IdempotencyKey: key,
+		Request: &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body,
+			Host: r.Host, RemoteAddr: r.RemoteAddr, TLS: r.TLS != nil}}
+	if rt.Seed {
+		sub.Meta = func(id string, at time.Time) map[string]string {
+			return map[string]string{
+				"RequestGUID":        id,
+				"RequestSubmittedAt": at.Format(time.RFC3339Nano),
+				"RequestStatusURL":   base + "/api/RequestStatus/" + id,
+			}
+		}
+	}
+	op, created, err := s.c.Submit(ctx, sub)
+	var full *arr.QueueFullError
+	switch {
+	case errors.As(err, &full):
+		s.setRetryAfter(w, full.Depth)
+		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
+		return
+	case errors.Is(err, arr.ErrIdempotencyKeyReused):
+		writeProblem(w, http.StatusUnprocessableEntity, ProblemIdempotencyReuse, "Idempotency key reused",
+			"this Idempotency-Key was used for a different request; use a new key for a new request")
+		return
+	case err != nil:
 		s.internal(w, "submit", err)
 		return
-	}
-	if !created {
-		if stored.RequestHash != op.RequestHash || stored.Route != rt.Name {
-			writeProblem(w, http.StatusUnprocessableEntity, ProblemIdempotencyReuse, "Idempotency key reused",
-				"this Idempotency-Key was used for a different request; use a new key for a new request")
-			return
-		}
+	case !created:
 		w.Header().Set("Idempotent-Replayed", "true")
-	} else {
-		s.depth.enqueued()
 	}
-	op = stored
 
 	if pref.async {
 		w.Header().Set("Preference-Applied", "respond-async")
 	} else if pref.wait > 0 {
 		wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait)
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
-		if done, err := s.cfg.Store.WaitFor(ctx, op.ID, wait, terminal); err == nil {
+		if done, err := s.c.WaitFor(ctx, op.ID, wait, arr.Terminal); err == nil {
 			op = done
 		}
 		if op.Status.Terminal() {
@@ -224,11 +162,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *Route, maxBo
 			return
 		}
 	}
-	s.accepted(w, ctx, base, op, rt.Seed, depth)
+	s.accepted(w, ctx, base, op, rt.Seed)
 }
 
 // accepted answers 202 with the status monitor's address.
-func (s *Server) accepted(w http.ResponseWriter, ctx context.Context, base string, op *operation.Operation, seed bool, depth int64) {
+func (s *Server) accepted(w http.ResponseWriter, ctx context.Context, base string, op *operation.Operation, seed bool) {
 	monitor := base + "/v1/operations/" + op.ID
 	loc := monitor
 	if seed {
@@ -238,20 +176,8 @@ func (s *Server) accepted(w http.ResponseWriter, ctx context.Context, base strin
 	h.Set("Location", loc)
 	h.Set("Operation-Location", monitor)
 	h.Set("Cache-Control", "no-store")
-	s.setRetryAfter(w, depth)
+	s.retryAfter(w, ctx)
 	writeJSON(w, http.StatusAccepted, s.view(ctx, base, op))
-}
-
-// requestHash is what makes two requests "the same" for an idempotency key:
-// the route, the media type and the body.
-func requestHash(rt *Route, ct string, body []byte) string {
-	h := sha256.New()
-	h.Write([]byte(rt.Name))
-	h.Write([]byte{0})
-	h.Write([]byte(ct))
-	h.Write([]byte{0})
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 type preferences struct {
@@ -282,8 +208,6 @@ func parsePrefer(values []string) preferences {
 	}
 	return p
 }
-
-func terminal(op *operation.Operation) bool { return op.Status.Terminal() }
 
 func (s *Server) internal(w http.ResponseWriter, what string, err error) {
 	s.cfg.Logger.Error("api: "+what, "err", err)

@@ -93,15 +93,10 @@ func (s *Server) view(ctx context.Context, base string, op *operation.Operation)
 	return v
 }
 
-// signedResultURL signs a URL to op's result, valid for ResultURLTTL (but
-// not past the operation's own expiry), absolute against base.
+// signedResultURL signs a URL to op's result (see arr.Client.ResultURL),
+// absolute against base.
 func (s *Server) signedResultURL(ctx context.Context, base string, op *operation.Operation) (string, time.Time, error) {
-	ttl := s.routeDuration(op.Route, func(r *Route) time.Duration { return r.ResultURLTTL }, s.cfg.ResultURLTTL)
-	exp := time.Now().Add(ttl).UTC().Truncate(time.Second)
-	if !op.ExpiresAt.IsZero() && op.ExpiresAt.Before(exp) {
-		exp = op.ExpiresAt.UTC().Truncate(time.Second)
-	}
-	u, err := s.cfg.Results.SignedURL(ctx, op.Result.Key, exp)
+	u, exp, err := s.c.ResultURL(ctx, op)
 	if err != nil {
 		return "", exp, err
 	}

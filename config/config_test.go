@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arrhq/arr/api"
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/config"
 )
 
@@ -127,7 +127,7 @@ func TestExampleFile(t *testing.T) {
 }
 
 // TestCustomerSchemaIsTheSeedRule checks that examples/customer.schema.json
-// gives api.ValidateCustomer's verdict.
+// gives arr.ValidateCustomer's verdict.
 func TestCustomerSchemaIsTheSeedRule(t *testing.T) {
 	f := mustParse(t, `
 routes:
@@ -160,7 +160,7 @@ routes:
 		``,
 	}
 	for _, b := range bodies {
-		seed := api.ValidateCustomer([]byte(b))
+		seed := arr.ValidateCustomer([]byte(b))
 		got := r.Validate([]byte(b))
 		if (seed == nil) != (got == nil) {
 			t.Errorf("%s: seed says %v, schema says %v", b, seed, got)

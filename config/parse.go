@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	arr "github.com/arrhq/arr"
 	"io"
 	"mime"
 	"net"
@@ -643,28 +644,6 @@ func isToken(s string) bool {
 	return true
 }
 
-// deriveName makes a route name from its method and path:
-// POST /v1/reports/{id} is post-v1-reports-id.
-func deriveName(method, path string) string {
-	if method == "*" {
-		method = "any"
-	}
-	var b strings.Builder
-	dash := false
-	for _, c := range strings.ToLower(method + " " + path) {
-		if 'a' <= c && c <= 'z' || '0' <= c && c <= '9' {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			dash = false
-			b.WriteRune(c)
-		} else {
-			dash = true
-		}
-	}
-	return b.String()
-}
-
 // checkPath checks a route's path on its own; "" when it is good.
 func checkPath(path string) string {
 	if path == "" {
@@ -782,7 +761,7 @@ func (p *parser) checkRoute(i int, names map[string]int) bool {
 
 	derived := r.Name == ""
 	if derived && patternOK {
-		r.Name = deriveName(r.Method, r.Path)
+		r.Name = arr.RouteName(r.Method, r.Path)
 	}
 	switch {
 	case r.Name == "":

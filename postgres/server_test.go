@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/internal/pgtest"
 	"github.com/arrhq/arr/operation"
+	_ "github.com/arrhq/arr/resultstore/fileresult" // file:
 	"github.com/arrhq/arr/server"
 	"github.com/arrhq/arr/worker"
 )
@@ -47,11 +49,12 @@ func TestServerOnPostgres(t *testing.T) {
 		})
 		return srv
 	}
-	api := start("api", -1)
+	api := start("api", -1).Client()
 	start("worker", 2)
 
 	for i := range 5 {
-		op, err := api.Submit(ctx, "post-v1-upper", &operation.Request{Method: "POST", Path: "/v1/upper", Body: []byte("hello")})
+		op, _, err := api.Submit(ctx, arr.Submission{Route: "post-v1-upper",
+			Request: &operation.Request{Method: "POST", Path: "/v1/upper", Body: []byte("hello")}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -61,6 +61,17 @@ func (s *Store) PutSyncedBy(ctx context.Context, key string, r io.Reader, conten
 	return s.Put(ctx, key, r, contentType)
 }
 
+// PutLazy is Put without waiting for the bytes to be durable when the
+// driver can (driver.LazyPutter), and Put otherwise. Call it only when a
+// durable write through the same engine's other port follows before the
+// result is relied on (see engine.Caps.ResultsInLog).
+func (s *Store) PutLazy(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error) {
+	if l, ok := s.d.(driver.LazyPutter); ok {
+		return l.PutLazy(ctx, key, r, contentType)
+	}
+	return s.Put(ctx, key, r, contentType)
+}
+
 // Open: see driver.Store.Open.
 func (s *Store) Open(ctx context.Context, key string) (Reader, error) { return s.d.Open(ctx, key) }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	arr "github.com/arrhq/arr"
+	_ "github.com/arrhq/arr/embedded" // the engine of the default URLs
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/server"
 	"github.com/arrhq/arr/worker"
@@ -17,7 +19,7 @@ import (
 
 // A Go program registers its handlers on a ServeMux, as with net/http, and
 // runs arr with them. Here the operation is submitted and awaited through
-// the Go client; over HTTP, POST /v1/upper answers 202 and the status
+// the core, arr.Client, which is the Go API; over HTTP, POST /v1/upper answers 202 and the status
 // monitor leads to the result.
 func ExampleServeMux() {
 	mux := server.NewServeMux()
@@ -48,12 +50,14 @@ func ExampleServeMux() {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 
-	op, err := srv.Submit(ctx, "post-v1-upper", &operation.Request{Method: "POST", Path: "/v1/upper", Body: []byte("hello")})
+	c := srv.Client()
+	op, _, err := c.Submit(ctx, arr.Submission{Route: "post-v1-upper",
+		Request: &operation.Request{Method: "POST", Path: "/v1/upper", Body: []byte("hello")}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	op, _ = srv.Wait(ctx, op.ID)
-	rd, _ := srv.OpenResult(ctx, op)
+	op, _ = c.Wait(ctx, op.ID)
+	rd, _ := c.OpenResult(ctx, op)
 	b, _ := io.ReadAll(rd)
 	rd.Close()
 	fmt.Println(op.Status, string(b))

@@ -1,7 +1,12 @@
 // Package server runs arr as one process: it opens the operations store,
-// the queue and the result store from URLs, serves the HTTP api and runs
-// the worker pool, and shuts both down gracefully. It is what `arr serve`
-// runs, and what a Go program embeds to run arr with its own handlers.
+// the queue and the result store from URLs, builds the core (package arr)
+// over them, serves the HTTP api and runs the worker pool and the janitor,
+// and shuts them down gracefully. It is what `arr serve` runs, and what a
+// Go program embeds to run arr with its own handlers.
+//
+// The package links no engine: the program imports the engines whose URL
+// schemes it opens (the arr command imports them all; an embedding program
+// imports, say, only package embedded).
 package server
 
 import (
@@ -19,15 +24,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
-	_ "github.com/arrhq/arr/embedded" // embedded: scheme
-	_ "github.com/arrhq/arr/natsjs"   // nats: scheme
 	"github.com/arrhq/arr/opstore"
-	_ "github.com/arrhq/arr/postgres" // postgres: and postgresql: schemes
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
-	_ "github.com/arrhq/arr/resultstore/fileresult" // file: scheme
-	_ "github.com/arrhq/arr/resultstore/s3result"   // s3: scheme
 	"github.com/arrhq/arr/worker"
 )
 
@@ -51,17 +52,21 @@ type Config struct {
 	// Mux holds the submit routes and their handlers. Default: none but the
 	// seed's routes.
 	Mux *ServeMux
-	// NoSeedRoutes leaves out the seed's routes (SeedRoutes), which are
+	// NoSeedRoutes leaves out the seed's routes (arr.SeedRoutes), which are
 	// otherwise served unless Mux has a route on the same method and path.
 	NoSeedRoutes bool
-	// API configures the HTTP api; its stores are filled in, its Routes
-	// come from Mux (setting API.Routes directly bypasses Mux), and its
-	// Retention defaults to Worker.Retention. See api.Config for the rest.
+	// Core configures the lifecycle of operations (attempts, timeouts,
+	// retention, result URLs, the queue bound); its stores are filled in
+	// and its Routes come from Mux (setting Core.Routes directly bypasses
+	// Mux). See arr.Config for the rest.
+	Core arr.Config
+	// API configures the HTTP api; its Client is filled in. See
+	// api.Config for the rest.
 	API api.Config
-	// Worker configures the worker pool; its stores are filled in, and its
-	// Handlers and Routes come from Mux (entries set here take precedence).
-	// Workers set to -1 runs no pool (an api-only process, as Role
-	// RoleAPI). See worker.Config for the rest.
+	// Worker configures the worker pool; its Client is filled in, and its
+	// Handlers add to (and override) the routes'. Workers set to -1 runs
+	// no pool (an api-only process, as Role RoleAPI). See worker.Config for
+	// the rest.
 	Worker  worker.Config
 	Workers int
 	// Role says which parts of arr this process runs. Default RoleAll:
@@ -70,7 +75,7 @@ type Config struct {
 	// postgres://): the embedded store belongs to one process.
 	Role Role
 	// JanitorInterval is how often expired operations, their results and
-	// past tombstones are deleted. Default 1m.
+	// past tombstones are deleted. Default arr.DefaultJanitorInterval (1m).
 	JanitorInterval time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
@@ -104,6 +109,7 @@ func (r Role) String() string {
 // Server is a running arr: stores, api and workers.
 type Server struct {
 	cfg     Config
+	client  *arr.Client
 	store   *opstore.Store
 	queue   *queue.Queue
 	results *resultstore.Store
@@ -165,39 +171,32 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	var handlers map[string]worker.Handler
-	var policies map[string]worker.Policy
-	if cfg.API.Routes == nil {
+	cc := cfg.Core
+	cc.Store, cc.Queue, cc.Results = s.store, s.queue, s.results
+	if cc.Routes == nil {
 		var routes []Route
 		if cfg.Mux != nil {
 			routes = cfg.Mux.Routes()
+			if err := checkHandlers(routes); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("arr: %w", err)
+			}
 		}
 		if !cfg.NoSeedRoutes {
-			taken := map[string]bool{}
-			for _, r := range routes {
-				if m, p, err := ParsePattern(r.Pattern); err == nil {
-					taken[m+" "+strings.ToLower(p)] = true
-				}
-			}
-			for _, r := range SeedRoutes() {
-				if m, p, _ := ParsePattern(r.Pattern); !taken[m+" "+strings.ToLower(p)] {
-					routes = append(routes, r)
-				}
-			}
+			routes = arr.WithSeedRoutes(routes, nil)
 		}
-		if cfg.API.Routes, handlers, policies, err = buildRoutes(routes); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("arr: %w", err)
-		}
+		cc.Routes = routes
+	}
+	if cc.Logger == nil {
+		cc.Logger = cfg.Logger
+	}
+	if s.client, err = arr.New(cc); err != nil {
+		s.Close()
+		return nil, err
 	}
 	if cfg.Workers >= 0 {
 		wc := cfg.Worker
-		wc.Store, wc.Queue, wc.Results = s.store, s.queue, s.results
-		wc.Handlers = merged(handlers, cfg.Worker.Handlers)
-		wc.Routes = merged(policies, cfg.Worker.Routes)
-		if len(wc.Handlers) == 0 {
-			wc.Handlers = map[string]worker.Handler{"echo": worker.Echo}
-		}
+		wc.Client = s.client
 		if cfg.Workers > 0 {
 			wc.Concurrency = cfg.Workers
 		}
@@ -211,14 +210,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	ac := cfg.API
-	ac.Store, ac.Queue, ac.Results = s.store, s.queue, s.results
-	if ac.Retention <= 0 {
-		// Canceled operations are kept as long as finished ones.
-		ac.Retention = cfg.Worker.Retention
-	}
-	if ac.Tombstone <= 0 {
-		ac.Tombstone = cfg.Worker.Tombstone
-	}
+	ac.Client = s.client
+	ac.ResultsPrefix, ac.ResultsHandler = s.results.Handler()
 	ac.Registerer, ac.Gatherer = s.reg, s.reg
 	if ac.Logger == nil {
 		ac.Logger = cfg.Logger
@@ -237,17 +230,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// merged returns a's entries overridden by b's.
-func merged[V any](a, b map[string]V) map[string]V {
-	m := make(map[string]V, len(a)+len(b))
-	for k, v := range a {
-		m[k] = v
-	}
-	for k, v := range b {
-		m[k] = v
-	}
-	return m
-}
+// Client is the core the server runs: the Go API for callers (Submit,
+// Get, Wait, Cancel, Retry, OpenResult…), the same one the HTTP api uses.
+func (s *Server) Client() *arr.Client { return s.client }
+
+// Gatherer is the server's Prometheus registry: what /metrics serves.
+func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 
 // Handler is the HTTP api, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.api }
@@ -310,7 +298,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.janitor(workCtx)
+			s.client.RunJanitor(workCtx, s.cfg.JanitorInterval)
 		}()
 	}
 	var err error
@@ -330,47 +318,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		err = cerr
 	}
 	return err
-}
-
-// janitor deletes expired operations, and then their results, every
-// JanitorInterval. A crash between the two leaves a result file without an
-// operation; it is never served again (its URLs need the operation) but
-// takes disk until removed.
-func (s *Server) janitor(ctx context.Context) {
-	every := s.cfg.JanitorInterval
-	if every <= 0 {
-		every = time.Minute
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.deleteExpired(ctx, time.Now())
-		}
-	}
-}
-
-func (s *Server) deleteExpired(ctx context.Context, now time.Time) {
-	const batch = 1000
-	for ctx.Err() == nil {
-		ops, err := s.store.DeleteExpired(ctx, now, batch)
-		for _, op := range ops {
-			if op.Result != nil {
-				if err := s.results.Delete(ctx, op.Result.Key); err != nil {
-					s.cfg.Logger.Error("arr: delete expired result", "id", op.ID, "err", err)
-				}
-			}
-		}
-		if err != nil {
-			s.cfg.Logger.Error("arr: delete expired", "err", err)
-		}
-		if err != nil || len(ops) < batch {
-			return
-		}
-	}
 }
 
 // Close closes the stores; Serve calls it on the way out.

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	arr "github.com/arrhq/arr"
+	_ "github.com/arrhq/arr/embedded" // the default engine
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/resultstore"
-	"github.com/arrhq/arr/worker"
 )
 
 // Expired operations are deleted with their results; unexpired ones stay.
@@ -56,7 +57,7 @@ func TestDeleteExpiredRemovesResults(t *testing.T) {
 	if !young.ExpiresAt.After(now) {
 		t.Fatalf("young expires %s, not after %s", young.ExpiresAt, now)
 	}
-	s.deleteExpired(ctx, now)
+	s.client.Expire(ctx, now)
 	// Deleted, and remembered by its tombstone.
 	if _, err := s.store.Get(ctx, old.ID); !errors.Is(err, opstore.ErrGone) {
 		t.Fatalf("expired operation: %v", err)
@@ -74,11 +75,11 @@ func TestDeleteExpiredRemovesResults(t *testing.T) {
 	r.Close()
 }
 
-// A canceled operation is kept for the worker's retention when the api sets
-// none of its own.
+// A canceled operation is kept for the retention of finished operations
+// (one setting, the core's, for every way an operation ends).
 func TestCanceledKeepsWorkerRetention(t *testing.T) {
 	ctx := context.Background()
-	s, err := New(ctx, Config{DataDir: t.TempDir(), Workers: -1, Worker: worker.Config{Retention: 3 * time.Hour},
+	s, err := New(ctx, Config{DataDir: t.TempDir(), Workers: -1, Core: arr.Config{Retention: 3 * time.Hour},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/embedded"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
@@ -44,17 +45,40 @@ func (r *rig) submit(t *testing.T, body string) string {
 	t.Helper()
 	now := time.Now().UTC()
 	op := &operation.Operation{ID: now.Format("20060102150405.000000000") + body, Route: "r", Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
-	if _, _, err := r.store.Submit(context.Background(), op, &operation.Request{Method: "POST", Body: []byte(body)}, r.queue, queue.Message{ID: op.ID}); err != nil {
-		t.Fatal(err)
-	}
+	r.store1(t, op, body)
 	return op.ID
 }
 
-// run starts a pool with cfg over the rig's stores (and a quiet logger)
-// until the test ends, and returns the pool's context.
-func (r *rig) run(t *testing.T, cfg worker.Config) context.Context {
+// store1 stores op with a request of body and enqueues its message.
+func (r *rig) store1(t *testing.T, op *operation.Operation, body string) {
 	t.Helper()
-	cfg.Store, cfg.Queue, cfg.Results = r.store, r.queue, r.results
+	ctx := context.Background()
+	if _, _, err := r.store.Create(ctx, op, &operation.Request{Method: "POST", Body: []byte(body)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.queue.Enqueue(ctx, arr.Message{ID: op.ID, Route: op.Route}.Encode()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// client is a core over the rig's stores with cc's settings.
+func (r *rig) client(t *testing.T, cc arr.Config) *arr.Client {
+	t.Helper()
+	cc.Store, cc.Queue, cc.Results = r.store, r.queue, r.results
+	cc.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := arr.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// run starts a pool with cfg over a core with cc's settings over the
+// rig's stores (and a quiet logger) until the test ends, and returns the
+// pool's context.
+func (r *rig) run(t *testing.T, cc arr.Config, cfg worker.Config) context.Context {
+	t.Helper()
+	cfg.Client = r.client(t, cc)
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	p, err := worker.New(cfg)
 	if err != nil {
@@ -67,7 +91,7 @@ func (r *rig) run(t *testing.T, cfg worker.Config) context.Context {
 }
 
 func (r *rig) pool(t *testing.T, h worker.Handler, grace time.Duration) *worker.Pool {
-	p, err := worker.New(worker.Config{Store: r.store, Queue: r.queue, Results: r.results,
+	p, err := worker.New(worker.Config{Client: r.client(t, arr.Config{}),
 		Handlers: map[string]worker.Handler{"r": h}, ShutdownGrace: grace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -151,9 +175,9 @@ func TestTimeoutAndPanic(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	hang, boom := r.submit(t, "hang"), r.submit(t, "panic")
-	ctx := r.run(t, worker.Config{
-		Handlers: map[string]worker.Handler{"r": h}, Timeout: 100 * time.Millisecond, MaxAttempts: 2,
-		Backoff: func(int) time.Duration { return time.Millisecond }})
+	ctx := r.run(t, arr.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 2,
+		Backoff: func(int) time.Duration { return time.Millisecond }},
+		worker.Config{Handlers: map[string]worker.Handler{"r": h}})
 	for _, c := range []struct {
 		id       string
 		attempts int
@@ -186,9 +210,7 @@ func (r *rig) submitRunning(t *testing.T, body string, attempts, interruptions i
 	now := time.Now().UTC()
 	op := &operation.Operation{ID: now.Format("20060102150405.000000000") + body, Route: "r", Status: operation.Running,
 		CreatedAt: now, UpdatedAt: now, Attempts: attempts, Interruptions: interruptions, AttemptStartedAt: crashedStart}
-	if _, _, err := r.store.Submit(context.Background(), op, &operation.Request{Method: "POST", Body: []byte(body)}, r.queue, queue.Message{ID: op.ID}); err != nil {
-		t.Fatal(err)
-	}
+	r.store1(t, op, body)
 	return op.ID
 }
 
@@ -219,8 +241,8 @@ func TestInterruptedAttempts(t *testing.T) {
 	})
 	again := r.submitRunning(t, "again", 1, 0)
 	doomed := r.submitRunning(t, "doomed", 3, 2)
-	r.run(t, worker.Config{
-		Handlers: map[string]worker.Handler{"r": h}, MaxAttempts: 1, MaxInterruptions: 3})
+	r.run(t, arr.Config{MaxAttempts: 1, MaxInterruptions: 3},
+		worker.Config{Handlers: map[string]worker.Handler{"r": h}})
 
 	op := r.waitTerminal(t, again)
 	if op.Status != operation.Succeeded || op.Attempts != 2 || op.Interruptions != 1 || len(op.History) != 1 ||
@@ -255,9 +277,8 @@ func TestLeaseKeptWhileHandlerWindsDown(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	id := r.submit(t, "slow-to-stop")
-	r.run(t, worker.Config{
-		Handlers: map[string]worker.Handler{"r": h}, Timeout: 100 * time.Millisecond, Lease: 300 * time.Millisecond,
-		MaxAttempts: 1})
+	r.run(t, arr.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 1},
+		worker.Config{Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond})
 	op := r.waitTerminal(t, id)
 	time.Sleep(500 * time.Millisecond) // a wrong redelivery would start by now
 	if op.Status != operation.Failed || op.Error.Type != worker.ProblemTimeout || len(op.History) != 1 ||
@@ -284,8 +305,7 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 		}
 	})
 	id := r.submit(t, "long")
-	r.run(t, worker.Config{
-		Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond})
+	r.run(t, arr.Config{}, worker.Config{Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond})
 	op := r.waitTerminal(t, id)
 	if op.Status != operation.Succeeded || op.Attempts != 1 || len(op.History) != 0 || runs.Load() != 1 {
 		t.Fatalf("operation %+v after %d runs", op, runs.Load())

@@ -102,18 +102,18 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.API.PublicURL, "public-url", "", "scheme://host[:port] of absolute links (default: https://$WEBSITE_HOSTNAME if set, else the request's Host)")
 	fs.IntVar(&cfg.Workers, "workers", 16, "operations run at once (0: the default; -1: run no workers)")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body", 1<<20, "largest accepted request body, in bytes")
-	fs.Int64Var(&cfg.API.MaxQueue, "max-queue", 1_000_000, "queued operations at which submits get 503")
-	fs.DurationVar(&cfg.API.ResultURLTTL, "result-url-ttl", 10*time.Minute, "lifetime of signed result URLs")
+	fs.Int64Var(&cfg.Core.MaxQueue, "max-queue", 1_000_000, "queued operations at which submits get 503")
+	fs.DurationVar(&cfg.Core.ResultURLTTL, "result-url-ttl", 10*time.Minute, "lifetime of signed result URLs")
 	fs.DurationVar(&cfg.API.SyncWait, "sync-wait", 127*time.Second, "longest wait of the seed's OnPending=Synchronous")
 	fs.DurationVar(&cfg.API.MaxWait, "max-wait", 60*time.Second, "longest long-poll wait (?wait=, Prefer: wait=)")
-	fs.DurationVar(&cfg.Worker.Retention, "retention", 24*time.Hour, "how long finished operations and results are kept")
-	fs.DurationVar(&cfg.Worker.Timeout, "timeout", 10*time.Minute, "time limit of one handler attempt")
-	fs.IntVar(&cfg.Worker.MaxAttempts, "max-attempts", 3, "attempts before an operation fails")
+	fs.DurationVar(&cfg.Core.Retention, "retention", 24*time.Hour, "how long finished operations and results are kept")
+	fs.DurationVar(&cfg.Core.Timeout, "timeout", 10*time.Minute, "time limit of one handler attempt")
+	fs.IntVar(&cfg.Core.MaxAttempts, "max-attempts", 3, "attempts before an operation fails")
 	fs.DurationVar(&cfg.Worker.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running handlers may finish")
 	fs.DurationVar(&cfg.Worker.Lease, "lease", 30*time.Second, "a worker's hold on an operation, renewed every third of it; a killed worker's operations run again after it")
-	fs.DurationVar(&cfg.Worker.Tombstone, "tombstone", 7*24*time.Hour, "after an operation is deleted, how long its status answers 410 before 404")
-	fs.IntVar(&cfg.Worker.MaxInterruptions, "max-interruptions", 10, "attempts of an operation that a dead worker or lost lease may cut short before it fails")
-	fs.Int64Var(&cfg.Worker.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (the embedded result store holds one in memory while writing it; file: results stream)")
+	fs.DurationVar(&cfg.Core.Tombstone, "tombstone", 7*24*time.Hour, "after an operation is deleted, how long its status answers 410 before 404")
+	fs.IntVar(&cfg.Core.MaxInterruptions, "max-interruptions", 10, "attempts of an operation that a dead worker or lost lease may cut short before it fails")
+	fs.Int64Var(&cfg.Core.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (the embedded result store holds one in memory while writing it; file: results stream)")
 	fs.DurationVar(&cfg.JanitorInterval, "janitor-interval", time.Minute, "how often expired operations and their results are deleted")
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
@@ -147,7 +147,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if err := checkShared(role, cfg); err != nil {
 		return err
 	}
-	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Worker.MaxResultBytes)
+	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes)
 	if err != nil {
 		return err
 	}
@@ -245,19 +245,19 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 		cfg.API.MaxBodyBytes = int64(fs.MaxBody)
 	}
 	if fs.MaxQueue > 0 && !set["max-queue"] {
-		cfg.API.MaxQueue = fs.MaxQueue
+		cfg.Core.MaxQueue = fs.MaxQueue
 	}
-	dur("result-url-ttl", &cfg.API.ResultURLTTL, fs.ResultURLTTL)
+	dur("result-url-ttl", &cfg.Core.ResultURLTTL, fs.ResultURLTTL)
 	dur("sync-wait", &cfg.API.SyncWait, fs.SyncWait)
 	dur("max-wait", &cfg.API.MaxWait, fs.MaxWait)
 	dur("shutdown-grace", &cfg.Worker.ShutdownGrace, fs.ShutdownGrace)
 	dur("lease", &cfg.Worker.Lease, fs.Lease)
 	dur("janitor-interval", &cfg.JanitorInterval, fs.JanitorInterval)
 	if fs.MaxInterruptions > 0 && !set["max-interruptions"] {
-		cfg.Worker.MaxInterruptions = fs.MaxInterruptions
+		cfg.Core.MaxInterruptions = fs.MaxInterruptions
 	}
 	if fs.MaxResult > 0 && !set["max-result"] {
-		cfg.Worker.MaxResultBytes = int64(fs.MaxResult)
+		cfg.Core.MaxResultBytes = int64(fs.MaxResult)
 	}
 	if fs.SeedRoutes != nil && !*fs.SeedRoutes {
 		cfg.NoSeedRoutes = true
@@ -266,30 +266,30 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	// setting still wins over both).
 	d := &f.Defaults
 	if set["timeout"] {
-		d.Timeout = config.Duration(cfg.Worker.Timeout)
+		d.Timeout = config.Duration(cfg.Core.Timeout)
 	}
 	if set["max-attempts"] {
-		d.MaxAttempts = cfg.Worker.MaxAttempts
+		d.MaxAttempts = cfg.Core.MaxAttempts
 	}
 	if set["retention"] {
-		d.Retention = config.Duration(cfg.Worker.Retention)
+		d.Retention = config.Duration(cfg.Core.Retention)
 	}
 	if set["tombstone"] {
-		d.Tombstone = config.Duration(cfg.Worker.Tombstone)
+		d.Tombstone = config.Duration(cfg.Core.Tombstone)
 	}
 	if set["result-url-ttl"] {
-		d.ResultTTL = config.Duration(cfg.API.ResultURLTTL)
+		d.ResultTTL = config.Duration(cfg.Core.ResultURLTTL)
 	}
 	if set["max-body"] {
 		d.MaxBody = config.ByteSize(cfg.API.MaxBodyBytes)
 	}
 	// The defaults are also the server's, for operations of routes the
 	// file does not list.
-	dur("timeout", &cfg.Worker.Timeout, d.Timeout)
-	dur("retention", &cfg.Worker.Retention, d.Retention)
-	dur("tombstone", &cfg.Worker.Tombstone, d.Tombstone)
+	dur("timeout", &cfg.Core.Timeout, d.Timeout)
+	dur("retention", &cfg.Core.Retention, d.Retention)
+	dur("tombstone", &cfg.Core.Tombstone, d.Tombstone)
 	if d.MaxAttempts > 0 && !set["max-attempts"] {
-		cfg.Worker.MaxAttempts = d.MaxAttempts
+		cfg.Core.MaxAttempts = d.MaxAttempts
 	}
 }
 

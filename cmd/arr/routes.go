@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/config"
 	"github.com/arrhq/arr/handler/command"
 	"github.com/arrhq/arr/handler/forward"
@@ -43,17 +43,7 @@ func routes(f *config.File, gateway, data string, maxResult int64) ([]server.Rou
 	if f != nil && (f.Server.SeedRoutes == nil || *f.Server.SeedRoutes) {
 		// The seed's routes, with the file's defaults, unless a route of
 		// the file takes their method and path.
-		taken := map[string]bool{}
-		for _, r := range out {
-			if m, p, err := server.ParsePattern(r.Pattern); err == nil {
-				taken[m+" "+strings.ToLower(p)] = true
-			}
-		}
-		for _, r := range server.SeedRoutes() {
-			if m, p, _ := server.ParsePattern(r.Pattern); !taken[m+" "+strings.ToLower(p)] {
-				out = append(out, withSettings(r, f.Defaults))
-			}
-		}
+		out = arr.WithSeedRoutes(out, func(r arr.Route) arr.Route { return withSettings(r, f.Defaults) })
 	}
 	if gateway != "" {
 		h, err := forward.New(forward.Config{URL: gateway})
@@ -83,7 +73,7 @@ func withSettings(r server.Route, s config.RouteSettings) server.Route {
 		if limit <= 0 {
 			limit = max(first, 5*time.Minute)
 		}
-		r.Backoff = worker.ExponentialBackoff(first, limit)
+		r.Backoff = arr.ExponentialBackoff(first, limit)
 	}
 	return r
 }

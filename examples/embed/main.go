@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	_ "github.com/arrhq/arr/embedded" // the engine of the default URLs: this program links no other
 	"github.com/arrhq/arr/server"
 	"github.com/arrhq/arr/worker"
 )

@@ -15,12 +15,14 @@ import (
 	"sync"
 	"time"
 
+	arr "github.com/arrhq/arr"
+	_ "github.com/arrhq/arr/embedded" // the engine of the default URLs
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/server"
 )
 
 // arrLib is arr used as a Go library in the harness process, as the peers'
-// clients are: server.Submit stores the operation durably (one
+// clients are: arr.Client.Submit stores the operation durably (one
 // group-committed Pebble batch) and the worker pool runs in the same
 // process. The HTTP api is up too (on a loopback port) but not used.
 type arrLib struct {
@@ -61,8 +63,8 @@ func (a *arrLib) Start(ctx context.Context, workers int) error {
 }
 
 func (a *arrLib) Submit(ctx context.Context, body []byte) (string, error) {
-	op, err := a.srv.Submit(ctx, "echo", &operation.Request{
-		Header: http.Header{"Content-Type": {"application/json"}}, Body: body})
+	op, _, err := a.srv.Client().Submit(ctx, arr.Submission{Route: "echo", Request: &operation.Request{
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: body}})
 	if err != nil {
 		return "", err
 	}
@@ -113,11 +115,11 @@ func (a *arrLib) SubmitAndWait(ctx context.Context, body []byte) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	op, err := a.srv.Wait(ctx, id)
+	op, err := a.srv.Client().Wait(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	r, err := a.srv.OpenResult(ctx, op)
+	r, err := a.srv.Client().OpenResult(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +128,7 @@ func (a *arrLib) SubmitAndWait(ctx context.Context, body []byte) ([]byte, error)
 }
 
 func (a *arrLib) Status(ctx context.Context, id string) error {
-	_, err := a.srv.Get(ctx, id)
+	_, err := a.srv.Client().Get(ctx, id)
 	return err
 }
 

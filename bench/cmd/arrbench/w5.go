@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/server"
 )
@@ -42,7 +43,8 @@ func w5(ctx context.Context, n, clients int) (w5Result, error) {
 		return r, err
 	}
 	r.fill, err = parallel(ctx, n, clients, func(ctx context.Context, i int) error {
-		_, err := srv.Submit(ctx, "echo", &operation.Request{Header: http.Header{"Content-Type": {"application/json"}}, Body: payload(i)})
+		_, _, err := srv.Client().Submit(ctx, arr.Submission{Route: "echo",
+			Request: &operation.Request{Header: http.Header{"Content-Type": {"application/json"}}, Body: payload(i)}})
 		return err
 	})
 	if cerr := srv.Close(); err == nil {

@@ -1,0 +1,202 @@
+package arr
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/arrhq/arr/operation"
+)
+
+// The transitions of an operation, all of them, and the one rule for when
+// a finished operation expires. Each takes the operation as read from the
+// store and changes it in place; the store writes it back conditionally on
+// its version (see opstore.Store.Transition). A transition that does not
+// apply returns errSkip (or another error) and nothing is written.
+//
+//	submit          → pending
+//	start           pending | running (interrupted) → running
+//	succeed         running → succeeded          (finished)
+//	failAttempt     running → pending | failed   (failed finishes)
+//	fail            running → failed             (finished; no handler run)
+//	giveBack        running → pending            (shutdown; attempt not counted)
+//	cancel          pending | running → canceled (finished)
+//	retry           failed → pending             (fresh budgets)
+//	abandon         pending → failed             (stored, never enqueued)
+//	expire          finished, past ExpiresAt → deleted (the janitor)
+
+// Problem types of the operations' stored errors. They are stable: clients
+// may switch on them.
+const (
+	ProblemHandlerFailed     = "urn:arr:problem:handler-failed"
+	ProblemTimeout           = "urn:arr:problem:timeout"
+	ProblemAttemptsExhausted = "urn:arr:problem:attempts-exhausted"
+	ProblemWorkerLost        = "urn:arr:problem:worker-lost"
+	ProblemResultTooLarge    = "urn:arr:problem:result-too-large"
+	ProblemCanceled          = "urn:arr:problem:operation-canceled"
+	ProblemNotEnqueued       = "urn:arr:problem:not-enqueued"
+)
+
+// finish sets when a finished operation expires (its retention from now)
+// and how long its id is remembered after that (its tombstone): the one
+// place these times are computed.
+func finish(op *operation.Operation, pol *policy, now time.Time) {
+	op.ExpiresAt = now.Add(pol.retention)
+	op.TombstoneUntil = op.ExpiresAt.Add(pol.tombstone)
+}
+
+// ours reports whether op is still in the attempt numbered attempt: a
+// worker that lost its lease must not end (or report progress on) the
+// attempt that a later delivery started.
+func ours(op *operation.Operation, attempt int) bool {
+	return op.Status == operation.Running && op.Attempts == attempt
+}
+
+// start begins an attempt. An operation found running was cut short by a
+// worker that died or lost its lease: that attempt is recorded as
+// interrupted.
+func start(op *operation.Operation, now time.Time) (interrupted bool, err error) {
+	if op.Status != operation.Pending && op.Status != operation.Running {
+		return false, errSkip
+	}
+	if op.Status == operation.Running {
+		interrupted = true
+		op.Interruptions++
+		op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: op.AttemptStartedAt, EndedAt: now, Outcome: operation.OutcomeInterrupted,
+			Error: &operation.Problem{Type: ProblemWorkerLost, Title: "Worker lost", Status: 500,
+				Detail: "the worker running this attempt stopped or lost its lease before it finished"}})
+	}
+	op.Status = operation.Running
+	op.Attempts++
+	op.AttemptStartedAt = now
+	op.PercentComplete = 0
+	op.Message = ""
+	return interrupted, nil
+}
+
+// succeed ends attempt with its result.
+func succeed(op *operation.Operation, attempt int, res *operation.Result, pol *policy, now time.Time) error {
+	if !ours(op, attempt) {
+		return errSkip
+	}
+	op.Status = operation.Succeeded
+	op.PercentComplete, op.Message = 100, ""
+	op.Error = nil
+	op.Result = res
+	finish(op, pol, now)
+	return nil
+}
+
+// failAttempt records a failed attempt: the operation goes back to pending
+// for a retry, or, when permanent or out of attempts, ends failed.
+func failAttempt(op *operation.Operation, attempt int, prob *operation.Problem, permanent bool, pol *policy, now time.Time) (final bool, err error) {
+	if !ours(op, attempt) {
+		return false, errSkip
+	}
+	op.Failures++
+	final = permanent || op.Failures >= pol.maxAttempts
+	op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: op.AttemptStartedAt, EndedAt: now,
+		Outcome: operation.OutcomeFailed, Error: prob})
+	op.Error = prob
+	if final {
+		op.Status = operation.Failed
+		finish(op, pol, now)
+	} else {
+		op.Status = operation.Pending
+	}
+	return final, nil
+}
+
+// fail ends an attempt failed without running it (no handler, unreadable
+// request, interruptions exhausted).
+func fail(op *operation.Operation, attempt int, prob *operation.Problem, pol *policy, now time.Time) error {
+	if !ours(op, attempt) {
+		return errSkip
+	}
+	op.Error = prob
+	op.Status = operation.Failed
+	finish(op, pol, now)
+	return nil
+}
+
+// giveBack returns an attempt that shutdown interrupted to pending without
+// counting it.
+func giveBack(op *operation.Operation, attempt int) error {
+	if !ours(op, attempt) {
+		return errSkip
+	}
+	op.Status = operation.Pending
+	op.Attempts--
+	return nil
+}
+
+// errNotCancelable: see ErrNotCancelable.
+func cancel(op *operation.Operation, pol *policy, now time.Time) error {
+	if expired(op, now) {
+		return errExpired
+	}
+	if op.Status.Terminal() {
+		return ErrNotCancelable
+	}
+	op.Status = operation.Canceled
+	op.Error = &operation.Problem{Type: ProblemCanceled, Title: "Operation canceled", Status: http.StatusConflict,
+		Detail: "canceled by the client"}
+	finish(op, pol, now)
+	return nil
+}
+
+// retry puts a failed operation back to pending with fresh attempt budgets
+// (its history kept). A pending one is left as it is (errSkip): its
+// message is enqueued again, in case it was lost.
+func retry(op *operation.Operation, now time.Time) error {
+	if expired(op, now) {
+		return errExpired
+	}
+	switch op.Status {
+	case operation.Pending:
+		return errSkip
+	case operation.Failed:
+	default:
+		return ErrNotRetryable
+	}
+	op.Status = operation.Pending
+	op.Failures, op.Interruptions = 0, 0
+	op.Error, op.Result = nil, nil
+	op.PercentComplete, op.Message = 0, ""
+	op.ExpiresAt, op.TombstoneUntil = time.Time{}, time.Time{}
+	return nil
+}
+
+// abandon fails a stored operation whose message could not be enqueued
+// and that no retry of its submit can reach (it has no idempotency key),
+// so that it does not stay pending for ever.
+func abandon(op *operation.Operation, cause error, pol *policy, now time.Time) error {
+	if op.Status != operation.Pending || op.Attempts > 0 {
+		return errSkip
+	}
+	op.Status = operation.Failed
+	finish(op, pol, now)
+	op.Error = &operation.Problem{Type: ProblemNotEnqueued, Title: "Not enqueued", Status: 500,
+		Detail: "the operation was stored but its queue message was not: " + cause.Error()}
+	return nil
+}
+
+// Errors of the lifecycle; compare with errors.Is.
+var (
+	// ErrNotCancelable: Cancel of an operation that has finished.
+	ErrNotCancelable = errors.New("arr: operation already finished")
+	// ErrNotRetryable: Retry of an operation that is neither failed nor
+	// pending.
+	ErrNotRetryable = errors.New("arr: operation not retryable")
+
+	errSkip    = errors.New("arr: transition does not apply")
+	errExpired = errors.New("arr: operation past its retention")
+)
+
+// interruptedTooOften is the problem of an operation whose attempts were
+// cut short more often than allowed.
+func interruptedTooOften(n int) *operation.Problem {
+	return &operation.Problem{Type: ProblemAttemptsExhausted, Title: "Attempts exhausted",
+		Status: 500, Detail: fmt.Sprintf("%d attempts were cut short by a worker that stopped or lost its lease", n)}
+}

@@ -1,0 +1,222 @@
+package arr
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
+)
+
+// Submission is a request for work on a route.
+type Submission struct {
+	// Route names the route whose handler runs the operation.
+	Route string
+	// Request is what the handler gets. Method defaults to POST.
+	Request *operation.Request
+	// IdempotencyKey, when not empty, makes the submission idempotent: a
+	// second submission with the same key and the same request (route,
+	// media type and body) returns the first's operation; with another
+	// request it is an ErrIdempotencyKeyReused.
+	IdempotencyKey string
+	// Meta, when not nil, gives the operation's properties from its id and
+	// creation time (the seed's RequestGUID, RequestStatusURL…).
+	Meta func(id string, createdAt time.Time) map[string]string
+}
+
+// ErrIdempotencyKeyReused: a submission's idempotency key is held by an
+// operation of another request.
+var ErrIdempotencyKeyReused = errors.New("arr: the idempotency key was used for a different request")
+
+// QueueFullError is Submit's error when the queue is at its bound
+// (Config.MaxQueue).
+type QueueFullError struct {
+	Depth, Max int64
+}
+
+func (e *QueueFullError) Error() string {
+	return fmt.Sprintf("%d operations are queued, the limit is %d; retry later", e.Depth, e.Max)
+}
+
+// Submit stores a new pending operation and its queue message, and returns
+// it with created == true; when Submit returns nil the operation survives
+// a crash and will reach a terminal state. A submission whose idempotency
+// key already names an operation of the same request returns that
+// operation with created == false (and repairs its queue message if a
+// crash lost it).
+//
+// Submit does no validation of the request: the HTTP api does that for
+// its clients; a Go caller is trusted.
+func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operation, created bool, err error) {
+	if s.Route == "" {
+		return nil, false, errors.New("arr: Submit needs a route name")
+	}
+	depth, err := c.depth.get(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("arr: queue depth: %w", err)
+	}
+	if depth >= c.cfg.MaxQueue {
+		return nil, false, &QueueFullError{Depth: depth, Max: c.cfg.MaxQueue}
+	}
+	req := s.Request
+	if req == nil {
+		req = &operation.Request{}
+	}
+	if req.Method == "" {
+		req.Method = "POST"
+	}
+	now := time.Now().UTC()
+	id := uuid.Must(uuid.NewV7()).String()
+	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now,
+		IdempotencyKey: s.IdempotencyKey}
+	if s.IdempotencyKey != "" {
+		op.RequestHash = requestHash(s.Route, req)
+	}
+	if s.Meta != nil {
+		op.Meta = s.Meta(id, now)
+	}
+	stored, created, err := c.store(ctx, op, req)
+	if err != nil {
+		return nil, false, err
+	}
+	if !created {
+		if stored.RequestHash != op.RequestHash || stored.Route != op.Route {
+			return nil, false, ErrIdempotencyKeyReused
+		}
+		return stored, false, nil
+	}
+	c.depth.enqueued()
+	return stored, true, nil
+}
+
+// QueueDepth estimates the number of queued operations (ready, delayed and
+// running): read from the queue at most every 250ms, plus this process's
+// submits since.
+func (c *Client) QueueDepth(ctx context.Context) (int64, error) { return c.depth.get(ctx) }
+
+// requestHash is what makes two requests "the same" for an idempotency key:
+// the route, the media type and the body.
+func requestHash(route string, req *operation.Request) string {
+	h := sha256.New()
+	h.Write([]byte(route))
+	h.Write([]byte{0})
+	h.Write([]byte(req.Header.Get("Content-Type")))
+	h.Write([]byte{0})
+	h.Write(req.Body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// store writes op, req and op's queue message so that the operation is
+// never durable without its message: in one write when the engine can,
+// else the operation first and then the message (a message whose
+// operation is missing is acked and dropped by workers). When an
+// idempotency key was already held, the atomic path enqueues nothing; the
+// two-step path enqueues the held operation's message again if it is still
+// pending (a no-op when it is queued), so that retrying a submit that
+// failed between its two writes, with the same key, repairs it.
+func (c *Client) store(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
+	msg := Message{ID: op.ID, Route: op.Route}
+	if c.atomic != nil {
+		return c.atomic.SubmitAtomic(ctx, op, req, msg.Encode())
+	}
+	st := c.cfg.Store
+	stored, created, err := st.Create(ctx, op, req)
+	if err != nil {
+		return nil, false, err
+	}
+	// The stored ID may differ from op.ID: a driver may give a retried
+	// submit the id its key was first claimed for (see natsjs).
+	msg.ID = stored.ID
+	if !created {
+		// A replay of a submit whose first try may have stored the
+		// operation and then failed before its message was enqueued.
+		if stored.Status == operation.Pending {
+			if err := c.cfg.Queue.Enqueue(ctx, msg.Encode()); err != nil {
+				return nil, false, fmt.Errorf("arr: operation %s stored but not enqueued: %w", stored.ID, err)
+			}
+		}
+		return stored, false, nil
+	}
+	if err := c.cfg.Queue.Enqueue(ctx, msg.Encode()); err != nil {
+		if op.IdempotencyKey == "" {
+			// No retry of this submit can find the operation again, so
+			// it would stay pending for ever: fail it (best effort; if
+			// the message did get through, a worker skips the failed
+			// operation). With a key, a retry repairs it (above).
+			c.abandon(context.WithoutCancel(ctx), stored.ID, err)
+		}
+		return nil, false, fmt.Errorf("arr: operation %s stored but not enqueued: %w", stored.ID, err)
+	}
+	return stored, true, nil
+}
+
+func (c *Client) abandon(ctx context.Context, id string, cause error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	now := time.Now().UTC()
+	_, _ = c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
+		return abandon(op, cause, c.policy(op.Route), now)
+	})
+}
+
+// Cancel cancels a pending or running operation (a running handler sees
+// its context canceled) and returns it. An operation that has finished is
+// returned with ErrNotCancelable; an unknown or expired one is an error
+// wrapping opstore.ErrNotFound or opstore.ErrGone.
+func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, error) {
+	now := time.Now().UTC()
+	op, err := c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
+		return cancel(op, c.policy(op.Route), now)
+	})
+	return op, c.gone(id, err)
+}
+
+// Retry puts a failed operation back to pending, with fresh attempt
+// budgets and its history kept, and queues it again; on an engine that
+// writes both in one step (the embedded engine, PostgreSQL) that is one
+// durable write, and elsewhere the janitor's sweep re-enqueues a pending
+// operation whose message a crash between the two writes lost. Retrying a
+// pending operation queues it again if its message was lost (a no-op when
+// it is queued), so that a client that did not get its answer can simply
+// repeat the call. Any other state is ErrNotRetryable, returned with the
+// operation.
+func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, error) {
+	now := time.Now().UTC()
+	change := func(op *operation.Operation) error { return retry(op, now) }
+	var op *operation.Operation
+	var err error
+	if c.atomic != nil {
+		op, err = c.atomic.TransitionEnqueue(ctx, id, change, func(op *operation.Operation) queue.Message {
+			return Message{ID: op.ID, Route: op.Route}.Encode()
+		})
+		if err == nil || !errors.Is(err, errSkip) {
+			return op, c.gone(id, err)
+		}
+		// Pending: enqueue it again below, in case its message was lost.
+	} else {
+		op, err = c.cfg.Store.Transition(ctx, id, change)
+		if err != nil && !errors.Is(err, errSkip) {
+			return op, c.gone(id, err)
+		}
+	}
+	// Enqueuing an id that is queued is a no-op; a dead letter is revived.
+	if err := c.cfg.Queue.Enqueue(ctx, Message{ID: op.ID, Route: op.Route}.Encode()); err != nil {
+		return nil, fmt.Errorf("arr: enqueue retry of %s: %w", op.ID, err)
+	}
+	return op, nil
+}
+
+// gone maps the lifecycle's errExpired to opstore.ErrGone.
+func (c *Client) gone(id string, err error) error {
+	if errors.Is(err, errExpired) {
+		return fmt.Errorf("%w: %s", opstore.ErrGone, id)
+	}
+	return err
+}
