@@ -1,0 +1,196 @@
+package arr_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	arr "github.com/arrhq/arr"
+	"github.com/arrhq/arr/embedded"
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
+	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/resultstore/fileresult"
+)
+
+// flakyQueue fails Enqueue while fail is set: a crash or a lost connection
+// between an operation's write and its message's.
+type flakyQueue struct {
+	qdriver.Queue
+	fail atomic.Bool
+}
+
+func (q *flakyQueue) Enqueue(ctx context.Context, msgs ...qdriver.Message) error {
+	if q.fail.Load() {
+		return errors.New("connection lost")
+	}
+	return q.Queue.Enqueue(ctx, msgs...)
+}
+
+type rig struct {
+	store *opstore.Store
+	q     *flakyQueue
+	c     *arr.Client
+}
+
+// newRig is a core over the embedded engine without its one-step writes
+// (as on an engine that has none), whose queue can be made to fail.
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := embedded.Open(filepath.Join(dir, "db"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rs, err := fileresult.Open(filepath.Join(dir, "results"), fileresult.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	r := &rig{store: opstore.New(db.Store()), q: &flakyQueue{Queue: db.Queue()}}
+	r.c, err = arr.New(arr.Config{Store: r.store, Queue: queue.New(r.q), Results: resultstore.New(rs),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) stats(t *testing.T) queue.Stats {
+	t.Helper()
+	st, err := r.q.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// A retry whose message is lost between its two writes leaves a pending
+// operation without a message; the janitor's sweep enqueues it again, and
+// a pending operation whose message is queued is left as it is.
+func TestSweepRepairsARetryWhoseMessageWasLost(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	op, _, err := r.c.Submit(ctx, arr.Submission{Route: "echo", Request: &operation.Request{Body: []byte("x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A worker took the message and the operation failed for good.
+	ds, err := r.c.Receive(ctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("receive: %d, %v", len(ds), err)
+	}
+	if _, err := r.store.Transition(ctx, op.ID, func(o *operation.Operation) error {
+		o.Status, o.Attempts, o.Error = operation.Failed, 1, &operation.Problem{Type: "urn:x", Title: "x"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r.q.fail.Store(true)
+	if _, err := r.c.Retry(ctx, op.ID); err == nil {
+		t.Fatal("Retry with a failing queue succeeded")
+	}
+	got, err := r.c.Get(ctx, op.ID)
+	if err != nil || got.Status != operation.Pending {
+		t.Fatalf("after the failed retry: %+v, %v; want pending", got, err)
+	}
+	if st := r.stats(t); st.Ready != 0 {
+		t.Fatalf("messages after the failed retry: %+v, want none", st)
+	}
+	r.q.fail.Store(false)
+	r.c.Sweep(ctx, time.Now().Add(-time.Hour)) // too recent to sweep yet
+	if st := r.stats(t); st.Ready != 0 {
+		t.Fatalf("a sweep enqueued an operation changed after its bound: %+v", st)
+	}
+	r.c.Sweep(ctx, time.Now().Add(time.Second))
+	if st := r.stats(t); st.Ready != 1 {
+		t.Fatalf("messages after the sweep: %+v, want the lost one back", st)
+	}
+	r.c.Sweep(ctx, time.Now().Add(time.Second))
+	r.c.Sweep(ctx, time.Now().Add(time.Second))
+	ds, err = r.c.Receive(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Message().ID != op.ID {
+		t.Fatalf("after three sweeps: %d deliveries, %v; want exactly the one of %s", len(ds), err, op.ID)
+	}
+	if m, err := arr.DecodeMessage(ds[0].Message()); err != nil || m.Route != "echo" {
+		t.Fatalf("swept message %+v, %v", m, err)
+	}
+}
+
+// Cancel and Retry are the lifecycle's: a finished operation is not
+// cancelable, only a failed one is retryable, and a retry gives fresh
+// budgets and clears the expiry while keeping the history.
+func TestCancelAndRetry(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	op, _, err := r.c.Submit(ctx, arr.Submission{Route: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.c.Retry(ctx, op.ID); err != nil {
+		t.Fatalf("retry of a pending operation (re-enqueue) = %v", err)
+	}
+	canceled, err := r.c.Cancel(ctx, op.ID)
+	if err != nil || canceled.Status != operation.Canceled || canceled.Error.Type != arr.ProblemCanceled ||
+		time.Until(canceled.ExpiresAt) < 23*time.Hour || !canceled.TombstoneUntil.Equal(canceled.ExpiresAt.Add(arr.DefaultTombstone)) {
+		t.Fatalf("cancel = %+v, %v", canceled, err)
+	}
+	if got, err := r.c.Cancel(ctx, op.ID); !errors.Is(err, arr.ErrNotCancelable) || got.Status != operation.Canceled {
+		t.Fatalf("second cancel = %v, %v; want ErrNotCancelable with the operation", got, err)
+	}
+	if _, err := r.c.Retry(ctx, op.ID); !errors.Is(err, arr.ErrNotRetryable) {
+		t.Fatalf("retry of a canceled operation = %v, want ErrNotRetryable", err)
+	}
+	if _, err := r.c.Cancel(ctx, "0190c5a4-7e7b-7cc0-8d59-2c8b4c1e9f3a"); !errors.Is(err, opstore.ErrNotFound) {
+		t.Fatalf("cancel of an unknown id = %v", err)
+	}
+}
+
+// The queue message's format: version 1 round-trips; a legacy body (the
+// bare route name) is still read; a later version is refused, not
+// misread.
+func TestMessageCodec(t *testing.T) {
+	m := arr.Message{ID: "id-1", Route: "post-v1-reports"}
+	q := m.Encode()
+	if q.ID != "id-1" || q.Body[0] != 0x01 {
+		t.Fatalf("encoded %+v", q)
+	}
+	if got, err := arr.DecodeMessage(q); err != nil || got != m {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	if got, err := arr.DecodeMessage(queue.Message{ID: "id-2", Body: []byte("echo")}); err != nil || got.Route != "echo" {
+		t.Fatalf("legacy body: %+v, %v", got, err)
+	}
+	if got, err := arr.DecodeMessage(queue.Message{ID: "id-3"}); err != nil || got.Route != "" || got.ID != "id-3" {
+		t.Fatalf("empty body: %+v, %v", got, err)
+	}
+	if _, err := arr.DecodeMessage(queue.Message{ID: "id-4", Body: []byte{0x02, 'x'}}); err == nil {
+		t.Fatal("a version-2 body was read as version 1")
+	}
+}
+
+// One rule names a route from its pattern, whichever way it comes.
+func TestRouteName(t *testing.T) {
+	for _, c := range []struct{ method, path, want string }{
+		{"POST", "/v1/reports", "post-v1-reports"},
+		{"POST", "/v1/items/{id}", "post-v1-items-id"},
+		{"*", "/", "any"},
+		{"PUT", "/v1/a.b_c/{rest...}", "put-v1-a-b-c-rest"},
+	} {
+		if got := arr.RouteName(c.method, c.path); got != c.want {
+			t.Errorf("RouteName(%s, %s) = %q, want %q", c.method, c.path, got, c.want)
+		}
+	}
+}
