@@ -12,6 +12,7 @@ import (
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/embedded"
+	"github.com/arrhq/arr/internal/enginetest"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
@@ -192,5 +193,126 @@ func TestRouteName(t *testing.T) {
 		if got := arr.RouteName(c.method, c.path); got != c.want {
 			t.Errorf("RouteName(%s, %s) = %q, want %q", c.method, c.path, got, c.want)
 		}
+	}
+}
+
+// all lists every operation of the rig's store.
+func (r *rig) all(t *testing.T) []*operation.Operation {
+	t.Helper()
+	ops, _, err := r.c.List(context.Background(), arr.ListOptions{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}
+
+// A submit whose operation was stored but whose message was not must not
+// leave an operation pending for ever: with an idempotency key, the
+// client's retry enqueues the held operation's message; without one (no
+// retry can find it), the operation is failed as not-enqueued.
+func TestSubmitWithoutMessage(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	sub := func(key string) arr.Submission {
+		return arr.Submission{Route: "echo", IdempotencyKey: key, Request: &operation.Request{Body: []byte("b")}}
+	}
+
+	// With a key: the error leaves it pending; the retry repairs it.
+	r.q.fail.Store(true)
+	if _, _, err := r.c.Submit(ctx, sub("key-1")); err == nil {
+		t.Fatal("Submit with the queue down succeeded")
+	}
+	ops := r.all(t)
+	if len(ops) != 1 || ops[0].Status != operation.Pending {
+		t.Fatalf("keyed operation after a failed enqueue: %+v, want one, pending", ops)
+	}
+	first := ops[0]
+	r.q.fail.Store(false)
+	stored, created, err := r.c.Submit(ctx, sub("key-1"))
+	if err != nil || created || stored.ID != first.ID {
+		t.Fatalf("retry: %+v created=%v %v, want the first operation, not created", stored, created, err)
+	}
+	if st := r.stats(t); st.Ready != 1 {
+		t.Fatalf("retry enqueued %+v, want the held operation's message", st)
+	}
+	ds, err := r.c.Receive(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Message().ID != first.ID {
+		t.Fatalf("deliveries %v, %v; want the held operation's", ds, err)
+	}
+	if m, err := arr.DecodeMessage(ds[0].Message()); err != nil || m.Route != "echo" {
+		t.Fatalf("message %+v, %v", m, err)
+	}
+	// A replay of a finished operation enqueues nothing.
+	if _, err := r.store.Transition(ctx, first.ID, func(o *operation.Operation) error { o.Status = operation.Succeeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	_ = ds[0].Ack(ctx)
+	if _, _, err := r.c.Submit(ctx, sub("key-1")); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.stats(t); st.Ready != 0 || st.InFlight != 0 {
+		t.Fatalf("replay of a finished operation enqueued %+v, want nothing", st)
+	}
+
+	// Without a key: failed, to be deleted by the janitor.
+	r.q.fail.Store(true)
+	if _, _, err := r.c.Submit(ctx, sub("")); err == nil {
+		t.Fatal("Submit with the queue down succeeded")
+	}
+	var lone *operation.Operation
+	for _, op := range r.all(t) {
+		if op.ID != first.ID {
+			lone = op
+		}
+	}
+	if lone == nil || lone.Status != operation.Failed || lone.Error == nil || lone.Error.Type != arr.ProblemNotEnqueued || lone.ExpiresAt.IsZero() {
+		t.Fatalf("keyless operation after a failed enqueue: %+v, want failed not-enqueued with an expiry", lone)
+	}
+}
+
+// On an engine with one-step writes, a retry is one durable write of the
+// transition and the message: the message is there at once, and the
+// queue's own Enqueue (the two-step path) is not used.
+func TestRetryIsOneWriteOnAnAtomicEngine(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := enginetest.Open(t, "embedded:"+filepath.Join(dir, "db"))
+	st, err := e.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qu, err := e.Queue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := e.Results(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fq := &flakyQueue{Queue: qu.Driver()}
+	c, err := arr.New(arr.Config{Store: st, Queue: queue.New(fq), Results: rs, Atomic: e.Atomic(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _, err := c.Submit(ctx, arr.Submission{Route: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := c.Receive(ctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 {
+		t.Fatal(len(ds), err)
+	}
+	if _, err := st.Transition(ctx, op.ID, func(o *operation.Operation) error { o.Status = operation.Failed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	_ = ds[0].Ack(ctx)
+	fq.fail.Store(true) // the two-step path would fail
+	got, err := c.Retry(ctx, op.ID)
+	if err != nil || got.Status != operation.Pending {
+		t.Fatalf("Retry = %+v, %v; want pending", got, err)
+	}
+	if s, err := qu.Stats(ctx); err != nil || s.Ready != 1 {
+		t.Fatalf("queue after the retry: %+v, %v; want its message", s, err)
 	}
 }

@@ -15,12 +15,12 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/internal/urlmux"
-	"github.com/arrhq/arr/opstore"
 	opdriver "github.com/arrhq/arr/opstore/driver"
-	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
-	"github.com/arrhq/arr/resultstore"
+	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/resultstore/fileresult"
 )
 
 // Options configures a DB. The zero value is ready to use: every field
@@ -124,8 +124,8 @@ var registry struct {
 
 // Open opens (creating if needed) the database in dir. A directory can be
 // open only once per process: Open fails if this process has it open
-// already, but OpenStore and OpenQueue URLs naming the directory share the
-// DB that Open returned.
+// already, but engines opened from URLs naming the directory share the DB
+// that Open returned.
 func Open(dir string, opts Options) (*DB, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -268,7 +268,7 @@ func (db *DB) begin(closedErr error) error {
 func (db *DB) end() { db.gate.RUnlock() }
 
 // Store returns the DB's operations store, which also implements
-// opstore/driver.AtomicSubmitter with the DB's Queue. It holds a reference
+// engine.Atomic (one-step writes with the DB's queue). It holds a reference
 // to the DB until its Close.
 func (db *DB) Store() opdriver.Store {
 	s := &store{db: db}
@@ -341,22 +341,48 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 
 // ---- URL openers ----
 
-func init() {
-	opstore.Register("embedded", func(ctx context.Context, u *url.URL) (*opstore.Store, error) {
-		db, err := openURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return opstore.New(&store{db: db}), nil // the handle owns openURL's reference
-	})
-	resultstore.Register("embedded", openResultsURL)
-	queue.Register("embedded", func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
-		db, err := openURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return queue.New(&queueHandle{db: db, closed: make(chan struct{})}), nil
-	})
+func init() { engine.Register("embedded", openEngine) }
+
+// openEngine opens the engine embedded:DIR names: the DB in DIR, shared
+// with every other URL of DIR in this process. The result store's query
+// parameters (keyFile, prefix, maxURLLifetime) are taken out before the
+// DB's are read.
+func openEngine(ctx context.Context, u *url.URL) (engine.Driver, error) {
+	q := u.Query()
+	ropts, err := resultsOptions(q)
+	if err != nil {
+		return nil, err
+	}
+	dbURL := *u
+	dbURL.RawQuery = q.Encode()
+	db, err := openURL(&dbURL)
+	if err != nil {
+		return nil, err
+	}
+	return &engineDriver{db: db, results: ropts, atom: db.Store().(*store)}, nil // owns openURL's reference
+}
+
+// engineDriver is the embedded engine: operations, queue and results in
+// one Pebble database, whose WAL is one ordered log.
+type engineDriver struct {
+	db      *DB
+	results fileresult.Options
+	atom    *store // the one-step writes
+}
+
+func (e *engineDriver) Caps() engine.Caps {
+	return engine.Caps{AtomicSubmit: true, ResultsInLog: true}
+}
+
+func (e *engineDriver) OpenStore(context.Context) (opdriver.Store, error) { return e.db.Store(), nil }
+func (e *engineDriver) OpenQueue(context.Context) (qdriver.Queue, error)  { return e.db.Queue(), nil }
+func (e *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
+	return openResults(e.db, e.results)
+}
+func (e *engineDriver) Atomic() engine.Atomic { return e.atom }
+
+func (e *engineDriver) Close() error {
+	return errors.Join(e.atom.Close(), e.db.release())
 }
 
 // openURL returns the DB a URL names with a reference for the caller,

@@ -1,19 +1,19 @@
 // Package embedded is arr's default engine: an operations store
-// (opstore/driver.Store and driver.AtomicSubmitter) and a queue
-// (queue/driver.Queue) on one Pebble database in one directory, pure Go, no
-// other process.
+// (opstore/driver.Store), a queue (queue/driver.Queue) and a result store
+// on one Pebble database in one directory, pure Go, no other process, with
+// one-step writes of an operation and its message (engine.Atomic).
 //
 //	db, err := embedded.Open("./arr-data", embedded.Options{})
 //	store, q := opstore.New(db.Store()), queue.New(db.Queue())
 //
-// or by URL, after importing the package:
+// or by URL, after importing the package, as an engine (package engine):
 //
-//	opstore.OpenStore(ctx, "embedded:./arr-data")
-//	queue.OpenQueue(ctx, "embedded:./arr-data?maxDeliveries=5")
+//	e, err := engine.Open(ctx, "embedded:./arr-data?maxDeliveries=5")
+//	store, err := e.Store(ctx) // and e.Queue(ctx), e.Results(ctx), e.Atomic()
 //
 // URLs naming the same directory share one DB in a process (Pebble locks its
-// directory); the DB closes when its last Store, Queue and Open reference is
-// closed. URL parameters: maxDeliveries, defaultLease (a Go duration),
+// directory); the DB closes when its last Store, Queue, engine and Open
+// reference is closed. URL parameters: maxDeliveries, defaultLease (a Go duration),
 // cacheSize and memTableSize (bytes); see Options.
 //
 // # Durability and group commit

@@ -12,8 +12,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
+	rdriver "github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/resultstore/fileresult"
 )
 
@@ -165,32 +165,35 @@ func (r *Results) Close() error {
 
 func resultKey(k string) []byte { return key(pResult, k) }
 
-// openResultsURL opens embedded:DIR as a result store: the bytes in the DB
-// at DIR, signed URLs and their keyring as the file driver makes them. The
-// keyring is at keyFile (default: signing-keys.json beside DIR, where
-// file:DIR/../results keeps it too) and URLs are served under prefix
-// (default /blobs/); the other query parameters are the DB's.
-func openResultsURL(ctx context.Context, u *url.URL) (*resultstore.Store, error) {
-	q := u.Query()
+// resultsOptions reads the result store's parameters of an embedded URL
+// and deletes them from q: keyFile (the signing keyring; default
+// signing-keys.json beside the DB's directory, where file:DIR/../results
+// keeps it too), prefix (where signed URLs are served; default /blobs/)
+// and maxURLLifetime.
+func resultsOptions(q url.Values) (fileresult.Options, error) {
 	var opts fileresult.Options
 	opts.KeyFile, opts.Prefix = q.Get("keyFile"), q.Get("prefix")
 	if v := q.Get("maxURLLifetime"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return nil, fmt.Errorf("embedded: URL parameter maxURLLifetime=%q: %v", v, err)
+			return opts, fmt.Errorf("embedded: URL parameter maxURLLifetime=%q: %v", v, err)
 		}
 		opts.MaxURLLifetime = d
 	}
 	for _, k := range []string{"keyFile", "prefix", "maxURLLifetime"} {
 		q.Del(k)
 	}
-	dbURL := *u
-	dbURL.RawQuery = q.Encode()
-	db, err := openURL(&dbURL)
-	if err != nil {
-		return nil, err
+	return opts, nil
+}
+
+// openResults opens the DB's result store: the bytes in the DB, signed
+// URLs and their keyring as the file driver makes them. It holds a
+// reference to the DB until its Close.
+func openResults(db *DB, opts fileresult.Options) (rdriver.Store, error) {
+	if !db.acquire() {
+		return nil, ErrClosed
 	}
-	opts.Blobs = &Results{db: db} // owns openURL's reference
+	opts.Blobs = &Results{db: db} // owns the reference
 	// The results "directory" is the DB's, so the default keyring lands
 	// beside it.
 	st, err := fileresult.Open(db.dir, opts)
@@ -198,5 +201,5 @@ func openResultsURL(ctx context.Context, u *url.URL) (*resultstore.Store, error)
 		_ = opts.Blobs.Close()
 		return nil, err
 	}
-	return resultstore.New(st), nil
+	return st, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/operation"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
@@ -26,8 +27,8 @@ type store struct {
 }
 
 var (
-	_ opdriver.Store           = (*store)(nil)
-	_ opdriver.AtomicSubmitter = (*store)(nil)
+	_ opdriver.Store = (*store)(nil)
+	_ engine.Atomic  = (*store)(nil)
 )
 
 func (s *store) begin(ctx context.Context) error {
@@ -178,20 +179,47 @@ func (s *store) Create(ctx context.Context, op *operation.Operation, req *operat
 	return s.submit(ctx, op, req, nil)
 }
 
-// SubmitAtomic creates op and req and enqueues msg on q in one synced Pebble
-// batch. q must be a Queue of the same DB.
-func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (*operation.Operation, bool, error) {
-	qh, ok := q.(*queueHandle)
-	if !ok || qh.db != s.db {
-		return nil, false, opdriver.ErrNotSameEngine
-	}
-	if qh.isClosed() {
-		return nil, false, qdriver.ErrClosed
-	}
+// SubmitAtomic creates op and req and enqueues msg on the DB's queue in
+// one synced Pebble batch: see engine.Atomic.
+func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, msg qdriver.Message) (*operation.Operation, bool, error) {
 	if msg.ID == "" {
 		return nil, false, errors.New("embedded: message has no ID")
 	}
 	return s.submit(ctx, op, req, &msg)
+}
+
+// TransitionEnqueue changes the operation as TransitionOp does and
+// enqueues msg(op) on the DB's queue in the same synced Pebble batch: see
+// engine.Atomic.
+func (s *store) TransitionEnqueue(ctx context.Context, id string, change func(*operation.Operation) error, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.db.end()
+	db := s.db
+	held := db.lockStripes(id)
+	defer db.unlockStripes(held)
+	cur, err := db.latestOp(id)
+	if err != nil {
+		return nil, err
+	}
+	op := cur.Clone()
+	if err := change(op); err != nil {
+		return op, err
+	}
+	op.ID, op.Version = cur.ID, cur.Version
+	op.UpdatedAt = time.Now().UTC()
+	if err := checkOp(op); err != nil {
+		return nil, err
+	}
+	m := msg(op)
+	if m.ID != id {
+		return nil, fmt.Errorf("embedded: message %q is not operation %s's", m.ID, id)
+	}
+	if err := s.writeWith(cur, op, pebble.Sync, &m); err != nil {
+		return nil, err
+	}
+	return op, nil
 }
 
 // submit is Create, plus the Enqueue of msg when it is not nil, in one
@@ -367,6 +395,12 @@ func (s *store) TransitionOp(ctx context.Context, id string, change func(*operat
 // write replaces cur with op, whose Version is cur's, and its index
 // entries; op.Version is then the new version. The stripe of op.ID is held.
 func (s *store) write(cur, op *operation.Operation, wo *pebble.WriteOptions) error {
+	return s.writeWith(cur, op, wo, nil)
+}
+
+// writeWith is write, plus the Enqueue of msg (when not nil; its ID's
+// stripe is op.ID's) in the same batch.
+func (s *store) writeWith(cur, op *operation.Operation, wo *pebble.WriteOptions, msg *qdriver.Message) error {
 	db := s.db
 	next := op.Clone()
 	next.Version = cur.Version + 1
@@ -391,10 +425,17 @@ func (s *store) write(cur, op *operation.Operation, wo *pebble.WriteOptions) err
 			_ = b.Set(expiryKey(next.ExpiresAt, op.ID), nil, nil)
 		}
 	}
+	var enq enqueued
+	if msg != nil {
+		if enq, err = db.q.addToBatch(b, []qdriver.Message{*msg}, time.Now()); err != nil {
+			return err
+		}
+	}
 	db.ops.del(op.ID) // before the commit; see opCache
 	if err := b.Commit(wo); err != nil {
 		return fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
+	db.q.enqueued(enq)
 	db.ops.put(next)
 	op.Version = next.Version
 	db.watch.notify(op.ID)

@@ -6,16 +6,15 @@
 //
 // It passes the conformance suites of the three ports (opstore/opstoretest,
 // queue/queuetest, resultstore/resultstoretest) and implements the
-// optional opstore/driver.Transitioner and AtomicSubmitter (an operation
-// and its queue message are stored in one step when the store and the
-// queue are handles on the same engine). It has no lazy writes
+// optional opstore/driver.Transitioner, and the engine's one-step writes
+// of an operation and its queue message (engine.Atomic). It has no lazy writes
 // (LazyUpdater, LazyAcker, LazyPutter): with nothing durable there is
 // nothing to defer.
 //
 // # URLs
 //
-// Importing the package registers the scheme "mem" with opstore.Register,
-// queue.Register and resultstore.Register:
+// Importing the package registers the engine scheme "mem" with
+// engine.Register (engine.Open hands out the three ports of one URL):
 //
 //	mem:                      the engine named "" (the process's default)
 //	mem:NAME                  the engine named NAME

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	arrengine "github.com/arrhq/arr/engine"
 	"net/url"
 	"strconv"
 	"sync"
@@ -11,11 +12,8 @@ import (
 
 	"github.com/arrhq/arr/internal/urlmux"
 	"github.com/arrhq/arr/internal/urlsign"
-	"github.com/arrhq/arr/opstore"
 	opdriver "github.com/arrhq/arr/opstore/driver"
-	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
-	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
 )
 
@@ -213,8 +211,8 @@ func (e *Engine) Close() error {
 }
 
 // Store returns a handle on the engine's operations store, which also
-// implements opstore/driver.Transitioner, and AtomicSubmitter with the
-// engine's queue handles. It holds a reference to the engine until its
+// implements opstore/driver.Transitioner, and engine.Atomic with the
+// engine's queue. It holds a reference to the engine until its
 // Close. After e.Close it is born closed.
 func (e *Engine) Store() opdriver.Store { return newStore(e.eng, e.ref()) }
 
@@ -272,30 +270,39 @@ func (e *Engine) Results(opts ResultsOptions) (rdriver.Store, error) {
 // ---- URL openers ----
 
 func init() {
-	opstore.Register(Scheme, func(ctx context.Context, u *url.URL) (*opstore.Store, error) {
-		name, _, _, err := parseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return opstore.New(newStore(acquireNamed(name), true)), nil
-	})
-	queue.Register(Scheme, func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
-		name, qo, _, err := parseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return queue.New(newQueueHandle(acquireNamed(name), qo.withDefaults(), true)), nil
-	})
-	resultstore.Register(Scheme, func(ctx context.Context, u *url.URL) (*resultstore.Store, error) {
-		name, _, ro, err := parseURL(u)
+	arrengine.Register(Scheme, func(ctx context.Context, u *url.URL) (arrengine.Driver, error) {
+		name, qo, ro, err := parseURL(u)
 		if err != nil {
 			return nil, err
 		}
 		if ro, err = ro.withDefaults(); err != nil {
 			return nil, err
 		}
-		return resultstore.New(newResults(acquireNamed(name), ro, true)), nil
+		e := Open(name)
+		return &engineDriver{e: e, qo: qo.withDefaults(), ro: ro, atom: e.Store().(*store)}, nil
 	})
+}
+
+// engineDriver is the mem engine of a URL: all three ports, and one-step
+// writes of an operation and its message.
+type engineDriver struct {
+	e    *Engine
+	qo   QueueOptions
+	ro   ResultsOptions
+	atom *store
+}
+
+func (d *engineDriver) Caps() arrengine.Caps { return arrengine.Caps{AtomicSubmit: true} }
+func (d *engineDriver) OpenStore(context.Context) (opdriver.Store, error) {
+	return d.e.Store(), nil
+}
+func (d *engineDriver) OpenQueue(context.Context) (qdriver.Queue, error) { return d.e.Queue(d.qo), nil }
+func (d *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
+	return d.e.Results(d.ro)
+}
+func (d *engineDriver) Atomic() arrengine.Atomic { return d.atom }
+func (d *engineDriver) Close() error {
+	return errors.Join(d.atom.Close(), d.e.Close())
 }
 
 // parseURL returns the engine name of a mem: URL and the options of its

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	arrengine "github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/operation"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
@@ -39,9 +40,9 @@ type store struct {
 }
 
 var (
-	_ opdriver.Store           = (*store)(nil)
-	_ opdriver.AtomicSubmitter = (*store)(nil)
-	_ opdriver.Transitioner    = (*store)(nil)
+	_ opdriver.Store        = (*store)(nil)
+	_ arrengine.Atomic      = (*store)(nil)
+	_ opdriver.Transitioner = (*store)(nil)
 )
 
 func newStore(eng *engine, held bool) *store {
@@ -180,17 +181,42 @@ func (s *store) Create(ctx context.Context, op *operation.Operation, req *operat
 	return s.submit(ctx, op, req, nil, nil)
 }
 
-// SubmitAtomic creates op and req and enqueues msg on q in one step under
-// the engine's lock. q must be a queue handle of the same engine.
-func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (*operation.Operation, bool, error) {
-	qh, ok := q.(*queueHandle)
-	if !ok || qh.eng != s.eng {
-		return nil, false, opdriver.ErrNotSameEngine
-	}
+// SubmitAtomic creates op and req and enqueues msg on the engine's queue
+// in one step under the engine's lock: see arrengine.Atomic.
+func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, msg qdriver.Message) (*operation.Operation, bool, error) {
 	if msg.ID == "" {
 		return nil, false, errors.New("mem: message has no ID")
 	}
-	return s.submit(ctx, op, req, qh, &msg)
+	return s.submit(ctx, op, req, nil, &msg)
+}
+
+// TransitionEnqueue is TransitionOp plus the Enqueue of msg(op) on the
+// engine's queue, in one step under the engine's lock: see arrengine.Atomic.
+func (s *store) TransitionEnqueue(ctx context.Context, id string, change func(*operation.Operation) error, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.eng.mu.Unlock()
+	r := s.eng.ops[id]
+	if r == nil {
+		return nil, fmt.Errorf("%w: %s", opdriver.ErrNotFound, id)
+	}
+	op := r.op.Clone()
+	if err := change(op); err != nil {
+		return op, err
+	}
+	op.ID, op.Version = r.op.ID, r.op.Version
+	op.UpdatedAt = time.Now().UTC()
+	if err := checkOp(op); err != nil {
+		return nil, err
+	}
+	m := msg(op)
+	if m.ID != id {
+		return nil, fmt.Errorf("mem: message %q is not operation %s's", m.ID, id)
+	}
+	s.eng.write(r, op)
+	s.eng.enqueue(time.Now(), m)
+	return op, nil
 }
 
 // submit is Create, plus the Enqueue of msg through qh when msg is not nil.

@@ -5,10 +5,11 @@
 // (no per-message TTL, scheduled messages, batch publish or multi-filter
 // consumers).
 //
-// Import it for its side effect and open by URL:
+// Import it for its side effect and open the engine by URL (package
+// engine):
 //
-//	opstore.OpenStore(ctx, "nats://127.0.0.1:4222,127.0.0.1:4223?prefix=arr&replicas=3")
-//	queue.OpenQueue(ctx, "nats://127.0.0.1:4222?prefix=arr&ackWait=30s&maxDeliveries=5")
+//	e, err := engine.Open(ctx, "nats://127.0.0.1:4222,127.0.0.1:4223?prefix=arr&replicas=3&ackWait=30s")
+//	store, err := e.Store(ctx) // and e.Queue(ctx)
 //
 // or over a connection of your own with OpenStore and OpenQueue.
 //
@@ -121,8 +122,9 @@
 // through the operation, and purged by DeleteExpired respectively
 // overwritten by a later Create of the id) or a claimed key (taken over
 // after 10s). Submit of an operation whose Create succeeded but whose
-// Enqueue did not returns an error; there is no atomic submit
-// (AtomicSubmitter is not implemented).
+// Enqueue did not returns an error; there are no one-step writes
+// (engine.Atomic): the core fails such an operation, or, for a retry, its
+// janitor's sweep enqueues the lost message again.
 //
 // Cost: List lists the keys of every operation (names only, through an
 // ephemeral ordered consumer) and then reads operations after the cursor

@@ -5,26 +5,44 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/arrhq/arr/opstore"
-	"github.com/arrhq/arr/queue"
+	"github.com/arrhq/arr/engine"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	qdriver "github.com/arrhq/arr/queue/driver"
+	rdriver "github.com/arrhq/arr/resultstore/driver"
 )
 
 func init() {
-	opstore.Register("nats", func(ctx context.Context, u *url.URL) (*opstore.Store, error) {
-		s, err := OpenStoreURL(ctx, u)
-		if err != nil {
+	engine.Register("nats", func(ctx context.Context, u *url.URL) (engine.Driver, error) {
+		if _, err := ParseURL(u); err != nil {
 			return nil, err
 		}
-		return opstore.New(s), nil
-	})
-	queue.Register("nats", func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
-		q, err := OpenQueueURL(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		return queue.New(q), nil
+		return &engineDriver{u: u}, nil
 	})
 }
+
+// engineDriver is the NATS JetStream engine of a URL: an operations store
+// (a KV bucket) and a queue (a work-queue stream) over the process's shared
+// connection to the URL's servers. JetStream cannot write the two in one
+// step, so it has no engine.Atomic: the core writes the operation first,
+// and its janitor's sweep repairs a message a crash lost.
+type engineDriver struct{ u *url.URL }
+
+func (e *engineDriver) Caps() engine.Caps { return engine.Caps{} }
+
+func (e *engineDriver) OpenStore(ctx context.Context) (opdriver.Store, error) {
+	return OpenStoreURL(ctx, e.u)
+}
+
+func (e *engineDriver) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
+	return OpenQueueURL(ctx, e.u)
+}
+
+func (e *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
+	return nil, engine.NoPort("nats", "result store")
+}
+
+func (e *engineDriver) Atomic() engine.Atomic { return nil }
+func (e *engineDriver) Close() error          { return nil }
 
 // OpenStoreURL opens the store a nats:// URL names, over the process's
 // shared connection to its servers.

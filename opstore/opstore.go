@@ -1,20 +1,17 @@
 // Package opstore is the portable operations store: the record of every
 // operation, its state machine, idempotency keys, listing, retention and
-// change notification. Open one with OpenStore from a URL whose scheme a
-// driver registered (import the driver package for its side effect, e.g.
-// _ "github.com/arrhq/arr/embedded").
+// change notification. An engine hands one out (see package engine:
+// engine.Open(ctx, "embedded:./arr-data/db") and its Store method); a
+// driver's own package may also construct one with New.
 package opstore
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
-	"github.com/arrhq/arr/internal/urlmux"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore/driver"
-	"github.com/arrhq/arr/queue"
 )
 
 // Errors of the store; compare with errors.Is.
@@ -33,17 +30,8 @@ type Store struct {
 	d driver.Store
 }
 
-// New wraps a driver. Drivers' openers call it.
+// New wraps a driver. Engines call it (see package engine).
 func New(d driver.Store) *Store { return &Store{d: d} }
-
-var mux = urlmux.New[*Store]("opstore")
-
-// Register makes OpenStore open URLs of scheme with o. Drivers call it from
-// init.
-func Register(scheme string, o urlmux.Opener[*Store]) { mux.Register(scheme, o) }
-
-// OpenStore opens the store a URL names, e.g. "embedded:./arr-data".
-func OpenStore(ctx context.Context, urlstr string) (*Store, error) { return mux.Open(ctx, urlstr) }
 
 // Driver returns the driver under s.
 func (s *Store) Driver() driver.Store { return s.d }
@@ -51,81 +39,6 @@ func (s *Store) Driver() driver.Store { return s.d }
 // Create: see driver.Store.Create.
 func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operation.Request) (*operation.Operation, bool, error) {
 	return s.d.Create(ctx, op, req)
-}
-
-// Submit stores op and req and enqueues msg on q so that the operation is
-// never durable without its message: in one write when the driver can
-// (driver.AtomicSubmitter), else the operation first and then the message
-// (a message whose operation is missing is acked and dropped by workers).
-// It returns the stored operation and whether it was created. When an
-// idempotency key was already held, the atomic path enqueues nothing; the
-// two-step path enqueues the held operation's message again if it is still
-// pending (a no-op when it is queued), so that retrying a submit that failed
-// between its two writes, with the same key, repairs it.
-func (s *Store) Submit(ctx context.Context, op *operation.Operation, req *operation.Request, q *queue.Queue, msg queue.Message) (*operation.Operation, bool, error) {
-	if as, ok := s.d.(driver.AtomicSubmitter); ok {
-		stored, created, err := as.SubmitAtomic(ctx, op, req, q.Driver(), msg)
-		if !errors.Is(err, driver.ErrNotSameEngine) {
-			return stored, created, err
-		}
-	}
-	stored, created, err := s.d.Create(ctx, op, req)
-	if err != nil {
-		return nil, false, err
-	}
-	if !created {
-		// A replay of a submit whose first try may have stored the
-		// operation and then failed before its message was enqueued: the
-		// operation would stay pending for ever. Enqueueing its message
-		// again repairs that, and is a no-op when it is queued.
-		if stored.Status == operation.Pending {
-			m := msg
-			m.ID = stored.ID
-			if err := q.Enqueue(ctx, m); err != nil {
-				return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", stored.ID, err)
-			}
-		}
-		return stored, false, nil
-	}
-	// The stored ID may differ from op.ID: a driver may give a retried
-	// submit the id its key was first claimed for (see natsjs).
-	msg.ID = stored.ID
-	if err := q.Enqueue(ctx, msg); err != nil {
-		if op.IdempotencyKey == "" {
-			// No retry of this submit can find the operation again, so
-			// it would stay pending for ever: fail it (best effort; if
-			// the message did get through, a worker skips the failed
-			// operation). With a key, a retry repairs it (above).
-			s.abandon(context.WithoutCancel(ctx), stored.ID, err)
-		}
-		return nil, false, fmt.Errorf("opstore: operation %s stored but not enqueued: %w", stored.ID, err)
-	}
-	return stored, true, nil
-}
-
-// ProblemNotEnqueued is the error of an operation whose submit stored it
-// but failed to enqueue it, and that no retry can reach (it has no
-// idempotency key): the client was answered with an error and never got
-// its id.
-const ProblemNotEnqueued = "urn:arr:problem:not-enqueued"
-
-// abandon marks a stored operation that could not be enqueued as failed,
-// so that it does not stay pending for ever.
-func (s *Store) abandon(ctx context.Context, id string, cause error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, _ = s.Transition(ctx, id, func(op *operation.Operation) error {
-		if op.Status != operation.Pending || op.Attempts > 0 {
-			return ErrSkip
-		}
-		op.Status = operation.Failed
-		if op.ExpiresAt.IsZero() {
-			op.ExpiresAt = time.Now().UTC().Add(24 * time.Hour) // then the janitor deletes it
-		}
-		op.Error = &operation.Problem{Type: ProblemNotEnqueued, Title: "Not enqueued", Status: 500,
-			Detail: "the operation was stored but its queue message was not: " + cause.Error()}
-		return nil
-	})
 }
 
 // Get: see driver.Store.Get.

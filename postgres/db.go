@@ -14,8 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/arrhq/arr/opstore"
-	"github.com/arrhq/arr/queue"
+	"github.com/arrhq/arr/engine"
+	opdriver "github.com/arrhq/arr/opstore/driver"
+	qdriver "github.com/arrhq/arr/queue/driver"
+	rdriver "github.com/arrhq/arr/resultstore/driver"
 )
 
 // ErrClosed is returned by the store's methods after Close, and by Open's
@@ -292,25 +294,48 @@ func (db *DB) isClosed() bool {
 	return db.closed
 }
 
-// ---- URL openers ----
+// ---- the engine ----
 
 func init() {
-	openStore := func(ctx context.Context, u *url.URL) (*opstore.Store, error) {
-		db, _, err := openURL(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		return opstore.New(&Store{db: db}), nil // the handle owns openURL's reference
-	}
-	openQueue := func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
-		db, cfg, err := openURL(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		return queue.New(newQueue(db, cfg)), nil
-	}
 	for _, scheme := range []string{"postgres", "postgresql"} {
-		opstore.Register(scheme, openStore)
-		queue.Register(scheme, openQueue)
+		engine.Register(scheme, func(ctx context.Context, u *url.URL) (engine.Driver, error) {
+			db, cfg, err := openURL(ctx, u)
+			if err != nil {
+				return nil, err
+			}
+			return &engineDriver{db: db, cfg: cfg, atom: db.Store()}, nil // the driver owns openURL's reference
+		})
 	}
+}
+
+// engineDriver is the PostgreSQL engine of a URL: its operations store and
+// its queue share a schema, so an operation and its message are written in
+// one transaction.
+type engineDriver struct {
+	db   *DB
+	cfg  config
+	atom *Store // the one-step writes
+}
+
+func (e *engineDriver) Caps() engine.Caps { return engine.Caps{AtomicSubmit: true} }
+
+func (e *engineDriver) OpenStore(context.Context) (opdriver.Store, error) { return e.db.Store(), nil }
+
+// OpenQueue opens the queue with the maxDeliveries, defaultLease and
+// pollInterval of the engine's URL.
+func (e *engineDriver) OpenQueue(context.Context) (qdriver.Queue, error) {
+	e.db.acquire()
+	return newQueue(e.db, e.cfg), nil
+}
+
+func (e *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
+	return nil, engine.NoPort("postgres", "result store")
+}
+
+func (e *engineDriver) Atomic() engine.Atomic { return e.atom }
+
+func (e *engineDriver) Close() error {
+	err := e.atom.Close()
+	e.db.release()
+	return err
 }

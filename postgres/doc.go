@@ -1,13 +1,14 @@
 // Package postgres is arr's PostgreSQL engine: an operations store
-// (opstore/driver.Store and driver.AtomicSubmitter) and a work queue
+// (opstore/driver.Store, with one-step writes of an operation and its message: engine.Atomic) and a work queue
 // (queue/driver.Queue) in one schema of a PostgreSQL database (13 or
 // later), on github.com/jackc/pgx/v5. Any number of arr processes may
 // share the schema: api processes, workers, or both.
 //
-// Open by URL, after importing the package for its side effect:
+// Open the engine by URL (package engine), after importing the package
+// for its side effect:
 //
-//	opstore.OpenStore(ctx, "postgres://arr@db.internal:5432/app?sslmode=verify-full&schema=arr")
-//	queue.OpenQueue(ctx, "postgres://arr@db.internal:5432/app?sslmode=verify-full&schema=arr&maxDeliveries=10")
+//	e, err := engine.Open(ctx, "postgres://arr@db.internal:5432/app?sslmode=verify-full&schema=arr&maxDeliveries=10")
+//	store, err := e.Store(ctx) // and e.Queue(ctx), e.Atomic()
 //
 // or with Open, for a program that also wants the pool (for its own
 // transactions, see Store.SubmitTx):

@@ -12,9 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/internal/enginetest"
 	"github.com/arrhq/arr/internal/pgtest"
 	"github.com/arrhq/arr/operation"
-	"github.com/arrhq/arr/opstore"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	"github.com/arrhq/arr/opstore/opstoretest"
 	"github.com/arrhq/arr/queue"
@@ -26,25 +27,20 @@ import (
 
 // storeHarness opens the store and the queue by URL, as arr's
 // configuration does; they share one DB.
-type storeHarness struct{ url string }
+type storeHarness struct {
+	url string
+	r   enginetest.Reopener
+}
 
 func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
-	s, err := opstore.OpenStore(ctx, h.url)
-	if err != nil {
-		return nil, err
-	}
-	return s.Driver(), nil
+	return h.r.Store(ctx, h.url)
 }
 
-func (h *storeHarness) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
-	q, err := queue.OpenQueue(ctx, h.url)
-	if err != nil {
-		return nil, err
-	}
-	return q.Driver(), nil
+func (h *storeHarness) OpenAtomic(ctx context.Context) (engine.Atomic, qdriver.Queue, error) {
+	return h.r.Atomic(ctx)
 }
 
-func (h *storeHarness) Close() {} // pgtest drops the schema
+func (h *storeHarness) Close() { h.r.Close() } // pgtest drops the schema
 
 func TestStoreConformance(t *testing.T) {
 	opstoretest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (opstoretest.Harness, error) {
@@ -52,17 +48,16 @@ func TestStoreConformance(t *testing.T) {
 	})
 }
 
-type queueHarness struct{ url string }
-
-func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
-	q, err := queue.OpenQueue(ctx, fmt.Sprintf("%s&maxDeliveries=%d", h.url, maxDeliveries))
-	if err != nil {
-		return nil, err
-	}
-	return q.Driver(), nil
+type queueHarness struct {
+	url string
+	r   enginetest.Reopener
 }
 
-func (h *queueHarness) Close() {}
+func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
+	return h.r.Queue(ctx, fmt.Sprintf("%s&maxDeliveries=%d", h.url, maxDeliveries))
+}
+
+func (h *queueHarness) Close() { h.r.Close() }
 
 func TestQueueConformance(t *testing.T) {
 	queuetest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (queuetest.Harness, error) {
@@ -137,11 +132,19 @@ func TestParseURL(t *testing.T) {
 func TestURLSharesOneDB(t *testing.T) {
 	ctx := context.Background()
 	u := pgtest.URL(t)
-	st, err := opstore.OpenStore(ctx, u)
+	se, err := engine.Open(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.OpenQueue(ctx, strings.Replace(u, "postgres://", "postgresql://", 1)+"&maxDeliveries=3")
+	st, err := se.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qe, err := engine.Open(ctx, strings.Replace(u, "postgres://", "postgresql://", 1)+"&maxDeliveries=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := qe.Queue(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,10 +156,10 @@ func TestURLSharesOneDB(t *testing.T) {
 		t.Fatalf("maxDeliveries = %d, want 3", got)
 	}
 	op := testOp()
-	if _, created, err := st.Submit(ctx, op, nil, q, queue.Message{ID: op.ID, Body: []byte("b")}); err != nil || !created {
-		t.Fatalf("Submit = %v, %v", created, err)
+	if _, created, err := se.Atomic().SubmitAtomic(ctx, op, nil, queue.Message{ID: op.ID, Body: []byte("b")}); err != nil || !created {
+		t.Fatalf("SubmitAtomic = %v, %v", created, err)
 	}
-	if err := st.Close(); err != nil {
+	if err := se.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// The queue keeps the DB open.
@@ -166,7 +169,7 @@ func TestURLSharesOneDB(t *testing.T) {
 	if err != nil || len(ds) != 1 || ds[0].Message().ID != op.ID {
 		t.Fatalf("Receive after the store closed = %v, %v", ds, err)
 	}
-	if err := q.Close(); err != nil {
+	if err := qe.Close(); err != nil {
 		t.Fatal(err)
 	}
 	registry.mu.Lock()
@@ -502,15 +505,39 @@ func TestSubmitTx(t *testing.T) {
 	}
 }
 
-// A store and a queue on different schemas are not the same engine.
-func TestSubmitAtomicOtherSchema(t *testing.T) {
+// URLs of different schemas are different engines, whose one-step writes
+// enqueue on their own schema's queue only.
+func TestAtomicStaysInItsSchema(t *testing.T) {
 	ctx := context.Background()
-	s := openT(t, pgtest.URL(t)).Store()
-	q := openT(t, pgtest.URL(t)).Queue()
-	defer s.Close()
-	defer q.Close()
+	ea, err := engine.Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ea.Close()
+	eb, err := engine.Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eb.Close()
+	if ea == eb {
+		t.Fatal("two schemas opened one engine")
+	}
 	op := testOp()
-	if _, _, err := s.SubmitAtomic(ctx, op, nil, q, qdriver.Message{ID: op.ID}); !errors.Is(err, opdriver.ErrNotSameEngine) {
-		t.Fatalf("SubmitAtomic across schemas = %v, want ErrNotSameEngine", err)
+	if _, _, err := ea.Atomic().SubmitAtomic(ctx, op, nil, qdriver.Message{ID: op.ID}); err != nil {
+		t.Fatal(err)
+	}
+	qb, err := eb.Queue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := qb.Stats(ctx); err != nil || st.Ready != 0 {
+		t.Fatalf("the other schema's queue: %+v, %v; want empty", st, err)
+	}
+	qa, err := ea.Queue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := qa.Stats(ctx); err != nil || st.Ready != 1 {
+		t.Fatalf("its own schema's queue: %+v, %v; want the message", st, err)
 	}
 }

@@ -97,13 +97,27 @@ func (q *Queue) Enqueue(ctx context.Context, msgs ...qdriver.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	args, err := enqueueArgs(msgs, q.db.qChan)
+	if err != nil {
+		return err
+	}
+	var n int64
+	if err := q.db.pool.QueryRow(ctx, q.db.sql.enqueue, args).Scan(&n); err != nil {
+		return fmt.Errorf("postgres: enqueuing: %w", err)
+	}
+	return nil
+}
+
+// enqueueArgs are the arguments of the enqueue statement for msgs (the
+// first of each ID), on the queue whose NOTIFY channel is qChan.
+func enqueueArgs(msgs []qdriver.Message, qChan string) (pgx.NamedArgs, error) {
 	seen := make(map[string]bool, len(msgs))
 	ids := make([]string, 0, len(msgs))
 	bodies := make([][]byte, 0, len(msgs))
 	delays := make([]float64, 0, len(msgs))
 	for _, m := range msgs {
 		if m.ID == "" {
-			return errors.New("postgres: message has no ID")
+			return nil, errors.New("postgres: message has no ID")
 		}
 		if seen[m.ID] {
 			continue
@@ -115,14 +129,7 @@ func (q *Queue) Enqueue(ctx context.Context, msgs ...qdriver.Message) error {
 		}
 		ids, bodies, delays = append(ids, m.ID), append(bodies, body), append(delays, micros(m.Delay))
 	}
-	var n int64
-	err := q.db.pool.QueryRow(ctx, q.db.sql.enqueue, pgx.NamedArgs{
-		"ids": ids, "bodies": bodies, "delays": delays, "queue_chan": q.db.qChan,
-	}).Scan(&n)
-	if err != nil {
-		return fmt.Errorf("postgres: enqueuing: %w", err)
-	}
-	return nil
+	return pgx.NamedArgs{"ids": ids, "bodies": bodies, "delays": delays, "queue_chan": qChan}, nil
 }
 
 // Receive: see queue/driver.Queue.Receive. It claims messages with one

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/operation"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
@@ -40,7 +41,7 @@ type Store struct {
 
 var (
 	_ opdriver.Store           = (*Store)(nil)
-	_ opdriver.AtomicSubmitter = (*Store)(nil)
+	_ engine.Atomic            = (*Store)(nil)
 	_ opdriver.LazyUpdater     = (*Store)(nil)
 	_ opdriver.Syncer          = (*Store)(nil)
 )
@@ -135,25 +136,62 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 	return s.create(ctx, s.db.pool, op, req, nil)
 }
 
-// SubmitAtomic creates op and req and enqueues msg in one transaction (one
-// statement) when q is a Queue on the same database and schema, and
-// returns opstore/driver.ErrNotSameEngine otherwise. See
-// opstore/driver.AtomicSubmitter.
-func (s *Store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (*operation.Operation, bool, error) {
-	pq, ok := q.(*Queue)
-	if !ok || pq.db.engine != s.db.engine {
-		return nil, false, opdriver.ErrNotSameEngine
-	}
+// SubmitAtomic creates op and req and enqueues msg on the queue of the
+// same schema in one transaction (one statement): see engine.Atomic.
+func (s *Store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, msg qdriver.Message) (*operation.Operation, bool, error) {
 	if err := s.check(); err != nil {
 		return nil, false, err
-	}
-	if pq.isClosed() {
-		return nil, false, qdriver.ErrClosed
 	}
 	if msg.ID == "" {
 		return nil, false, errors.New("postgres: message has no ID")
 	}
 	return s.create(ctx, s.db.pool, op, req, &msg)
+}
+
+// TransitionEnqueue reads the operation, applies change, and writes it
+// (conditionally on its version, retrying from a fresh read on a conflict)
+// and enqueues msg(op) on the queue of the same schema in one
+// transaction: see engine.Atomic.
+func (s *Store) TransitionEnqueue(ctx context.Context, id string, change func(*operation.Operation) error, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	for {
+		op, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(op); err != nil {
+			return op, err
+		}
+		op.ID = id
+		op.UpdatedAt = time.Now().UTC()
+		m := msg(op)
+		if m.ID != id {
+			return nil, fmt.Errorf("postgres: message %q is not operation %s's", m.ID, id)
+		}
+		args, err := enqueueArgs([]qdriver.Message{m}, s.db.qChan)
+		if err != nil {
+			return nil, err
+		}
+		err = pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+			if err := s.updateOn(ctx, tx, op, s.db.sql.update); err != nil {
+				return err
+			}
+			var n int64
+			if err := tx.QueryRow(ctx, s.db.sql.enqueue, args).Scan(&n); err != nil {
+				return fmt.Errorf("postgres: enqueuing: %w", err)
+			}
+			return nil
+		})
+		if errors.Is(err, opdriver.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return op, nil
+	}
 }
 
 // SubmitTx writes op (with Version 1), req (nil: none) and the queue
@@ -326,6 +364,11 @@ func (s *Store) update(ctx context.Context, op *operation.Operation, sql string)
 	if err := s.check(); err != nil {
 		return err
 	}
+	return s.updateOn(ctx, s.db.pool, op, sql)
+}
+
+// updateOn is update through db (the pool, or a transaction).
+func (s *Store) updateOn(ctx context.Context, db Querier, op *operation.Operation, sql string) error {
 	if err := checkOp(op); err != nil {
 		return err
 	}
@@ -337,7 +380,7 @@ func (s *Store) update(ctx context.Context, op *operation.Operation, sql string)
 		version  *int64
 		notified int64
 	)
-	err = s.db.pool.QueryRow(ctx, sql, pgx.NamedArgs{
+	err = db.QueryRow(ctx, sql, pgx.NamedArgs{
 		"id": op.ID, "version": op.Version, "status": string(op.Status),
 		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
 		"ops_chan": s.db.opsChan,
@@ -350,7 +393,7 @@ func (s *Store) update(ctx context.Context, op *operation.Operation, sql string)
 		return nil
 	}
 	var exists bool
-	if err := s.db.pool.QueryRow(ctx, s.db.sql.exists, pgx.NamedArgs{"id": op.ID}).Scan(&exists); err != nil {
+	if err := db.QueryRow(ctx, s.db.sql.exists, pgx.NamedArgs{"id": op.ID}).Scan(&exists); err != nil {
 		return fmt.Errorf("postgres: reading operation %s: %w", op.ID, err)
 	}
 	if !exists {

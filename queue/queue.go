@@ -1,13 +1,13 @@
 // Package queue is the portable work queue: at-least-once delivery under
-// leases, delayed redelivery, attempt counts and dead letters. Open one with
-// OpenQueue from a URL whose scheme a driver registered.
+// leases, delayed redelivery, attempt counts and dead letters. An engine
+// hands one out (see package engine); a driver's own package may also
+// construct one with New.
 package queue
 
 import (
 	"context"
 	"time"
 
-	"github.com/arrhq/arr/internal/urlmux"
 	"github.com/arrhq/arr/queue/driver"
 )
 
@@ -28,17 +28,8 @@ type Queue struct {
 	d driver.Queue
 }
 
-// New wraps a driver. Drivers' openers call it.
+// New wraps a driver. Engines call it (see package engine).
 func New(d driver.Queue) *Queue { return &Queue{d: d} }
-
-var mux = urlmux.New[*Queue]("queue")
-
-// Register makes OpenQueue open URLs of scheme with o. Drivers call it from
-// init.
-func Register(scheme string, o urlmux.Opener[*Queue]) { mux.Register(scheme, o) }
-
-// OpenQueue opens the queue a URL names, e.g. "embedded:./arr-data".
-func OpenQueue(ctx context.Context, urlstr string) (*Queue, error) { return mux.Open(ctx, urlstr) }
 
 // Driver returns the driver under q.
 func (q *Queue) Driver() driver.Queue { return q.d }

@@ -15,7 +15,7 @@ func (s *Server) probes() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := s.queue.Stats(r.Context()); err != nil {
+		if _, err := s.client.QueueStats(r.Context()); err != nil {
 			http.Error(w, "queue: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -26,6 +26,7 @@ import (
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
@@ -110,6 +111,7 @@ func (r Role) String() string {
 type Server struct {
 	cfg     Config
 	client  *arr.Client
+	engines []*engine.Engine // one reference per URL; they own the ports
 	store   *opstore.Store
 	queue   *queue.Queue
 	results *resultstore.Store
@@ -159,20 +161,35 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), lock: lock}
 	s.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	if s.store, err = opstore.OpenStore(ctx, cfg.StoreURL); err != nil {
-		s.Close()
-		return nil, err
+	// Each URL opens its engine once; the same URL is the same engine.
+	var storeEng, queueEng, resultsEng *engine.Engine
+	for _, o := range []struct {
+		url string
+		eng **engine.Engine
+	}{{cfg.StoreURL, &storeEng}, {cfg.QueueURL, &queueEng}, {cfg.ResultsURL, &resultsEng}} {
+		if *o.eng, err = engine.Open(ctx, o.url); err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.engines = append(s.engines, *o.eng)
 	}
-	if s.queue, err = queue.OpenQueue(ctx, cfg.QueueURL); err != nil {
-		s.Close()
-		return nil, err
+	if s.store, err = storeEng.Store(ctx); err == nil {
+		if s.queue, err = queueEng.Queue(ctx); err == nil {
+			s.results, err = resultsEng.Results(ctx)
+		}
 	}
-	if s.results, err = resultstore.OpenStore(ctx, cfg.ResultsURL); err != nil {
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	cc := cfg.Core
 	cc.Store, cc.Queue, cc.Results = s.store, s.queue, s.results
+	if storeEng == queueEng {
+		// One engine's: an operation and its message in one write, when
+		// the engine can.
+		cc.Atomic = storeEng.Atomic()
+	}
+	cc.ResultsSyncedByStore = resultsEng == storeEng && storeEng.Caps().ResultsInLog
 	if cc.Routes == nil {
 		var routes []Route
 		if cfg.Mux != nil {
@@ -323,16 +340,10 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close closes the stores; Serve calls it on the way out.
 func (s *Server) Close() error {
 	var errs []error
-	if s.results != nil {
-		errs = append(errs, s.results.Close())
+	for _, e := range s.engines {
+		errs = append(errs, e.Close())
 	}
-	if s.queue != nil {
-		errs = append(errs, s.queue.Close())
-	}
-	if s.store != nil {
-		errs = append(errs, s.store.Close())
-	}
-	s.results, s.queue, s.store = nil, nil, nil
+	s.engines, s.results, s.queue, s.store = nil, nil, nil, nil
 	if s.lock != nil {
 		errs = append(errs, s.lock.release())
 		s.lock = nil

@@ -1,7 +1,9 @@
 // Package driver defines the interface an operations store driver
 // implements. Users use the portable type in package opstore; drivers live in
-// their own packages (embedded, and later nats and postgres) and must pass
-// the conformance suite in package opstore/opstoretest.
+// the engine packages (embedded, mem, natsjs, postgres) and must pass the
+// conformance suite in package opstore/opstoretest. What an engine does
+// across ports (an operation and its queue message in one write) is
+// package engine's, not this port's.
 package driver
 
 import (
@@ -10,7 +12,6 @@ import (
 	"time"
 
 	"github.com/arrhq/arr/operation"
-	qdriver "github.com/arrhq/arr/queue/driver"
 )
 
 // Errors a driver returns; they may be wrapped.
@@ -116,18 +117,6 @@ type Store interface {
 	// Close releases the store. Operations after Close fail.
 	Close() error
 }
-
-// AtomicSubmitter is implemented by a store whose engine also holds a queue
-// (the embedded driver; later PostgreSQL). SubmitAtomic is Create plus the
-// Enqueue of msg on q, in one durable write, so that an operation is never
-// stored without its queue message. It returns ErrNotSameEngine when q is not
-// a queue of the same engine; the caller then writes the two in turn.
-type AtomicSubmitter interface {
-	SubmitAtomic(ctx context.Context, op *operation.Operation, req *operation.Request, q qdriver.Queue, msg qdriver.Message) (stored *operation.Operation, created bool, err error)
-}
-
-// ErrNotSameEngine: see AtomicSubmitter.
-var ErrNotSameEngine = errors.New("opstore: queue is not on the same engine")
 
 // LazyUpdater is implemented by stores that can apply an Update without
 // waiting for it to be durable: the update is visible at once, with the

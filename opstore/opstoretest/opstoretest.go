@@ -29,10 +29,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/opstore/driver"
-	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
 )
 
@@ -43,11 +43,13 @@ type Harness interface {
 	// must see everything the closed one wrote.
 	OpenStore(ctx context.Context) (driver.Store, error)
 
-	// OpenQueue opens a queue on the same engine as the store most recently
-	// returned by OpenStore, for the driver.AtomicSubmitter tests. A harness
-	// whose driver is not an AtomicSubmitter returns nil, nil and those tests
-	// are skipped. The suite closes the queue before it closes the store.
-	OpenQueue(ctx context.Context) (qdriver.Queue, error)
+	// OpenAtomic returns the one-step writes (engine.Atomic) of the engine
+	// of the store most recently returned by OpenStore, and opens a queue
+	// of that engine, for the engine.Atomic tests. A harness whose engine
+	// has no one-step writes returns nil, nil, nil and those tests are
+	// skipped. The suite closes the queue before it closes the store, and
+	// uses the Atomic only while that store is open.
+	OpenAtomic(ctx context.Context) (engine.Atomic, qdriver.Queue, error)
 
 	// Close releases what the harness holds (the suite has closed every
 	// store and queue by then).
@@ -92,7 +94,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ConcurrentTransitions", testConcurrentTransitions},
 		{"Closed", testClosed},
 		{"SubmitAtomic", testSubmitAtomic},
-		{"SubmitAtomicNotSameEngine", testSubmitAtomicNotSameEngine},
+		{"TransitionEnqueue", testTransitionEnqueue},
 		{"LazyUpdate", testLazyUpdate},
 		{"TransitionOp", testTransitionOp},
 	}
@@ -122,6 +124,7 @@ type fixture struct {
 	h   Harness
 	s   driver.Store
 	q   qdriver.Queue
+	a   engine.Atomic
 }
 
 // deleteExpired calls DeleteExpired and checks that every operation it
@@ -154,7 +157,7 @@ func (f *fixture) closeAll() {
 		if err := f.q.Close(); err != nil {
 			f.t.Errorf("closing queue: %v", err)
 		}
-		f.q = nil
+		f.q, f.a = nil, nil
 	}
 	if f.s != nil {
 		if err := f.s.Close(); err != nil {
@@ -175,27 +178,29 @@ func (f *fixture) reopen() {
 // queue opens the queue of the store's engine, or skips the test.
 func (f *fixture) queue() qdriver.Queue {
 	f.t.Helper()
-	if f.q != nil {
-		return f.q
-	}
-	q, err := f.h.OpenQueue(f.ctx)
-	if err != nil {
-		f.t.Fatalf("OpenQueue: %v", err)
-	}
-	if q == nil {
-		f.t.Skip("driver has no queue on the same engine")
-	}
-	f.q = q
-	return q
+	f.submitter()
+	return f.q
 }
 
-func (f *fixture) submitter() driver.AtomicSubmitter {
+// submitter returns the engine's one-step writes (opening its queue), or
+// skips the test.
+func (f *fixture) submitter() engine.Atomic {
 	f.t.Helper()
-	as, ok := f.s.(driver.AtomicSubmitter)
-	if !ok {
-		f.t.Fatalf("harness opened a queue but %T does not implement driver.AtomicSubmitter", f.s)
+	if f.a != nil {
+		return f.a
 	}
-	return as
+	a, q, err := f.h.OpenAtomic(f.ctx)
+	if err != nil {
+		f.t.Fatalf("OpenAtomic: %v", err)
+	}
+	if a == nil || q == nil {
+		if q != nil {
+			_ = q.Close()
+		}
+		f.t.Skip("the engine has no one-step writes of an operation and its message")
+	}
+	f.a, f.q = a, q
+	return a
 }
 
 var idSeq atomic.Uint64
@@ -1720,7 +1725,7 @@ func testSubmitAtomic(t *testing.T, f *fixture) {
 
 	op := newOp()
 	op.IdempotencyKey = "submit-key"
-	stored, created, err := as.SubmitAtomic(f.ctx, op, newRequest([]byte("payload")), q, qdriver.Message{ID: op.ID, Body: []byte("msg " + op.ID)})
+	stored, created, err := as.SubmitAtomic(f.ctx, op, newRequest([]byte("payload")), qdriver.Message{ID: op.ID, Body: []byte("msg " + op.ID)})
 	if err != nil || !created || stored.Version != 1 || stored.ID != op.ID {
 		t.Fatalf("SubmitAtomic = %s v%d, %v, %v", idOf(stored), versionOf(stored), created, err)
 	}
@@ -1729,7 +1734,7 @@ func testSubmitAtomic(t *testing.T, f *fixture) {
 	// Same key again: the held operation, nothing stored, nothing enqueued.
 	dup := newOp()
 	dup.IdempotencyKey = "submit-key"
-	got, created, err := as.SubmitAtomic(f.ctx, dup, newRequest([]byte("other")), q, qdriver.Message{ID: dup.ID, Body: []byte("msg " + dup.ID)})
+	got, created, err := as.SubmitAtomic(f.ctx, dup, newRequest([]byte("other")), qdriver.Message{ID: dup.ID, Body: []byte("msg " + dup.ID)})
 	if err != nil || created || got.ID != op.ID {
 		t.Fatalf("SubmitAtomic with a held key = %s, %v, %v; want %s, not created", idOf(got), created, err, op.ID)
 	}
@@ -1738,13 +1743,13 @@ func testSubmitAtomic(t *testing.T, f *fixture) {
 	// Same ID again: ErrExists, and no message.
 	same := newOp()
 	same.ID = op.ID
-	if _, _, err := as.SubmitAtomic(f.ctx, same, nil, q, qdriver.Message{ID: "other-message", Body: []byte("x")}); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := as.SubmitAtomic(f.ctx, same, nil, qdriver.Message{ID: "other-message", Body: []byte("x")}); !errors.Is(err, driver.ErrExists) {
 		t.Fatalf("SubmitAtomic of an existing ID = %v, want ErrExists", err)
 	}
 
 	// A second operation, to check after reopen.
 	op2 := newOp()
-	if _, created, err := as.SubmitAtomic(f.ctx, op2, newRequest([]byte("payload 2")), q, qdriver.Message{ID: op2.ID, Body: []byte("msg " + op2.ID)}); err != nil || !created {
+	if _, created, err := as.SubmitAtomic(f.ctx, op2, newRequest([]byte("payload 2")), qdriver.Message{ID: op2.ID, Body: []byte("msg " + op2.ID)}); err != nil || !created {
 		t.Fatalf("second SubmitAtomic = %v, %v", created, err)
 	}
 
@@ -1770,51 +1775,53 @@ func versionOf(op *operation.Operation) int64 {
 	return op.Version
 }
 
-// foreignQueue is a queue of no engine at all.
-type foreignQueue struct{}
-
-func (foreignQueue) Enqueue(context.Context, ...qdriver.Message) error { return nil }
-func (foreignQueue) Receive(ctx context.Context, _ int, _ time.Duration) ([]qdriver.Delivery, error) {
-	<-ctx.Done()
-	return nil, ctx.Err()
-}
-func (foreignQueue) Stats(context.Context) (qdriver.Stats, error) { return qdriver.Stats{}, nil }
-func (foreignQueue) Close() error                                 { return nil }
-
-func testSubmitAtomicNotSameEngine(t *testing.T, f *fixture) {
-	f.queue() // skips when the driver has no queue
+// testTransitionEnqueue checks engine.Atomic's TransitionEnqueue: the
+// change and the message are written together (both survive a reopen), a
+// change that fails writes neither, and UpdatedAt is set.
+func testTransitionEnqueue(t *testing.T, f *fixture) {
+	q := f.queue()
 	as := f.submitter()
 	op := newOp()
-	_, _, err := as.SubmitAtomic(f.ctx, op, nil, foreignQueue{}, qdriver.Message{ID: op.ID})
-	if !errors.Is(err, driver.ErrNotSameEngine) {
-		t.Fatalf("SubmitAtomic with a foreign queue = %v, want ErrNotSameEngine", err)
+	op.Status = operation.Failed
+	f.create(op, nil)
+	msgOf := func(o *operation.Operation) qdriver.Message {
+		return qdriver.Message{ID: o.ID, Body: []byte("retry " + string(o.Status))}
 	}
-	f.expectNotFound(op.ID)
 
-	// opstore.Submit falls back to Create then Enqueue.
-	var enq recordingQueue
-	stored, created, err := opstore.New(f.s).Submit(f.ctx, op, nil, queue.New(&enq), qdriver.Message{ID: op.ID})
-	if err != nil || !created || stored.ID != op.ID {
-		t.Fatalf("Submit with a foreign queue = %s, %v, %v", idOf(stored), created, err)
+	// A change that refuses writes nothing and enqueues nothing.
+	refuse := errors.New("not now")
+	if _, err := as.TransitionEnqueue(f.ctx, op.ID, func(*operation.Operation) error { return refuse }, msgOf); !errors.Is(err, refuse) {
+		t.Fatalf("TransitionEnqueue with a refusing change = %v, want its error", err)
 	}
-	if len(enq.ids) != 1 || enq.ids[0] != op.ID {
-		t.Fatalf("Submit with a foreign queue enqueued %v, want [%s]", enq.ids, op.ID)
+	if got := receiveAll(t, f.ctx, q, 200*time.Millisecond); len(got) != 0 {
+		t.Fatalf("a refused TransitionEnqueue enqueued %v", got)
 	}
-}
+	if got := f.get(op.ID); got.Version != 1 || got.Status != operation.Failed {
+		t.Fatalf("a refused TransitionEnqueue changed the operation: %+v", got)
+	}
 
-type recordingQueue struct {
-	foreignQueue
-	mu  sync.Mutex
-	ids []string
-}
-
-func (r *recordingQueue) Enqueue(_ context.Context, msgs ...qdriver.Message) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range msgs {
-		r.ids = append(r.ids, m.ID)
+	before := time.Now().Add(-time.Second)
+	got, err := as.TransitionEnqueue(f.ctx, op.ID, func(o *operation.Operation) error {
+		o.Status = operation.Pending
+		return nil
+	}, msgOf)
+	if err != nil || got.Version != 2 || got.Status != operation.Pending || got.UpdatedAt.Before(before) {
+		t.Fatalf("TransitionEnqueue = %+v, %v; want version 2, pending, UpdatedAt set", got, err)
 	}
-	return nil
+	if _, err := as.TransitionEnqueue(f.ctx, NewID(), func(*operation.Operation) error { return nil }, msgOf); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("TransitionEnqueue of an unknown id = %v, want ErrNotFound", err)
+	}
+
+	// Both the change and the message survive a reopen.
+	f.reopen()
+	q = f.queue()
+	if got := f.get(op.ID); got.Version != 2 || got.Status != operation.Pending {
+		t.Fatalf("after reopen: %+v, want version 2, pending", got)
+	}
+	msgs := receiveAll(t, f.ctx, q, time.Second)
+	if len(msgs) != 1 || string(msgs[op.ID].Body) != "retry pending" {
+		t.Fatalf("messages after TransitionEnqueue and reopen = %v; want exactly %s with the changed operation's body", msgs, op.ID)
+	}
 }
 
 // testLazyUpdate checks driver.LazyUpdater, when the driver has it: the
