@@ -23,6 +23,7 @@ import (
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // Route is a submit route: a request to Method Path becomes an operation
@@ -62,6 +63,8 @@ type Config struct {
 	Store   *opstore.Store
 	Queue   *queue.Queue
 	Results *resultstore.Store
+	// Signer signs the URLs of results; its handler is mounted.
+	Signer *urlsign.Signer
 
 	// Routes are the submit routes. Default: SeedRoute() and EchoRoute().
 	Routes []Route
@@ -112,8 +115,8 @@ type Server struct {
 
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Store == nil || cfg.Queue == nil || cfg.Results == nil {
-		return nil, errors.New("api: Store, Queue and Results are required")
+	if cfg.Store == nil || cfg.Queue == nil || cfg.Results == nil || cfg.Signer == nil {
+		return nil, errors.New("api: Store, Queue, Results and Signer are required")
 	}
 	if cfg.Routes == nil {
 		cfg.Routes = []Route{SeedRoute(), EchoRoute()}
@@ -217,7 +220,7 @@ func New(cfg Config) (*Server, error) {
 		_, _ = w.Write(doc)
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
-	if prefix, h := cfg.Results.Handler(); h != nil {
+	if prefix, h := cfg.Signer.Handler(); h != nil {
 		s.mux.Handle(prefix, h)
 	}
 	noRoute := func(w http.ResponseWriter, r *http.Request) {

@@ -101,7 +101,7 @@ func (s *Server) signedResultURL(ctx context.Context, base string, op *operation
 	if !op.ExpiresAt.IsZero() && op.ExpiresAt.Before(exp) {
 		exp = op.ExpiresAt.UTC().Truncate(time.Second)
 	}
-	u, err := s.cfg.Results.SignedURL(ctx, op.Result.Key, exp)
+	u, err := s.cfg.Signer.SignedURL(ctx, op.Result.Key, exp)
 	if err != nil {
 		return "", exp, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // Options configures a DB. The zero value is ready to use: every field
@@ -350,6 +351,7 @@ func init() {
 		return opstore.New(&store{db: db}), nil // the handle owns openURL's reference
 	})
 	resultstore.Register("embedded", openResultsURL)
+	urlsign.Register("embedded", openSignerURL)
 	queue.Register("embedded", func(ctx context.Context, u *url.URL) (*queue.Queue, error) {
 		db, err := openURL(u)
 		if err != nil {

@@ -34,8 +34,9 @@ import (
 	"github.com/arrhq/arr/queue/queuetest"
 	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
-	"github.com/arrhq/arr/resultstore/fileresult"
 	"github.com/arrhq/arr/resultstore/resultstoretest"
+	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/urlsign/signtest"
 )
 
 // ---- conformance ----
@@ -800,8 +801,8 @@ func TestKeyCeilingStillFindsDuplicates(t *testing.T) {
 	}
 }
 
-// The embedded result store (bytes in the DB, URLs signed and served as the
-// file driver does) passes the result store conformance suite.
+// The embedded result store (bytes in the DB) passes the result store
+// conformance suite.
 func TestResultsConformance(t *testing.T) {
 	resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
 		Open: func(t *testing.T) rdriver.Store {
@@ -810,6 +811,26 @@ func TestResultsConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			return st.Driver()
+		},
+	})
+}
+
+// The signer of the embedded results (URLs signed and served as the file
+// store's) passes the signer conformance suite.
+func TestSignerConformance(t *testing.T) {
+	signtest.RunConformanceTests(t, signtest.Harness{
+		Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+			u := "embedded:" + filepath.Join(t.TempDir(), "db")
+			st, err := resultstore.OpenStore(context.Background(), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sg, err := urlsign.Open(context.Background(), u, st)
+			if err != nil {
+				st.Close()
+				t.Fatal(err)
+			}
+			return st, sg
 		},
 	})
 }
@@ -828,20 +849,25 @@ func TestResultsShareTheDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Driver().(*store).db != rs.Driver().(*fileresult.Store).Blobs().(*Results).db {
+	if st.Driver().(*store).db != rs.Driver().(*Results).db {
 		t.Fatal("the result store opened a second DB")
 	}
-	if _, err := os.Stat(filepath.Join(data, fileresult.DefaultKeyFileName)); err != nil {
+	sg, err := urlsign.Open(ctx, "embedded:"+dir+"?prefix=/r/", rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(data, urlsign.DefaultKeyFileName)); err != nil {
 		t.Fatalf("keyring not beside the DB: %v", err)
 	}
 	a, err := rs.Put(ctx, "k1", strings.NewReader("hello"), "text/plain")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := rs.SignedURL(ctx, "k1", time.Now().Add(time.Minute))
+	u, err := sg.SignedURL(ctx, "k1", time.Now().Add(time.Minute))
 	if err != nil || !strings.HasPrefix(u, "/r/k1?") {
 		t.Fatalf("SignedURL = %q, %v", u, err)
 	}
+	sg.Close()
 	rs.Close()
 	st.Close()
 	rs, err = resultstore.OpenStore(ctx, "embedded:"+dir)
@@ -858,7 +884,8 @@ func TestResultsShareTheDB(t *testing.T) {
 	if string(b) != "hello" || r.Attributes().ETag != a.ETag || r.Attributes().ContentType != "text/plain" {
 		t.Fatalf("after reopen: %q %+v, want hello %+v", b, r.Attributes(), a)
 	}
-	if _, err := resultstore.OpenStore(ctx, "embedded:"+dir+"?maxURLLifetime=x"); err == nil {
+	if sg, err := urlsign.Open(ctx, "embedded:"+dir+"?maxURLLifetime=x", rs); err == nil {
+		sg.Close()
 		t.Fatal("a bad maxURLLifetime was accepted")
 	}
 }

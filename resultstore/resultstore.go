@@ -1,5 +1,6 @@
 // Package resultstore is the portable result store: result bytes with a
-// content type, and signed expiring URLs to read them. Open one with
+// content type. (Signed expiring URLs to read them are package urlsign's,
+// over a Store.) Open one with
 // OpenStore from a URL whose scheme a driver registered, e.g.
 // "file:./arr-data/results" (package resultstore/fileresult) or
 // "embedded:./arr-data/db" (package embedded).
@@ -7,9 +8,8 @@ package resultstore
 
 import (
 	"context"
+	"fmt"
 	"io"
-	"net/http"
-	"time"
 
 	"github.com/arrhq/arr/internal/urlmux"
 	"github.com/arrhq/arr/resultstore/driver"
@@ -67,18 +67,18 @@ func (s *Store) Open(ctx context.Context, key string) (Reader, error) { return s
 // Delete: see driver.Store.Delete.
 func (s *Store) Delete(ctx context.Context, key string) error { return s.d.Delete(ctx, key) }
 
-// SignedURL: see driver.Store.SignedURL.
-func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
-	return s.d.SignedURL(ctx, key, expiry)
-}
-
-// Handler returns the handler that serves the driver's own signed URLs and
-// the path prefix it serves, or nil when the driver's URLs point elsewhere.
-func (s *Store) Handler() (prefix string, h http.Handler) {
-	if srv, ok := s.d.(driver.Server); ok {
-		return srv.Prefix(), srv.Handler()
+// ValidateKey returns nil if the store accepts key: the driver's
+// driver.KeyValidator decides, and without one every non-empty key is
+// accepted (the empty key is refused with an error wrapping
+// ErrInvalidKey). It does no I/O.
+func (s *Store) ValidateKey(key string) error {
+	if v, ok := s.d.(driver.KeyValidator); ok {
+		return v.ValidateKey(key)
 	}
-	return "", nil
+	if key == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
+	}
+	return nil
 }
 
 // Close closes the driver.

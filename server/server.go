@@ -28,6 +28,7 @@ import (
 	"github.com/arrhq/arr/resultstore"
 	_ "github.com/arrhq/arr/resultstore/fileresult" // file: scheme
 	_ "github.com/arrhq/arr/resultstore/s3result"   // s3: scheme
+	"github.com/arrhq/arr/urlsign"
 	"github.com/arrhq/arr/worker"
 )
 
@@ -107,6 +108,7 @@ type Server struct {
 	store   *opstore.Store
 	queue   *queue.Queue
 	results *resultstore.Store
+	signer  *urlsign.Signer
 	api     *api.Server
 	pool    *worker.Pool
 	ln      net.Listener
@@ -165,6 +167,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if s.signer, err = urlsign.Open(ctx, cfg.ResultsURL, s.results); err != nil {
+		s.Close()
+		return nil, err
+	}
 	var handlers map[string]worker.Handler
 	var policies map[string]worker.Policy
 	if cfg.API.Routes == nil {
@@ -211,7 +217,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	ac := cfg.API
-	ac.Store, ac.Queue, ac.Results = s.store, s.queue, s.results
+	ac.Store, ac.Queue, ac.Results, ac.Signer = s.store, s.queue, s.results, s.signer
 	if ac.Retention <= 0 {
 		// Canceled operations are kept as long as finished ones.
 		ac.Retention = cfg.Worker.Retention
@@ -376,6 +382,9 @@ func (s *Server) deleteExpired(ctx context.Context, now time.Time) {
 // Close closes the stores; Serve calls it on the way out.
 func (s *Server) Close() error {
 	var errs []error
+	if s.signer != nil {
+		errs = append(errs, s.signer.Close())
+	}
 	if s.results != nil {
 		errs = append(errs, s.results.Close())
 	}
@@ -385,7 +394,7 @@ func (s *Server) Close() error {
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 	}
-	s.results, s.queue, s.store = nil, nil, nil
+	s.signer, s.results, s.queue, s.store = nil, nil, nil, nil
 	if s.lock != nil {
 		errs = append(errs, s.lock.release())
 		s.lock = nil
