@@ -54,7 +54,9 @@ type Config struct {
 	Store   *opstore.Store
 	Queue   *queue.Queue
 	Results *resultstore.Store
-	// Signer signs result URLs. Default: Results.
+	// Signer signs result URLs (package urlsign's *Signer over Results,
+	// as the engine of the results hands it out). Default nil: ResultURL
+	// answers ErrNoSigner.
 	Signer URLSigner
 	// Atomic, when not nil, writes an operation and its queue message in
 	// one durable step: set it when Store and Queue are one engine's that
@@ -113,9 +115,6 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	if c.Store == nil || c.Queue == nil || c.Results == nil {
 		return errors.New("arr: Store, Queue and Results are required")
-	}
-	if c.Signer == nil {
-		c.Signer = c.Results
 	}
 	if c.Routes == nil {
 		c.Routes = SeedRoutes()

@@ -9,9 +9,13 @@ import (
 	"github.com/arrhq/arr/resultstore"
 )
 
-// ErrNoResult is returned by OpenResult for an operation that has not
-// succeeded.
+// ErrNoResult is returned by OpenResult and ResultURL for an operation
+// that has not succeeded.
 var ErrNoResult = errors.New("arr: the operation has no result")
+
+// ErrNoSigner is returned by ResultURL of a Client configured without a
+// Signer.
+var ErrNoSigner = errors.New("arr: no signer of result URLs configured")
 
 // ResultURL signs a URL to a succeeded operation's result, valid for its
 // route's ResultURLTTL but never past the operation's own expiry, and
@@ -19,6 +23,9 @@ var ErrNoResult = errors.New("arr: the operation has no result")
 func (c *Client) ResultURL(ctx context.Context, op *operation.Operation) (string, time.Time, error) {
 	if op == nil || op.Status != operation.Succeeded || op.Result == nil {
 		return "", time.Time{}, ErrNoResult
+	}
+	if c.cfg.Signer == nil {
+		return "", time.Time{}, ErrNoSigner
 	}
 	exp := time.Now().Add(c.policy(op.Route).resultURLTTL).UTC().Truncate(time.Second)
 	if !op.ExpiresAt.IsZero() && op.ExpiresAt.Before(exp) {

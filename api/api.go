@@ -31,8 +31,7 @@ type Config struct {
 	// cancel and retry is a call to it. Its routes are the submit routes.
 	Client *arr.Client
 	// ResultsPrefix and ResultsHandler, when the handler is not nil, serve
-	// the signed result URLs under the prefix (the result store's own
-	// URLs; see resultstore.Store.Handler).
+	// the signed result URLs under the prefix (see urlsign.Signer.Handler).
 	ResultsPrefix  string
 	ResultsHandler http.Handler
 

@@ -254,7 +254,7 @@ var Reserved = []string{
 	"/metrics",
 	"/openapi.json",
 	"/api/RequestStatus/",
-	"/blobs/", // signed result URLs (fileresult.DefaultPrefix)
+	"/blobs/", // signed result URLs (urlsign.DefaultPrefix)
 }
 
 // seedRoutes are the seed's routes kept when Server.SeedRoutes is not

@@ -68,7 +68,7 @@ func (e *benchEnv) submit(b *testing.B) {
 		Meta:      map[string]string{"RequestStatusURL": "http://localhost:8080/v1/operations/" + id},
 	}
 	req := &operation.Request{Method: "POST", Path: "/v1/echo", Header: map[string][]string{"Content-Type": {"application/json"}}, Body: body1K}
-	if _, created, err := e.s.SubmitAtomic(context.Background(), op, req, e.q, qdriver.Message{ID: id, Body: []byte(id)}); err != nil || !created {
+	if _, created, err := e.s.SubmitAtomic(context.Background(), op, req, qdriver.Message{ID: id, Body: []byte(id)}); err != nil || !created {
 		b.Fatalf("SubmitAtomic = %v, %v", created, err)
 	}
 }

@@ -20,7 +20,8 @@ import (
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
-	"github.com/arrhq/arr/resultstore/fileresult"
+	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // Options configures a DB. The zero value is ready to use: every field
@@ -344,14 +345,17 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 func init() { engine.Register("embedded", openEngine) }
 
 // openEngine opens the engine embedded:DIR names: the DB in DIR, shared
-// with every other URL of DIR in this process. The result store's query
+// with every other URL of DIR in this process. The signer's query
 // parameters (keyFile, prefix, maxURLLifetime) are taken out before the
 // DB's are read.
 func openEngine(ctx context.Context, u *url.URL) (engine.Driver, error) {
 	q := u.Query()
-	ropts, err := resultsOptions(q)
-	if err != nil {
-		return nil, err
+	signer := url.Values{}
+	for _, k := range signerParams {
+		if q.Has(k) {
+			signer[k] = q[k]
+			q.Del(k)
+		}
 	}
 	dbURL := *u
 	dbURL.RawQuery = q.Encode()
@@ -359,15 +363,15 @@ func openEngine(ctx context.Context, u *url.URL) (engine.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &engineDriver{db: db, results: ropts, atom: db.Store().(*store)}, nil // owns openURL's reference
+	return &engineDriver{db: db, signer: signer, atom: db.Store().(*store)}, nil // owns openURL's reference
 }
 
 // engineDriver is the embedded engine: operations, queue and results in
 // one Pebble database, whose WAL is one ordered log.
 type engineDriver struct {
-	db      *DB
-	results fileresult.Options
-	atom    *store // the one-step writes
+	db     *DB
+	signer url.Values // the signer's URL parameters
+	atom   *store     // the one-step writes
 }
 
 func (e *engineDriver) Caps() engine.Caps {
@@ -377,7 +381,13 @@ func (e *engineDriver) Caps() engine.Caps {
 func (e *engineDriver) OpenStore(context.Context) (opdriver.Store, error) { return e.db.Store(), nil }
 func (e *engineDriver) OpenQueue(context.Context) (qdriver.Queue, error)  { return e.db.Queue(), nil }
 func (e *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
-	return openResults(e.db, e.results)
+	if !e.db.acquire() {
+		return nil, ErrClosed
+	}
+	return &Results{db: e.db}, nil // owns the reference
+}
+func (e *engineDriver) OpenSigner(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error) {
+	return openSigner(ctx, e.db, e.signer, results)
 }
 func (e *engineDriver) Atomic() engine.Atomic { return e.atom }
 

@@ -25,6 +25,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/internal/enginetest"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	opdriver "github.com/arrhq/arr/opstore/driver"
@@ -34,8 +36,9 @@ import (
 	"github.com/arrhq/arr/queue/queuetest"
 	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
-	"github.com/arrhq/arr/resultstore/fileresult"
 	"github.com/arrhq/arr/resultstore/resultstoretest"
+	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/urlsign/signtest"
 )
 
 // ---- conformance ----
@@ -44,6 +47,7 @@ import (
 type storeHarness struct {
 	dir string
 	db  *DB
+	st  *store
 }
 
 func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
@@ -52,12 +56,13 @@ func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
 		return nil, err
 	}
 	h.db = db
-	s := db.Store()
-	return s, db.Close() // the store holds the DB open
+	h.st = db.Store().(*store)
+	return h.st, db.Close() // the store holds the DB open
 }
 
-func (h *storeHarness) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
-	return h.db.Queue(), nil
+// OpenAtomic: the store is the DB's one-step writer.
+func (h *storeHarness) OpenAtomic(ctx context.Context) (engine.Atomic, qdriver.Queue, error) {
+	return h.st, h.db.Queue(), nil
 }
 
 func (h *storeHarness) Close() {}
@@ -69,17 +74,16 @@ func TestStoreConformance(t *testing.T) {
 }
 
 // queueHarness opens the queue by URL, as arr's configuration does.
-type queueHarness struct{ dir string }
-
-func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
-	q, err := queue.OpenQueue(ctx, fmt.Sprintf("embedded:%s?maxDeliveries=%d", h.dir, maxDeliveries))
-	if err != nil {
-		return nil, err
-	}
-	return q.Driver(), nil
+type queueHarness struct {
+	dir string
+	r   enginetest.Reopener
 }
 
-func (h *queueHarness) Close() {}
+func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
+	return h.r.Queue(ctx, fmt.Sprintf("embedded:%s?maxDeliveries=%d", h.dir, maxDeliveries))
+}
+
+func (h *queueHarness) Close() { h.r.Close() }
 
 func TestQueueConformance(t *testing.T) {
 	queuetest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (queuetest.Harness, error) {
@@ -105,16 +109,32 @@ func testOp(id string) *operation.Operation {
 
 // ---- URL openers and sharing ----
 
+// openEngineT opens the engine of u, its store and its queue.
+func openEngineT(t *testing.T, u string) (*engine.Engine, *opstore.Store, *queue.Queue) {
+	t.Helper()
+	ctx := context.Background()
+	e, err := engine.Open(ctx, u)
+	if err != nil {
+		t.Fatalf("engine.Open(%q): %v", u, err)
+	}
+	st, err := e.Store(ctx)
+	if err != nil {
+		t.Fatalf("Store: %v", err)
+	}
+	q, err := e.Queue(ctx)
+	if err != nil {
+		t.Fatalf("Queue: %v", err)
+	}
+	return e, st, q
+}
+
 func TestURLSharesOneDB(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := opstore.OpenStore(ctx, "embedded:"+dir)
-	if err != nil {
-		t.Fatalf("OpenStore: %v", err)
-	}
-	q, err := queue.OpenQueue(ctx, "embedded://"+dir+"?maxDeliveries=3")
-	if err != nil {
-		t.Fatalf("OpenQueue: %v", err)
+	se, st, _ := openEngineT(t, "embedded:"+dir)
+	qe, _, q := openEngineT(t, "embedded://"+dir+"?maxDeliveries=3")
+	if se == qe {
+		t.Fatalf("two URLs opened one engine")
 	}
 	sdb, qdb := st.Driver().(*store).db, q.Driver().(*queueHandle).db
 	if sdb != qdb {
@@ -126,17 +146,24 @@ func TestURLSharesOneDB(t *testing.T) {
 	if _, err := Open(dir, Options{}); err == nil {
 		t.Fatalf("Open of a directory open in this process succeeded")
 	}
+	if again, err := engine.Open(ctx, "embedded:"+dir); err != nil || again != se {
+		t.Fatalf("the same URL opened again = %p, %v; want the open engine %p", again, err, se)
+	} else {
+		again.Close() // the reference just taken
+	}
 
-	// Submit is atomic across the two: the store recognises the queue.
+	// One-step writes go to the DB's one queue, whichever URL opened it.
 	op := testOp(opstoretest.NewID())
-	as := st.Driver().(opdriver.AtomicSubmitter)
-	if _, created, err := as.SubmitAtomic(ctx, op, &operation.Request{Method: "POST"}, q.Driver(), qdriver.Message{ID: op.ID}); err != nil || !created {
-		t.Fatalf("SubmitAtomic across URL-opened store and queue = %v, %v", created, err)
+	if _, created, err := se.Atomic().SubmitAtomic(ctx, op, &operation.Request{Method: "POST"}, qdriver.Message{ID: op.ID}); err != nil || !created {
+		t.Fatalf("SubmitAtomic of one URL's engine = %v, %v", created, err)
+	}
+	if s, err := q.Stats(ctx); err != nil || s.Ready != 1 {
+		t.Fatalf("the other URL's queue after SubmitAtomic: %+v, %v; want the message", s, err)
 	}
 
 	// Closing one keeps the DB open for the other.
-	if err := st.Close(); err != nil {
-		t.Fatalf("closing store: %v", err)
+	if err := se.Close(); err != nil {
+		t.Fatalf("closing the store's engine: %v", err)
 	}
 	if err := q.Enqueue(ctx, qdriver.Message{ID: "after-store-close"}); err != nil {
 		t.Fatalf("Enqueue after the store closed: %v", err)
@@ -144,8 +171,8 @@ func TestURLSharesOneDB(t *testing.T) {
 	if _, err := Open(dir, Options{}); err == nil {
 		t.Fatalf("Open while the queue still holds the DB succeeded")
 	}
-	if err := q.Close(); err != nil {
-		t.Fatalf("closing queue: %v", err)
+	if err := qe.Close(); err != nil {
+		t.Fatalf("closing the queue's engine: %v", err)
 	}
 	// Both closed: the DB is closed and the directory free.
 	db := openT(t, dir, Options{})
@@ -157,14 +184,11 @@ func TestURLSharesOneDB(t *testing.T) {
 		t.Fatalf("Stats after reopen = %+v, want 2 ready", s)
 	}
 	// A DB opened with Open is shared with URL openers too.
-	q2, err := queue.OpenQueue(ctx, "embedded:"+dir)
-	if err != nil {
-		t.Fatalf("OpenQueue of a directory opened with Open: %v", err)
-	}
+	e2, _, q2 := openEngineT(t, "embedded:"+dir)
 	if q2.Driver().(*queueHandle).db != db {
 		t.Fatalf("URL opener did not share the DB opened with Open")
 	}
-	q2.Close()
+	e2.Close()
 }
 
 func TestURLErrors(t *testing.T) {
@@ -177,25 +201,25 @@ func TestURLErrors(t *testing.T) {
 		"embedded:" + dir + "?defaultLease=0s",
 		"embedded:",
 	} {
-		if q, err := queue.OpenQueue(ctx, u); err == nil {
-			q.Close()
-			t.Errorf("OpenQueue(%q) succeeded", u)
+		if e, err := engine.Open(ctx, u); err == nil {
+			e.Close()
+			t.Errorf("engine.Open(%q) succeeded", u)
 		}
 	}
-	q, err := queue.OpenQueue(ctx, "embedded:"+dir+"?cacheSize=1048576")
+	e, err := engine.Open(ctx, "embedded:"+dir+"?cacheSize=1048576")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
-	if s, err := opstore.OpenStore(ctx, "embedded:"+dir+"?cacheSize=2097152"); err == nil {
-		s.Close()
-		t.Errorf("OpenStore with a cacheSize different from the open DB's succeeded")
+	defer e.Close()
+	if o, err := engine.Open(ctx, "embedded:"+dir+"?cacheSize=2097152"); err == nil {
+		o.Close()
+		t.Errorf("engine.Open with a cacheSize different from the open DB's succeeded")
 	}
-	s, err := opstore.OpenStore(ctx, "embedded:"+dir+"?cacheSize=1048576")
+	o, err := engine.Open(ctx, "embedded:"+dir+"?cacheSize=1048576&maxDeliveries=0")
 	if err != nil {
-		t.Fatalf("OpenStore with the same cacheSize: %v", err)
+		t.Fatalf("engine.Open with the same cacheSize: %v", err)
 	}
-	s.Close()
+	o.Close()
 }
 
 func TestClosedHandles(t *testing.T) {
@@ -564,7 +588,7 @@ func TestCrashChild(t *testing.T) {
 		fmt.Println("ERR", err)
 		os.Exit(1)
 	}
-	s, q := db.Store().(*store), db.Queue()
+	s := db.Store().(*store)
 	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
 	body := make([]byte, 1024)
@@ -573,7 +597,7 @@ func TestCrashChild(t *testing.T) {
 			for {
 				op := testOp(opstoretest.NewID())
 				op.IdempotencyKey = "k-" + op.ID
-				_, _, err := s.SubmitAtomic(context.Background(), op, &operation.Request{Method: "POST", Body: body}, q, qdriver.Message{ID: op.ID, Body: []byte(op.ID)})
+				_, _, err := s.SubmitAtomic(context.Background(), op, &operation.Request{Method: "POST", Body: body}, qdriver.Message{ID: op.ID, Body: []byte(op.ID)})
 				mu.Lock()
 				if err != nil {
 					fmt.Fprintln(out, "ERR", err)
@@ -759,16 +783,16 @@ func TestKeyCeilingStillFindsDuplicates(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir, Options{})
 	st, q := db.Store(), db.Queue()
-	sub := st.(opdriver.AtomicSubmitter)
+	sub := st.(engine.Atomic)
 	for _, id := range []string{"m", "b", "z"} {
-		if _, created, err := sub.SubmitAtomic(ctx, testOp(id), nil, q, qdriver.Message{ID: id}); err != nil || !created {
+		if _, created, err := sub.SubmitAtomic(ctx, testOp(id), nil, qdriver.Message{ID: id}); err != nil || !created {
 			t.Fatalf("SubmitAtomic(%s) = %v, %v", id, created, err)
 		}
 	}
 	check := func(when string) {
 		t.Helper()
 		for _, id := range []string{"b", "m", "z"} {
-			if _, _, err := sub.SubmitAtomic(ctx, testOp(id), nil, q, qdriver.Message{ID: id}); !errors.Is(err, opdriver.ErrExists) {
+			if _, _, err := sub.SubmitAtomic(ctx, testOp(id), nil, qdriver.Message{ID: id}); !errors.Is(err, opdriver.ErrExists) {
 				t.Errorf("%s: SubmitAtomic of existing %s = %v, want ErrExists", when, id, err)
 			}
 		}
@@ -786,7 +810,7 @@ func TestKeyCeilingStillFindsDuplicates(t *testing.T) {
 	st, q = db.Store(), db.Queue()
 	defer st.Close()
 	defer q.Close()
-	sub = st.(opdriver.AtomicSubmitter)
+	sub = st.(engine.Atomic)
 	check("reopened")
 	// A message enqueued on its own above the ceiling is still deduplicated.
 	if err := q.Enqueue(ctx, qdriver.Message{ID: "zz"}, qdriver.Message{ID: "zz"}); err != nil {
@@ -800,16 +824,40 @@ func TestKeyCeilingStillFindsDuplicates(t *testing.T) {
 	}
 }
 
-// The embedded result store (bytes in the DB, URLs signed and served as the
-// file driver does) passes the result store conformance suite.
+// The embedded result store (bytes in the DB) passes the result store
+// conformance suite.
 func TestResultsConformance(t *testing.T) {
 	resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
 		Open: func(t *testing.T) rdriver.Store {
-			st, err := resultstore.OpenStore(context.Background(), "embedded:"+filepath.Join(t.TempDir(), "db"))
+			e, err := engine.Open(context.Background(), "embedded:"+filepath.Join(t.TempDir(), "db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
+			st, err := e.Results(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			return st.Driver()
+		},
+	})
+}
+
+// The signer of the embedded results (URLs signed and served as the file
+// store's) passes the signer conformance suite.
+func TestSignerConformance(t *testing.T) {
+	signtest.RunConformanceTests(t, signtest.Harness{
+		Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+			e := enginetest.Open(t, "embedded:"+filepath.Join(t.TempDir(), "db"))
+			sg, err := e.Signer(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := e.Results(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st, sg
 		},
 	})
 }
@@ -820,35 +868,43 @@ func TestResultsShareTheDB(t *testing.T) {
 	ctx := context.Background()
 	data := t.TempDir()
 	dir := filepath.Join(data, "db")
-	st, err := opstore.OpenStore(ctx, "embedded:"+dir)
+	se, st, _ := openEngineT(t, "embedded:"+dir)
+	re, err := engine.Open(ctx, "embedded:"+dir+"?prefix=/r/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := resultstore.OpenStore(ctx, "embedded:"+dir+"?prefix=/r/")
+	rs, err := re.Results(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Driver().(*store).db != rs.Driver().(*fileresult.Store).Blobs().(*Results).db {
+	if st.Driver().(*store).db != rs.Driver().(*Results).db {
 		t.Fatal("the result store opened a second DB")
 	}
-	if _, err := os.Stat(filepath.Join(data, fileresult.DefaultKeyFileName)); err != nil {
+	sg, err := re.Signer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(data, urlsign.DefaultKeyFileName)); err != nil {
 		t.Fatalf("keyring not beside the DB: %v", err)
 	}
 	a, err := rs.Put(ctx, "k1", strings.NewReader("hello"), "text/plain")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := rs.SignedURL(ctx, "k1", time.Now().Add(time.Minute))
+	u, err := sg.SignedURL(ctx, "k1", time.Now().Add(time.Minute))
 	if err != nil || !strings.HasPrefix(u, "/r/k1?") {
 		t.Fatalf("SignedURL = %q, %v", u, err)
 	}
-	rs.Close()
-	st.Close()
-	rs, err = resultstore.OpenStore(ctx, "embedded:"+dir)
+	re.Close()
+	se.Close()
+	re, err = engine.Open(ctx, "embedded:"+dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rs.Close()
+	defer re.Close()
+	if rs, err = re.Results(ctx); err != nil {
+		t.Fatal(err)
+	}
 	r, err := rs.Open(ctx, "k1")
 	if err != nil {
 		t.Fatal(err)
@@ -858,30 +914,29 @@ func TestResultsShareTheDB(t *testing.T) {
 	if string(b) != "hello" || r.Attributes().ETag != a.ETag || r.Attributes().ContentType != "text/plain" {
 		t.Fatalf("after reopen: %q %+v, want hello %+v", b, r.Attributes(), a)
 	}
-	if _, err := resultstore.OpenStore(ctx, "embedded:"+dir+"?maxURLLifetime=x"); err == nil {
+	be, err := engine.Open(ctx, "embedded:"+dir+"?maxURLLifetime=x")
+	if err == nil {
+		_, err = be.Signer(ctx)
+		be.Close()
+	}
+	if err == nil {
 		t.Fatal("a bad maxURLLifetime was accepted")
 	}
 }
 
 // Lazy writes (the worker's running state, its acks after a durable
-// terminal state, results synced by the operation's success) are visible
-// at once and are made durable by the next synced write.
+// terminal state, results made durable by the operation's success) are
+// visible at once and are made durable by the next synced write; the
+// engine says that results share the operations' log.
 func TestLazyWritesVisibleAndSyncedByNextWrite(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := opstore.OpenStore(ctx, "embedded:"+dir)
+	e, st, q := openEngineT(t, "embedded:"+dir)
+	rs, err := e.Results(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.OpenQueue(ctx, "embedded:"+dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := resultstore.OpenStore(ctx, "embedded:"+dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := st.Submit(ctx, testOp("a"), nil, q, queue.Message{ID: "a"}); err != nil {
+	if _, _, err := e.Atomic().SubmitAtomic(ctx, testOp("a"), nil, queue.Message{ID: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := q.Receive(ctx, 1, time.Minute)
@@ -895,18 +950,10 @@ func TestLazyWritesVisibleAndSyncedByNextWrite(t *testing.T) {
 	if got, _ := st.Get(ctx, "a"); got.Status != operation.Running {
 		t.Fatalf("lazy update not visible: %s", got.Status)
 	}
-	if !rs.Driver().(rdriver.LazyPutter).SyncedBy(st.Driver()) {
-		t.Fatal("results of the same DB are not synced by its store")
+	if !e.Caps().ResultsInLog {
+		t.Fatal("the embedded engine does not say its results share the operations' log")
 	}
-	other, err := opstore.OpenStore(ctx, "embedded:"+t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if rs.Driver().(rdriver.LazyPutter).SyncedBy(other.Driver()) {
-		t.Fatal("results claim to be synced by another DB's store")
-	}
-	if _, err := rs.PutSyncedBy(ctx, "a", strings.NewReader("result"), "text/plain", st.Driver()); err != nil {
+	if _, err := rs.PutLazy(ctx, "a", strings.NewReader("result"), "text/plain"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Transition(ctx, "a", func(op *operation.Operation) error { op.Status = operation.Succeeded; return nil }); err != nil {
@@ -918,19 +965,12 @@ func TestLazyWritesVisibleAndSyncedByNextWrite(t *testing.T) {
 	if s, _ := q.Stats(ctx); s.Ready+s.InFlight+s.Delayed != 0 {
 		t.Fatalf("after AckLazy: %+v", s)
 	}
-	rs.Close()
-	q.Close()
-	st.Close()
-	st, err = opstore.OpenStore(ctx, "embedded:"+dir)
-	if err != nil {
+	e.Close()
+	e, st, _ = openEngineT(t, "embedded:"+dir)
+	defer e.Close()
+	if rs, err = e.Results(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	rs, err = resultstore.OpenStore(ctx, "embedded:"+dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
 	if got, _ := st.Get(ctx, "a"); got.Status != operation.Succeeded || got.Version != 3 {
 		t.Fatalf("after reopen: %+v", got)
 	}

@@ -3,8 +3,11 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -12,14 +15,15 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
-	rdriver "github.com/arrhq/arr/resultstore/driver"
-	"github.com/arrhq/arr/resultstore/fileresult"
+	"github.com/arrhq/arr/urlsign"
 )
 
-// Results keeps result bytes in the DB, under b<key>, for a fileresult
-// Store (Options.Blobs), which adds signed URLs and serves them. A Put is
-// one synced batch, so Pebble's commit pipeline groups it with the
+// Results is the result store of the DB: the bytes are kept in the DB,
+// under b<key>, with their content type, a SHA-256 ETag and the time of
+// the Put. Keys are path keys (resultstore.ValidatePathKey), as the file
+// store's. A Put is one synced batch, so Pebble's commit pipeline groups it with the
 // operations' writes into one WAL fsync, where a result file costs two
 // fsyncs of its own. A result is held whole in memory while it is written
 // and read (one Pebble value); values of any size work, large ones cost
@@ -30,7 +34,11 @@ type Results struct {
 	closed atomic.Bool
 }
 
-var _ fileresult.Blobs = (*Results)(nil)
+var (
+	_ driver.Store        = (*Results)(nil)
+	_ driver.LazyPutter   = (*Results)(nil)
+	_ driver.KeyValidator = (*Results)(nil)
+)
 
 func (r *Results) begin(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -71,50 +79,58 @@ func decodeResult(v []byte) ([]byte, driver.Attributes, error) {
 	return r.b, a, nil
 }
 
-var _ fileresult.LazyBlobs = (*Results)(nil)
+// ValidateKey implements driver.KeyValidator: path keys
+// (resultstore.ValidatePathKey).
+func (r *Results) ValidateKey(key string) error { return resultstore.ValidatePathKey(key) }
 
-// Put stores data under key in one synced batch.
-func (r *Results) Put(ctx context.Context, key string, data []byte, a driver.Attributes) error {
-	return r.put(ctx, key, data, a, pebble.Sync)
+// Put stores the bytes of rd under key in one synced batch; see
+// driver.Store.Put. An empty contentType is stored as
+// resultstore.DefaultContentType.
+func (r *Results) Put(ctx context.Context, key string, rd io.Reader, contentType string) (driver.Attributes, error) {
+	return r.put(ctx, key, rd, contentType, pebble.Sync)
 }
 
-// PutLazy stores data under key without waiting for the WAL's fsync: the
-// next synced write to the DB (the worker's recording of the operation's
-// success) makes it durable, as Pebble's WAL is one ordered log.
-func (r *Results) PutLazy(ctx context.Context, key string, data []byte, a driver.Attributes) error {
-	return r.put(ctx, key, data, a, pebble.NoSync)
+// PutLazy is Put without waiting for the WAL's fsync: the next synced
+// write to the DB (the worker's recording of the operation's success)
+// makes it durable, as Pebble's WAL is one ordered log.
+func (r *Results) PutLazy(ctx context.Context, key string, rd io.Reader, contentType string) (driver.Attributes, error) {
+	return r.put(ctx, key, rd, contentType, pebble.NoSync)
 }
 
-// SyncedBy reports whether other is a handle (operations store, queue or
-// results) of the same DB.
-func (r *Results) SyncedBy(other any) bool {
-	switch o := other.(type) {
-	case *store:
-		return o.db == r.db
-	case *queueHandle:
-		return o.db == r.db
-	case *Results:
-		return o.db == r.db
+func (r *Results) put(ctx context.Context, key string, rd io.Reader, contentType string, wo *pebble.WriteOptions) (driver.Attributes, error) {
+	if err := r.ValidateKey(key); err != nil {
+		return driver.Attributes{}, err
 	}
-	return false
-}
-
-func (r *Results) put(ctx context.Context, key string, data []byte, a driver.Attributes, wo *pebble.WriteOptions) error {
+	contentType, err := resultstore.CheckContentType(contentType)
+	if err != nil {
+		return driver.Attributes{}, fmt.Errorf("embedded: put %q: %w", key, err)
+	}
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		return driver.Attributes{}, fmt.Errorf("embedded: put %q: %w", key, err)
+	}
+	sum := sha256.Sum256(data)
+	a := driver.Attributes{ContentType: contentType, Size: int64(len(data)), ETag: `"` + hex.EncodeToString(sum[:]) + `"`,
+		ModTime: time.Now().UTC().Truncate(time.Microsecond)}
 	if err := r.begin(ctx); err != nil {
-		return err
+		return driver.Attributes{}, err
 	}
 	defer r.db.end()
 	b := r.db.pdb.NewBatch()
 	defer b.Close()
 	_ = b.Set(resultKey(key), encodeResult(data, a), nil)
 	if err := b.Commit(wo); err != nil {
-		return fmt.Errorf("embedded: writing result %q: %w", key, err)
+		return driver.Attributes{}, fmt.Errorf("embedded: writing result %q: %w", key, err)
 	}
-	return nil
+	return a, nil
 }
 
-// Open reads the value under key into memory and returns a reader of it.
+// Open reads the value under key into memory and returns a reader of it,
+// or an error wrapping driver.ErrNotFound.
 func (r *Results) Open(ctx context.Context, key string) (driver.Reader, error) {
+	if err := r.ValidateKey(key); err != nil {
+		return nil, err
+	}
 	if err := r.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -141,8 +157,11 @@ type resultReader struct {
 func (r *resultReader) Attributes() driver.Attributes { return r.attrs }
 func (r *resultReader) Close() error                  { return nil }
 
-// Delete removes key, durably.
+// Delete removes key, durably; a missing key is not an error.
 func (r *Results) Delete(ctx context.Context, key string) error {
+	if err := r.ValidateKey(key); err != nil {
+		return err
+	}
 	if err := r.begin(ctx); err != nil {
 		return err
 	}
@@ -165,41 +184,24 @@ func (r *Results) Close() error {
 
 func resultKey(k string) []byte { return key(pResult, k) }
 
-// resultsOptions reads the result store's parameters of an embedded URL
-// and deletes them from q: keyFile (the signing keyring; default
-// signing-keys.json beside the DB's directory, where file:DIR/../results
-// keeps it too), prefix (where signed URLs are served; default /blobs/)
-// and maxURLLifetime.
-func resultsOptions(q url.Values) (fileresult.Options, error) {
-	var opts fileresult.Options
-	opts.KeyFile, opts.Prefix = q.Get("keyFile"), q.Get("prefix")
+// signerParams are the URL parameters of the signer; the DB's URL
+// parameters are the others.
+var signerParams = []string{"keyFile", "prefix", "maxURLLifetime"}
+
+// openSigner opens the signer of the DB's results (see urlsign.OpenFile):
+// URLs signed and served as the file store's, with the keyring at keyFile
+// (default: signing-keys.json beside the DB's directory, where
+// file:DIR/../results keeps it too, and never inside it), served under
+// prefix (default /blobs/), expiring at most maxURLLifetime (a Go
+// duration; default 7 days) ahead.
+func openSigner(ctx context.Context, db *DB, q url.Values, results *resultstore.Store) (*urlsign.Signer, error) {
+	opts := urlsign.FileOptions{Dir: db.dir, KeyFile: q.Get("keyFile"), Prefix: q.Get("prefix")}
 	if v := q.Get("maxURLLifetime"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return opts, fmt.Errorf("embedded: URL parameter maxURLLifetime=%q: %v", v, err)
+			return nil, fmt.Errorf("embedded: URL parameter maxURLLifetime=%q: %v", v, err)
 		}
 		opts.MaxURLLifetime = d
 	}
-	for _, k := range []string{"keyFile", "prefix", "maxURLLifetime"} {
-		q.Del(k)
-	}
-	return opts, nil
-}
-
-// openResults opens the DB's result store: the bytes in the DB, signed
-// URLs and their keyring as the file driver makes them. It holds a
-// reference to the DB until its Close.
-func openResults(db *DB, opts fileresult.Options) (rdriver.Store, error) {
-	if !db.acquire() {
-		return nil, ErrClosed
-	}
-	opts.Blobs = &Results{db: db} // owns the reference
-	// The results "directory" is the DB's, so the default keyring lands
-	// beside it.
-	st, err := fileresult.Open(db.dir, opts)
-	if err != nil {
-		_ = opts.Blobs.Close()
-		return nil, err
-	}
-	return st, nil
+	return urlsign.OpenFile(ctx, results, opts)
 }

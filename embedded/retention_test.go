@@ -10,7 +10,6 @@ import (
 
 	"github.com/arrhq/arr/operation"
 	qdriver "github.com/arrhq/arr/queue/driver"
-	"github.com/arrhq/arr/resultstore/driver"
 )
 
 // Under a steady load of operations that are submitted, run, finished,
@@ -39,7 +38,7 @@ func TestSteadyLoadStaysBounded(t *testing.T) {
 		for i := range perRound {
 			id := fmt.Sprintf("%08d-%04d", round, i)
 			op := &operation.Operation{ID: id, Route: "r", Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
-			if _, _, err := st.SubmitAtomic(ctx, op, &operation.Request{Method: "POST", Body: body}, q, qdriver.Message{ID: id}); err != nil {
+			if _, _, err := st.SubmitAtomic(ctx, op, &operation.Request{Method: "POST", Body: body}, qdriver.Message{ID: id}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -49,7 +48,7 @@ func TestSteadyLoadStaysBounded(t *testing.T) {
 		}
 		for _, d := range ds {
 			id := d.Message().ID
-			if err := res.Put(ctx, id, body, driver.Attributes{ContentType: "text/plain"}); err != nil {
+			if _, err := res.Put(ctx, id, bytes.NewReader(body), "text/plain"); err != nil {
 				t.Fatal(err)
 			}
 			// Finished, already past its retention; its tombstone lasts

@@ -2,7 +2,7 @@
 // An engine (the embedded Pebble database, PostgreSQL, NATS JetStream, a
 // directory of files, an S3 bucket, memory) is opened once from a URL and
 // hands out the ports it implements — operations store, queue, result
-// store — with what it can do (Caps, Atomic) decided when it is opened.
+// store, URL signer — with what it can do (Caps, Atomic) decided when it is opened.
 //
 // Open is the one registry: URLs open through the opener their scheme's
 // engine package registered (import the package for its side effect, e.g.
@@ -28,6 +28,7 @@ import (
 	qdriver "github.com/arrhq/arr/queue/driver"
 	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // Caps are what an engine can do across its ports, decided when it is
@@ -74,6 +75,10 @@ type Driver interface {
 	OpenStore(ctx context.Context) (opdriver.Store, error)
 	OpenQueue(ctx context.Context) (qdriver.Queue, error)
 	OpenResults(ctx context.Context) (rdriver.Store, error)
+	// OpenSigner opens the signer of URLs to the engine's results (the
+	// URL signing port, over results, the engine's own result store); an
+	// engine without results returns an error wrapping ErrNoPort.
+	OpenSigner(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error)
 	// Atomic returns the engine's one-step writes, nil unless
 	// Caps().AtomicSubmit.
 	Atomic() Atomic
@@ -95,6 +100,7 @@ type Engine struct {
 	store   *opstore.Store
 	queue   *queue.Queue
 	results *resultstore.Store
+	signer  *urlsign.Signer
 }
 
 var registry struct {
@@ -211,6 +217,27 @@ func (e *Engine) Queue(ctx context.Context) (*queue.Queue, error) {
 func (e *Engine) Results(ctx context.Context) (*resultstore.Store, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.resultsLocked(ctx)
+}
+
+// Signer returns the signer of URLs to the engine's results, opening it
+// (and the result store) on first use. The engine owns it.
+func (e *Engine) Signer(ctx context.Context) (*urlsign.Signer, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.signer == nil {
+		rs, err := e.resultsLocked(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if e.signer, err = e.d.OpenSigner(ctx, rs); err != nil {
+			return nil, err
+		}
+	}
+	return e.signer, nil
+}
+
+func (e *Engine) resultsLocked(ctx context.Context) (*resultstore.Store, error) {
 	if e.results == nil {
 		d, err := e.d.OpenResults(ctx)
 		if err != nil {
@@ -222,7 +249,8 @@ func (e *Engine) Results(ctx context.Context) (*resultstore.Store, error) {
 }
 
 // Close releases a reference; the last one closes the ports the engine
-// handed out (results, queue, store, in that order) and the engine.
+// handed out (signer, results, queue, store, in that order) and the
+// engine.
 func (e *Engine) Close() error {
 	registry.mu.Lock()
 	if e.refs == 0 {
@@ -241,6 +269,9 @@ func (e *Engine) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
+	if e.signer != nil {
+		errs = append(errs, e.signer.Close())
+	}
 	if e.results != nil {
 		errs = append(errs, e.results.Close())
 	}
@@ -258,3 +289,42 @@ func (e *Engine) Close() error {
 func NoPort(engine, port string) error {
 	return fmt.Errorf("%w: the %s engine holds no %s", ErrNoPort, engine, port)
 }
+
+// ResultsOnly is the Driver of an engine that holds results and nothing
+// else (a directory of files, a bucket): its result store opened by
+// Results and its signer by Signer, each at most once.
+type ResultsOnly struct {
+	// Name names the engine in errors ("file", "s3").
+	Name string
+	// Results opens the result store.
+	Results func(ctx context.Context) (rdriver.Store, error)
+	// Signer opens the signer of URLs to results.
+	Signer func(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error)
+}
+
+// Caps: a results-only engine has none of the cross-port facts.
+func (r *ResultsOnly) Caps() Caps { return Caps{} }
+
+// OpenStore: a results-only engine has no operations store.
+func (r *ResultsOnly) OpenStore(context.Context) (opdriver.Store, error) {
+	return nil, NoPort(r.Name, "operations store")
+}
+
+// OpenQueue: a results-only engine has no queue.
+func (r *ResultsOnly) OpenQueue(context.Context) (qdriver.Queue, error) {
+	return nil, NoPort(r.Name, "queue")
+}
+
+// OpenResults calls Results.
+func (r *ResultsOnly) OpenResults(ctx context.Context) (rdriver.Store, error) { return r.Results(ctx) }
+
+// OpenSigner calls Signer.
+func (r *ResultsOnly) OpenSigner(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error) {
+	return r.Signer(ctx, results)
+}
+
+// Atomic: none.
+func (r *ResultsOnly) Atomic() Atomic { return nil }
+
+// Close: the ports hold what there is to release.
+func (r *ResultsOnly) Close() error { return nil }

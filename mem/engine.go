@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/arrhq/arr/internal/urlmux"
-	"github.com/arrhq/arr/internal/urlsign"
+	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/urlsign"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
@@ -36,10 +37,10 @@ type engine struct {
 	name  string
 	named bool // in the registry under name
 	refs  int  // guarded by registry.mu
-	// keys signs and verifies the result store's URLs. It is made from
-	// crypto/rand when the engine is made, lives only in memory and never
-	// changes, so URLs stay valid exactly as long as the engine.
-	keys *urlsign.Keyring
+	// keys holds the keyring that signs and verifies the URLs of the
+	// engine's results: made from crypto/rand on first use, it lives only
+	// in memory, so URLs stay valid at most as long as the engine.
+	keys *urlsign.MemKeys
 
 	mu     sync.Mutex
 	closed bool // the last reference went and the data below was dropped
@@ -66,7 +67,7 @@ type engine struct {
 }
 
 func newEngine(name string, named bool) *engine {
-	eng := &engine{name: name, named: named, refs: 1, keys: urlsign.New(time.Now())}
+	eng := &engine{name: name, named: named, refs: 1, keys: urlsign.NewMemKeys()}
 	eng.ops = map[string]*opRec{}
 	eng.idem = map[string]string{}
 	eng.expiry = iheap[*opRec]{
@@ -247,25 +248,39 @@ func (e *Engine) Queue(opts QueueOptions) qdriver.Queue {
 	return newQueueHandle(e.eng, opts.withDefaults(), e.ref())
 }
 
-// ResultsOptions configure one result store handle.
+// ResultsOptions configure the signer of a result store handle.
 type ResultsOptions struct {
-	// Prefix is the URL path under which the handle's Handler serves its
+	// Prefix is the URL path under which the signer's Handler serves its
 	// signed URLs; it begins and ends with "/". Default "/blobs/".
 	Prefix string
 	// MaxURLLifetime bounds the expiry of signed URLs. Default 7 days.
 	MaxURLLifetime time.Duration
 }
 
-// Results returns a handle on the engine's result store; it also
-// implements resultstore/driver.Server. It holds a reference to the engine
-// until its Close. After e.Close it is born closed.
-func (e *Engine) Results(opts ResultsOptions) (rdriver.Store, error) {
+// Results returns a handle on the engine's result store. It holds a
+// reference to the engine until its Close. After e.Close it is born
+// closed.
+func (e *Engine) Results() rdriver.Store { return newResults(e.eng, e.ref()) }
+
+// Signer returns a signer of URLs to results (a store of this engine's):
+// arr's HMAC URLs under this engine's own MAC domain, with the engine's
+// in-memory keyring, so that every signer of the engine verifies the
+// others' URLs. It implements urlsign's Verifier: its handler serves them.
+func (e *Engine) Signer(ctx context.Context, results *resultstore.Store, opts ResultsOptions) (*urlsign.Signer, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return newResults(e.eng, opts, e.ref()), nil
+	h, err := urlsign.NewHMAC(ctx, e.eng.keys, urlsign.HMACOptions{Domain: macDomain, ExactQuery: true,
+		Prefix: opts.Prefix, MaxURLLifetime: opts.MaxURLLifetime})
+	if err != nil {
+		return nil, err
+	}
+	return urlsign.New(h, results), nil
 }
+
+// macDomain separates this engine's URL signatures from other signers'.
+const macDomain = "arr-mem-url-v1"
 
 // ---- URL openers ----
 
@@ -298,7 +313,10 @@ func (d *engineDriver) OpenStore(context.Context) (opdriver.Store, error) {
 }
 func (d *engineDriver) OpenQueue(context.Context) (qdriver.Queue, error) { return d.e.Queue(d.qo), nil }
 func (d *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
-	return d.e.Results(d.ro)
+	return d.e.Results(), nil
+}
+func (d *engineDriver) OpenSigner(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error) {
+	return d.e.Signer(ctx, results, d.ro)
 }
 func (d *engineDriver) Atomic() arrengine.Atomic { return d.atom }
 func (d *engineDriver) Close() error {
@@ -329,7 +347,7 @@ func parseURL(u *url.URL) (name string, qo QueueOptions, ro ResultsOptions, err 
 			}
 		case "prefix":
 			ro.Prefix = v
-			perr = validatePrefix(v)
+			perr = urlsign.ValidatePrefix(v)
 		case "maxURLLifetime":
 			ro.MaxURLLifetime, perr = time.ParseDuration(v)
 			if perr == nil && ro.MaxURLLifetime <= 0 {

@@ -8,7 +8,9 @@ import (
 	"github.com/arrhq/arr/engine"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
 func init() {
@@ -38,6 +40,10 @@ func (e *engineDriver) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
 }
 
 func (e *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
+	return nil, engine.NoPort("nats", "result store")
+}
+
+func (e *engineDriver) OpenSigner(context.Context, *resultstore.Store) (*urlsign.Signer, error) {
 	return nil, engine.NoPort("nats", "result store")
 }
 

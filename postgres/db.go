@@ -17,7 +17,9 @@ import (
 	"github.com/arrhq/arr/engine"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // ErrClosed is returned by the store's methods after Close, and by Open's
@@ -329,6 +331,10 @@ func (e *engineDriver) OpenQueue(context.Context) (qdriver.Queue, error) {
 }
 
 func (e *engineDriver) OpenResults(context.Context) (rdriver.Store, error) {
+	return nil, engine.NoPort("postgres", "result store")
+}
+
+func (e *engineDriver) OpenSigner(context.Context, *resultstore.Store) (*urlsign.Signer, error) {
 	return nil, engine.NoPort("postgres", "result store")
 }
 

@@ -1,17 +1,16 @@
 // Package resultstore is the portable result store: result bytes with a
-// content type, and signed expiring URLs to read them. Open one with
-// OpenStore from a URL whose scheme a driver registered, e.g.
-// "file:./arr-data/results" (package resultstore/fileresult) or
-// "embedded:./arr-data/db" (package embedded).
+// content type. (Signed expiring URLs to read them are package urlsign's,
+// over a Store.) An engine hands one out (see package engine), e.g. the
+// engine of "file:./arr-data/results" (package resultstore/fileresult),
+// "s3://bucket?…" (resultstore/s3result) or "embedded:./arr-data/db"
+// (package embedded).
 package resultstore
 
 import (
 	"context"
+	"fmt"
 	"io"
-	"net/http"
-	"time"
 
-	"github.com/arrhq/arr/internal/urlmux"
 	"github.com/arrhq/arr/resultstore/driver"
 )
 
@@ -29,16 +28,8 @@ type Store struct {
 	d driver.Store
 }
 
-// New wraps a driver. Drivers' openers call it.
+// New wraps a driver. Engines call it (see package engine).
 func New(d driver.Store) *Store { return &Store{d: d} }
-
-var mux = urlmux.New[*Store]("resultstore")
-
-// Register makes OpenStore open URLs of scheme with o.
-func Register(scheme string, o urlmux.Opener[*Store]) { mux.Register(scheme, o) }
-
-// OpenStore opens the store a URL names.
-func OpenStore(ctx context.Context, urlstr string) (*Store, error) { return mux.Open(ctx, urlstr) }
 
 // Driver returns the driver under s.
 func (s *Store) Driver() driver.Store { return s.d }
@@ -46,19 +37,6 @@ func (s *Store) Driver() driver.Store { return s.d }
 // Put: see driver.Store.Put.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error) {
 	return s.d.Put(ctx, key, r, contentType)
-}
-
-// PutSyncedBy is Put, except that when durable writes through syncedBy (a
-// driver of another port, such as the operations store's) also make this
-// store's writes durable (driver.LazyPutter), it returns without waiting
-// for durability. The caller must then make a durable write through
-// syncedBy before relying on the result, as the worker does by recording
-// the operation's success.
-func (s *Store) PutSyncedBy(ctx context.Context, key string, r io.Reader, contentType string, syncedBy any) (Attributes, error) {
-	if l, ok := s.d.(driver.LazyPutter); ok && l.SyncedBy(syncedBy) {
-		return l.PutLazy(ctx, key, r, contentType)
-	}
-	return s.Put(ctx, key, r, contentType)
 }
 
 // PutLazy is Put without waiting for the bytes to be durable when the
@@ -78,18 +56,18 @@ func (s *Store) Open(ctx context.Context, key string) (Reader, error) { return s
 // Delete: see driver.Store.Delete.
 func (s *Store) Delete(ctx context.Context, key string) error { return s.d.Delete(ctx, key) }
 
-// SignedURL: see driver.Store.SignedURL.
-func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
-	return s.d.SignedURL(ctx, key, expiry)
-}
-
-// Handler returns the handler that serves the driver's own signed URLs and
-// the path prefix it serves, or nil when the driver's URLs point elsewhere.
-func (s *Store) Handler() (prefix string, h http.Handler) {
-	if srv, ok := s.d.(driver.Server); ok {
-		return srv.Prefix(), srv.Handler()
+// ValidateKey returns nil if the store accepts key: the driver's
+// driver.KeyValidator decides, and without one every non-empty key is
+// accepted (the empty key is refused with an error wrapping
+// ErrInvalidKey). It does no I/O.
+func (s *Store) ValidateKey(key string) error {
+	if v, ok := s.d.(driver.KeyValidator); ok {
+		return v.ValidateKey(key)
 	}
-	return "", nil
+	if key == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
+	}
+	return nil
 }
 
 // Close closes the driver.

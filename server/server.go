@@ -30,6 +30,7 @@ import (
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/urlsign"
 	"github.com/arrhq/arr/worker"
 )
 
@@ -115,6 +116,7 @@ type Server struct {
 	store   *opstore.Store
 	queue   *queue.Queue
 	results *resultstore.Store
+	signer  *urlsign.Signer
 	api     *api.Server
 	pool    *worker.Pool
 	ln      net.Listener
@@ -175,7 +177,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.store, err = storeEng.Store(ctx); err == nil {
 		if s.queue, err = queueEng.Queue(ctx); err == nil {
-			s.results, err = resultsEng.Results(ctx)
+			if s.results, err = resultsEng.Results(ctx); err == nil {
+				s.signer, err = resultsEng.Signer(ctx)
+			}
 		}
 	}
 	if err != nil {
@@ -183,7 +187,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cc := cfg.Core
-	cc.Store, cc.Queue, cc.Results = s.store, s.queue, s.results
+	cc.Store, cc.Queue, cc.Results, cc.Signer = s.store, s.queue, s.results, s.signer
 	if storeEng == queueEng {
 		// One engine's: an operation and its message in one write, when
 		// the engine can.
@@ -228,7 +232,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ac := cfg.API
 	ac.Client = s.client
-	ac.ResultsPrefix, ac.ResultsHandler = s.results.Handler()
+	ac.ResultsPrefix, ac.ResultsHandler = s.signer.Handler()
 	ac.Registerer, ac.Gatherer = s.reg, s.reg
 	if ac.Logger == nil {
 		ac.Logger = cfg.Logger
@@ -343,7 +347,7 @@ func (s *Server) Close() error {
 	for _, e := range s.engines {
 		errs = append(errs, e.Close())
 	}
-	s.engines, s.results, s.queue, s.store = nil, nil, nil, nil
+	s.engines, s.signer, s.results, s.queue, s.store = nil, nil, nil, nil, nil
 	if s.lock != nil {
 		errs = append(errs, s.lock.release())
 		s.lock = nil

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/http"
 	"time"
 )
 
@@ -29,8 +28,9 @@ type Reader interface {
 	Attributes() Attributes
 }
 
-// Store keeps result bytes and hands out signed, expiring URLs to them.
-// Every method is safe for concurrent use.
+// Store keeps result bytes. Every method is safe for concurrent use.
+// Signed URLs to the bytes are another port's (package urlsign), which
+// works over any Store.
 type Store interface {
 	// Put stores the bytes under key, replacing any earlier value, and is
 	// durable when it returns nil: a reader never sees a partial value.
@@ -39,37 +39,44 @@ type Store interface {
 	Open(ctx context.Context, key string) (Reader, error)
 	// Delete removes the result; deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
-	// SignedURL returns a URL that lets anyone holding it GET the bytes until
-	// expiry, and nothing else. The URL may be relative (path and query
-	// only) when the driver serves it itself through Handler; the caller
-	// resolves it against its public base URL. Every query parameter is
-	// covered by the signature: changing or dropping any of them, or moving
-	// them to another key's path, gets the URL refused. An expiry in the
-	// past gives a URL that is refused when used (drivers that do not serve
-	// their own URLs may instead return an error).
-	SignedURL(ctx context.Context, key string, expiry time.Time) (string, error)
 	Close() error
 }
 
-// Server is implemented by drivers that serve their own signed URLs (the
-// file driver). Handler serves GET and HEAD of signed URLs under Prefix,
-// refusing with 403 any URL that is not validly signed and unexpired, with
-// 404 a validly signed URL whose result is gone, and with 405 other
-// methods; refusals are application/problem+json. Prefix begins and ends
-// with "/". Mount Handler with the request path unchanged:
-// mux.Handle(Prefix(), Handler()), not under http.StripPrefix.
-type Server interface {
-	Prefix() string
-	Handler() http.Handler
+// KeyValidator is implemented by stores that refuse some keys. ValidateKey
+// returns nil for exactly the keys Put, Open and Delete accept (never the
+// empty key), else an error; it does no I/O. A URL signer (package urlsign) signs and serves
+// only keys the store accepts.
+type KeyValidator interface {
+	ValidateKey(key string) error
 }
 
-// LazyPutter is implemented by result stores that live in the same engine
-// as another port's driver (the embedded database holds operations, queue
-// and results): PutLazy stores the bytes without waiting for them to be
-// durable, and the next durable write through the other driver makes them
-// durable. SyncedBy reports whether that holds for other, a driver of
-// another port.
+// ErrExpired is returned (wrapped) by Presigner.PresignedURL when the end
+// it was given has passed.
+var ErrExpired = errors.New("resultstore: the URL's end has passed")
+
+// Presigner is implemented by stores whose backend hands out URLs of its
+// own (S3's presigned URLs). A URL signer (package urlsign) that has
+// verified a request for a result redirects the client to the URL
+// PresignedURL returns, so that the bytes go from the backend to the
+// client, never through arr.
+type Presigner interface {
+	// PresignedURL returns an absolute URL of the backend that lets its
+	// holder make requests of one method, method (GET or HEAD), for the
+	// result under key, and that is refused after end (it may end
+	// sooner). A GET of it is answered as a download: with
+	// "Content-Disposition: attachment" and the file name
+	// urlsign.DownloadName gives. It returns an error wrapping ErrNotFound
+	// when there is no result, and one wrapping ErrExpired when end has
+	// passed.
+	PresignedURL(ctx context.Context, method, key string, end time.Time) (string, error)
+}
+
+// LazyPutter is implemented by result stores that live in one log with
+// another port of their engine (the embedded database holds operations,
+// queue and results): PutLazy stores the bytes without waiting for them to
+// be durable, and the next durable write of the engine makes them durable.
+// Whether that other write is the caller's to make is the engine's fact
+// (engine.Caps.ResultsInLog), not the driver's.
 type LazyPutter interface {
 	PutLazy(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error)
-	SyncedBy(other any) bool
 }

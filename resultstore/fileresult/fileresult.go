@@ -1,17 +1,21 @@
 // Package fileresult is the result store driver for a local directory. The
-// bytes are kept with gocloud.dev/blob/fileblob; arr signs the URLs to them
-// itself (HMAC-SHA256 with rotating keys) and serves them through Handler.
+// bytes are kept with gocloud.dev/blob/fileblob. It registers the signer of
+// URLs to them too (package urlsign): arr signs them itself (HMAC-SHA256
+// with rotating keys in a keyring file) and serves them.
 //
 // # URLs
 //
-// The package registers the scheme "file" with resultstore.Register:
+// The package registers the engine scheme "file" with engine.Register; the
+// engine hands out the result store and its signer:
 //
 //	file:./arr-data/results              relative directory
 //	file:///var/lib/arr/results          absolute directory
 //	file:///srv/results?keyfile=/etc/arr/keys.json&prefix=/results/&max_url_lifetime=24h
 //
-// Query options (all optional): keyfile, prefix, max_url_lifetime; see
-// Options for their defaults. Unknown options are an error.
+// Query options (all optional, each at most once) are the signer's:
+// keyfile, prefix, max_url_lifetime (see urlsign.FileOptions: KeyFile,
+// Prefix, MaxURLLifetime; max_url_lifetime is a positive Go duration). The
+// result store accepts and ignores them; any other option is an error.
 //
 // # Layout and durability
 //
@@ -36,44 +40,21 @@
 // behind; such names are never valid keys, so they are never served, and
 // they may be deleted.
 //
-// A key is a "/"-separated path of non-empty segments; "." and "..",
-// backslashes, control characters, leading, trailing or doubled slashes
-// are refused (ErrInvalidKey), as are final segments ending in ".attrs"
-// or looking like fileblob's temporary files (".<hex>.tmp"). A key cannot
-// be both a result and a directory of other results ("a" and "a/b"), and on
-// a case-insensitive file system keys differing only in case collide.
+// Keys are resultstore's path keys (resultstore.ValidatePathKey): a
+// "/"-separated path of non-empty segments; "." and "..", backslashes,
+// control characters, leading, trailing or doubled slashes are refused
+// (ErrInvalidKey), as are final segments ending in ".attrs" or looking
+// like fileblob's temporary files (".<hex>.tmp"). A key cannot be both a
+// result and a directory of other results ("a" and "a/b"), and on a
+// case-insensitive file system keys differing only in case collide.
 // Deleting a result leaves its (possibly empty) directories in place.
 //
 // # Signed URLs
 //
-// SignedURL returns a relative URL
-//
-//	<prefix><key, each segment path-escaped>?se=<expiry, unix seconds>&kid=<key id>&sig=<signature>
-//
-// where sig is the unpadded base64url (RFC 4648 §5) HMAC-SHA256, under the
-// secret of the key named kid, of
-//
-//	"arr-fileresult-url-v1" 0x00 "GET" 0x00 kid 0x00 se 0x00 key
-//
-// with the key unescaped. "GET" is the read-only method class (GET and
-// HEAD). Handler verifies in constant time, refuses unknown key ids,
-// non-canonical or duplicated parameters, expired URLs and URLs whose
-// expiry lies further ahead than Options.MaxURLLifetime allows.
-//
-// # Keys
-//
-// The signing keys live in a keyring file (Options.KeyFile), JSON, mode
-// 0600, written atomically:
-//
-//	{"version": 1, "active": "<kid>", "keys": [
-//	  {"id": "<16 hex digits>", "secret": "<base64 of 32 random bytes>",
-//	   "created": "<RFC 3339>", "retired": "<RFC 3339, once rotated out>"}]}
-//
-// It is generated from crypto/rand on first open and reused afterwards. The
-// active key signs; every listed key verifies. RotateKeys adds a new active
-// key, marks the previous one retired, and prunes keys retired more than
-// MaxURLLifetime + KeyRetentionSlack ago, when every URL they signed has
-// expired. Key material is never logged nor put in errors.
+// The signer the scheme opens is urlsign.OpenFile's: relative URLs under
+// the prefix (default /blobs/), signed with the domain urlsign.FileDomain
+// by the keys of the keyring file (default: signing-keys.json in the parent
+// of the results directory, never inside it), served from the files.
 package fileresult
 
 import (
@@ -89,157 +70,79 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/gcerrors"
 
+	"github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/internal/fsync"
 	"github.com/arrhq/arr/internal/urlmux"
-	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
-// Defaults of Options.
-const (
-	// DefaultKeyFileName is the keyring's file name, in the parent of the
-	// results directory, when Options.KeyFile is empty.
-	DefaultKeyFileName = "signing-keys.json"
-	// DefaultPrefix is the URL path Handler serves when Options.Prefix is
-	// empty.
-	DefaultPrefix = "/blobs/"
-	// DefaultMaxURLLifetime bounds the expiry of signed URLs when
-	// Options.MaxURLLifetime is zero.
-	DefaultMaxURLLifetime = 7 * 24 * time.Hour
-	// KeyRetentionSlack is how much longer than the maximum URL lifetime a
-	// retired signing key is kept for verification.
-	KeyRetentionSlack = time.Hour
-	// DefaultContentType is stored when Put is given no content type.
-	DefaultContentType = "application/octet-stream"
-)
+// DefaultContentType is stored when Put is given no content type.
+const DefaultContentType = resultstore.DefaultContentType
 
 // ErrInvalidKey is returned (wrapped) for keys the store refuses.
-var ErrInvalidKey = errors.New("fileresult: invalid key")
+var ErrInvalidKey = resultstore.ErrInvalidKey
 
-// Scheme is the URL scheme the package registers with resultstore.
+// Scheme is the URL scheme the package registers with package engine.
 const Scheme = "file"
 
 func init() {
-	resultstore.Register(Scheme, openURL)
+	engine.Register(Scheme, func(ctx context.Context, u *url.URL) (engine.Driver, error) {
+		if _, err := parseURL(u); err != nil {
+			return nil, err
+		}
+		return &engine.ResultsOnly{Name: Scheme,
+			Results: func(context.Context) (driver.Store, error) {
+				dir, _ := parseURL(u)
+				return Open(dir, Options{})
+			},
+			Signer: func(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error) {
+				return signerFor(ctx, u, results)
+			},
+		}, nil
+	})
 }
 
 // Options configure a Store. The zero value of every field means its
 // default.
 type Options struct {
-	// KeyFile is the path of the signing keyring (JSON). If it does not
-	// exist it is created with fresh random keys, mode 0600, and its
-	// directory with mode 0700 if missing. A file accessible by group or
-	// others is refused. Default: DefaultKeyFileName ("signing-keys.json")
-	// in the parent of the results directory, so the keys are never inside
-	// the tree the store serves; a KeyFile inside the results directory is
-	// refused.
-	KeyFile string
-
-	// Prefix is the URL path under which Handler serves signed URLs; it
-	// must begin and end with "/". Default: DefaultPrefix ("/blobs/").
-	Prefix string
-
-	// MaxURLLifetime is how far in the future a signed URL may expire:
-	// SignedURL refuses a later expiry and Handler refuses a URL whose
-	// expiry is later than now + MaxURLLifetime (+1 minute for clock
-	// skew). A retired signing key verifies URLs for MaxURLLifetime +
-	// KeyRetentionSlack after its retirement and is pruned by the first
-	// rotation after that. Default: DefaultMaxURLLifetime (7 days).
-	MaxURLLifetime time.Duration
-
 	// DirMode is the mode of the directories the store creates (the results
 	// directory and the directories of keys with slashes). Default 0700.
 	DirMode fs.FileMode
 
 	// FileMode is the mode of result files. Default 0600.
 	FileMode fs.FileMode
-
-	// Blobs, when set, keeps the bytes of results instead of files in the
-	// results directory: Put, Open and Delete go to it, and the Store adds
-	// what it always adds (key and content type validation, the ETag,
-	// signed URLs and the Handler that serves them). The results directory
-	// is then only where the default KeyFile is found, and is not created.
-	// The embedded driver uses it to keep results in its database, where
-	// their writes are group-committed with the operations'. Default nil:
-	// files.
-	Blobs Blobs
-}
-
-// LazyBlobs are Blobs that can Put without waiting for durability when
-// durable writes through another port's driver make it durable; see
-// driver.LazyPutter.
-type LazyBlobs interface {
-	Blobs
-	PutLazy(ctx context.Context, key string, data []byte, attrs driver.Attributes) error
-	SyncedBy(other any) bool
-}
-
-// Blobs keeps the bytes of results for a Store; see Options.Blobs. Keys
-// and content types reaching it are valid; its methods are safe for
-// concurrent use.
-type Blobs interface {
-	// Put stores data and its attributes under key, replacing any earlier
-	// value, and is durable when it returns nil.
-	Put(ctx context.Context, key string, data []byte, attrs driver.Attributes) error
-	// Open returns a reader of the value under key, or driver.ErrNotFound.
-	Open(ctx context.Context, key string) (driver.Reader, error)
-	// Delete removes key; a missing key is not an error.
-	Delete(ctx context.Context, key string) error
-	// Close releases the Blobs; Store.Close calls it.
-	Close() error
 }
 
 // Store is the file result store. It implements driver.Store and
-// driver.Server.
+// driver.KeyValidator.
 type Store struct {
-	dir     string // absolute, cleaned
-	keyfile string // absolute
-	opts    Options
-	bucket  *blob.Bucket
-
-	ring      atomic.Pointer[keyring]
-	lastCheck atomic.Int64 // unix nanos of the last keyfile stat
-	mu        sync.Mutex   // serializes keyring reloads and rotations
+	dir    string // absolute, cleaned
+	opts   Options
+	bucket *blob.Bucket
 
 	durableDirs dirSet
-
-	now func() time.Time
 }
 
 var (
-	_ driver.Store  = (*Store)(nil)
-	_ driver.Server = (*Store)(nil)
+	_ driver.Store        = (*Store)(nil)
+	_ driver.KeyValidator = (*Store)(nil)
 )
 
-// Open opens (creating if missing) the results directory dir and its
-// keyring.
+// Open opens (creating if missing) the results directory dir.
 func Open(dir string, opts Options) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("fileresult: empty directory")
-	}
-	if opts.Prefix == "" {
-		opts.Prefix = DefaultPrefix
-	}
-	if err := validatePrefix(opts.Prefix); err != nil {
-		return nil, err
-	}
-	if opts.MaxURLLifetime == 0 {
-		opts.MaxURLLifetime = DefaultMaxURLLifetime
-	}
-	if opts.MaxURLLifetime < 0 {
-		return nil, errors.New("fileresult: negative MaxURLLifetime")
 	}
 	if opts.DirMode == 0 {
 		opts.DirMode = 0o700
@@ -251,88 +154,53 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fileresult: %w", err)
 	}
-	if opts.Blobs == nil {
-		if err := os.MkdirAll(abs, opts.DirMode); err != nil {
-			return nil, fmt.Errorf("fileresult: create results directory: %w", err)
-		}
-		if err := syncDir(filepath.Dir(abs)); err != nil { // the directory's entry, if just created
-			return nil, fmt.Errorf("fileresult: sync results directory: %w", err)
-		}
+	if err := os.MkdirAll(abs, opts.DirMode); err != nil {
+		return nil, fmt.Errorf("fileresult: create results directory: %w", err)
 	}
-	if opts.KeyFile == "" {
-		opts.KeyFile = filepath.Join(filepath.Dir(abs), DefaultKeyFileName)
+	if err := fsync.Dir(filepath.Dir(abs)); err != nil { // the directory's entry, if just created
+		return nil, fmt.Errorf("fileresult: sync results directory: %w", err)
 	}
-	keyfile, err := filepath.Abs(opts.KeyFile)
+	bucket, err := fileblob.OpenBucket(abs, &fileblob.Options{
+		DirFileMode: opts.DirMode,
+		NoTempDir:   true, // temp files next to the result: same file system, so the rename is atomic
+		Metadata:    fileblob.MetadataDontWrite,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("fileresult: %w", err)
 	}
-	insideErr := fmt.Errorf("fileresult: keyfile %s is inside the results directory %s; keep it outside the served tree", keyfile, abs)
-	if inside(abs, keyfile) {
-		return nil, insideErr
-	}
-	if err := os.MkdirAll(filepath.Dir(keyfile), 0o700); err != nil {
-		return nil, fmt.Errorf("fileresult: create keyfile directory: %w", err)
-	}
-	if inside(abs, keyfile) { // again, now that symbolic links can be resolved
-		return nil, insideErr
-	}
-	var bucket *blob.Bucket
-	if opts.Blobs == nil {
-		bucket, err = fileblob.OpenBucket(abs, &fileblob.Options{
-			DirFileMode: opts.DirMode,
-			NoTempDir:   true, // temp files next to the result: same file system, so the rename is atomic
-			Metadata:    fileblob.MetadataDontWrite,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("fileresult: %w", err)
-		}
-	}
-	s := &Store{dir: abs, keyfile: keyfile, opts: opts, bucket: bucket, now: time.Now}
-	kr, err := openKeyring(keyfile, s.now())
-	if err != nil {
-		_ = s.Close()
-		return nil, err
-	}
-	s.ring.Store(kr)
-	s.lastCheck.Store(time.Now().UnixNano())
-	return s, nil
+	return &Store{dir: abs, opts: opts, bucket: bucket}, nil
 }
 
-// inside reports whether path is dir or below it, also after resolving
-// symbolic links of the existing directories.
-func inside(dir, path string) bool {
-	check := func(d, p string) bool {
-		rel, err := filepath.Rel(d, p)
-		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
-	}
-	if check(dir, path) {
-		return true
-	}
-	rd, err1 := filepath.EvalSymlinks(dir)
-	rp, err2 := filepath.EvalSymlinks(filepath.Dir(path))
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return check(rd, filepath.Join(rp, filepath.Base(path)))
-}
+// signerOptions are the URL options of the signer, which the result
+// store ignores.
+var signerOptions = map[string]bool{"keyfile": true, "prefix": true, "max_url_lifetime": true}
 
-func validatePrefix(p string) error {
-	if len(p) < 1 || p[0] != '/' || p[len(p)-1] != '/' {
-		return fmt.Errorf("fileresult: prefix %q must begin and end with /", p)
-	}
-	u, err := url.Parse(p)
-	if err != nil || u.Path != p || u.RawQuery != "" || u.Fragment != "" || strings.Contains(p, "//") {
-		return fmt.Errorf("fileresult: prefix %q is not a plain URL path", p)
-	}
-	return nil
-}
-
-func openURL(ctx context.Context, u *url.URL) (*resultstore.Store, error) {
+// parseURL checks u's options and returns its directory.
+func parseURL(u *url.URL) (string, error) {
 	dir := urlmux.Path(u)
 	if dir == "" {
-		return nil, fmt.Errorf("fileresult: no directory in URL %q", u.Redacted())
+		return "", fmt.Errorf("fileresult: no directory in URL %q", u.Redacted())
 	}
-	var opts Options
+	for k, v := range u.Query() {
+		if len(v) != 1 {
+			return "", fmt.Errorf("fileresult: option %q given %d times", k, len(v))
+		}
+		if !signerOptions[k] {
+			return "", fmt.Errorf("fileresult: unknown option %q (known: keyfile, prefix, max_url_lifetime)", k)
+		}
+	}
+	return dir, nil
+}
+
+// signerFor opens the signer of the file store results, opened from
+// u: see urlsign.OpenFile, with the options keyfile, prefix and
+// max_url_lifetime of u.
+func signerFor(ctx context.Context, u *url.URL, results *resultstore.Store) (*urlsign.Signer, error) {
+	s, ok := results.Driver().(*Store)
+	if !ok {
+		return nil, fmt.Errorf("fileresult: the results of %q are not a file store's", u.Redacted())
+	}
+	opts := urlsign.FileOptions{Dir: s.dir}
 	for k, v := range u.Query() {
 		if len(v) != 1 {
 			return nil, fmt.Errorf("fileresult: option %q given %d times", k, len(v))
@@ -348,66 +216,21 @@ func openURL(ctx context.Context, u *url.URL) (*resultstore.Store, error) {
 				return nil, fmt.Errorf("fileresult: bad max_url_lifetime %q", v[0])
 			}
 			opts.MaxURLLifetime = d
-		default:
-			return nil, fmt.Errorf("fileresult: unknown option %q (known: keyfile, prefix, max_url_lifetime)", k)
 		}
 	}
-	s, err := Open(dir, opts)
-	if err != nil {
-		return nil, err
-	}
-	return resultstore.New(s), nil
+	return urlsign.OpenFile(ctx, results, opts)
 }
 
 // Dir returns the absolute results directory.
 func (s *Store) Dir() string { return s.dir }
 
-// KeyFile returns the absolute path of the keyring.
-func (s *Store) KeyFile() string { return s.keyfile }
+// ValidateKey returns nil if key is a key the store accepts (a path key,
+// see resultstore.ValidatePathKey), else an error wrapping ErrInvalidKey.
+func ValidateKey(key string) error { return resultstore.ValidatePathKey(key) }
 
-// --- keys ---------------------------------------------------------------
-
-const (
-	maxKeyLen     = 1024
-	maxSegmentLen = 200 // leaves room in a 255-byte file name for fileblob's temp suffix
-)
-
-var tempName = regexp.MustCompile(`\.[0-9a-f]+\.tmp$`)
-
-// ValidateKey returns nil if key is a key the store accepts, else an error
-// wrapping ErrInvalidKey.
-func ValidateKey(key string) error {
-	bad := func(why string) error { return fmt.Errorf("%w %q: %s", ErrInvalidKey, key, why) }
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty", ErrInvalidKey)
-	case len(key) > maxKeyLen:
-		return fmt.Errorf("%w: longer than %d bytes", ErrInvalidKey, maxKeyLen)
-	case !utf8.ValidString(key):
-		return bad("not UTF-8")
-	}
-	for _, r := range key {
-		if r < 0x20 || (r >= 0x7f && r < 0xa0) || r == '\\' {
-			return bad("control character or backslash")
-		}
-	}
-	segs := strings.Split(key, "/")
-	for _, seg := range segs {
-		switch {
-		case seg == "":
-			return bad("empty path segment (leading, trailing or double slash)")
-		case seg == "." || seg == "..":
-			return bad(`"." or ".." segment`)
-		case len(seg) > maxSegmentLen:
-			return bad(fmt.Sprintf("segment longer than %d bytes", maxSegmentLen))
-		}
-	}
-	last := segs[len(segs)-1]
-	if strings.HasSuffix(last, ".attrs") || tempName.MatchString(last) {
-		return bad("name reserved by the storage layout")
-	}
-	return nil
-}
+// ValidateKey implements driver.KeyValidator: see the package function
+// ValidateKey.
+func (s *Store) ValidateKey(key string) error { return ValidateKey(key) }
 
 // --- trailer ------------------------------------------------------------
 
@@ -415,7 +238,6 @@ const (
 	trailerMagic  = "ARRRSLT1"
 	footerLen     = 4 + len(trailerMagic)
 	maxTrailerLen = 16 << 10
-	maxCTLen      = 1024
 )
 
 type trailer struct {
@@ -471,27 +293,15 @@ func etagOf(sha string) string { return `"` + sha + `"` }
 
 // --- driver.Store -------------------------------------------------------
 
-func validateContentType(ct string) error {
-	if len(ct) > maxCTLen {
-		return errors.New("fileresult: content type too long")
-	}
-	for _, r := range ct {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("fileresult: control character in content type")
-		}
-	}
-	return nil
-}
-
 // Put stores the bytes of r under key; see driver.Store.Put. An empty
 // contentType is stored as DefaultContentType.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType string) (driver.Attributes, error) {
-	contentType, err := checkPut(key, contentType)
-	if err != nil {
+	if err := ValidateKey(key); err != nil {
 		return driver.Attributes{}, err
 	}
-	if s.opts.Blobs != nil {
-		return s.putBlob(ctx, key, r, contentType, s.opts.Blobs.Put)
+	contentType, err := resultstore.CheckContentType(contentType)
+	if err != nil {
+		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: %w", key, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -545,54 +355,6 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	return driver.Attributes{ContentType: contentType, Size: n, ETag: etagOf(sum), ModTime: fi.ModTime()}, nil
 }
 
-// SyncedBy reports whether durable writes through other make this store's
-// PutLazy durable: only with Options.Blobs that say so.
-func (s *Store) SyncedBy(other any) bool {
-	lb, ok := s.opts.Blobs.(LazyBlobs)
-	return ok && lb.SyncedBy(other)
-}
-
-// PutLazy is Put into LazyBlobs without waiting for durability; see
-// driver.LazyPutter. On other stores it is Put.
-func (s *Store) PutLazy(ctx context.Context, key string, r io.Reader, contentType string) (driver.Attributes, error) {
-	lb, ok := s.opts.Blobs.(LazyBlobs)
-	if !ok {
-		return s.Put(ctx, key, r, contentType)
-	}
-	contentType, err := checkPut(key, contentType)
-	if err != nil {
-		return driver.Attributes{}, err
-	}
-	return s.putBlob(ctx, key, r, contentType, lb.PutLazy)
-}
-
-// putBlob is Put into Options.Blobs, with put.
-func (s *Store) putBlob(ctx context.Context, key string, r io.Reader, contentType string,
-	put func(context.Context, string, []byte, driver.Attributes) error) (driver.Attributes, error) {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: %w", key, err)
-	}
-	sum := sha256.Sum256(data)
-	a := driver.Attributes{ContentType: contentType, Size: int64(len(data)), ETag: etagOf(hex.EncodeToString(sum[:])),
-		ModTime: s.now().UTC().Truncate(time.Microsecond)}
-	if err := put(ctx, key, data, a); err != nil {
-		return driver.Attributes{}, fmt.Errorf("fileresult: put %q: %w", key, err)
-	}
-	return a, nil
-}
-
-// checkPut validates a Put's key and content type, defaulting the latter.
-func checkPut(key, contentType string) (string, error) {
-	if err := ValidateKey(key); err != nil {
-		return "", err
-	}
-	if contentType == "" {
-		contentType = DefaultContentType
-	}
-	return contentType, validateContentType(contentType)
-}
-
 // onlyReader hides any WriterTo of the source so that io.CopyBuffer streams
 // through the buffer.
 type onlyReader struct{ io.Reader }
@@ -609,7 +371,7 @@ func (s *Store) syncDirs(dir string) error {
 	if runtime.GOOS == "windows" {
 		return nil // directories cannot be fsynced there
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsync.Dir(dir); err != nil {
 		return err
 	}
 	for dir != s.dir && strings.HasPrefix(dir, s.dir+string(filepath.Separator)) {
@@ -617,7 +379,7 @@ func (s *Store) syncDirs(dir string) error {
 			return nil
 		}
 		parent := filepath.Dir(dir)
-		if err := syncDir(parent); err != nil {
+		if err := fsync.Dir(parent); err != nil {
 			return err
 		}
 		s.durableDirs.add(dir)
@@ -650,21 +412,6 @@ func (d *dirSet) add(dir string) {
 	d.m[dir] = struct{}{}
 }
 
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // reader is a stored result open for reading.
 type reader struct {
 	*io.SectionReader
@@ -681,9 +428,6 @@ func (r *reader) Close() error                  { return r.br.Close() }
 func (s *Store) Open(ctx context.Context, key string) (driver.Reader, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
-	}
-	if s.opts.Blobs != nil {
-		return s.opts.Blobs.Open(ctx, key)
 	}
 	var f *os.File
 	br, err := s.bucket.NewRangeReader(ctx, key, 0, -1, &blob.ReaderOptions{
@@ -722,9 +466,6 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	if s.opts.Blobs != nil {
-		return s.opts.Blobs.Delete(ctx, key)
-	}
 	// A directory of other results is not a result: nothing to delete.
 	if ok, err := s.bucket.Exists(ctx, key); err != nil {
 		return fmt.Errorf("fileresult: delete %q: %w", key, err)
@@ -737,41 +478,11 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		}
 		return fmt.Errorf("fileresult: delete %q: %w", key, err)
 	}
-	if err := syncDir(filepath.Dir(filepath.Join(s.dir, filepath.FromSlash(key)))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := fsync.Dir(filepath.Dir(filepath.Join(s.dir, filepath.FromSlash(key)))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("fileresult: delete %q: sync directory: %w", key, err)
 	}
 	return nil
 }
 
-// SignedURL returns a relative URL (Prefix, the escaped key and the query)
-// that lets its holder GET or HEAD the result through Handler until expiry.
-// An expiry later than now + Options.MaxURLLifetime is refused; one in the
-// past gives a URL that is refused when used.
-func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
-	if err := ValidateKey(key); err != nil {
-		return "", err
-	}
-	if expiry.IsZero() || expiry.Unix() <= 0 {
-		return "", errors.New("fileresult: signed URL needs an expiry")
-	}
-	if expiry.After(s.now().Add(s.opts.MaxURLLifetime)) {
-		return "", fmt.Errorf("fileresult: expiry %s is more than %s away", expiry.UTC().Format(time.RFC3339), s.opts.MaxURLLifetime)
-	}
-	k := s.keys(false).Active()
-	se := expiry.Unix()
-	return s.opts.Prefix + urlsign.EscapeKey(key) + "?" + signedQuery(k, key, se), nil
-}
-
-// Blobs returns Options.Blobs, nil for a store of files.
-func (s *Store) Blobs() Blobs { return s.opts.Blobs }
-
 // Close closes the store.
-func (s *Store) Close() error {
-	if s.opts.Blobs != nil {
-		return s.opts.Blobs.Close()
-	}
-	return s.bucket.Close()
-}
-
-// Prefix returns the URL path Handler serves; see driver.Server.
-func (s *Store) Prefix() string { return s.opts.Prefix }
+func (s *Store) Close() error { return s.bucket.Close() }

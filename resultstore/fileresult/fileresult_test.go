@@ -16,14 +16,16 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/resultstore/resultstoretest"
+	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/urlsign/signtest"
 )
 
 func openStore(t testing.TB, dir string, opts Options) *Store {
@@ -49,12 +51,10 @@ func TestConformance(t *testing.T) {
 		})
 	})
 	t.Run("SharedDirectory", func(t *testing.T) {
-		// Several stores (as several processes would) on one directory and
-		// one keyring, with a custom prefix.
 		dir := filepath.Join(t.TempDir(), "shared", "results")
 		resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
 			Open: func(t *testing.T) driver.Store {
-				s, err := Open(dir, Options{Prefix: "/r/x/"})
+				s, err := Open(dir, Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -64,55 +64,112 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// remote hides driver.Server and hands out absolute URLs served by another
-// server, as an object store's driver does: it runs the suite's path for
-// such drivers (any 4xx refusal, URLs fetched as they are).
+// openBoth opens the result store and its signer from one URL, as a server
+// does.
+func openBoth(t *testing.T, u string) (*resultstore.Store, *urlsign.Signer) {
+	t.Helper()
+	rs, err := resultstore.OpenStore(t.Context(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg, err := urlsign.Open(t.Context(), u, rs)
+	if err != nil {
+		rs.Close()
+		t.Fatal(err)
+	}
+	return rs, sg
+}
+
+func TestSignerConformance(t *testing.T) {
+	t.Run("FreshDirectory", func(t *testing.T) {
+		signtest.RunConformanceTests(t, signtest.Harness{
+			Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+				return openBoth(t, "file://"+filepath.ToSlash(filepath.Join(t.TempDir(), "results")))
+			},
+		})
+	})
+	t.Run("SharedDirectory", func(t *testing.T) {
+		// Several stores and signers (as several processes would) on one
+		// directory and one keyring, with a custom prefix.
+		dir := filepath.Join(t.TempDir(), "shared", "results")
+		signtest.RunConformanceTests(t, signtest.Harness{
+			Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+				return openBoth(t, "file://"+filepath.ToSlash(dir)+"?prefix=/r/x/")
+			},
+		})
+	})
+}
+
+// remote hides the signer's handler and hands out absolute URLs served by
+// another server, as an object store's signer does: it runs the suite's
+// path for such signers (any 4xx refusal, URLs fetched as they are).
 type remote struct {
-	s    *Store
+	d    urlsign.Driver
 	base string
 }
 
-func (r remote) Put(ctx context.Context, key string, rd io.Reader, ct string) (driver.Attributes, error) {
-	return r.s.Put(ctx, key, rd, ct)
-}
-func (r remote) Open(ctx context.Context, key string) (driver.Reader, error) {
-	return r.s.Open(ctx, key)
-}
-func (r remote) Delete(ctx context.Context, key string) error { return r.s.Delete(ctx, key) }
-func (r remote) Close() error                                 { return r.s.Close() }
 func (r remote) SignedURL(ctx context.Context, key string, exp time.Time) (string, error) {
-	u, err := r.s.SignedURL(ctx, key, exp)
+	u, err := r.d.SignedURL(ctx, key, exp)
 	return r.base + u, err
 }
+func (r remote) Close() error { return r.d.Close() }
 
-func TestConformanceAbsoluteURLs(t *testing.T) {
-	resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
-		Open: func(t *testing.T) driver.Store {
-			s, err := Open(filepath.Join(t.TempDir(), "results"), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+func TestSignerConformanceAbsoluteURLs(t *testing.T) {
+	signtest.RunConformanceTests(t, signtest.Harness{
+		Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+			rs, sg := openBoth(t, "file://"+filepath.ToSlash(filepath.Join(t.TempDir(), "results")))
 			mux := http.NewServeMux()
-			mux.Handle(s.Prefix(), s.Handler())
+			mux.Handle(sg.Handler())
 			ts := httptest.NewServer(mux)
 			t.Cleanup(ts.Close)
-			return remote{s: s, base: ts.URL}
+			return rs, urlsign.New(remote{d: sg.Driver(), base: ts.URL}, rs)
 		},
 	})
 }
 
-// serve runs the store's handler on a request for target (path and query).
-func serve(s *Store, method, target string, hdr ...string) *httptest.ResponseRecorder {
+// signer is a file store and its signer.
+type signer struct {
+	*Store
+	rs *resultstore.Store
+	sg *urlsign.Signer
+	h  *urlsign.HMAC
+}
+
+// openSigner opens the file store at dir and its signer, with the query
+// options q (e.g. "?max_url_lifetime=1h"), as openBoth does.
+func openSigner(t testing.TB, dir, q string) *signer {
+	t.Helper()
+	u := "file://" + filepath.ToSlash(dir) + q
+	rs, err := resultstore.OpenStore(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+	sg, err := urlsign.Open(context.Background(), u, rs)
+	if err != nil {
+		t.Fatalf("urlsign.Open(%q): %v", u, err)
+	}
+	t.Cleanup(func() { _ = sg.Close() })
+	return &signer{Store: rs.Driver().(*Store), rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
+}
+
+// keyFile returns the path of s's keyring file.
+func (s *signer) keyFile() string { return s.h.Keys().(*urlsign.FileKeys).Path() }
+
+// serve runs the signer's handler on a request for target (path and
+// query).
+func serve(s *signer, method, target string, hdr ...string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, target, nil)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, req)
+	_, h := s.sg.Handler()
+	h.ServeHTTP(rec, req)
 	return rec
 }
 
-func put(t testing.TB, s *Store, key, body, ct string) driver.Attributes {
+func put(t testing.TB, s driver.Store, key, body, ct string) driver.Attributes {
 	t.Helper()
 	a, err := s.Put(context.Background(), key, strings.NewReader(body), ct)
 	if err != nil {
@@ -121,9 +178,9 @@ func put(t testing.TB, s *Store, key, body, ct string) driver.Attributes {
 	return a
 }
 
-func sign(t testing.TB, s *Store, key string, d time.Duration) string {
+func sign(t testing.TB, s *signer, key string, d time.Duration) string {
 	t.Helper()
-	u, err := s.SignedURL(context.Background(), key, time.Now().Add(d))
+	u, err := s.sg.SignedURL(context.Background(), key, time.Now().Add(d))
 	if err != nil {
 		t.Fatalf("SignedURL(%q): %v", key, err)
 	}
@@ -146,9 +203,9 @@ func problemOf(t *testing.T, rec *httptest.ResponseRecorder) operation.Problem {
 }
 
 func TestSignedURLFormat(t *testing.T) {
-	s := openStore(t, filepath.Join(t.TempDir(), "results"), Options{})
+	s := openSigner(t, filepath.Join(t.TempDir(), "results"), "")
 	exp := time.Now().Add(10 * time.Minute).Truncate(time.Second)
-	u, err := s.SignedURL(context.Background(), "dir/a b+c/ü?#.json", exp)
+	u, err := s.sg.SignedURL(context.Background(), "dir/a b+c/ü?#.json", exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,23 +223,23 @@ func TestSignedURLFormat(t *testing.T) {
 	if len(q) != 3 || !strings.HasPrefix(q[0], "se=") || !strings.HasPrefix(q[1], "kid=") || !strings.HasPrefix(q[2], "sig=") {
 		t.Fatalf("query %q, want se=…&kid=…&sig=…", pu.RawQuery)
 	}
-	if q[0] != fmt.Sprintf("se=%d", exp.Unix()) || q[1] != "kid="+s.ActiveKeyID() {
-		t.Errorf("query %q: want se=%d and kid=%s", pu.RawQuery, exp.Unix(), s.ActiveKeyID())
+	if q[0] != fmt.Sprintf("se=%d", exp.Unix()) || q[1] != "kid="+s.h.ActiveKeyID() {
+		t.Errorf("query %q: want se=%d and kid=%s", pu.RawQuery, exp.Unix(), s.h.ActiveKeyID())
 	}
 	if sig, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimPrefix(q[2], "sig=")); err != nil || len(sig) != 32 {
 		t.Errorf("sig is not an unpadded base64url SHA-256 HMAC: %q", q[2])
 	}
 
-	if _, err := s.SignedURL(context.Background(), "k", time.Time{}); err == nil {
+	if _, err := s.sg.SignedURL(context.Background(), "k", time.Time{}); err == nil {
 		t.Error("SignedURL with a zero expiry succeeded")
 	}
-	if _, err := s.SignedURL(context.Background(), "k", time.Now().Add(DefaultMaxURLLifetime+time.Hour)); err == nil {
+	if _, err := s.sg.SignedURL(context.Background(), "k", time.Now().Add(urlsign.DefaultMaxURLLifetime+time.Hour)); err == nil {
 		t.Error("SignedURL beyond MaxURLLifetime succeeded")
 	}
 }
 
 func TestServedHeaders(t *testing.T) {
-	s := openStore(t, filepath.Join(t.TempDir(), "results"), Options{})
+	s := openSigner(t, filepath.Join(t.TempDir(), "results"), "")
 	tests := []struct {
 		key, ct, disposition string
 	}{
@@ -244,7 +301,7 @@ func TestServedHeaders(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	s := openStore(t, filepath.Join(t.TempDir(), "results"), Options{})
+	s := openSigner(t, filepath.Join(t.TempDir(), "results"), "")
 	put(t, s, "k", "secret bytes", "text/plain")
 	good := sign(t, s, "k", time.Minute)
 	pu, _ := url.Parse(good)
@@ -267,17 +324,17 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 
-	expired, _ := s.SignedURL(context.Background(), "k", time.Now().Add(-time.Second))
-	check("expired", serve(s, http.MethodGet, expired), 403, ProblemSignedURLExpired)
-	check("no query", serve(s, http.MethodGet, "/blobs/k"), 403, ProblemSignedURLInvalid)
-	check("other key", serve(s, http.MethodGet, "/blobs/k2?"+pu.RawQuery), 403, ProblemSignedURLInvalid)
+	expired, _ := s.sg.SignedURL(context.Background(), "k", time.Now().Add(-time.Second))
+	check("expired", serve(s, http.MethodGet, expired), 403, urlsign.ProblemSignedURLExpired)
+	check("no query", serve(s, http.MethodGet, "/blobs/k"), 403, urlsign.ProblemSignedURLInvalid)
+	check("other key", serve(s, http.MethodGet, "/blobs/k2?"+pu.RawQuery), 403, urlsign.ProblemSignedURLInvalid)
 	for _, param := range []string{"se", "kid", "sig"} {
 		v := url.Values{}
 		for k, vs := range q {
 			v[k] = vs
 		}
 		v.Set(param, flip(q.Get(param)))
-		check("changed "+param, serve(s, http.MethodGet, "/blobs/k?"+v.Encode()), 403, ProblemSignedURLInvalid)
+		check("changed "+param, serve(s, http.MethodGet, "/blobs/k?"+v.Encode()), 403, urlsign.ProblemSignedURLInvalid)
 	}
 	// A signature that differs only in the unused low bits of its last
 	// character decodes to the same bytes with a lenient decoder: refused.
@@ -294,16 +351,16 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 	v := url.Values{"se": {"0" + q.Get("se")}, "kid": {q.Get("kid")}, "sig": {sig}}
-	check("non-canonical expiry", serve(s, http.MethodGet, "/blobs/k?"+v.Encode()), 403, ProblemSignedURLInvalid)
-	check("prefix only", serve(s, http.MethodGet, "/blobs/?"+pu.RawQuery), 403, ProblemSignedURLInvalid)
+	check("non-canonical expiry", serve(s, http.MethodGet, "/blobs/k?"+v.Encode()), 403, urlsign.ProblemSignedURLInvalid)
+	check("prefix only", serve(s, http.MethodGet, "/blobs/?"+pu.RawQuery), 403, urlsign.ProblemSignedURLInvalid)
 
 	if err := s.Delete(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
-	check("deleted", serve(s, http.MethodGet, good), 404, ProblemResultNotFound)
+	check("deleted", serve(s, http.MethodGet, good), 404, urlsign.ProblemResultNotFound)
 
 	rec := serve(s, http.MethodPost, good)
-	check("POST", rec, 405, ProblemMethodNotAllowed)
+	check("POST", rec, 405, urlsign.ProblemMethodNotAllowed)
 	if rec.Header().Get("Allow") != "GET, HEAD" {
 		t.Errorf("405 Allow %q", rec.Header().Get("Allow"))
 	}
@@ -330,29 +387,30 @@ func TestURLOpener(t *testing.T) {
 
 	// Absolute path, default keyfile in the parent of the results directory.
 	dir := filepath.Join(base, "a", "results")
-	st, err := resultstore.OpenStore(ctx, "file://"+filepath.ToSlash(dir))
-	if err != nil {
-		t.Fatal(err)
+	st := openSigner(t, dir, "")
+	if st.Dir() != dir || st.keyFile() != filepath.Join(base, "a", urlsign.DefaultKeyFileName) {
+		t.Errorf("dir %q keyfile %q", st.Dir(), st.keyFile())
 	}
-	defer st.Close()
-	fs := st.Driver().(*Store)
-	if fs.Dir() != dir || fs.KeyFile() != filepath.Join(base, "a", DefaultKeyFileName) {
-		t.Errorf("dir %q keyfile %q", fs.Dir(), fs.KeyFile())
-	}
-	if prefix, h := st.Handler(); prefix != DefaultPrefix || h == nil {
+	if prefix, h := st.sg.Handler(); prefix != urlsign.DefaultPrefix || h == nil {
 		t.Errorf("Handler() = %q, %v", prefix, h)
 	}
 
 	// Relative opaque path with options; keyfile directory created 0700.
 	t.Chdir(base)
-	st2, err := resultstore.OpenStore(ctx, "file:./rel/results?keyfile=keys/k.json&prefix=/res/&max_url_lifetime=1h")
+	u := "file:./rel/results?keyfile=keys/k.json&prefix=/res/&max_url_lifetime=1h"
+	st2, err := resultstore.OpenStore(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st2.Close()
-	fs2 := st2.Driver().(*Store)
-	if fs2.Dir() != filepath.Join(base, "rel", "results") || fs2.KeyFile() != filepath.Join(base, "keys", "k.json") || fs2.Prefix() != "/res/" || fs2.opts.MaxURLLifetime != time.Hour {
-		t.Errorf("dir %q keyfile %q prefix %q lifetime %v", fs2.Dir(), fs2.KeyFile(), fs2.Prefix(), fs2.opts.MaxURLLifetime)
+	sg2, err := urlsign.Open(ctx, u, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sg2.Close()
+	fs2, h2 := st2.Driver().(*Store), sg2.Driver().(*urlsign.HMAC)
+	if fs2.Dir() != filepath.Join(base, "rel", "results") || h2.Keys().(*urlsign.FileKeys).Path() != filepath.Join(base, "keys", "k.json") || h2.Prefix() != "/res/" || h2.MaxURLLifetime() != time.Hour {
+		t.Errorf("dir %q keyfile %q prefix %q lifetime %v", fs2.Dir(), h2.Keys(), h2.Prefix(), h2.MaxURLLifetime())
 	}
 	if fi, err := os.Stat(filepath.Join(base, "keys")); err != nil || (runtime.GOOS != "windows" && fi.Mode().Perm() != 0o700) {
 		t.Errorf("keyfile directory: %v, %v", fi.Mode(), err)
@@ -361,12 +419,10 @@ func TestURLOpener(t *testing.T) {
 		t.Errorf("results directory: %v, %v", fi.Mode(), err)
 	}
 
+	// Refused by the result store's opener.
 	for _, bad := range []string{
 		"file:./x?nope=1",
-		"file:./x?prefix=noslash",
-		"file:./x?prefix=/a?b/",
-		"file:./x?max_url_lifetime=forever",
-		"file:./x?keyfile=x/inside.json",
+		"file:./x?prefix=/a/&prefix=/b/",
 		"file:",
 	} {
 		if s, err := resultstore.OpenStore(ctx, bad); err == nil {
@@ -374,13 +430,49 @@ func TestURLOpener(t *testing.T) {
 			t.Errorf("OpenStore(%q) succeeded", bad)
 		}
 	}
+	// The signer's options: the result store accepts and ignores them, the
+	// signer refuses bad ones.
+	for _, bad := range []string{
+		"file:./x?prefix=noslash",
+		"file:./x?prefix=/a?b/",
+		"file:./x?max_url_lifetime=forever",
+		"file:./x?max_url_lifetime=-1h",
+		"file:./x?keyfile=x/inside.json",
+	} {
+		rs, err := resultstore.OpenStore(ctx, bad)
+		if err != nil {
+			t.Errorf("OpenStore(%q): %v; the signer's options are the store's to ignore", bad, err)
+			continue
+		}
+		if sg, err := urlsign.Open(ctx, bad, rs); err == nil {
+			sg.Close()
+			t.Errorf("urlsign.Open(%q) succeeded", bad)
+		}
+		rs.Close()
+	}
+}
+
+// openSignerErr is openSigner returning the signer's error.
+func openSignerErr(t *testing.T, dir, q string) error {
+	t.Helper()
+	u := "file://" + filepath.ToSlash(dir) + q
+	rs, err := resultstore.OpenStore(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	sg, err := urlsign.Open(context.Background(), u, rs)
+	if err == nil {
+		sg.Close()
+	}
+	return err
 }
 
 func TestKeyfileCreatedAndReused(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "results")
-	s1 := openStore(t, dir, Options{})
-	kf := filepath.Join(base, DefaultKeyFileName)
+	s1 := openSigner(t, dir, "")
+	kf := filepath.Join(base, urlsign.DefaultKeyFileName)
 	fi, err := os.Stat(kf)
 	if err != nil {
 		t.Fatal(err)
@@ -398,12 +490,13 @@ func TestKeyfileCreatedAndReused(t *testing.T) {
 
 	put(t, s1, "r", "reused", "text/plain")
 	u := sign(t, s1, "r", time.Hour)
-	kid := s1.ActiveKeyID()
-	s1.Close()
+	kid := s1.h.ActiveKeyID()
+	s1.sg.Close()
+	s1.rs.Close()
 
-	s2 := openStore(t, dir, Options{})
-	if s2.ActiveKeyID() != kid {
-		t.Errorf("reopened store signs with %s, want %s", s2.ActiveKeyID(), kid)
+	s2 := openSigner(t, dir, "")
+	if s2.h.ActiveKeyID() != kid {
+		t.Errorf("reopened signer signs with %s, want %s", s2.h.ActiveKeyID(), kid)
 	}
 	if rec := serve(s2, http.MethodGet, u); rec.Code != 200 || rec.Body.String() != "reused" {
 		t.Errorf("URL signed before reopen: %d %s", rec.Code, rec.Body)
@@ -417,25 +510,24 @@ func TestKeyfileCreatedAndReused(t *testing.T) {
 func TestKeyfileRefusals(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "results")
-	openStore(t, dir, Options{}).Close()
-	kf := filepath.Join(base, DefaultKeyFileName)
+	if err := openSignerErr(t, dir, ""); err != nil {
+		t.Fatal(err)
+	}
+	kf := filepath.Join(base, urlsign.DefaultKeyFileName)
 
 	if runtime.GOOS != "windows" {
 		if err := os.Chmod(kf, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := Open(dir, Options{}); err == nil {
-			s.Close()
+		if err := openSignerErr(t, dir, ""); err == nil {
 			t.Error("a world-readable keyfile was accepted")
 		}
 		_ = os.Chmod(kf, 0o600)
 	}
-	if s, err := Open(dir, Options{KeyFile: filepath.Join(dir, "sub", "keys.json")}); err == nil {
-		s.Close()
+	if err := openSignerErr(t, dir, "?keyfile="+url.QueryEscape(filepath.Join(dir, "sub", "keys.json"))); err == nil {
 		t.Error("a keyfile inside the results directory was accepted")
 	}
-	if s, err := Open("/", Options{}); err == nil {
-		s.Close()
+	if err := openSignerErr(t, "/", ""); err == nil {
 		t.Error("results directory / with its keyfile inside it was accepted")
 	}
 
@@ -450,9 +542,8 @@ func TestKeyfileRefusals(t *testing.T) {
 	if err := os.WriteFile(kf, damaged, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(dir, Options{})
+	err = openSignerErr(t, dir, "")
 	if err == nil {
-		s.Close()
 		t.Fatal("a damaged keyfile was accepted")
 	}
 	if strings.Contains(err.Error(), secret[:10]) || strings.Contains(err.Error(), secret[11:]) {
@@ -463,8 +554,8 @@ func TestKeyfileRefusals(t *testing.T) {
 func TestOtherKeyfileRefused(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "results")
-	a := openStore(t, dir, Options{KeyFile: filepath.Join(base, "a.json")})
-	b := openStore(t, dir, Options{KeyFile: filepath.Join(base, "b.json")})
+	a := openSigner(t, dir, "?keyfile="+url.QueryEscape(filepath.Join(base, "a.json")))
+	b := openSigner(t, dir, "?keyfile="+url.QueryEscape(filepath.Join(base, "b.json")))
 	put(t, a, "shared", "one directory, two keyrings", "text/plain")
 	u := sign(t, a, "shared", time.Minute)
 	if rec := serve(a, http.MethodGet, u); rec.Code != 200 {
@@ -475,18 +566,52 @@ func TestOtherKeyfileRefused(t *testing.T) {
 	}
 }
 
+// fileHMAC is the signer OpenFile opens for the file store s with its
+// keyring in keyfile and MaxURLLifetime life, with the clock now.
+func fileHMAC(t *testing.T, s *Store, keyfile string, life time.Duration, now func() time.Time) *signer {
+	t.Helper()
+	keys, err := urlsign.OpenFileKeys(keyfile, s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := urlsign.NewHMAC(t.Context(), keys, urlsign.HMACOptions{Domain: urlsign.FileDomain, MaxURLLifetime: life, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	rs := resultstore.New(s)
+	return &signer{Store: s, rs: rs, sg: urlsign.New(h, rs), h: h}
+}
+
+// forge returns the query of a URL for key expiring at se, signed with k
+// as the file store's signer signs.
+func forge(k *urlsign.Key, key string, se int64) string {
+	return urlsign.Scheme{Domain: urlsign.FileDomain}.Sign(k, key, se)
+}
+
 func TestRotation(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "results")
-	s := openStore(t, dir, Options{MaxURLLifetime: time.Hour})
+	kf := filepath.Join(base, urlsign.DefaultKeyFileName)
+	st := openStore(t, dir, Options{})
+	var sNow, otherNow atomic.Pointer[time.Time]
+	clock := func(p *atomic.Pointer[time.Time]) func() time.Time {
+		return func() time.Time {
+			if t := p.Load(); t != nil {
+				return *t
+			}
+			return time.Now()
+		}
+	}
+	s := fileHMAC(t, st, kf, time.Hour, clock(&sNow))
 	put(t, s, "r", "rotating", "text/plain")
-	kid1 := s.ActiveKeyID()
+	kid1 := s.h.ActiveKeyID()
 	u1 := sign(t, s, "r", 30*time.Minute)
 
-	if err := s.RotateKeys(); err != nil {
+	if err := s.sg.RotateKeys(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	kid2 := s.ActiveKeyID()
+	kid2 := s.h.ActiveKeyID()
 	if kid2 == kid1 {
 		t.Fatal("rotation kept the active key")
 	}
@@ -499,49 +624,54 @@ func TestRotation(t *testing.T) {
 			t.Errorf("GET %s after rotation: %d", u, rec.Code)
 		}
 	}
-	if fi, _ := os.Stat(s.KeyFile()); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(kf); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
 		t.Errorf("keyfile mode after rotation %v", fi.Mode().Perm())
 	}
 
-	// Another store (another process) on the same keyring verifies URLs of
-	// the new key, and rotation by the package function reaches a running
-	// store.
-	other := openStore(t, dir, Options{MaxURLLifetime: time.Hour})
+	// Another signer (another process) on the same keyring verifies URLs
+	// of the new key, and rotation by the package function reaches a
+	// running signer.
+	other := fileHMAC(t, st, kf, time.Hour, clock(&otherNow))
 	if rec := serve(other, http.MethodGet, u2); rec.Code != 200 {
-		t.Errorf("other store, new key: %d", rec.Code)
+		t.Errorf("other signer, new key: %d", rec.Code)
 	}
-	if err := RotateKeys(s.KeyFile()); err != nil {
+	keys, err := urlsign.OpenFileKeys(kf, "")
+	if err != nil {
 		t.Fatal(err)
 	}
-	third := openStore(t, dir, Options{MaxURLLifetime: time.Hour})
-	kid3 := third.ActiveKeyID()
+	if _, _, err := urlsign.RotateKeys(t.Context(), keys, time.Now(), urlsign.DefaultMaxURLLifetime); err != nil {
+		t.Fatal(err)
+	}
+	third := fileHMAC(t, st, kf, time.Hour, time.Now)
+	kid3 := third.h.ActiveKeyID()
 	if kid3 == kid2 || kid3 == kid1 {
 		t.Fatal("package RotateKeys did not add an active key")
 	}
 	u3 := sign(t, third, "r", 30*time.Minute)
-	other.lastCheck.Store(0) // as if the last check were long ago
 	if rec := serve(other, http.MethodGet, u3); rec.Code != 200 {
-		t.Errorf("running store, key rotated by another process: %d", rec.Code)
+		t.Errorf("running signer, key rotated by another process: %d", rec.Code)
 	}
 	if rec := serve(other, http.MethodGet, u1); rec.Code != 200 {
-		t.Errorf("running store, oldest key: %d", rec.Code)
+		t.Errorf("running signer, oldest key: %d", rec.Code)
 	}
 
 	// A retired key cannot sign URLs that outlive it: forge one with kid1
 	// whose expiry is later than its retirement + MaxURLLifetime.
-	k1 := other.ring.Load().Key(kid1)
-	forged := "/blobs/r?" + signedQuery(k1, "r", k1.Retired.Add(2*time.Hour).Unix())
-	other.now = func() time.Time { return k1.Retired.Add(90 * time.Minute) }
+	k1 := other.h.Keyring().Key(kid1)
+	forged := "/blobs/r?" + forge(k1, "r", k1.Retired.Add(2*time.Hour).Unix())
+	at := k1.Retired.Add(90 * time.Minute)
+	otherNow.Store(&at)
 	if rec := serve(other, http.MethodGet, forged); rec.Code != 403 {
 		t.Errorf("URL of a retired key outliving it: %d, want 403", rec.Code)
 	}
 
 	// Rotation prunes keys retired more than MaxURLLifetime + slack ago.
-	s.now = func() time.Time { return time.Now().Add(3 * time.Hour) }
-	if err := s.RotateKeys(); err != nil {
+	later := time.Now().Add(3 * time.Hour)
+	sNow.Store(&later)
+	if err := s.sg.RotateKeys(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	ring := s.ring.Load()
+	ring := s.h.Keyring()
 	if ring.Key(kid1) != nil {
 		t.Error("key retired 3h ago (lifetime 1h + 1h slack) was not pruned")
 	}
@@ -554,7 +684,7 @@ func TestRotation(t *testing.T) {
 	if len(ring.Keys()) != 2 {
 		t.Errorf("keyring holds %d keys, want 2", len(ring.Keys()))
 	}
-	s.now = time.Now
+	sNow.Store(nil)
 	if rec := serve(s, http.MethodGet, u1); rec.Code != 403 {
 		t.Errorf("URL of a pruned key: %d, want 403", rec.Code)
 	}
@@ -564,10 +694,10 @@ func TestRotation(t *testing.T) {
 }
 
 func TestLongLivedURLRefused(t *testing.T) {
-	s := openStore(t, filepath.Join(t.TempDir(), "results"), Options{MaxURLLifetime: time.Hour})
+	s := openSigner(t, filepath.Join(t.TempDir(), "results"), "?max_url_lifetime=1h")
 	put(t, s, "r", "x", "text/plain")
-	k := s.ring.Load().Active()
-	forged := "/blobs/r?" + signedQuery(k, "r", time.Now().Add(3*time.Hour).Unix())
+	k := s.h.Keyring().Active()
+	forged := "/blobs/r?" + forge(k, "r", time.Now().Add(3*time.Hour).Unix())
 	if rec := serve(s, http.MethodGet, forged); rec.Code != 403 {
 		t.Errorf("URL living longer than MaxURLLifetime: %d, want 403", rec.Code)
 	}
@@ -583,7 +713,7 @@ var traversalKeys = []string{
 func TestTraversalKeysRejected(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "results")
-	s := openStore(t, dir, Options{})
+	s := openSigner(t, dir, "")
 	ctx := context.Background()
 	for _, k := range traversalKeys {
 		if _, err := s.Put(ctx, k, strings.NewReader("x"), "text/plain"); !errors.Is(err, ErrInvalidKey) {
@@ -598,13 +728,13 @@ func TestTraversalKeysRejected(t *testing.T) {
 		if err := s.Delete(ctx, k); !errors.Is(err, ErrInvalidKey) {
 			t.Errorf("Delete(%q) = %v, want ErrInvalidKey", k, err)
 		}
-		if _, err := s.SignedURL(ctx, k, time.Now().Add(time.Minute)); !errors.Is(err, ErrInvalidKey) {
+		if _, err := s.sg.SignedURL(ctx, k, time.Now().Add(time.Minute)); !errors.Is(err, ErrInvalidKey) {
 			t.Errorf("SignedURL(%q) = %v, want ErrInvalidKey", k, err)
 		}
 	}
 	// Nothing was written anywhere but the keyfile.
 	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if p != base && p != dir && p != s.KeyFile() {
+		if p != base && p != dir && p != s.keyFile() {
 			t.Errorf("unexpected file %s", p)
 		}
 		return nil
@@ -616,35 +746,35 @@ func TestTraversalKeysRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, s, "a/b", "inside", "text/plain")
-	k := s.ring.Load().Active()
+	k := s.h.Keyring().Active()
 	se := time.Now().Add(time.Minute).Unix()
 	for _, target := range []string{
-		"/blobs/../outside.txt?" + signedQuery(k, "../outside.txt", se),
-		"/blobs/%2E%2E/outside.txt?" + signedQuery(k, "../outside.txt", se),
-		"/blobs/..%2Foutside.txt?" + signedQuery(k, "../outside.txt", se),
-		"/blobs/..%2Foutside.txt?" + signedQuery(k, "..%2Foutside.txt", se),
-		"/blobs/../signing-keys.json?" + signedQuery(k, "../signing-keys.json", se),
-		"/blobs/a%2Fb?" + signedQuery(k, "a/b", se),
-		"/blobs/a%2fb?" + signedQuery(k, "a/b", se),
-		"/blobs/a/./b?" + signedQuery(k, "a/./b", se),
-		"/blobs//etc/passwd?" + signedQuery(k, "/etc/passwd", se),
-		"/blobs/a%5Cb?" + signedQuery(k, `a\b`, se),
-		"/blobs/a%00?" + signedQuery(k, "a\x00", se),
-		"/other/a/b?" + signedQuery(k, "a/b", se),
+		"/blobs/../outside.txt?" + forge(k, "../outside.txt", se),
+		"/blobs/%2E%2E/outside.txt?" + forge(k, "../outside.txt", se),
+		"/blobs/..%2Foutside.txt?" + forge(k, "../outside.txt", se),
+		"/blobs/..%2Foutside.txt?" + forge(k, "..%2Foutside.txt", se),
+		"/blobs/../signing-keys.json?" + forge(k, "../signing-keys.json", se),
+		"/blobs/a%2Fb?" + forge(k, "a/b", se),
+		"/blobs/a%2fb?" + forge(k, "a/b", se),
+		"/blobs/a/./b?" + forge(k, "a/./b", se),
+		"/blobs//etc/passwd?" + forge(k, "/etc/passwd", se),
+		"/blobs/a%5Cb?" + forge(k, `a\b`, se),
+		"/blobs/a%00?" + forge(k, "a\x00", se),
+		"/other/a/b?" + forge(k, "a/b", se),
 	} {
 		rec := serve(s, http.MethodGet, target)
 		if rec.Code != 403 || strings.Contains(rec.Body.String(), "outside") || strings.Contains(rec.Body.String(), "inside") {
 			t.Errorf("GET %s: %d %s, want 403", target, rec.Code, rec.Body)
 		}
 	}
-	if rec := serve(s, http.MethodGet, "/blobs/a/b?"+signedQuery(k, "a/b", se)); rec.Code != 200 || rec.Body.String() != "inside" {
+	if rec := serve(s, http.MethodGet, "/blobs/a/b?"+forge(k, "a/b", se)); rec.Code != 200 || rec.Body.String() != "inside" {
 		t.Errorf("control: %d %s", rec.Code, rec.Body)
 	}
 }
 
 func TestLayoutAndDurabilityArtifacts(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "results")
-	s := openStore(t, dir, Options{})
+	s := openSigner(t, dir, "")
 	ctx := context.Background()
 	put(t, s, "ops/one/result.json", `{"ok":true}`, "application/json")
 	put(t, s, "ops/one/result.json", `{"ok":false}`, "application/json")
@@ -755,23 +885,23 @@ func BenchmarkOpen(b *testing.B) {
 }
 
 func BenchmarkSignVerify(b *testing.B) {
-	s := openStore(b, filepath.Join(b.TempDir(), "results"), Options{})
+	s := openSigner(b, filepath.Join(b.TempDir(), "results"), "")
 	ctx := context.Background()
 	exp := time.Now().Add(10 * time.Minute)
 	for b.Loop() {
-		u, err := s.SignedURL(ctx, "data/0192e0d2-7c1a-7cc3-8a45-0f6e3b4a2c1d.blobdata", exp)
+		u, err := s.sg.SignedURL(ctx, "data/0192e0d2-7c1a-7cc3-8a45-0f6e3b4a2c1d.blobdata", exp)
 		if err != nil {
 			b.Fatal(err)
 		}
 		req := httptest.NewRequest(http.MethodGet, u, nil)
-		if _, _, err := s.check(req); err != nil {
+		if _, _, err := s.h.Verify(req, s.rs.ValidateKey); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func BenchmarkServe(b *testing.B) {
-	s := openStore(b, filepath.Join(b.TempDir(), "results"), Options{})
+	s := openSigner(b, filepath.Join(b.TempDir(), "results"), "")
 	put(b, s, "bench", strings.Repeat("x", 1024), "application/json")
 	u := sign(b, s, "bench", time.Hour)
 	for b.Loop() {

@@ -7,22 +7,8 @@
 //		})
 //	}
 //
-// Signed URLs are fetched over HTTP. When the driver implements
-// driver.Server, the suite mounts its Handler at its Prefix on an
-// httptest.Server (mux.Handle(Prefix(), Handler()), request paths
-// unchanged) and resolves the URLs against it; otherwise the URLs must be
-// absolute and are fetched as they are.
-//
-// Self-served drivers must answer exactly as driver.Server says: 403 for a
-// URL that is not validly signed or has expired, 404 for a validly signed
-// URL of a missing result, 405 for methods other than GET and HEAD, all as
-// application/problem+json. Other drivers may refuse with any 4xx (object
-// stores answer 400, 403 or 404 depending on what is wrong).
-//
-// Requirements on signed URLs the suite checks that are not obvious: every
-// query parameter must be covered by the signature (or be it), so changing
-// or dropping any one of them gets the URL refused; SignedURL must accept an
-// expiry in the past (self-served drivers), or may refuse it (others).
+// Signed URLs to results are another port's, with its own suite
+// (urlsign/signtest), which a driver runs through a signer over its store.
 package resultstoretest
 
 import (
@@ -35,15 +21,10 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"mime"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/arrhq/arr/resultstore/driver"
 )
@@ -55,10 +36,6 @@ type Harness struct {
 	// calls may share one backend (directory, bucket, container): every
 	// subtest uses its own random keys. Required.
 	Open func(t *testing.T) driver.Store
-
-	// HTTPClient fetches signed URLs of drivers that do not serve their own.
-	// Default: a client with a 60-second timeout.
-	HTTPClient *http.Client
 }
 
 // RunConformanceTests runs the suite against the driver h opens. Subtests
@@ -85,16 +62,6 @@ func RunConformanceTests(t *testing.T, h Harness) {
 		{"InvalidKey", testInvalidKey},
 		{"FailedPutStoresNothing", testFailedPut},
 		{"CanceledPut", testCanceledPut},
-		{"SignedURLGet", testSignedGet},
-		{"SignedURLHead", testSignedHead},
-		{"SignedURLRange", testSignedRange},
-		{"SignedURLConditional", testSignedConditional},
-		{"SignedURLExpired", testSignedExpired},
-		{"SignedURLTampered", testSignedTampered},
-		{"SignedURLMovedToOtherKey", testSignedMoved},
-		{"SignedURLExtendedExpiry", testSignedExtended},
-		{"SignedURLDeletedResult", testSignedDeleted},
-		{"SignedURLMethods", testSignedMethods},
 		{"Concurrent", testConcurrent},
 	}
 	t.Run("Conformance", func(t *testing.T) {
@@ -107,14 +74,10 @@ func RunConformanceTests(t *testing.T, h Harness) {
 	})
 }
 
-// env is one subtest's store and the way to fetch its URLs.
+// env is one subtest's store.
 type env struct {
-	s      driver.Store
-	self   bool   // the driver serves its own URLs
-	prefix string // its Prefix, when self
-	base   *url.URL
-	client *http.Client
-	uniq   string
+	s    driver.Store
+	uniq string
 }
 
 func newEnv(t *testing.T, h Harness) *env {
@@ -129,26 +92,7 @@ func newEnv(t *testing.T, h Harness) *env {
 	})
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	e := &env{s: s, client: h.HTTPClient, uniq: hex.EncodeToString(b[:])}
-	if e.client == nil {
-		e.client = &http.Client{Timeout: 60 * time.Second}
-	}
-	if srv, ok := s.(driver.Server); ok {
-		e.self = true
-		e.prefix = srv.Prefix()
-		if !strings.HasPrefix(e.prefix, "/") || !strings.HasSuffix(e.prefix, "/") {
-			t.Fatalf("Prefix() = %q; want a path beginning and ending with /", e.prefix)
-		}
-		mux := http.NewServeMux()
-		mux.Handle(e.prefix, srv.Handler())
-		ts := httptest.NewServer(mux)
-		t.Cleanup(ts.Close) // runs before the store's Close
-		e.base, _ = url.Parse(ts.URL)
-		if h.HTTPClient == nil {
-			e.client = ts.Client()
-		}
-	}
-	return e
+	return &env{s: s, uniq: hex.EncodeToString(b[:])}
 }
 
 // key returns a key unique to this subtest.
@@ -223,110 +167,6 @@ func (e *env) expectNotFound(t *testing.T, key string) {
 	}
 }
 
-func (e *env) sign(t *testing.T, key string, d time.Duration) string {
-	t.Helper()
-	u, err := e.s.SignedURL(ctx(t), key, time.Now().Add(d))
-	if err != nil {
-		t.Fatalf("SignedURL(%q, %v): %v", key, d, err)
-	}
-	return u
-}
-
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-// target turns a signed URL into the URL to request.
-func (e *env) target(t *testing.T, signed string) string {
-	t.Helper()
-	u, err := e.targetErr(signed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
-
-func (e *env) targetErr(signed string) (string, error) {
-	u, err := url.Parse(signed)
-	if err != nil {
-		return "", fmt.Errorf("signed URL %q does not parse: %v", signed, err)
-	}
-	if !e.self {
-		if !u.IsAbs() {
-			return "", fmt.Errorf("signed URL %q is relative, but the driver does not implement driver.Server", signed)
-		}
-		return signed, nil
-	}
-	if !strings.HasPrefix(u.EscapedPath(), e.prefix) {
-		return "", fmt.Errorf("signed URL %q is not under the driver's Prefix %q", signed, e.prefix)
-	}
-	v := *e.base
-	v.Path, v.RawPath, v.RawQuery = u.Path, u.RawPath, u.RawQuery
-	return v.String(), nil
-}
-
-func (e *env) fetch(t *testing.T, method, signed string, hdr ...string) response {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx(t), method, e.target(t, signed), nil)
-	if err != nil {
-		t.Fatalf("request for %q: %v", signed, err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := e.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, signed, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, signed, err)
-	}
-	return response{res.StatusCode, res.Header, b}
-}
-
-// expectServed fetches signed and checks a 200 with want and the
-// attributes.
-func (e *env) expectServed(t *testing.T, signed string, want []byte, a driver.Attributes) {
-	t.Helper()
-	r := e.fetch(t, http.MethodGet, signed)
-	if r.status != http.StatusOK {
-		t.Fatalf("GET %s: status %d, want 200; body %s", signed, r.status, show(r.body))
-	}
-	if !bytes.Equal(r.body, want) {
-		t.Errorf("GET %s: body %s, want %s", signed, show(r.body), show(want))
-	}
-	if got := r.header.Get("Content-Type"); got != a.ContentType {
-		t.Errorf("GET %s: Content-Type %q, want %q", signed, got, a.ContentType)
-	}
-	if got := r.header.Get("ETag"); got != a.ETag {
-		t.Errorf("GET %s: ETag %s, want %s", signed, got, a.ETag)
-	}
-}
-
-// expectRefused fetches signed (GET) and checks that it is refused: with
-// selfStatus by a self-served driver, with a 4xx by others.
-func (e *env) expectRefused(t *testing.T, signed string, selfStatus int, why string) {
-	t.Helper()
-	r := e.fetch(t, http.MethodGet, signed)
-	if e.self {
-		if r.status != selfStatus {
-			t.Errorf("%s: GET %s: status %d, want %d; body %s", why, signed, r.status, selfStatus, show(r.body))
-			return
-		}
-		if mt, _, _ := mime.ParseMediaType(r.header.Get("Content-Type")); mt != "application/problem+json" {
-			t.Errorf("%s: GET %s: refused with Content-Type %q, want application/problem+json", why, signed, r.header.Get("Content-Type"))
-		}
-		return
-	}
-	if r.status < 400 || r.status > 499 {
-		t.Errorf("%s: GET %s: status %d, want a 4xx refusal; body %s", why, signed, r.status, show(r.body))
-	}
-}
-
 func show(b []byte) string {
 	if len(b) > 64 {
 		return fmt.Sprintf("%q… (%d bytes)", b[:64], len(b))
@@ -391,10 +231,8 @@ func testETagChanges(t *testing.T, e *env) {
 func testOverwrite(t *testing.T, e *env) {
 	k := e.key("overwrite")
 	e.put(t, k, []byte("a rather long first value that is longer than the second"), "text/plain")
-	u := e.sign(t, k, 10*time.Minute) // signed before the overwrite: a URL names the key, not a version
 	a := e.put(t, k, []byte(`{"short":2}`), "application/json")
 	e.expectContent(t, k, []byte(`{"short":2}`), a)
-	e.expectServed(t, u, []byte(`{"short":2}`), a)
 }
 
 func testBinary(t *testing.T, e *env) {
@@ -406,19 +244,12 @@ func testBinary(t *testing.T, e *env) {
 	body = append(body, 0, 0, '\r', '\n', 0xff, 0xfe)
 	a := e.put(t, k, body, "application/octet-stream")
 	e.expectContent(t, k, body, a)
-	e.expectServed(t, e.sign(t, k, time.Minute), body, a)
 }
 
 func testEmpty(t *testing.T, e *env) {
 	k := e.key("empty")
 	a := e.put(t, k, nil, "text/plain")
 	e.expectContent(t, k, []byte{}, a)
-	u := e.sign(t, k, time.Minute)
-	e.expectServed(t, u, []byte{}, a)
-	r := e.fetch(t, http.MethodHead, u)
-	if r.status != http.StatusOK {
-		t.Errorf("HEAD of an empty result: status %d", r.status)
-	}
 }
 
 // pseudoRandom is a non-seekable stream of n deterministic bytes.
@@ -458,16 +289,6 @@ func testLarge(t *testing.T, e *env) {
 	r.Close()
 	if err != nil || n != size || !bytes.Equal(h.Sum(nil), sha256Of(want)) {
 		t.Fatalf("reading back 5 MiB: %d bytes, err %v, digest match %v", n, err, bytes.Equal(h.Sum(nil), sha256Of(want)))
-	}
-
-	u := e.sign(t, k, 10*time.Minute)
-	res := e.fetch(t, http.MethodGet, u)
-	if res.status != http.StatusOK || !bytes.Equal(res.body, want) {
-		t.Fatalf("GET of 5 MiB: status %d, %d bytes, equal %v", res.status, len(res.body), bytes.Equal(res.body, want))
-	}
-	res = e.fetch(t, http.MethodGet, u, "Range", fmt.Sprintf("bytes=%d-", size-10))
-	if res.status != http.StatusPartialContent || !bytes.Equal(res.body, want[size-10:]) {
-		t.Fatalf("GET last 10 bytes: status %d, body %s", res.status, show(res.body))
 	}
 }
 
@@ -525,7 +346,6 @@ func testKeyNames(t *testing.T, e *env) {
 		body := []byte(fmt.Sprintf("body %d of %q", i, name))
 		a := e.put(t, k, body, "text/plain")
 		e.expectContent(t, k, body, a)
-		e.expectServed(t, e.sign(t, k, 5*time.Minute), body, a)
 	}
 	// All are distinct: read them again after all were written.
 	for i, name := range keyNames {
@@ -539,9 +359,6 @@ func testKeyNames(t *testing.T, e *env) {
 func testInvalidKey(t *testing.T, e *env) {
 	if _, err := e.s.Put(ctx(t), "", strings.NewReader("x"), "text/plain"); err == nil {
 		t.Error("Put with an empty key succeeded")
-	}
-	if _, err := e.s.SignedURL(ctx(t), "", time.Now().Add(time.Minute)); err == nil {
-		t.Error("SignedURL with an empty key succeeded")
 	}
 }
 
@@ -587,246 +404,6 @@ func testCanceledPut(t *testing.T, e *env) {
 	e.expectNotFound(t, k)
 }
 
-func testSignedGet(t *testing.T, e *env) {
-	k := e.key("get/result.blobdata")
-	body := []byte(`{"id":"42","customername":"Contoso"}`)
-	a := e.put(t, k, body, "application/json")
-	u := e.sign(t, k, 10*time.Minute)
-	e.expectServed(t, u, body, a)
-	// The URL can be used more than once until it expires.
-	e.expectServed(t, u, body, a)
-}
-
-func testSignedHead(t *testing.T, e *env) {
-	k := e.key("head")
-	body := []byte("head of the result")
-	a := e.put(t, k, body, "text/plain")
-	r := e.fetch(t, http.MethodHead, e.sign(t, k, time.Minute))
-	if r.status != http.StatusOK {
-		t.Fatalf("HEAD: status %d", r.status)
-	}
-	if len(r.body) != 0 {
-		t.Errorf("HEAD: got a body %s", show(r.body))
-	}
-	if got := r.header.Get("Content-Length"); got != fmt.Sprint(len(body)) {
-		t.Errorf("HEAD: Content-Length %q, want %d", got, len(body))
-	}
-	if got := r.header.Get("ETag"); got != a.ETag {
-		t.Errorf("HEAD: ETag %s, want %s", got, a.ETag)
-	}
-	if got := r.header.Get("Content-Type"); got != a.ContentType {
-		t.Errorf("HEAD: Content-Type %q, want %q", got, a.ContentType)
-	}
-}
-
-func testSignedRange(t *testing.T, e *env) {
-	k := e.key("range")
-	body := []byte("0123456789")
-	e.put(t, k, body, "text/plain")
-	r := e.fetch(t, http.MethodGet, e.sign(t, k, time.Minute), "Range", "bytes=2-5")
-	if r.status != http.StatusPartialContent {
-		t.Fatalf("Range bytes=2-5: status %d, want 206", r.status)
-	}
-	if string(r.body) != "2345" {
-		t.Errorf("Range bytes=2-5: body %q, want 2345", r.body)
-	}
-	if got := r.header.Get("Content-Range"); got != "bytes 2-5/10" {
-		t.Errorf("Content-Range %q, want bytes 2-5/10", got)
-	}
-}
-
-func testSignedConditional(t *testing.T, e *env) {
-	k := e.key("conditional")
-	a := e.put(t, k, []byte("cache me"), "text/plain")
-	u := e.sign(t, k, time.Minute)
-	r := e.fetch(t, http.MethodGet, u, "If-None-Match", a.ETag)
-	if r.status != http.StatusNotModified {
-		t.Errorf("If-None-Match with the ETag: status %d, want 304", r.status)
-	}
-	if len(r.body) != 0 {
-		t.Errorf("304 with a body %s", show(r.body))
-	}
-	r = e.fetch(t, http.MethodGet, u, "If-None-Match", `"not-the-etag"`)
-	if r.status != http.StatusOK || string(r.body) != "cache me" {
-		t.Errorf("If-None-Match with another ETag: status %d body %s, want 200", r.status, show(r.body))
-	}
-}
-
-func testSignedExpired(t *testing.T, e *env) {
-	k := e.key("expired")
-	e.put(t, k, []byte("too late"), "text/plain")
-	u, err := e.s.SignedURL(ctx(t), k, time.Now().Add(-time.Minute))
-	if err != nil {
-		if e.self {
-			t.Fatalf("SignedURL with an expiry in the past: %v; self-served drivers must sign it (and refuse it when used)", err)
-		}
-		return // refusing to sign is a refusal too
-	}
-	e.expectRefused(t, u, http.StatusForbidden, "expired URL")
-}
-
-// splitQuery splits a raw query into its name=value parts, in order.
-func splitQuery(raw string) []string {
-	if raw == "" {
-		return nil
-	}
-	return strings.Split(raw, "&")
-}
-
-func withQuery(t *testing.T, signed string, parts []string) string {
-	t.Helper()
-	u, err := url.Parse(signed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.RawQuery = strings.Join(parts, "&")
-	return u.String()
-}
-
-// flipFirst changes the first character of s to another of its class.
-func flipFirst(s string) string {
-	if s == "" {
-		return "x"
-	}
-	c := s[0]
-	switch {
-	case '0' <= c && c <= '9':
-		c = '0' + (c-'0'+1)%10
-	case 'a' <= c && c <= 'z':
-		c = 'a' + (c-'a'+1)%26
-	case 'A' <= c && c <= 'Z':
-		c = 'A' + (c-'A'+1)%26
-	default:
-		c = 'A'
-	}
-	return string(c) + s[1:]
-}
-
-func testSignedTampered(t *testing.T, e *env) {
-	k := e.key("tamper")
-	a := e.put(t, k, []byte("guarded"), "text/plain")
-	u := e.sign(t, k, 10*time.Minute)
-	e.expectServed(t, u, []byte("guarded"), a)
-	pu, _ := url.Parse(u)
-	parts := splitQuery(pu.RawQuery)
-	if len(parts) == 0 {
-		t.Fatalf("signed URL %q has no query", u)
-	}
-	for i, p := range parts {
-		name, val, _ := strings.Cut(p, "=")
-		uv, err := url.QueryUnescape(val)
-		if err != nil {
-			uv = val
-		}
-		changed := append([]string(nil), parts...)
-		changed[i] = name + "=" + url.QueryEscape(flipFirst(uv))
-		e.expectRefused(t, withQuery(t, u, changed), http.StatusForbidden, "parameter "+name+" changed")
-		dropped := append(append([]string(nil), parts[:i]...), parts[i+1:]...)
-		e.expectRefused(t, withQuery(t, u, dropped), http.StatusForbidden, "parameter "+name+" dropped")
-		doubled := append(append([]string(nil), parts...), name+"="+url.QueryEscape(flipFirst(uv)))
-		e.expectRefused(t, withQuery(t, u, doubled), http.StatusForbidden, "parameter "+name+" given twice")
-	}
-	e.expectRefused(t, withQuery(t, u, nil), http.StatusForbidden, "query removed")
-	// The result is still there and the genuine URL still works.
-	e.expectServed(t, u, []byte("guarded"), a)
-}
-
-func testSignedMoved(t *testing.T, e *env) {
-	ka, kb := e.key("moved/a"), e.key("moved/b")
-	aa := e.put(t, ka, []byte("result a"), "text/plain")
-	e.put(t, kb, []byte("result b"), "text/plain")
-	ua, ub := e.sign(t, ka, 10*time.Minute), e.sign(t, kb, 10*time.Minute)
-	pa, _ := url.Parse(ua)
-	pb, _ := url.Parse(ub)
-	moved := *pb
-	moved.RawQuery = pa.RawQuery // a's signature on b's path
-	e.expectRefused(t, moved.String(), http.StatusForbidden, "signature of another key")
-	longer := *pa
-	longer.Path, longer.RawPath = pa.Path+"x", ""
-	e.expectRefused(t, longer.String(), http.StatusForbidden, "path extended")
-	parent := *pa
-	parent.Path, parent.RawPath = pa.Path[:strings.LastIndex(pa.Path, "/")+1]+"b", ""
-	e.expectRefused(t, parent.String(), http.StatusForbidden, "last segment replaced")
-	e.expectServed(t, ua, []byte("result a"), aa)
-}
-
-func testSignedExtended(t *testing.T, e *env) {
-	k := e.key("extend")
-	a := e.put(t, k, []byte("short-lived"), "text/plain")
-	short, long := e.sign(t, k, 2*time.Minute), e.sign(t, k, 50*time.Minute)
-	ps, _ := url.Parse(short)
-	pl, _ := url.Parse(long)
-	sp, lp := splitQuery(ps.RawQuery), splitQuery(pl.RawQuery)
-	lv := map[string]string{}
-	for _, p := range lp {
-		n, v, _ := strings.Cut(p, "=")
-		lv[n] = v
-	}
-	differ := 0
-	for i, p := range sp {
-		n, v, _ := strings.Cut(p, "=")
-		if w, ok := lv[n]; ok && w != v {
-			differ++
-			hybrid := append([]string(nil), sp...)
-			hybrid[i] = n + "=" + w // one parameter of the longer URL in the shorter one
-			e.expectRefused(t, withQuery(t, short, hybrid), http.StatusForbidden, "parameter "+n+" taken from a longer-lived URL")
-		}
-	}
-	if differ == 0 {
-		t.Errorf("URLs with expiries 2 and 50 minutes away have the same query %q", ps.RawQuery)
-	}
-	if e.self {
-		// The expiry moved by an hour, with the original signature.
-		q := ps.Query()
-		if se := q.Get("se"); se != "" {
-			hybrid := append([]string(nil), sp...)
-			for i, p := range hybrid {
-				if strings.HasPrefix(p, "se=") {
-					hybrid[i] = "se=" + fmt.Sprint(mustAtoi(t, se)+3600)
-				}
-			}
-			e.expectRefused(t, withQuery(t, short, hybrid), http.StatusForbidden, "expiry extended by an hour")
-		}
-	}
-	e.expectServed(t, short, []byte("short-lived"), a)
-}
-
-func mustAtoi(t *testing.T, s string) int64 {
-	t.Helper()
-	var n int64
-	if _, err := fmt.Sscan(s, &n); err != nil {
-		t.Fatalf("se=%q is not a number", s)
-	}
-	return n
-}
-
-func testSignedDeleted(t *testing.T, e *env) {
-	k := e.key("deleted")
-	e.put(t, k, []byte("gone soon"), "text/plain")
-	u := e.sign(t, k, 10*time.Minute)
-	if err := e.s.Delete(ctx(t), k); err != nil {
-		t.Fatal(err)
-	}
-	e.expectRefused(t, u, http.StatusNotFound, "deleted result")
-	e.expectRefused(t, e.sign(t, e.key("never-written"), time.Minute), http.StatusNotFound, "result never written")
-}
-
-func testSignedMethods(t *testing.T, e *env) {
-	k := e.key("methods")
-	a := e.put(t, k, []byte("read only"), "text/plain")
-	u := e.sign(t, k, time.Minute)
-	for _, m := range []string{http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch} {
-		r := e.fetch(t, m, u)
-		switch {
-		case e.self && r.status != http.StatusMethodNotAllowed:
-			t.Errorf("%s of a signed URL: status %d, want 405", m, r.status)
-		case !e.self && (r.status < 400 || r.status > 499):
-			t.Errorf("%s of a signed URL: status %d, want a 4xx", m, r.status)
-		}
-	}
-	e.expectContent(t, k, []byte("read only"), a)
-}
-
 func testConcurrent(t *testing.T, e *env) {
 	const workers, perWorker = 8, 6
 	var wg sync.WaitGroup
@@ -849,29 +426,6 @@ func testConcurrent(t *testing.T, e *env) {
 				r.Close()
 				if err != nil || !bytes.Equal(got, body) || r.Attributes().ETag != a.ETag {
 					t.Errorf("Open(%q): %d bytes (want %d), err %v", k, len(got), len(body), err)
-				}
-				if i%2 == 0 {
-					u, err := e.s.SignedURL(ctx(t), k, time.Now().Add(time.Minute))
-					if err != nil {
-						t.Errorf("SignedURL(%q): %v", k, err)
-						return
-					}
-					target, err := e.targetErr(u)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, target, nil)
-					res, err := e.client.Do(req)
-					if err != nil {
-						t.Errorf("GET %s: %v", u, err)
-						return
-					}
-					got, err := io.ReadAll(res.Body)
-					res.Body.Close()
-					if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
-						t.Errorf("GET %s: status %d, %d bytes, err %v", u, res.StatusCode, len(got), err)
-					}
 				}
 			}
 		})

@@ -1,14 +1,16 @@
 // Package s3result is the result store driver for Amazon S3 and
 // S3-compatible servers (versitygw, MinIO, Ceph RGW, Garage, …). The bytes
-// are kept with gocloud.dev/blob/s3blob (AWS SDK for Go v2). arr signs the
-// URLs to results itself (HMAC-SHA256, keys kept in the bucket) and serves
-// them through Handler, which checks the signature and answers with a
-// redirect to a short-lived S3 presigned URL: clients fetch the bytes from
-// S3 directly, never through arr.
+// are kept with gocloud.dev/blob/s3blob (AWS SDK for Go v2). It registers
+// the signer of URLs to results too (package urlsign, see OpenSigner): arr
+// signs them itself (HMAC-SHA256, keys kept in the bucket), and the
+// signer's handler checks the signature and answers with a redirect to a
+// short-lived S3 presigned URL (Store.PresignedURL): clients fetch the
+// bytes from S3 directly, never through arr.
 //
 // # URLs
 //
-// The package registers the scheme "s3" with resultstore.Register:
+// The package registers the scheme "s3" with resultstore.Register and
+// urlsign.Register, which open the store and its signer from the same URL:
 //
 //	s3://my-results                                       AWS, region from the AWS config chain
 //	s3://my-results?region=eu-west-1&prefix=arr/results/
@@ -52,16 +54,19 @@
 //
 // Parameters of this driver:
 //
-//   - url_prefix: the URL path under which Handler serves signed URLs
-//     (Options.URLPrefix); it begins and ends with "/". Default: "/blobs/",
-//     as the file driver.
+//   - url_prefix (the signer's; the store ignores it): the URL path under
+//     which the signer's handler serves signed URLs
+//     (SignerOptions.URLPrefix); it begins and ends with "/". Default:
+//     "/blobs/", as the file driver.
 //   - url_keyring: the object key (from the bucket's root, not under
 //     prefix) of the keyring object holding the URL signing keys
-//     (Options.KeyringKey). Default: prefix + ".arr/url-keys.json".
-//   - max_url_lifetime: the longest expiry SignedURL accepts and Handler
-//     honours, a Go duration such as "24h" (at least "1s"). Default: 7 days.
-//   - public_endpoint: the endpoint URL that the presigned URLs Handler
-//     redirects to name, when clients reach S3 through another address than
+//     (Options.KeyringKey), which the store reserves and the signer uses.
+//     Default: prefix + ".arr/url-keys.json".
+//   - max_url_lifetime (the signer's; the store ignores it): the longest
+//     expiry the signer signs and honours, a Go duration such as "24h"
+//     (at least "1s"). Default: 7 days.
+//   - public_endpoint: the endpoint URL that the presigned URLs
+//     PresignedURL returns name, when clients reach S3 through another address than
 //     arr does (arr talks to http://minio:9000 on an internal network;
 //     clients fetch from https://files.example.com through a proxy). The
 //     SigV4 signature covers the host, so the proxy must pass the Host
@@ -76,13 +81,14 @@
 // supplies them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optionally
 // AWS_SESSION_TOKEN; AWS_PROFILE and the shared files; web identity; ECS
 // and EC2 instance roles). The URL is therefore safe to log and to put in
-// configuration files. Opening reads the keyring object (creating it if
-// missing), so a wrong bucket, endpoint or missing permission fails Open.
+// configuration files. Opening the store does no I/O; opening its signer
+// reads the keyring object (creating it if missing), so a wrong bucket,
+// endpoint or missing permission fails urlsign.Open.
 // The credentials need s3:GetObject, s3:PutObject and s3:DeleteObject on
 // the prefix and on the keyring object (and s3:AbortMultipartUpload for
 // results of 16 MiB or more), and s3:ListBucket so that a missing result
 // is told apart from a refusal (AWS answers 403 to HeadObject of a missing
-// object without it; Handler then answers 502 instead of 404).
+// object without it; the signer's handler then answers 502 instead of 404).
 //
 // # Keys and objects
 //
@@ -117,61 +123,31 @@
 //
 // # Signed URLs
 //
-// SignedURL returns a relative URL, as the file driver does:
-//
-//	<url_prefix><key, each segment path-escaped>?se=<expiry, unix seconds>&kid=<key id>&sig=<signature>
-//
-// where sig is the unpadded base64url (RFC 4648 §5) HMAC-SHA256, under the
-// secret of the key named kid, of
-//
-//	"arr-s3result-url-v1" 0x00 "GET" 0x00 kid 0x00 se 0x00 key
-//
-// with the key unescaped ("GET" is the read-only method class: GET and
-// HEAD). The expiry is rounded down to the second; one in the past is
-// signed (and refused when used); one further than max_url_lifetime ahead
-// is refused with an error. Handler (see its documentation) verifies in
-// constant time and refuses with 403 an unknown key id, a changed, dropped,
-// duplicated or added query parameter, a non-canonical expiry, another
-// path, an expired URL and one whose expiry lies further ahead than
-// max_url_lifetime allows; it answers 404 when the result does not exist,
-// and otherwise 307 to an S3 presigned URL for the same method that ends
-// no later than the arr URL (and at most RedirectLifetime after the
-// request), so the redirect cannot be used to extend the arr URL's life.
-// Range and conditional requests are answered by S3 after the redirect.
+// The signer (OpenSigner) signs relative URLs in urlsign's format,
+// under url_prefix, with the domain "arr-s3result-url-v1" (URLDomain);
+// verification refuses any query but exactly se, kid and sig. Its handler
+// answers a valid URL of an existing result with 307 to an S3 presigned
+// URL for the same method that ends no later than the arr URL (and at most
+// RedirectLifetime after the request), so the redirect cannot be used to
+// extend the arr URL's life. Range and conditional requests are answered
+// by S3 after the redirect.
 //
 // # Signing keys
 //
-// The keys live in the keyring object in the bucket (url_keyring), in the
-// JSON format of the file driver's keyring file:
-//
-//	{"version": 1, "active": "<kid>", "keys": [
-//	  {"id": "<16 hex digits>", "secret": "<base64 of 32 random bytes>",
-//	   "created": "<RFC 3339>", "retired": "<RFC 3339, once rotated out>"}]}
-//
-// Every arr process that opens the same bucket and keyring signs and
-// verifies with the same keys, so a URL signed by one api process is
-// served by any other. The keys are generated by arr (crypto/rand) when
-// the first process opens the store and finds no keyring; they are never
-// configured. The creation is a conditional PutObject (If-None-Match: *,
-// honoured by AWS S3 and by versitygw v1.8.0), so of processes opening at
-// once exactly one creates the keyring; every process then pauses 200 ms
-// and reads back the stored keyring and uses that one. On a server that
-// ignores the condition or does not apply it atomically, two processes
-// may both write: each adopts what it reads back after the pause, so they
-// agree unless one write lands more than that pause after another
-// process's read-back; the periodic reload below then brings every process
-// to the stored keyring within KeyringReloadInterval, and the URLs signed
-// in between with the lost keyring are refused (403).
-//
-// A store re-reads the keyring (a GET conditional on its ETag) at most
-// every KeyringReloadInterval (1 minute) when it signs or verifies, and
-// at once (at most once a second) when a URL names a key id it does not
-// know. RotateKeys adds a new active key, marks the previous one retired
-// and prunes keys retired more than max_url_lifetime + KeyRetentionSlack
-// ago, when every URL they signed has expired. Anyone who can read the
+// The keys live in the keyring object in the bucket (url_keyring), in
+// urlsign's keyring format, kept by urlsign.BlobKeys: every arr process
+// that opens the same bucket and keyring signs and verifies with the same
+// keys, so a URL signed by one api process is served by any other. The
+// keys are generated by arr (crypto/rand) when the first signer opens the
+// bucket and finds no keyring; they are never configured. The creation is
+// a conditional PutObject (If-None-Match: *, honoured by AWS S3 and by
+// versitygw v1.8.0) and a rotation one conditional on the ETag read
+// (If-Match); see urlsign.BlobKeys for how processes agree on one keyring.
+// A signer re-reads the keyring at most every KeyringReloadInterval (1
+// minute) when it signs or verifies, and at once (at most once a second)
+// when a URL names a key id it does not know. Anyone who can read the
 // keyring object can sign URLs for every result under the prefix: protect
-// it as the results themselves (the same bucket policy does). Key material
-// is never logged nor put in errors.
+// it as the results themselves (the same bucket policy does).
 package s3result
 
 import (
@@ -183,8 +159,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -197,21 +171,16 @@ import (
 	"gocloud.dev/blob/s3blob"
 	"gocloud.dev/gcerrors"
 
-	"github.com/arrhq/arr/internal/urlsign"
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // Scheme is the URL scheme the package registers with resultstore.
 const Scheme = "s3"
 
 const (
-	// DefaultMaxURLLifetime bounds the expiry of signed URLs when
-	// Options.MaxURLLifetime is zero (7 days).
-	DefaultMaxURLLifetime = 7 * 24 * time.Hour
-	// DefaultURLPrefix is the URL path Handler serves when
-	// Options.URLPrefix is empty, as the file driver's.
-	DefaultURLPrefix = "/blobs/"
 	// DefaultKeyringName is the keyring object's key under the prefix when
 	// Options.KeyringKey is empty.
 	DefaultKeyringName = reservedSegment + "/url-keys.json"
@@ -236,12 +205,13 @@ var ErrInvalidKey = errors.New("s3result: invalid key")
 var ErrChanged = errors.New("s3result: result changed while being read")
 
 func init() {
-	resultstore.Register(Scheme, func(ctx context.Context, u *url.URL) (*resultstore.Store, error) {
-		s, err := OpenURL(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		return resultstore.New(s), nil
+	engine.Register(Scheme, func(ctx context.Context, u *url.URL) (engine.Driver, error) {
+		return &engine.ResultsOnly{Name: Scheme,
+			Results: func(ctx context.Context) (driver.Store, error) { return OpenURL(ctx, u) },
+			Signer: func(ctx context.Context, results *resultstore.Store) (*urlsign.Signer, error) {
+				return openSignerURL(ctx, u, results)
+			},
+		}, nil
 	})
 }
 
@@ -251,70 +221,50 @@ type Options struct {
 	// "results/". Default: none.
 	Prefix string
 
-	// URLPrefix is the URL path under which Handler serves signed URLs; it
-	// begins and ends with "/". Default: DefaultURLPrefix ("/blobs/").
-	URLPrefix string
-
 	// KeyringKey is the object key (from the bucket's root; Prefix is not
-	// prepended) of the keyring object with the URL signing keys. Every
-	// store that must accept another's URLs uses the same bucket and
-	// KeyringKey. Default: Prefix + DefaultKeyringName.
+	// prepended) of the keyring object with the URL signing keys of the
+	// store's signer (see OpenSigner); keys whose object would be, contain
+	// or lie inside it are refused. Every signer that must accept
+	// another's URLs uses the same bucket and KeyringKey. Default: Prefix
+	// + DefaultKeyringName.
 	KeyringKey string
 
-	// PresignClient, when set, is the client Handler presigns redirect
-	// targets with: one for the same S3 service whose endpoint is the one
-	// clients reach (see the public_endpoint URL parameter). Default: the
-	// store's client.
+	// PresignClient, when set, is the client PresignedURL presigns with:
+	// one for the same S3 service whose endpoint is the one clients reach
+	// (see the public_endpoint URL parameter). Default: the store's
+	// client.
 	PresignClient *s3.Client
-
-	// MaxURLLifetime is how far in the future a signed URL may expire:
-	// SignedURL refuses a later expiry and Handler refuses a URL whose
-	// expiry is later than now + MaxURLLifetime (+1 minute for clock
-	// skew). A retired signing key verifies URLs for MaxURLLifetime +
-	// KeyRetentionSlack after its retirement and is pruned by the first
-	// rotation after that. At least a second. Default:
-	// DefaultMaxURLLifetime (7 days).
-	MaxURLLifetime time.Duration
 
 	// Blob configures the gocloud.dev/blob/s3blob bucket (server-side
 	// encryption, checksums); its encryption settings apply to the keyring
-	// object too. Default: s3blob's defaults.
+	// object of OpenSigner too. Default: s3blob's defaults.
 	Blob *s3blob.Options
 }
 
-// Store is the S3 result store. It implements driver.Store and
-// driver.Server; its methods are safe for concurrent use.
+// Store is the S3 result store. It implements driver.Store,
+// driver.KeyValidator and driver.Presigner; its methods are safe for
+// concurrent use.
 type Store struct {
-	client      *s3.Client
-	presigner   *s3.PresignClient
-	v4          *v4.Signer
-	bucketName  string
-	bucket      *blob.Bucket // prefixed with prefix
-	prefix      string
-	urlPrefix   string
-	keyringKey  string
-	sse         types.ServerSideEncryption
-	kmsKeyID    string
-	maxLife     time.Duration
-	reloadEvery time.Duration
-	now         func() time.Time
-
-	mu         sync.Mutex // serializes keyring reloads and rotations
-	ring       atomic.Pointer[keyring]
-	lastCheck  atomic.Int64 // unix nanoseconds of the last keyring check
-	lastForced atomic.Int64 // … and of the last one an unknown key id caused
+	client     *s3.Client
+	presigner  *s3.PresignClient
+	v4         *v4.Signer
+	bucketName string
+	bucket     *blob.Bucket // prefixed with prefix
+	blobOpts   s3blob.Options
+	prefix     string
+	keyringKey string
+	now        func() time.Time
 }
 
 var (
-	_ driver.Store  = (*Store)(nil)
-	_ driver.Server = (*Store)(nil)
+	_ driver.Store        = (*Store)(nil)
+	_ driver.KeyValidator = (*Store)(nil)
+	_ driver.Presigner    = (*Store)(nil)
 )
 
 // New returns a store over the bucket named bucket, reached with client.
-// It reads the keyring object, creating it with a fresh random key if it
-// does not exist (see the package documentation), and fails if that
-// fails. Close releases the bucket; client is not closed (SDK clients need
-// no closing).
+// It does no I/O. Close releases the bucket; client is not closed (SDK
+// clients need no closing).
 func New(ctx context.Context, client *s3.Client, bucket string, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, errors.New("s3result: nil client")
@@ -322,20 +272,8 @@ func New(ctx context.Context, client *s3.Client, bucket string, opts Options) (*
 	if bucket == "" {
 		return nil, errors.New("s3result: empty bucket name")
 	}
-	switch {
-	case opts.MaxURLLifetime == 0:
-		opts.MaxURLLifetime = DefaultMaxURLLifetime
-	case opts.MaxURLLifetime < time.Second:
-		return nil, fmt.Errorf("s3result: max URL lifetime %v is shorter than a second", opts.MaxURLLifetime)
-	}
 	if len(opts.Prefix) >= maxObjectKey || !utf8.ValidString(opts.Prefix) || hasControl(opts.Prefix) {
 		return nil, fmt.Errorf("s3result: invalid prefix %q", opts.Prefix)
-	}
-	if opts.URLPrefix == "" {
-		opts.URLPrefix = DefaultURLPrefix
-	}
-	if err := validateURLPrefix(opts.URLPrefix); err != nil {
-		return nil, err
 	}
 	if opts.KeyringKey == "" {
 		opts.KeyringKey = opts.Prefix + DefaultKeyringName
@@ -356,42 +294,20 @@ func New(ctx context.Context, client *s3.Client, bucket string, opts Options) (*
 		pc = client
 	}
 	s := &Store{
-		client:      client,
-		presigner:   s3.NewPresignClient(pc),
-		v4:          v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }), // as the S3 client's
-		bucketName:  bucket,
-		bucket:      b,
-		prefix:      opts.Prefix,
-		urlPrefix:   opts.URLPrefix,
-		keyringKey:  opts.KeyringKey,
-		sse:         blobOpts.EncryptionType,
-		kmsKeyID:    blobOpts.KMSEncryptionID,
-		maxLife:     opts.MaxURLLifetime,
-		reloadEvery: KeyringReloadInterval,
-		now:         time.Now,
+		client:     client,
+		presigner:  s3.NewPresignClient(pc),
+		v4:         v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }), // as the S3 client's
+		bucketName: bucket,
+		bucket:     b,
+		blobOpts:   blobOpts,
+		prefix:     opts.Prefix,
+		keyringKey: opts.KeyringKey,
+		now:        time.Now,
 	}
 	if opts.Prefix != "" {
 		s.bucket = blob.PrefixedBucket(b, opts.Prefix)
 	}
-	kr, err := s.openKeyring(ctx)
-	if err != nil {
-		_ = s.bucket.Close()
-		return nil, err
-	}
-	s.ring.Store(kr)
-	s.lastCheck.Store(time.Now().UnixNano())
 	return s, nil
-}
-
-func validateURLPrefix(p string) error {
-	if len(p) < 1 || p[0] != '/' || p[len(p)-1] != '/' {
-		return fmt.Errorf("s3result: URL prefix %q must begin and end with /", p)
-	}
-	u, err := url.Parse(p)
-	if err != nil || u.Path != p || u.RawQuery != "" || u.Fragment != "" || strings.Contains(p, "//") {
-		return fmt.Errorf("s3result: URL prefix %q is not a plain URL path", p)
-	}
-	return nil
 }
 
 // validObjectPath checks an object key the driver writes itself.
@@ -518,14 +434,8 @@ func OpenURL(ctx context.Context, u *url.URL) (*Store, error) {
 				return nil, fmt.Errorf("s3result: public_endpoint=%q is not an http(s) URL", val)
 			}
 			publicEndpoint = val
-		case k == "max_url_lifetime":
-			d, err := time.ParseDuration(val)
-			if err != nil || d < time.Second {
-				return nil, fmt.Errorf("s3result: max_url_lifetime=%q is not a duration of at least 1s", val)
-			}
-			opts.MaxURLLifetime = d
-		case k == "url_prefix":
-			opts.URLPrefix = val
+		case signerParams[k]:
+			// The signer's (see OpenSigner).
 		case k == "url_keyring":
 			opts.KeyringKey = val
 		case k == "awssdk":
@@ -771,27 +681,5 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// SignedURL returns the relative URL, under Prefix, that lets anyone
-// holding it GET (or HEAD) the result of key through Handler until expiry
-// (rounded down to the second), signed with the keyring's active key; see
-// "Signed URLs" in the package documentation. An expiry in the past gives
-// a URL that Handler refuses; one further ahead than MaxURLLifetime is an
-// error. It does not check that the result exists; it does I/O only when
-// the keyring is due for a reload (see KeyringReloadInterval).
-func (s *Store) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
-	if err := s.ValidateKey(key); err != nil {
-		return "", err
-	}
-	if expiry.IsZero() || expiry.Unix() <= 0 {
-		return "", errors.New("s3result: signed URL needs an expiry")
-	}
-	if expiry.After(s.now().Add(s.maxLife)) {
-		return "", fmt.Errorf("s3result: signed URL for %q: expiry %s is more than %v ahead", key, expiry.UTC().Format(time.RFC3339), s.maxLife)
-	}
-	k := s.keys(ctx, false).Active()
-	return s.urlPrefix + urlsign.EscapeKey(key) + "?" + signedQuery(k, key, expiry.Unix()), nil
-}
-
-// Close releases the bucket. It does not wait for requests Handler is
-// serving.
+// Close releases the bucket.
 func (s *Store) Close() error { return s.bucket.Close() }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,10 +24,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/arrhq/arr/internal/s3test"
-	"github.com/arrhq/arr/internal/urlsign"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/resultstore/resultstoretest"
+	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/urlsign/signtest"
 )
 
 // withParams adds query parameters to an s3 URL.
@@ -54,9 +56,41 @@ func open(t testing.TB, raw string) *Store {
 	return s
 }
 
-// TestConformance runs the unchanged suite, which mounts Handler on a test
-// server: arr's own signing is checked, and the bytes come from S3 after
-// the redirect.
+// signedStore is a store and its signer, opened from one URL.
+type signedStore struct {
+	*Store
+	rs *resultstore.Store
+	sg *urlsign.Signer
+	h  *urlsign.HMAC
+}
+
+// openSigned opens the store raw names and its signer, with opts when
+// given, else from raw's parameters (as urlsign.Open does).
+func openSigned(t testing.TB, raw string, opts ...SignerOptions) *signedStore {
+	t.Helper()
+	s := open(t, raw)
+	rs := resultstore.New(s)
+	var sg *urlsign.Signer
+	var err error
+	if len(opts) > 0 {
+		sg, err = OpenSigner(context.Background(), rs, opts[0])
+	} else {
+		sg, err = urlsign.Open(context.Background(), raw, rs)
+	}
+	if err != nil {
+		t.Fatalf("opening the signer of %q: %v", raw, err)
+	}
+	t.Cleanup(func() { _ = sg.Close() })
+	return &signedStore{Store: s, rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
+}
+
+func (s *signedStore) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
+	return s.sg.SignedURL(ctx, key, expiry)
+}
+
+func (s *signedStore) ActiveKeyID() string { return s.h.ActiveKeyID() }
+
+// TestConformance runs the result store suite.
 func TestConformance(t *testing.T) {
 	srv := s3test.StartServer(t)
 	t.Run("Prefixed", func(t *testing.T) {
@@ -81,6 +115,35 @@ func TestConformance(t *testing.T) {
 				return s
 			},
 		})
+	})
+}
+
+// TestSignerConformance runs the signer suite through urlsign.Open, which
+// mounts the signer's handler on a test server: arr's own signing is
+// checked, and the bytes come from S3 after the redirect.
+func TestSignerConformance(t *testing.T) {
+	srv := s3test.StartServer(t)
+	harness := func(u string) signtest.Harness {
+		return signtest.Harness{
+			Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+				rs, err := resultstore.OpenStore(t.Context(), u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sg, err := urlsign.Open(t.Context(), u, rs)
+				if err != nil {
+					rs.Close()
+					t.Fatal(err)
+				}
+				return rs, sg
+			},
+		}
+	}
+	t.Run("Prefixed", func(t *testing.T) {
+		signtest.RunConformanceTests(t, harness(withParams(t, srv.URL, "prefix", "conformance/")))
+	})
+	t.Run("BucketRoot", func(t *testing.T) {
+		signtest.RunConformanceTests(t, harness(srv.URL))
 	})
 }
 
@@ -117,11 +180,16 @@ func TestHelperPut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	sg, err := urlsign.Open(t.Context(), os.Getenv("ARR_S3RESULT_URL"), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sg.Close()
 	a, err := s.Put(t.Context(), os.Getenv("ARR_S3RESULT_KEY"), strings.NewReader(os.Getenv("ARR_S3RESULT_BODY")), "application/json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := s.SignedURL(t.Context(), os.Getenv("ARR_S3RESULT_KEY"), time.Now().Add(10*time.Minute))
+	signed, err := sg.SignedURL(t.Context(), os.Getenv("ARR_S3RESULT_KEY"), time.Now().Add(10*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,8 +245,13 @@ func TestSharedAcrossProcesses(t *testing.T) {
 	if string(got) != body || r.Attributes().ETag != etag {
 		t.Errorf("Open in the other process: %q ETag %s; want %q ETag %s", got, r.Attributes().ETag, body, etag)
 	}
-	base := serve(t, reader.Driver().(*Store))
-	signed, err := reader.SignedURL(t.Context(), key, time.Now().Add(10*time.Minute))
+	readerSigner, err := urlsign.Open(t.Context(), u, reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readerSigner.Close()
+	base := serve(t, readerSigner)
+	signed, err := readerSigner.SignedURL(t.Context(), key, time.Now().Add(10*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +274,12 @@ func TestSharedAcrossProcesses(t *testing.T) {
 	}
 }
 
-// serve mounts the store's Handler on a test server and returns its base
+// serve mounts the signer's handler on a test server and returns its base
 // URL, to which signed URLs are appended.
-func serve(t *testing.T, s *Store) string {
+func serve(t *testing.T, sg *urlsign.Signer) string {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(s.Prefix(), s.Handler())
+	mux.Handle(sg.Handler())
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
 	return ts.URL
@@ -252,8 +325,8 @@ func presignedEnd(t *testing.T, u *url.URL) time.Time {
 // cached; S3 refuses it for the other method.
 func TestRedirectTarget(t *testing.T) {
 	srv := s3test.StartServer(t)
-	s := open(t, withParams(t, srv.URL, "prefix", "redirect/"))
-	base := serve(t, s)
+	s := openSigned(t, withParams(t, srv.URL, "prefix", "redirect/"))
+	base := serve(t, s.sg)
 	body := "redirected bytes"
 	a, err := s.Put(t.Context(), "dir/r 1", strings.NewReader(body), "application/json")
 	if err != nil {
@@ -345,9 +418,9 @@ func TestRedirectTarget(t *testing.T) {
 func TestSharedKeyring(t *testing.T) {
 	srv := s3test.StartServer(t)
 	u := withParams(t, srv.URL, "prefix", "shared-keys/")
-	a, b := open(t, u), open(t, u)
+	a, b := openSigned(t, u), openSigned(t, u)
 	if a.ActiveKeyID() != b.ActiveKeyID() {
-		t.Fatalf("two stores on one URL sign with keys %s and %s", a.ActiveKeyID(), b.ActiveKeyID())
+		t.Fatalf("two signers on one URL sign with keys %s and %s", a.ActiveKeyID(), b.ActiveKeyID())
 	}
 	if _, err := a.Put(t.Context(), "k", strings.NewReader("shared"), "text/plain"); err != nil {
 		t.Fatal(err)
@@ -356,12 +429,12 @@ func TestSharedKeyring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status, _, body := get(t, serve(t, b)+signed); status != 200 || string(body) != "shared" {
+	if status, _, body := get(t, serve(t, b.sg)+signed); status != 200 || string(body) != "shared" {
 		t.Errorf("GET through the other store: %d %q", status, body)
 	}
 	// A store on another prefix has its own keyring and refuses it.
-	other := open(t, withParams(t, srv.URL, "prefix", "other-keys/"))
-	if status, _, _ := get(t, serve(t, other)+signed); status != http.StatusForbidden {
+	other := openSigned(t, withParams(t, srv.URL, "prefix", "other-keys/"))
+	if status, _, _ := get(t, serve(t, other.sg)+signed); status != http.StatusForbidden {
 		t.Errorf("GET through a store with another keyring: %d, want 403", status)
 	}
 
@@ -369,18 +442,24 @@ func TestSharedKeyring(t *testing.T) {
 	for round := range 3 {
 		cu := withParams(t, srv.URL, "prefix", fmt.Sprintf("race-%d/", round))
 		const n = 6
-		stores := make([]*Store, n)
+		stores := make([]*signedStore, n)
 		errs := make([]error, n)
 		var wg sync.WaitGroup
 		for i := range n {
-			wg.Go(func() { stores[i], errs[i] = Open(t.Context(), cu) })
+			rs := resultstore.New(open(t, cu))
+			wg.Go(func() {
+				sg, err := urlsign.Open(t.Context(), cu, rs)
+				if errs[i] = err; err == nil {
+					stores[i] = &signedStore{Store: rs.Driver().(*Store), rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
+				}
+			})
 		}
 		wg.Wait()
 		for i, err := range errs {
 			if err != nil {
-				t.Fatalf("concurrent Open %d: %v", i, err)
+				t.Fatalf("concurrent urlsign.Open %d: %v", i, err)
 			}
-			t.Cleanup(func() { _ = stores[i].Close() })
+			t.Cleanup(func() { _ = stores[i].sg.Close() })
 		}
 		if _, err := stores[0].Put(t.Context(), "k", strings.NewReader("race"), "text/plain"); err != nil {
 			t.Fatal(err)
@@ -393,7 +472,7 @@ func TestSharedKeyring(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if status, _, _ := get(t, serve(t, stores[(i+1)%n])+signed); status != 200 {
+			if status, _, _ := get(t, serve(t, stores[(i+1)%n].sg)+signed); status != 200 {
 				t.Errorf("round %d: URL of store %d through store %d: %d", round, i, (i+1)%n, status)
 			}
 		}
@@ -406,15 +485,23 @@ func TestSharedKeyring(t *testing.T) {
 // retention period prunes the old key.
 func TestRotateKeys(t *testing.T) {
 	srv := s3test.StartServer(t)
-	u := withParams(t, srv.URL, "prefix", "rotate/", "max_url_lifetime", "1h")
-	a, b := open(t, u), open(t, u)
-	baseA, baseB := serve(t, a), serve(t, b)
+	u := withParams(t, srv.URL, "prefix", "rotate/")
+	var aNow atomic.Pointer[time.Time]
+	clock := func() time.Time {
+		if t := aNow.Load(); t != nil {
+			return *t
+		}
+		return time.Now()
+	}
+	a := openSigned(t, u, SignerOptions{MaxURLLifetime: time.Hour, Now: clock})
+	b := openSigned(t, withParams(t, u, "max_url_lifetime", "1h"))
+	baseA, baseB := serve(t, a.sg), serve(t, b.sg)
 	if _, err := a.Put(t.Context(), "k", strings.NewReader("rotated"), "text/plain"); err != nil {
 		t.Fatal(err)
 	}
 	old := a.ActiveKeyID()
 	oldURL, _ := a.SignedURL(t.Context(), "k", time.Now().Add(30*time.Minute))
-	if err := a.RotateKeys(t.Context()); err != nil {
+	if err := a.sg.RotateKeys(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if a.ActiveKeyID() == old {
@@ -436,13 +523,13 @@ func TestRotateKeys(t *testing.T) {
 		t.Errorf("other store signs with %s after verifying a URL of %s", b.ActiveKeyID(), a.ActiveKeyID())
 	}
 	// A rotation after MaxURLLifetime + KeyRetentionSlack prunes the old key.
-	later := time.Now().Add(time.Hour + KeyRetentionSlack + time.Minute)
-	a.now = func() time.Time { return later }
-	if err := a.RotateKeys(t.Context()); err != nil {
+	later := time.Now().Add(time.Hour + urlsign.KeyRetentionSlack + time.Minute)
+	aNow.Store(&later)
+	if err := a.sg.RotateKeys(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	a.now = time.Now
-	if kr := a.ring.Load(); kr.Key(old) != nil || len(kr.Keys()) != 2 {
+	aNow.Store(nil)
+	if kr := a.h.Keyring(); kr.Key(old) != nil || len(kr.Keys()) != 2 {
 		t.Errorf("after the retention period the keyring holds %d keys, old key kept: %v", len(kr.Keys()), kr.Key(old) != nil)
 	}
 	if status, _, _ := get(t, baseA+oldURL); status != http.StatusForbidden {
@@ -465,8 +552,8 @@ func TestPublicEndpoint(t *testing.T) {
 	proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(target)) // keeps the inbound Host
 	t.Cleanup(proxy.Close)
 
-	s := open(t, withParams(t, srv.URL, "public_endpoint", proxy.URL, "prefix", "public/"))
-	base := serve(t, s)
+	s := openSigned(t, withParams(t, srv.URL, "public_endpoint", proxy.URL, "prefix", "public/"))
+	base := serve(t, s.sg)
 	a, err := s.Put(t.Context(), "r.json", strings.NewReader(`{"ok":true}`), "application/json")
 	if err != nil {
 		t.Fatal(err)
@@ -501,7 +588,7 @@ func TestPublicEndpoint(t *testing.T) {
 // after the redirect (the suite checks If-None-Match).
 func TestSignedURLConditionalDates(t *testing.T) {
 	srv := s3test.StartServer(t)
-	s := open(t, srv.URL)
+	s := openSigned(t, srv.URL)
 	a, err := s.Put(t.Context(), "dated", strings.NewReader("dated"), "text/plain")
 	if err != nil {
 		t.Fatal(err)
@@ -510,7 +597,7 @@ func TestSignedURLConditionalDates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed = serve(t, s) + signed
+	signed = serve(t, s.sg) + signed
 	// Servers ignore dates in the future (RFC 9110 §13.1.3), and compare
 	// with their sub-second modification time: wait until a second after
 	// ModTime has passed, and ask with it.
@@ -676,19 +763,12 @@ func TestURLParameters(t *testing.T) {
 		"s3://bucket?region=a&region=b",
 		"s3://bucket?use_path_style=maybe",
 		"s3://bucket?disable_https=x",
-		"s3://bucket?max_url_lifetime=8d",
-		"s3://bucket?max_url_lifetime=500ms",
-		"s3://bucket?max_url_lifetime=-1h",
 		"s3://bucket?awssdk=v1",
 		"s3://bucket?public_endpoint=ftp://x",
 		"s3://bucket?public_endpoint=/relative",
 		"s3://bucket?ssetype=rot13",
 		"s3://bucket?role=not-an-arn",
 		"s3://bucket?prefix=%00",
-		"s3://bucket?url_prefix=blobs",
-		"s3://bucket?url_prefix=/blobs",
-		"s3://bucket?url_prefix=/a//b/",
-		"s3://bucket?url_prefix=/a%3Fb/",
 		"s3://bucket?url_keyring=/abs",
 		"s3://bucket?url_keyring=a//b",
 		"s3://bucket?url_keyring=a/../b",
@@ -702,10 +782,38 @@ func TestURLParameters(t *testing.T) {
 			t.Errorf("Open(%q): error quotes the secret: %v", u, err)
 		}
 	}
-	// An unreachable endpoint fails Open (the keyring is read).
-	if s, err := Open(ctx, "s3://bucket?endpoint=http://127.0.0.1:1&use_path_style=true"); err == nil {
-		s.Close()
-		t.Error("Open with an unreachable endpoint succeeded")
+	// The signer's parameters: the store accepts and ignores them, the
+	// signer refuses bad ones, before any I/O.
+	for _, u := range []string{
+		"s3://bucket?max_url_lifetime=8d",
+		"s3://bucket?max_url_lifetime=500ms",
+		"s3://bucket?max_url_lifetime=-1h",
+		"s3://bucket?url_prefix=blobs",
+		"s3://bucket?url_prefix=/blobs",
+		"s3://bucket?url_prefix=/a//b/",
+		"s3://bucket?url_prefix=/a%3Fb/",
+	} {
+		rs, err := resultstore.OpenStore(ctx, u)
+		if err != nil {
+			t.Errorf("OpenStore(%q): %v; the signer's parameters are the store's to ignore", u, err)
+			continue
+		}
+		if sg, err := urlsign.Open(ctx, u, rs); err == nil {
+			sg.Close()
+			t.Errorf("urlsign.Open(%q) succeeded", u)
+		}
+		rs.Close()
+	}
+	// An unreachable endpoint fails the signer's Open (the keyring is read).
+	const unreachable = "s3://bucket?endpoint=http://127.0.0.1:1&use_path_style=true"
+	rs, err := resultstore.OpenStore(ctx, unreachable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	if sg, err := urlsign.Open(ctx, unreachable, rs); err == nil {
+		sg.Close()
+		t.Error("urlsign.Open with an unreachable endpoint succeeded")
 	}
 }
 
@@ -719,9 +827,9 @@ func TestURLParametersAccepted(t *testing.T) {
 		"request_checksum_calculation", "when_required", "response_checksum_validation", "when_required",
 		"awssdk", "v2", "max_url_lifetime", "1h", "public_endpoint", "https://files.example.com",
 		"url_prefix", "/results/signed/", "url_keyring", "keys/arr-url-keys.json")
-	s := open(t, u)
-	if s.Prefix() != "/results/signed/" {
-		t.Errorf("Prefix() = %q", s.Prefix())
+	s := openSigned(t, u)
+	if s.h.Prefix() != "/results/signed/" {
+		t.Errorf("Prefix() = %q", s.h.Prefix())
 	}
 	if _, err := s.Put(ctx, "a b/c.json", strings.NewReader("{}"), "application/json"); err != nil {
 		t.Fatal(err)
@@ -737,7 +845,7 @@ func TestURLParametersAccepted(t *testing.T) {
 	if q := pu.Query(); len(q) != 3 || q.Get("se") == "" || q.Get("kid") != s.ActiveKeyID() || len(q.Get("sig")) != urlsign.SigLen {
 		t.Errorf("signed URL %s: want se, kid and sig", signed)
 	}
-	res := redirect(t, http.MethodGet, serve(t, s)+signed)
+	res := redirect(t, http.MethodGet, serve(t, s.sg)+signed)
 	loc, _ := url.Parse(res.Header.Get("Location"))
 	if res.StatusCode != http.StatusTemporaryRedirect || loc == nil || loc.Scheme != "https" || loc.Host != "files.example.com" ||
 		loc.EscapedPath() != "/"+srv.Bucket+"/p/a%20b/c.json" || !strings.Contains(loc.Query().Get("X-Amz-Credential"), "/"+s3test.Region+"/s3/") {
@@ -760,23 +868,28 @@ func TestURLParametersAccepted(t *testing.T) {
 		t.Errorf("SignedURL with an expiry in the past: %v", err)
 	}
 
-	// The registry opens it, and the store serves its own URLs.
+	// The registries open them, and the signer serves its own URLs.
 	rs, err := resultstore.OpenStore(ctx, srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
-	if prefix, h := rs.Handler(); prefix != DefaultURLPrefix || h == nil {
-		t.Errorf("Handler() = %q, %v; want the driver's handler at %s", prefix, h, DefaultURLPrefix)
+	sg, err := urlsign.Open(ctx, srv.URL, rs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := rs.SignedURL(ctx, "k", time.Now().Add(8*24*time.Hour)); err == nil {
+	defer sg.Close()
+	if prefix, h := sg.Handler(); prefix != urlsign.DefaultPrefix || h == nil {
+		t.Errorf("Handler() = %q, %v; want the signer's handler at %s", prefix, h, urlsign.DefaultPrefix)
+	}
+	if _, err := sg.SignedURL(ctx, "k", time.Now().Add(8*24*time.Hour)); err == nil {
 		t.Error("SignedURL 8 days ahead succeeded (default max_url_lifetime 7 days)")
 	}
 }
 
 func TestValidateKey(t *testing.T) {
 	srv := s3test.StartServer(t)
-	s := open(t, withParams(t, srv.URL, "prefix", strings.Repeat("p", 24), "url_keyring", strings.Repeat("p", 24)+"ring/keys.json"))
+	s := openSigned(t, withParams(t, srv.URL, "prefix", strings.Repeat("p", 24), "url_keyring", strings.Repeat("p", 24)+"ring/keys.json"))
 	good := []string{"a", "a/b/c.json", "data/0192e0d2.blobdata", "ü/日本語", "a b", ".hidden/.dot", "..x/x..", "a\\b", "a/.arr", ".arrx/y", "ring/keys.json.x", "ringx", strings.Repeat("k", 1000)}
 	bad := []string{"", "/a", "a/", "a//b", ".", "..", "a/./b", "a/../b", "../x", "a\x00b", "new\nline", "del\x7f", "c1\u0085", "\xff", strings.Repeat("k", 1001),
 		".arr", ".arr/url-keys.json", ".arr/x", "ring", "ring/keys.json", "ring/keys.json/x"}
@@ -807,7 +920,7 @@ func TestValidateKey(t *testing.T) {
 	// moved onto its path.
 	signed, _ := s.SignedURL(ctx, "ringx", time.Now().Add(time.Minute))
 	_, q, _ := strings.Cut(signed, "?")
-	if status, _, _ := get(t, serve(t, s)+"/blobs/ring/keys.json?"+q); status != http.StatusForbidden {
+	if status, _, _ := get(t, serve(t, s.sg)+"/blobs/ring/keys.json?"+q); status != http.StatusForbidden {
 		t.Errorf("GET of the keyring's path: %d, want 403", status)
 	}
 	for _, ct := range []string{"text/plain\r\nX-Injected: 1", "not a type", strings.Repeat("a", 2000)} {

@@ -112,7 +112,7 @@ func TestValidKID(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	now := time.Date(2025, 11, 21, 7, 23, 0, 999, time.FixedZone("x", 3600))
-	kr := New(now)
+	kr := NewKeyring(now)
 	k := kr.Active()
 	if len(kr.Keys()) != 1 || !ValidKID(k.ID) || len(k.ID) != 16 || len(k.Secret) != SecretLen || !k.Retired.IsZero() {
 		t.Fatalf("new keyring: %d keys, key %q, %d byte secret", len(kr.Keys()), k.ID, len(k.Secret))
@@ -128,7 +128,7 @@ func TestNew(t *testing.T) {
 	if back.Active().ID != k.ID || !bytes.Equal(back.Active().Secret, k.Secret) {
 		t.Error("a new keyring does not survive Marshal and Parse")
 	}
-	if New(now).Active().ID == k.ID {
+	if NewKeyring(now).Active().ID == k.ID {
 		t.Error("two new keyrings have the same key id")
 	}
 }

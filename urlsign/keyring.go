@@ -1,9 +1,3 @@
-// Package urlsign holds what the result store drivers that serve signed
-// URLs (resultstore/fileresult, resultstore/s3result) share: the keyring
-// of URL signing keys (its JSON format, validation and rotation), the
-// HMAC signature of a URL and its verification, and the problem+json
-// refusals of their handlers. Where a keyring is stored (a file, an
-// object) is up to each driver.
 package urlsign
 
 import (
@@ -99,8 +93,8 @@ func NewKey(now time.Time) Key {
 	return Key{ID: hex.EncodeToString(id[:]), Secret: sec, Created: now.UTC().Truncate(time.Second)}
 }
 
-// New returns a keyring holding one new key (see NewKey), active.
-func New(now time.Time) *Keyring {
+// NewKeyring returns a keyring holding one new key (see NewKey), active.
+func NewKeyring(now time.Time) *Keyring {
 	k := NewKey(now)
 	kr, err := build(keyringJSON{Version: Version, Active: k.ID, Keys: []Key{k}})
 	if err != nil {

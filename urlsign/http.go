@@ -19,6 +19,11 @@ const (
 	ProblemSignedURLExpired = "urn:arr:problem:signed-url-expired"
 	ProblemResultNotFound   = "urn:arr:problem:result-not-found"
 	ProblemMethodNotAllowed = "urn:arr:problem:method-not-allowed"
+	// ProblemInternal: the result could not be read.
+	ProblemInternal = "urn:arr:problem:internal"
+	// ProblemStoreUnavailable: the result store that holds the bytes
+	// could not be reached, or could not sign its own URL to them.
+	ProblemStoreUnavailable = "urn:arr:problem:result-store-unavailable"
 )
 
 // WriteProblem writes an application/problem+json response with status,

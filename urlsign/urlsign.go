@@ -1,0 +1,167 @@
+// Package urlsign is the port of signed result URLs: short-lived URLs
+// that let anyone holding one read one result, and nothing else, over any
+// result store (package resultstore). The portable type is Signer, over a
+// Driver. The engine of a result store hands out its signer (package
+// engine: Engine.Signer), opened from the same URL, e.g.
+// "file:./arr-data/results" (resultstore/fileresult),
+// "embedded:./arr-data/db" (embedded) or "s3://bucket?…"
+// (resultstore/s3result); this package imports none of them.
+//
+// The one driver so far is HMAC: arr signs the URLs itself with rotating
+// keys from a keyring (see Keys: in a file, in a blob object, in memory)
+// and serves them through Signer.Handler, from the result store's bytes
+// or, when the store's driver presigns (resultstore/driver.Presigner), by
+// redirecting to the backend's own short-lived URL.
+//
+// # URL format
+//
+//	<prefix><key, each segment path-escaped>?se=<expiry, unix seconds>&kid=<key id>&sig=<signature>
+//
+// where sig is the unpadded base64url (RFC 4648 §5) HMAC-SHA256, under the
+// secret of the key named kid, of
+//
+//	<domain> 0x00 "GET" 0x00 kid 0x00 se 0x00 key
+//
+// with the key unescaped. "GET" is the read-only method class (GET and
+// HEAD). The domain is the opener's: FileDomain for the file and embedded
+// stores, "arr-s3result-url-v1" for S3; it never changes, so URLs signed
+// before keep working. The prefix defaults to DefaultPrefix ("/blobs/").
+// See Scheme.Verify for what verification refuses.
+//
+// # Keyring format
+//
+// A keyring is JSON:
+//
+//	{"version": 1, "active": "<kid>", "keys": [
+//	  {"id": "<16 hex digits>", "secret": "<base64 of 32 random bytes>",
+//	   "created": "<RFC 3339>", "retired": "<RFC 3339, once rotated out>"}]}
+//
+// The active key signs; every listed key verifies. It is generated from
+// crypto/rand when a signer opens a location that has none. RotateKeys adds
+// a new active key, marks the previous one retired, and prunes keys retired
+// more than the maximum URL lifetime + KeyRetentionSlack ago, when every
+// URL they signed has expired. Key material is never logged nor put in
+// errors.
+package urlsign
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/arrhq/arr/resultstore"
+)
+
+// Driver signs URLs for a Signer. Its methods are safe for concurrent use.
+type Driver interface {
+	// SignedURL returns a URL that lets anyone holding it GET (or HEAD)
+	// the result of key until expiry, and nothing else; key has passed the
+	// result store's validation. The URL may be relative (path and query
+	// only) when the driver is a Verifier, whose URLs the Signer serves.
+	// Every query parameter is covered by the signature: changing,
+	// dropping or duplicating any of them, or moving them to another key's
+	// path, gets the URL refused. An expiry in the past gives a URL that is
+	// refused when used (drivers whose URLs point elsewhere may instead
+	// return an error).
+	SignedURL(ctx context.Context, key string, expiry time.Time) (string, error)
+	// Close releases the driver.
+	Close() error
+}
+
+// Verifier is implemented by drivers whose URLs arr serves itself.
+type Verifier interface {
+	// Prefix is the URL path under which the URLs lie; it begins and ends
+	// with "/".
+	Prefix() string
+	// Verify checks the signed URL of r and returns its result key and
+	// expiry: nil when it is validly signed for a key validKey accepts and
+	// unexpired; an error wrapping ErrExpired (with the expiry) when it is
+	// valid but expired; an error wrapping ErrBadSignature otherwise.
+	Verify(r *http.Request, validKey func(string) error) (key string, expiry time.Time, err error)
+}
+
+// Rotator is implemented by drivers with rotating keys.
+type Rotator interface {
+	// RotateKeys makes a new key sign from now on; URLs signed before keep
+	// working until they expire.
+	RotateKeys(ctx context.Context) error
+}
+
+// Signer is the portable URL signer for one result store.
+type Signer struct {
+	d       Driver
+	results *resultstore.Store
+}
+
+// New returns a Signer that signs URLs to results with d. Drivers'
+// openers call it. Close closes d, not results.
+func New(d Driver, results *resultstore.Store) *Signer {
+	return &Signer{d: d, results: results}
+}
+
+// Driver returns the driver under s.
+func (s *Signer) Driver() Driver { return s.d }
+
+// SignedURL returns a URL that lets anyone holding it GET (or HEAD) the
+// result of key until expiry, and nothing else (see Driver.SignedURL). A
+// relative URL (path and query) is served by Handler; the caller resolves
+// it against its public base URL. A key the result store refuses is an
+// error (wrapping the store's invalid-key error). It does not check that
+// the result exists.
+func (s *Signer) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
+	if err := s.results.ValidateKey(key); err != nil {
+		return "", err
+	}
+	return s.d.SignedURL(ctx, key, expiry)
+}
+
+// Handler returns the handler that serves the signer's URLs and the path
+// prefix it serves, or a nil handler when the driver's URLs point
+// elsewhere. Mount it with the request path unchanged:
+// mux.Handle(prefix, h), not under http.StripPrefix.
+//
+// Only GET and HEAD are served (others: 405, with Allow: GET, HEAD). A URL
+// that is malformed, not validly signed or expired gets 403; a validly
+// signed URL for a result that does not exist gets 404; refusals are
+// application/problem+json with Cache-Control: no-store and
+// X-Content-Type-Options: nosniff (see WriteProblem).
+//
+// When the result store's driver is a driver.Presigner (S3), a valid URL
+// of an existing result gets "307 Temporary Redirect" to the backend's
+// presigned URL for the request's method, which ends no later than the
+// arr URL, with Cache-Control: no-store, Referrer-Policy: no-referrer,
+// X-Content-Type-Options: nosniff and no body; a store that fails gets 502
+// (ProblemStoreUnavailable). HTTP clients follow a 307 with the same
+// method and headers, so Range and conditional requests are answered by
+// the backend.
+//
+// Otherwise the bytes are served with http.ServeContent, so Range,
+// If-Range, If-None-Match and If-Modified-Since work, with the stored
+// Content-Type and ETag, Cache-Control "private, max-age=<seconds until the
+// URL expires>", X-Content-Type-Options: nosniff, a Content-Security-Policy
+// that runs nothing (sandbox), and Referrer-Policy: no-referrer. Every
+// result gets "Content-Disposition: attachment" with DownloadName as file
+// name, so that a browser opening the URL downloads the data and never
+// renders it on arr's origin. A result that cannot be read gets 500
+// (ProblemInternal).
+func (s *Signer) Handler() (prefix string, h http.Handler) {
+	v, ok := s.d.(Verifier)
+	if !ok {
+		return "", nil
+	}
+	return v.Prefix(), &handler{v: v, results: s.results}
+}
+
+// RotateKeys rotates the driver's keys (see Rotator), or fails when the
+// driver has none.
+func (s *Signer) RotateKeys(ctx context.Context) error {
+	r, ok := s.d.(Rotator)
+	if !ok {
+		return errors.New("urlsign: the driver has no keys to rotate")
+	}
+	return r.RotateKeys(ctx)
+}
+
+// Close closes the driver; the result store stays open.
+func (s *Signer) Close() error { return s.d.Close() }
