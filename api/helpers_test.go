@@ -7,16 +7,18 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	_ "github.com/arrhq/arr/embedded" // the default engine of server.New
+	_ "github.com/arrhq/arr/embedded" // the engine of server.New's default URLs
+	_ "github.com/arrhq/arr/mem"      // the engine of the tests' servers
 	"github.com/arrhq/arr/server"
 )
 
-// testServer is a real arr (embedded store, file results, worker pool)
-// serving on a loopback port.
+// testServer is a real arr (the in-memory engine for operations, queue
+// and results, a worker pool) serving on a loopback port.
 type testServer struct {
 	URL string
 	t   *testing.T
@@ -33,6 +35,12 @@ func start(t *testing.T, cfg server.Config) *testServer {
 	cfg.Addr = "127.0.0.1:0"
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
+	}
+	if cfg.StoreURL == "" {
+		// A mem engine of the test's own: everything in memory, gone
+		// when the server closes.
+		cfg.StoreURL = "mem:" + filepath.Base(cfg.DataDir)
+		cfg.QueueURL, cfg.ResultsURL = cfg.StoreURL, cfg.StoreURL
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())

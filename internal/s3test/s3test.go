@@ -5,7 +5,7 @@
 //
 //	func TestSomething(t *testing.T) {
 //		url, env := s3test.Start(t) // skips when no server can be had (see below)
-//		s, err := resultstore.OpenStore(ctx, url) // credentials come from the env Start set
+//		e, err := engine.Open(ctx, url) // credentials come from the env Start set
 //		cmd := exec.Command(arrBinary, "serve", "--results", url)
 //		cmd.Env = append(os.Environ(), env...) // also set in os.Environ() already
 //	}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
@@ -64,15 +65,28 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// openBoth opens the result store and its signer from one URL, as a server
-// does.
+// openBoth opens, from one URL, a result store and its signer of their own,
+// as the file engine opens its ports (the store by the URL's directory, the
+// signer by its options) and as another process opening the URL would: not
+// the ports of this process's engine for the URL, since the signer suite
+// closes the store and signer it is given, and an engine's ports are
+// released with the engine.
 func openBoth(t *testing.T, u string) (*resultstore.Store, *urlsign.Signer) {
 	t.Helper()
-	rs, err := resultstore.OpenStore(t.Context(), u)
+	pu, err := url.Parse(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sg, err := urlsign.Open(t.Context(), u, rs)
+	dir, err := parseURL(pu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := resultstore.New(s)
+	sg, err := signerFor(t.Context(), pu, rs)
 	if err != nil {
 		rs.Close()
 		t.Fatal(err)
@@ -127,30 +141,36 @@ func TestSignerConformanceAbsoluteURLs(t *testing.T) {
 	})
 }
 
-// signer is a file store and its signer.
+// signer is a file store and its signer, and the engine that holds them
+// (nil when they were opened without one).
 type signer struct {
 	*Store
+	e  *engine.Engine
 	rs *resultstore.Store
 	sg *urlsign.Signer
 	h  *urlsign.HMAC
 }
 
-// openSigner opens the file store at dir and its signer, with the query
-// options q (e.g. "?max_url_lifetime=1h"), as openBoth does.
+// openSigner opens the file engine of the store at dir, with the query
+// options q (e.g. "?max_url_lifetime=1h"), and its result store and
+// signer, as a server does; the engine is closed at the end of the test.
 func openSigner(t testing.TB, dir, q string) *signer {
 	t.Helper()
 	u := "file://" + filepath.ToSlash(dir) + q
-	rs, err := resultstore.OpenStore(context.Background(), u)
+	e, err := engine.Open(context.Background(), u)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("engine.Open(%q): %v", u, err)
 	}
-	t.Cleanup(func() { _ = rs.Close() })
-	sg, err := urlsign.Open(context.Background(), u, rs)
+	t.Cleanup(func() { _ = e.Close() })
+	rs, err := e.Results(context.Background())
 	if err != nil {
-		t.Fatalf("urlsign.Open(%q): %v", u, err)
+		t.Fatalf("results of %q: %v", u, err)
 	}
-	t.Cleanup(func() { _ = sg.Close() })
-	return &signer{Store: rs.Driver().(*Store), rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
+	sg, err := e.Signer(context.Background())
+	if err != nil {
+		t.Fatalf("signer of %q: %v", u, err)
+	}
+	return &signer{Store: rs.Driver().(*Store), e: e, rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
 }
 
 // keyFile returns the path of s's keyring file.
@@ -398,16 +418,19 @@ func TestURLOpener(t *testing.T) {
 	// Relative opaque path with options; keyfile directory created 0700.
 	t.Chdir(base)
 	u := "file:./rel/results?keyfile=keys/k.json&prefix=/res/&max_url_lifetime=1h"
-	st2, err := resultstore.OpenStore(ctx, u)
+	e2, err := engine.Open(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st2.Close()
-	sg2, err := urlsign.Open(ctx, u, st2)
+	defer e2.Close()
+	st2, err := e2.Results(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sg2.Close()
+	sg2, err := e2.Signer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fs2, h2 := st2.Driver().(*Store), sg2.Driver().(*urlsign.HMAC)
 	if fs2.Dir() != filepath.Join(base, "rel", "results") || h2.Keys().(*urlsign.FileKeys).Path() != filepath.Join(base, "keys", "k.json") || h2.Prefix() != "/res/" || h2.MaxURLLifetime() != time.Hour {
 		t.Errorf("dir %q keyfile %q prefix %q lifetime %v", fs2.Dir(), h2.Keys(), h2.Prefix(), h2.MaxURLLifetime())
@@ -419,19 +442,20 @@ func TestURLOpener(t *testing.T) {
 		t.Errorf("results directory: %v, %v", fi.Mode(), err)
 	}
 
-	// Refused by the result store's opener.
+	// Refused when the engine is opened (the file engine checks the URL's
+	// options then, before its result store is opened).
 	for _, bad := range []string{
 		"file:./x?nope=1",
 		"file:./x?prefix=/a/&prefix=/b/",
 		"file:",
 	} {
-		if s, err := resultstore.OpenStore(ctx, bad); err == nil {
-			s.Close()
-			t.Errorf("OpenStore(%q) succeeded", bad)
+		if e, err := engine.Open(ctx, bad); err == nil {
+			e.Close()
+			t.Errorf("engine.Open(%q) succeeded", bad)
 		}
 	}
-	// The signer's options: the result store accepts and ignores them, the
-	// signer refuses bad ones.
+	// The signer's options: the engine and its result store accept and
+	// ignore them, the signer refuses bad ones.
 	for _, bad := range []string{
 		"file:./x?prefix=noslash",
 		"file:./x?prefix=/a?b/",
@@ -439,32 +463,36 @@ func TestURLOpener(t *testing.T) {
 		"file:./x?max_url_lifetime=-1h",
 		"file:./x?keyfile=x/inside.json",
 	} {
-		rs, err := resultstore.OpenStore(ctx, bad)
+		e, err := engine.Open(ctx, bad)
 		if err != nil {
-			t.Errorf("OpenStore(%q): %v; the signer's options are the store's to ignore", bad, err)
+			t.Errorf("engine.Open(%q): %v; the signer's options are the store's to ignore", bad, err)
 			continue
 		}
-		if sg, err := urlsign.Open(ctx, bad, rs); err == nil {
-			sg.Close()
-			t.Errorf("urlsign.Open(%q) succeeded", bad)
+		if _, err := e.Results(ctx); err != nil {
+			t.Errorf("results of %q: %v; the signer's options are the store's to ignore", bad, err)
 		}
-		rs.Close()
+		if _, err := e.Signer(ctx); err == nil {
+			t.Errorf("signer of %q opened", bad)
+		}
+		e.Close()
 	}
 }
 
-// openSignerErr is openSigner returning the signer's error.
+// openSignerErr is openSigner returning the signer's error; it closes the
+// engine before it returns.
 func openSignerErr(t *testing.T, dir, q string) error {
 	t.Helper()
+	ctx := context.Background()
 	u := "file://" + filepath.ToSlash(dir) + q
-	rs, err := resultstore.OpenStore(context.Background(), u)
+	e, err := engine.Open(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rs.Close()
-	sg, err := urlsign.Open(context.Background(), u, rs)
-	if err == nil {
-		sg.Close()
+	defer e.Close()
+	if _, err := e.Results(ctx); err != nil {
+		t.Fatal(err)
 	}
+	_, err = e.Signer(ctx)
 	return err
 }
 
@@ -491,8 +519,9 @@ func TestKeyfileCreatedAndReused(t *testing.T) {
 	put(t, s1, "r", "reused", "text/plain")
 	u := sign(t, s1, "r", time.Hour)
 	kid := s1.h.ActiveKeyID()
-	s1.sg.Close()
-	s1.rs.Close()
+	if err := s1.e.Close(); err != nil { // its store and signer with it; the URL opens a new engine
+		t.Fatal(err)
+	}
 
 	s2 := openSigner(t, dir, "")
 	if s2.h.ActiveKeyID() != kid {

@@ -83,7 +83,7 @@
 // and EC2 instance roles). The URL is therefore safe to log and to put in
 // configuration files. Opening the store does no I/O; opening its signer
 // reads the keyring object (creating it if missing), so a wrong bucket,
-// endpoint or missing permission fails urlsign.Open.
+// endpoint or missing permission fails the engine's Signer.
 // The credentials need s3:GetObject, s3:PutObject and s3:DeleteObject on
 // the prefix and on the keyring object (and s3:AbortMultipartUpload for
 // results of 16 MiB or more), and s3:ListBucket so that a missing result

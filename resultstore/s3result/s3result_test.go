@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/internal/s3test"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
@@ -65,7 +66,9 @@ type signedStore struct {
 }
 
 // openSigned opens the store raw names and its signer, with opts when
-// given, else from raw's parameters (as urlsign.Open does).
+// given, else from raw's parameters (as the s3 engine's Signer does). They
+// are a store and signer of their own, as another process opening raw
+// would have, not those of this process's engine for raw.
 func openSigned(t testing.TB, raw string, opts ...SignerOptions) *signedStore {
 	t.Helper()
 	s := open(t, raw)
@@ -75,13 +78,24 @@ func openSigned(t testing.TB, raw string, opts ...SignerOptions) *signedStore {
 	if len(opts) > 0 {
 		sg, err = OpenSigner(context.Background(), rs, opts[0])
 	} else {
-		sg, err = urlsign.Open(context.Background(), raw, rs)
+		sg, err = signerOf(t, raw, rs)
 	}
 	if err != nil {
 		t.Fatalf("opening the signer of %q: %v", raw, err)
 	}
 	t.Cleanup(func() { _ = sg.Close() })
 	return &signedStore{Store: s, rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
+}
+
+// signerOf opens the signer of rs from raw's parameters, as the s3
+// engine's Signer does.
+func signerOf(t testing.TB, raw string, rs *resultstore.Store) (*urlsign.Signer, error) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openSignerURL(context.Background(), u, rs)
 }
 
 func (s *signedStore) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
@@ -118,19 +132,29 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestSignerConformance runs the signer suite through urlsign.Open, which
-// mounts the signer's handler on a test server: arr's own signing is
-// checked, and the bytes come from S3 after the redirect.
+// TestSignerConformance runs the signer suite on the store and signer
+// opened from a URL as the s3 engine opens them (OpenURL, then the signer
+// from the URL's parameters), which mounts the signer's handler on a test
+// server: arr's own signing is checked, and the bytes come from S3 after
+// the redirect. Each subtest has a store and signer of its own, as a
+// process opening the URL would, not the ports of this process's engine:
+// the suite closes what it is given, and an engine's ports are released
+// with the engine.
 func TestSignerConformance(t *testing.T) {
 	srv := s3test.StartServer(t)
 	harness := func(u string) signtest.Harness {
 		return signtest.Harness{
 			Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
-				rs, err := resultstore.OpenStore(t.Context(), u)
+				pu, err := url.Parse(u)
 				if err != nil {
 					t.Fatal(err)
 				}
-				sg, err := urlsign.Open(t.Context(), u, rs)
+				s, err := OpenURL(t.Context(), pu)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs := resultstore.New(s)
+				sg, err := openSignerURL(t.Context(), pu, rs)
 				if err != nil {
 					rs.Close()
 					t.Fatal(err)
@@ -175,16 +199,19 @@ func TestHelperPut(t *testing.T) {
 	if os.Getenv("ARR_S3RESULT_HELPER") != "1" {
 		t.Skip("helper process only")
 	}
-	s, err := resultstore.OpenStore(t.Context(), os.Getenv("ARR_S3RESULT_URL"))
+	e, err := engine.Open(t.Context(), os.Getenv("ARR_S3RESULT_URL"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	sg, err := urlsign.Open(t.Context(), os.Getenv("ARR_S3RESULT_URL"), s)
+	defer e.Close()
+	s, err := e.Results(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sg.Close()
+	sg, err := e.Signer(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := s.Put(t.Context(), os.Getenv("ARR_S3RESULT_KEY"), strings.NewReader(os.Getenv("ARR_S3RESULT_BODY")), "application/json")
 	if err != nil {
 		t.Fatal(err)
@@ -231,11 +258,15 @@ func TestSharedAcrossProcesses(t *testing.T) {
 		t.Fatalf("writer process printed no ETag or signed URL:\n%s", out)
 	}
 
-	reader, err := resultstore.OpenStore(t.Context(), u)
+	readerEngine, err := engine.Open(t.Context(), u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer reader.Close()
+	defer readerEngine.Close()
+	reader, err := readerEngine.Results(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := reader.Open(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -245,11 +276,10 @@ func TestSharedAcrossProcesses(t *testing.T) {
 	if string(got) != body || r.Attributes().ETag != etag {
 		t.Errorf("Open in the other process: %q ETag %s; want %q ETag %s", got, r.Attributes().ETag, body, etag)
 	}
-	readerSigner, err := urlsign.Open(t.Context(), u, reader)
+	readerSigner, err := readerEngine.Signer(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer readerSigner.Close()
 	base := serve(t, readerSigner)
 	signed, err := readerSigner.SignedURL(t.Context(), key, time.Now().Add(10*time.Minute))
 	if err != nil {
@@ -448,7 +478,7 @@ func TestSharedKeyring(t *testing.T) {
 		for i := range n {
 			rs := resultstore.New(open(t, cu))
 			wg.Go(func() {
-				sg, err := urlsign.Open(t.Context(), cu, rs)
+				sg, err := signerOf(t, cu, rs)
 				if errs[i] = err; err == nil {
 					stores[i] = &signedStore{Store: rs.Driver().(*Store), rs: rs, sg: sg, h: sg.Driver().(*urlsign.HMAC)}
 				}
@@ -457,7 +487,7 @@ func TestSharedKeyring(t *testing.T) {
 		wg.Wait()
 		for i, err := range errs {
 			if err != nil {
-				t.Fatalf("concurrent urlsign.Open %d: %v", i, err)
+				t.Fatalf("concurrent signer open %d: %v", i, err)
 			}
 			t.Cleanup(func() { _ = stores[i].sg.Close() })
 		}
@@ -782,8 +812,8 @@ func TestURLParameters(t *testing.T) {
 			t.Errorf("Open(%q): error quotes the secret: %v", u, err)
 		}
 	}
-	// The signer's parameters: the store accepts and ignores them, the
-	// signer refuses bad ones, before any I/O.
+	// The signer's parameters: the engine and its store accept and ignore
+	// them, the engine's signer refuses bad ones, before any I/O.
 	for _, u := range []string{
 		"s3://bucket?max_url_lifetime=8d",
 		"s3://bucket?max_url_lifetime=500ms",
@@ -793,27 +823,32 @@ func TestURLParameters(t *testing.T) {
 		"s3://bucket?url_prefix=/a//b/",
 		"s3://bucket?url_prefix=/a%3Fb/",
 	} {
-		rs, err := resultstore.OpenStore(ctx, u)
+		e, err := engine.Open(ctx, u)
 		if err != nil {
-			t.Errorf("OpenStore(%q): %v; the signer's parameters are the store's to ignore", u, err)
+			t.Errorf("engine.Open(%q): %v; the signer's parameters are the store's to ignore", u, err)
 			continue
 		}
-		if sg, err := urlsign.Open(ctx, u, rs); err == nil {
-			sg.Close()
-			t.Errorf("urlsign.Open(%q) succeeded", u)
+		if _, err := e.Results(ctx); err != nil {
+			t.Errorf("results of %q: %v; the signer's parameters are the store's to ignore", u, err)
 		}
-		rs.Close()
+		if _, err := e.Signer(ctx); err == nil {
+			t.Errorf("signer of %q opened", u)
+		}
+		e.Close()
 	}
-	// An unreachable endpoint fails the signer's Open (the keyring is read).
+	// An unreachable endpoint fails the opening of the signer (the keyring
+	// is read), not of the engine nor of its store.
 	const unreachable = "s3://bucket?endpoint=http://127.0.0.1:1&use_path_style=true"
-	rs, err := resultstore.OpenStore(ctx, unreachable)
+	e, err := engine.Open(ctx, unreachable)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rs.Close()
-	if sg, err := urlsign.Open(ctx, unreachable, rs); err == nil {
-		sg.Close()
-		t.Error("urlsign.Open with an unreachable endpoint succeeded")
+	defer e.Close()
+	if _, err := e.Results(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Signer(ctx); err == nil {
+		t.Error("the signer of an unreachable endpoint opened")
 	}
 }
 
@@ -868,17 +903,19 @@ func TestURLParametersAccepted(t *testing.T) {
 		t.Errorf("SignedURL with an expiry in the past: %v", err)
 	}
 
-	// The registries open them, and the signer serves its own URLs.
-	rs, err := resultstore.OpenStore(ctx, srv.URL)
+	// The engine opens them, and the signer serves its own URLs.
+	e, err := engine.Open(ctx, srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rs.Close()
-	sg, err := urlsign.Open(ctx, srv.URL, rs)
+	defer e.Close()
+	if _, err := e.Results(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sg, err := e.Signer(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sg.Close()
 	if prefix, h := sg.Handler(); prefix != urlsign.DefaultPrefix || h == nil {
 		t.Errorf("Handler() = %q, %v; want the signer's handler at %s", prefix, h, urlsign.DefaultPrefix)
 	}

@@ -53,7 +53,7 @@ import (
 // Harness says how to open the signer under test.
 type Harness struct {
 	// Open returns an open result store and an open signer of URLs to its
-	// results (as urlsign.Open gives for the store's URL). It is called
+	// results (as the engine of the store's URL hands out). It is called
 	// once per subtest, and the suite closes the signer, then the store,
 	// when the subtest ends. Stores from different calls may share one
 	// backend (directory, bucket, container) and one keyring: every subtest
