@@ -19,8 +19,8 @@ import (
 	"github.com/arrhq/arr/internal/urlmux"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
-	rdriver "github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/resultstore"
+	rdriver "github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/urlsign"
 )
 

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/arrhq/arr/internal/urlmux"
-	"github.com/arrhq/arr/resultstore"
-	"github.com/arrhq/arr/urlsign"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
+	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // Scheme is the URL scheme the package registers with opstore, queue and

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/arrhq/arr/resultstore"
-	"github.com/arrhq/arr/urlsign"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // blob is a stored result. It is never modified once stored (a Put

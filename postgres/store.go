@@ -40,10 +40,10 @@ type Store struct {
 }
 
 var (
-	_ opdriver.Store           = (*Store)(nil)
-	_ engine.Atomic            = (*Store)(nil)
-	_ opdriver.LazyUpdater     = (*Store)(nil)
-	_ opdriver.Syncer          = (*Store)(nil)
+	_ opdriver.Store       = (*Store)(nil)
+	_ engine.Atomic        = (*Store)(nil)
+	_ opdriver.LazyUpdater = (*Store)(nil)
+	_ opdriver.Syncer      = (*Store)(nil)
 )
 
 // Querier is what SubmitTx writes through: a pgx.Tx (or a *pgxpool.Pool,
