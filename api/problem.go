@@ -2,10 +2,10 @@ package api
 
 import (
 	"encoding/json"
-	arr "github.com/arrhq/arr"
 	"net/http"
 	"strconv"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	arr "github.com/arrhq/arr"
 	"io"
 	"mime"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	arr "github.com/arrhq/arr"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 )

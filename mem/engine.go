@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	arrengine "github.com/arrhq/arr/engine"
 	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
+	arrengine "github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/internal/urlmux"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
@@ -18,8 +18,7 @@ import (
 	"github.com/arrhq/arr/urlsign"
 )
 
-// Scheme is the URL scheme the package registers with opstore, queue and
-// resultstore.
+// Scheme is the URL scheme the package registers with package engine.
 const Scheme = "mem"
 
 // ErrClosed is returned by the operations store's and the result store's

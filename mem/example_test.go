@@ -6,33 +6,41 @@ import (
 	"log"
 	"time"
 
+	"github.com/arrhq/arr/engine"
 	_ "github.com/arrhq/arr/mem"
 	"github.com/arrhq/arr/operation"
-	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
 )
 
-// A store and a queue opened from URLs naming one engine: Submit stores
-// the operation and enqueues its message in one step.
+// An engine opened from a URL hands out its operations store and queue;
+// its Atomic stores an operation and enqueues its message in one step.
 func Example() {
 	ctx := context.Background()
-	st, err := opstore.OpenStore(ctx, "mem:example")
+	e, err := engine.Open(ctx, "mem:example?maxDeliveries=5")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer st.Close()
-	q, err := queue.OpenQueue(ctx, "mem:example?maxDeliveries=5")
+	defer e.Close() // closes the ports it handed out
+	st, err := e.Store(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer q.Close()
+	q, err := e.Queue(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	op := &operation.Operation{ID: "op-1", Route: "echo", Status: operation.Pending}
-	stored, created, err := st.Submit(ctx, op, nil, q, queue.Message{ID: op.ID, Body: []byte("hello")})
+	stored, created, err := e.Atomic().SubmitAtomic(ctx, op, nil, queue.Message{ID: op.ID, Body: []byte("hello")})
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(stored.ID, stored.Version, created)
+	got, err := st.Get(ctx, op.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(got.Status)
 
 	ds, err := q.Receive(ctx, 1, time.Minute)
 	if err != nil {
@@ -45,5 +53,6 @@ func Example() {
 	}
 	// Output:
 	// op-1 1 true
+	// pending
 	// op-1 hello 1
 }

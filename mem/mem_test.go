@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	arrengine "github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/internal/enginetest"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	opdriver "github.com/arrhq/arr/opstore/driver"
@@ -48,32 +50,27 @@ func expectReleased(t *testing.T, name string) {
 
 // ---- conformance ----
 
-// storeHarness opens stores and queues by URL on one named engine, which
-// it holds with Open so that the suite's close-and-reopen tests find their
-// data; its Close checks that the suite's handles released the engine.
+// storeHarness opens stores by URL on one named engine, which it holds
+// with Open so that the suite's close-and-reopen tests find their data:
+// each OpenStore closes the URL's engine (every port of it) and opens it
+// afresh. Its Close checks that the suite's handles released the engine.
 type storeHarness struct {
 	t    *testing.T
 	name string
 	keep *Engine
+	r    enginetest.Reopener
 }
 
 func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
-	s, err := opstore.OpenStore(ctx, "mem:"+h.name)
-	if err != nil {
-		return nil, err
-	}
-	return s.Driver(), nil
+	return h.r.Store(ctx, "mem:"+h.name)
 }
 
-func (h *storeHarness) OpenQueue(ctx context.Context) (qdriver.Queue, error) {
-	q, err := queue.OpenQueue(ctx, "mem:"+h.name)
-	if err != nil {
-		return nil, err
-	}
-	return q.Driver(), nil
+func (h *storeHarness) OpenAtomic(ctx context.Context) (arrengine.Atomic, qdriver.Queue, error) {
+	return h.r.Atomic(ctx)
 }
 
 func (h *storeHarness) Close() {
+	h.r.Close()
 	h.keep.Close()
 	expectReleased(h.t, h.name)
 }
@@ -90,17 +87,15 @@ type queueHarness struct {
 	t    *testing.T
 	name string
 	keep *Engine
+	r    enginetest.Reopener
 }
 
 func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
-	q, err := queue.OpenQueue(ctx, fmt.Sprintf("mem:%s?maxDeliveries=%d", h.name, maxDeliveries))
-	if err != nil {
-		return nil, err
-	}
-	return q.Driver(), nil
+	return h.r.Queue(ctx, fmt.Sprintf("mem:%s?maxDeliveries=%d", h.name, maxDeliveries))
 }
 
 func (h *queueHarness) Close() {
+	h.r.Close()
 	h.keep.Close()
 	expectReleased(h.t, h.name)
 }
@@ -116,13 +111,15 @@ func TestQueueConformance(t *testing.T) {
 func TestResultsConformance(t *testing.T) {
 	t.Parallel()
 	name := uniqueName("results") // one engine for every subtest, as a shared bucket
+	var n atomic.Int64
 	resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
 		Open: func(t *testing.T) rdriver.Store {
-			st, err := resultstore.OpenStore(context.Background(), "mem:"+name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st.Driver()
+			// Each subtest opens its own engine.Engine (a URL of its
+			// own: the same URL would return the same Engine, whose
+			// result store the first subtest to end would close) on the
+			// one mem engine; maxDeliveries is the queue's and harmless.
+			u := fmt.Sprintf("mem:%s?maxDeliveries=%d", name, n.Add(1))
+			return enginetest.Results(t, u).Driver()
 		},
 	})
 	expectReleased(t, name)
@@ -165,16 +162,52 @@ func fetch(t *testing.T, rs *resultstore.Store, signed string) (int, string) {
 
 // ---- engine ----
 
-// Stores, queues and result stores opened from URLs with the same name
-// share one engine: data, watches, atomic submits and URL signing keys.
+// openEngine opens the engine.Engine of urlstr; the caller closes it.
+func openEngine(t *testing.T, urlstr string) *arrengine.Engine {
+	t.Helper()
+	return try(arrengine.Open(context.Background(), urlstr)).must(t)
+}
+
+// ports returns the three ports of e.
+func ports(t *testing.T, e *arrengine.Engine) (*opstore.Store, *queue.Queue, *resultstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	return try(e.Store(ctx)).must(t), try(e.Queue(ctx)).must(t), try(e.Results(ctx)).must(t)
+}
+
+// submit is the atomic submit of op and its message through e.
+func submit(ctx context.Context, e *arrengine.Engine, op *operation.Operation, body string) (*operation.Operation, bool, error) {
+	a := e.Atomic()
+	if a == nil {
+		return nil, false, errors.New("the engine has no one-step writes")
+	}
+	return a.SubmitAtomic(ctx, op, nil, queue.Message{ID: op.ID, Body: []byte(body)})
+}
+
+// Engines opened from different URLs naming the same mem engine (here
+// with different, harmless query strings) share it: data, watches, atomic
+// submits and URL signing keys. The same URL opens the same Engine.
 func TestSameNameSharesData(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	name := uniqueName("shared")
-	u := "mem:" + name
-	st1, st2 := try(opstore.OpenStore(ctx, u)).must(t), try(opstore.OpenStore(ctx, u)).must(t)
-	q1, q2 := try(queue.OpenQueue(ctx, u)).must(t), try(queue.OpenQueue(ctx, u)).must(t)
-	rs1, rs2 := try(resultstore.OpenStore(ctx, u)).must(t), try(resultstore.OpenStore(ctx, u)).must(t)
+	u1, u2 := "mem:"+name, "mem:"+name+"?defaultLease=30s"
+	e1, e2 := openEngine(t, u1), openEngine(t, u2)
+	if e1 == e2 {
+		t.Fatal("two URLs opened one engine.Engine")
+	}
+	e1again := openEngine(t, u1)
+	if e1again != e1 {
+		t.Fatal("the same URL opened a second engine.Engine")
+	}
+	if s1, s1again := try(e1.Store(ctx)).must(t), try(e1again.Store(ctx)).must(t); s1 != s1again {
+		t.Fatal("the same Engine handed out two operations stores")
+	}
+	if err := e1again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st1, q1, rs1 := ports(t, e1)
+	st2, q2, rs2 := ports(t, e2)
 
 	op := try(func() (*operation.Operation, error) { op, _, err := st1.Create(ctx, newOp(), nil); return op, err }()).must(t)
 	got := try(st2.Get(ctx, op.ID)).must(t)
@@ -196,20 +229,27 @@ func TestSameNameSharesData(t *testing.T) {
 		t.Fatalf("st1 sees %q v%d, want st2's update", again.Message, again.Version)
 	}
 
-	// An atomic submit through st2 and q1 is received through q2.
+	// An atomic submit through e2 is received through e1's queue and its
+	// operation read through e1's store.
+	if !e2.Caps().AtomicSubmit || e2.Atomic() == nil {
+		t.Fatalf("the mem engine has no one-step writes: %+v", e2.Caps())
+	}
 	op2 := newOp()
-	if _, created, err := st2.Submit(ctx, op2, nil, q1, queue.Message{ID: op2.ID, Body: []byte("job")}); err != nil || !created {
-		t.Fatalf("Submit = %v, %v", created, err)
+	if _, created, err := submit(ctx, e2, op2, "job"); err != nil || !created {
+		t.Fatalf("SubmitAtomic = %v, %v", created, err)
 	}
-	if _, ok := st2.Driver().(opdriver.AtomicSubmitter); !ok {
-		t.Fatal("the store is not an AtomicSubmitter")
+	if _, err := st1.Get(ctx, op2.ID); err != nil {
+		t.Fatalf("the submitted operation through e1: %v", err)
 	}
-	ds := try(q2.Receive(ctx, 1, time.Minute)).must(t)
+	ds := try(q1.Receive(ctx, 1, time.Minute)).must(t)
 	if len(ds) != 1 || ds[0].Message().ID != op2.ID || string(ds[0].Message().Body) != "job" {
-		t.Fatalf("q2 received %v", ds)
+		t.Fatalf("q1 received %v", ds)
 	}
 	if err := ds[0].Ack(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if s := try(q2.Stats(ctx)).must(t); s != (queue.Stats{}) {
+		t.Fatalf("q2's Stats after q1 acked = %+v, want empty", s)
 	}
 
 	// A result put through rs1 is read, and its URL served, through rs2.
@@ -225,8 +265,8 @@ func TestSameNameSharesData(t *testing.T) {
 		t.Fatalf("rs2 served rs1's URL with %d %q", code, body)
 	}
 
-	for _, c := range []io.Closer{st1, st2, q1, q2, rs1, rs2} {
-		if err := c.Close(); err != nil {
+	for _, e := range []*arrengine.Engine{e1, e2} {
+		if err := e.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -237,16 +277,11 @@ func TestSameNameSharesData(t *testing.T) {
 func TestDifferentNamesDoNotShare(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a, b := "mem:"+uniqueName("a"), "mem:"+uniqueName("b")
-	sa, sb := try(opstore.OpenStore(ctx, a)).must(t), try(opstore.OpenStore(ctx, b)).must(t)
-	defer sa.Close()
-	defer sb.Close()
-	qa, qb := try(queue.OpenQueue(ctx, a)).must(t), try(queue.OpenQueue(ctx, b)).must(t)
-	defer qa.Close()
-	defer qb.Close()
-	ra, rb := try(resultstore.OpenStore(ctx, a)).must(t), try(resultstore.OpenStore(ctx, b)).must(t)
-	defer ra.Close()
-	defer rb.Close()
+	ea, eb := openEngine(t, "mem:"+uniqueName("a")), openEngine(t, "mem:"+uniqueName("b"))
+	defer ea.Close()
+	defer eb.Close()
+	sa, qa, ra := ports(t, ea)
+	sb, qb, rb := ports(t, eb)
 
 	op := newOp()
 	if _, _, err := sa.Create(ctx, op, nil); err != nil {
@@ -272,13 +307,20 @@ func TestDifferentNamesDoNotShare(t *testing.T) {
 	if code, _ := fetch(t, rb, signed); code != http.StatusForbidden {
 		t.Fatalf("another engine served a URL it did not sign: %d", code)
 	}
-	// An atomic submit needs the queue of the store's own engine.
+	// An atomic submit writes the operation and its message to its own
+	// engine only.
 	op2 := newOp()
-	if _, _, err := sa.Driver().(opdriver.AtomicSubmitter).SubmitAtomic(ctx, op2, nil, qb.Driver(), queue.Message{ID: op2.ID}); !errors.Is(err, opdriver.ErrNotSameEngine) {
-		t.Fatalf("SubmitAtomic with another engine's queue = %v, want ErrNotSameEngine", err)
+	if _, created, err := submit(ctx, ea, op2, "job"); err != nil || !created {
+		t.Fatalf("SubmitAtomic = %v, %v", created, err)
 	}
-	if _, err := sa.Get(ctx, op2.ID); !errors.Is(err, opstore.ErrNotFound) {
-		t.Fatalf("a refused SubmitAtomic stored the operation: %v", err)
+	if _, err := sb.Get(ctx, op2.ID); !errors.Is(err, opstore.ErrNotFound) {
+		t.Fatalf("an atomic submit through a stored the operation in b: %v", err)
+	}
+	if s := try(qb.Stats(ctx)).must(t); s != (queue.Stats{}) {
+		t.Fatalf("an atomic submit through a enqueued on b: %+v", s)
+	}
+	if s := try(qa.Stats(ctx)).must(t); s != (queue.Stats{Ready: 2}) {
+		t.Fatalf("Stats of a's queue after an atomic submit = %+v, want 2 ready", s)
 	}
 
 	// Private engines share nothing with each other nor with named ones.
@@ -296,15 +338,19 @@ func TestDifferentNamesDoNotShare(t *testing.T) {
 	}
 }
 
-// Closing the last handle drops the engine and its data; an Engine
-// reference keeps it between handles; handles of a closed Engine are born
-// closed.
+// Closing the last engine.Engine on a mem engine drops the mem engine and
+// its data (an Engine's references are counted: the same URL opened twice
+// needs two Closes); an Engine reference keeps it between engine.Engines;
+// handles of a closed Engine are born closed.
 func TestCloseReleases(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	name := uniqueName("release")
-	u := "mem:" + name
-	st, q, rs := try(opstore.OpenStore(ctx, u)).must(t), try(queue.OpenQueue(ctx, u)).must(t), try(resultstore.OpenStore(ctx, u)).must(t)
+	u, u2 := "mem:"+name, "mem:"+name+"?maxDeliveries=0"
+	e := openEngine(t, u)
+	st, q, _ := ports(t, e)
+	e2 := openEngine(t, u2)
+	rs := try(e2.Results(ctx)).must(t)
 	op := newOp()
 	if _, _, err := st.Create(ctx, op, nil); err != nil {
 		t.Fatal(err)
@@ -315,14 +361,27 @@ func TestCloseReleases(t *testing.T) {
 	if _, err := rs.Put(ctx, "k", strings.NewReader("x"), ""); err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
-	q.Close()
-	if !isOpen(name) {
-		t.Fatal("the engine went while a result store handle still held it")
+	// A second reference to e: its Close leaves e open.
+	if again := openEngine(t, u); again != e {
+		t.Fatal("the same URL opened a second engine.Engine")
 	}
-	rs.Close()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, op.ID); err != nil {
+		t.Fatalf("Get after one of two references to the engine.Engine was closed: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !isOpen(name) {
+		t.Fatal("the mem engine went while another engine.Engine (with a result store) still held it")
+	}
+	if err := e2.Close(); err != nil {
+		t.Fatal(err)
+	}
 	expectReleased(t, name)
-	// Closed handles refuse, and Close is idempotent.
+	// The ports of a closed Engine refuse, and Close is idempotent.
 	if _, err := st.Get(ctx, op.ID); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get on a closed store = %v, want ErrClosed", err)
 	}
@@ -332,12 +391,16 @@ func TestCloseReleases(t *testing.T) {
 	if _, err := rs.Open(ctx, "k"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Open on a closed result store = %v, want ErrClosed", err)
 	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	// The name now opens a new, empty engine.
-	st, q, rs = try(opstore.OpenStore(ctx, u)).must(t), try(queue.OpenQueue(ctx, u)).must(t), try(resultstore.OpenStore(ctx, u)).must(t)
+	e = openEngine(t, u)
+	st, q, rs = ports(t, e)
 	if _, err := st.Get(ctx, op.ID); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("Get after the engine was released = %v, want ErrNotFound", err)
 	}
@@ -347,38 +410,37 @@ func TestCloseReleases(t *testing.T) {
 	if _, err := rs.Open(ctx, "k"); !errors.Is(err, resultstore.ErrNotFound) {
 		t.Fatalf("Open after the engine was released = %v, want ErrNotFound", err)
 	}
-	st.Close()
-	q.Close()
-	rs.Close()
+	e.Close()
 	expectReleased(t, name)
 
 	// An Engine reference keeps the data while handles come and go.
-	e := Open(name)
-	s := e.Store()
+	me := Open(name)
+	s := me.Store()
 	if _, _, err := s.Create(ctx, op, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	st = try(opstore.OpenStore(ctx, u)).must(t)
+	e = openEngine(t, u)
+	st = try(e.Store(ctx)).must(t)
 	if _, err := st.Get(ctx, op.ID); err != nil {
 		t.Fatalf("Get through a URL while an Engine held the data: %v", err)
 	}
-	e.Close()
-	e.Close()
+	me.Close()
+	me.Close()
 	if !isOpen(name) {
-		t.Fatal("closing the Engine dropped the engine while a store handle held it")
+		t.Fatal("closing the Engine dropped the engine while a URL's engine.Engine held it")
 	}
-	if _, err := e.Store().Get(ctx, op.ID); !errors.Is(err, ErrClosed) {
+	if _, err := me.Store().Get(ctx, op.ID); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get on a store of a closed Engine = %v, want ErrClosed", err)
 	}
-	if _, err := e.Queue(QueueOptions{}).Receive(ctx, 1, time.Second); !errors.Is(err, queue.ErrClosed) {
+	if _, err := me.Queue(QueueOptions{}).Receive(ctx, 1, time.Second); !errors.Is(err, queue.ErrClosed) {
 		t.Fatalf("Receive on a queue of a closed Engine = %v, want ErrClosed", err)
 	}
-	r := try(e.Results(ResultsOptions{})).must(t)
+	r := try(me.Results(ResultsOptions{})).must(t)
 	if _, err := r.Put(ctx, "k", strings.NewReader("x"), ""); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Put on a result store of a closed Engine = %v, want ErrClosed", err)
 	}
-	st.Close()
+	e.Close()
 	expectReleased(t, name)
 }
 
@@ -476,14 +538,13 @@ func TestClosedHandleGivesLeasesBack(t *testing.T) {
 	}
 }
 
-// The queue options of a URL are the handle's: its default lease and its
+// The queue options of a URL are its queue's: its default lease and its
 // MaxDeliveries.
 func TestQueueURLOptions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	name := uniqueName("qopts")
-	q := try(queue.OpenQueue(ctx, "mem:"+name+"?defaultLease=150ms&maxDeliveries=2")).must(t)
-	defer q.Close()
+	q := enginetest.Queue(t, "mem:"+name+"?defaultLease=150ms&maxDeliveries=2")
 	if err := q.Enqueue(ctx, queue.Message{ID: "a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -523,27 +584,16 @@ func TestURLErrors(t *testing.T) {
 		"maxURLLifetime=-1h",
 	} {
 		u := "mem:" + name + "?" + q
-		if s, err := opstore.OpenStore(ctx, u); err == nil {
-			s.Close()
-			t.Errorf("OpenStore(%q) succeeded", u)
-		}
-		if s, err := queue.OpenQueue(ctx, u); err == nil {
-			s.Close()
-			t.Errorf("OpenQueue(%q) succeeded", u)
-		}
-		if s, err := resultstore.OpenStore(ctx, u); err == nil {
-			s.Close()
-			t.Errorf("resultstore.OpenStore(%q) succeeded", u)
+		if e, err := arrengine.Open(ctx, u); err == nil {
+			e.Close()
+			t.Errorf("engine.Open(%q) succeeded", u)
 		}
 	}
 	expectReleased(t, name)
 
-	// Valid options of every port are accepted by all three.
+	// Valid options of every port are accepted, and all three ports open.
 	u := "mem:" + name + "?maxDeliveries=3&defaultLease=1m&prefix=/r/&maxURLLifetime=1h"
-	st, q, rs := try(opstore.OpenStore(ctx, u)).must(t), try(queue.OpenQueue(ctx, u)).must(t), try(resultstore.OpenStore(ctx, u)).must(t)
-	defer st.Close()
-	defer q.Close()
-	defer rs.Close()
+	_, _, rs := ports(t, enginetest.Open(t, u))
 	if p, _ := rs.Handler(); p != "/r/" {
 		t.Fatalf("Prefix = %q, want /r/", p)
 	}

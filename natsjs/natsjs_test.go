@@ -14,13 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/internal/enginetest"
 	"github.com/arrhq/arr/internal/natstest"
 	"github.com/arrhq/arr/natsjs"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	"github.com/arrhq/arr/opstore/opstoretest"
-	"github.com/arrhq/arr/queue"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	"github.com/arrhq/arr/queue/queuetest"
 )
@@ -97,10 +98,13 @@ func cleanup(t testing.TB, base, prefix string) {
 	}
 }
 
+// storeHarness opens the store by URL, as arr's configuration does: each
+// OpenStore closes the URL's engine and opens it afresh.
 type storeHarness struct {
 	t            testing.TB
 	base, prefix string
 	replicas     int
+	r            enginetest.Reopener
 }
 
 func (h *storeHarness) url() string {
@@ -108,32 +112,36 @@ func (h *storeHarness) url() string {
 }
 
 func (h *storeHarness) OpenStore(ctx context.Context) (opdriver.Store, error) {
-	s, err := opstore.OpenStore(ctx, h.url())
-	if err != nil {
-		return nil, err
-	}
-	return s.Driver(), nil
+	return h.r.Store(ctx, h.url())
 }
 
-func (h *storeHarness) OpenQueue(context.Context) (qdriver.Queue, error) { return nil, nil }
-func (h *storeHarness) Close()                                           { cleanup(h.t, h.base, h.prefix) }
+// OpenAtomic returns nil, nil, nil: JetStream has no one-step writes of an
+// operation and its message (the engine's Atomic is nil).
+func (h *storeHarness) OpenAtomic(ctx context.Context) (engine.Atomic, qdriver.Queue, error) {
+	return h.r.Atomic(ctx)
+}
+
+func (h *storeHarness) Close() {
+	h.r.Close()
+	cleanup(h.t, h.base, h.prefix)
+}
 
 type queueHarness struct {
 	t            testing.TB
 	base, prefix string
 	replicas     int
+	r            enginetest.Reopener
 }
 
 func (h *queueHarness) OpenQueue(ctx context.Context, maxDeliveries int) (qdriver.Queue, error) {
-	q, err := queue.OpenQueue(ctx, withParams(h.base, "prefix", h.prefix, "replicas", fmt.Sprint(h.replicas),
+	return h.r.Queue(ctx, withParams(h.base, "prefix", h.prefix, "replicas", fmt.Sprint(h.replicas),
 		"ackWait", testAckWait.String(), "maxDeliveries", fmt.Sprint(maxDeliveries)))
-	if err != nil {
-		return nil, err
-	}
-	return q.Driver(), nil
 }
 
-func (h *queueHarness) Close() { cleanup(h.t, h.base, h.prefix) }
+func (h *queueHarness) Close() {
+	h.r.Close()
+	cleanup(h.t, h.base, h.prefix)
+}
 
 func runStoreSuite(t *testing.T, base string, replicas int) {
 	opstoretest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (opstoretest.Harness, error) {
@@ -223,11 +231,15 @@ func TestKilledWorkerRedelivered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	qurl := withParams(base, "prefix", prefix, "ackWait", testAckWait.String())
-	q1, err := queue.OpenQueue(ctx, qurl)
+	e, err := engine.Open(ctx, qurl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q1.Close()
+	defer e.Close()
+	q1, err := e.Queue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	u, _ := url.Parse(qurl)
 	cfg, _ := natsjs.ParseURL(u)
@@ -277,11 +289,15 @@ func TestDeadClaimAdopted(t *testing.T) {
 	prefix := randomPrefix()
 	defer cleanup(t, base, prefix)
 	ctx := context.Background()
-	st, err := opstore.OpenStore(ctx, withParams(base, "prefix", prefix))
+	e, err := engine.Open(ctx, withParams(base, "prefix", prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer e.Close()
+	st, err := e.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	nc, err := nats.Connect(base)
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +339,10 @@ func TestDeadClaimAdopted(t *testing.T) {
 
 // Processes of a deployment start together: on a fresh cluster, four
 // stores and four queues opened at once (as two apis and two workers do)
-// all open, although they race to create the R3 bucket and streams.
+// all open, although they race to create the R3 bucket and streams. Each
+// opens through an engine of its own, as a process does: the same URL
+// would return this process's one engine, which opens each port once, so
+// each URL has a fragment of its own (the nats engine reads none).
 func TestConcurrentFirstOpen(t *testing.T) {
 	c := startCluster(t)
 	prefix := randomPrefix()
@@ -331,21 +350,16 @@ func TestConcurrentFirstOpen(t *testing.T) {
 	u := withParams(c.URL(), "prefix", prefix, "replicas", "3")
 	ctx := context.Background()
 	errs := make(chan error, 8)
-	for range 4 {
-		go func() {
-			s, err := opstore.OpenStore(ctx, u)
-			if err == nil {
-				err = s.Close()
-			}
-			errs <- err
-		}()
-		go func() {
-			q, err := queue.OpenQueue(ctx, u)
-			if err == nil {
-				err = q.Close()
-			}
-			errs <- err
-		}()
+	open := func(process string, port func(*engine.Engine) error) {
+		e, err := engine.Open(ctx, u+"#"+process)
+		if err == nil {
+			err = errors.Join(port(e), e.Close())
+		}
+		errs <- err
+	}
+	for i := range 4 {
+		go open(fmt.Sprint("store-", i), func(e *engine.Engine) error { _, err := e.Store(ctx); return err })
+		go open(fmt.Sprint("queue-", i), func(e *engine.Engine) error { _, err := e.Queue(ctx); return err })
 	}
 	for range 8 {
 		if err := <-errs; err != nil {
