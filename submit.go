@@ -11,8 +11,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/arrhq/arr/operation"
-	"github.com/arrhq/arr/opstore"
-	"github.com/arrhq/arr/queue"
 )
 
 // Submission is a request for work on a route.
@@ -164,59 +162,4 @@ func (c *Client) abandon(ctx context.Context, id string, cause error) {
 	_, _ = c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
 		return abandon(op, cause, c.policy(op.Route), now)
 	})
-}
-
-// Cancel cancels a pending or running operation (a running handler sees
-// its context canceled) and returns it. An operation that has finished is
-// returned with ErrNotCancelable; an unknown or expired one is an error
-// wrapping opstore.ErrNotFound or opstore.ErrGone.
-func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, error) {
-	now := time.Now().UTC()
-	op, err := c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
-		return cancel(op, c.policy(op.Route), now)
-	})
-	return op, c.gone(id, err)
-}
-
-// Retry puts a failed operation back to pending, with fresh attempt
-// budgets and its history kept, and queues it again; on an engine that
-// writes both in one step (the embedded engine, PostgreSQL) that is one
-// durable write, and elsewhere the janitor's sweep re-enqueues a pending
-// operation whose message a crash between the two writes lost. Retrying a
-// pending operation queues it again if its message was lost (a no-op when
-// it is queued), so that a client that did not get its answer can simply
-// repeat the call. Any other state is ErrNotRetryable, returned with the
-// operation.
-func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, error) {
-	now := time.Now().UTC()
-	change := func(op *operation.Operation) error { return retry(op, now) }
-	var op *operation.Operation
-	var err error
-	if c.atomic != nil {
-		op, err = c.atomic.TransitionEnqueue(ctx, id, change, func(op *operation.Operation) queue.Message {
-			return Message{ID: op.ID, Route: op.Route}.Encode()
-		})
-		if err == nil || !errors.Is(err, errSkip) {
-			return op, c.gone(id, err)
-		}
-		// Pending: enqueue it again below, in case its message was lost.
-	} else {
-		op, err = c.cfg.Store.Transition(ctx, id, change)
-		if err != nil && !errors.Is(err, errSkip) {
-			return op, c.gone(id, err)
-		}
-	}
-	// Enqueuing an id that is queued is a no-op; a dead letter is revived.
-	if err := c.cfg.Queue.Enqueue(ctx, Message{ID: op.ID, Route: op.Route}.Encode()); err != nil {
-		return nil, fmt.Errorf("arr: enqueue retry of %s: %w", op.ID, err)
-	}
-	return op, nil
-}
-
-// gone maps the lifecycle's errExpired to opstore.ErrGone.
-func (c *Client) gone(id string, err error) error {
-	if errors.Is(err, errExpired) {
-		return fmt.Errorf("%w: %s", opstore.ErrGone, id)
-	}
-	return err
 }
