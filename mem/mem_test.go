@@ -25,6 +25,8 @@ import (
 	"github.com/arrhq/arr/resultstore"
 	rdriver "github.com/arrhq/arr/resultstore/driver"
 	"github.com/arrhq/arr/resultstore/resultstoretest"
+	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/urlsign/signtest"
 )
 
 var nameSeq atomic.Int64
@@ -125,6 +127,22 @@ func TestResultsConformance(t *testing.T) {
 	expectReleased(t, name)
 }
 
+func TestSignerConformance(t *testing.T) {
+	t.Parallel()
+	name := uniqueName("signer") // one engine (and keyring) for every subtest
+	var n atomic.Int64
+	signtest.RunConformanceTests(t, signtest.Harness{
+		Open: func(t *testing.T) (*resultstore.Store, *urlsign.Signer) {
+			// An engine.Engine of its own per subtest, on the one mem
+			// engine, as for TestResultsConformance; a custom prefix.
+			e := enginetest.Open(t, fmt.Sprintf("mem:%s?prefix=/r/x/&maxDeliveries=%d", name, n.Add(1)))
+			ctx := context.Background()
+			return try(e.Results(ctx)).must(t), try(e.Signer(ctx)).must(t)
+		},
+	})
+	expectReleased(t, name)
+}
+
 // ---- helpers ----
 
 func newOp() *operation.Operation {
@@ -148,10 +166,10 @@ func (r res[T]) must(t *testing.T) T {
 	return r.v
 }
 
-// fetch serves a signed URL through a result store's handler.
-func fetch(t *testing.T, rs *resultstore.Store, signed string) (int, string) {
+// fetch serves a signed URL through a signer's handler.
+func fetch(t *testing.T, sg *urlsign.Signer, signed string) (int, string) {
 	t.Helper()
-	prefix, h := rs.Handler()
+	prefix, h := sg.Handler()
 	if h == nil || !strings.HasPrefix(signed, prefix) {
 		t.Fatalf("handler %v for prefix %q, URL %q", h, prefix, signed)
 	}
@@ -168,11 +186,12 @@ func openEngine(t *testing.T, urlstr string) *arrengine.Engine {
 	return try(arrengine.Open(context.Background(), urlstr)).must(t)
 }
 
-// ports returns the three ports of e.
-func ports(t *testing.T, e *arrengine.Engine) (*opstore.Store, *queue.Queue, *resultstore.Store) {
+// ports returns the ports of e: operations store, queue, result store
+// and URL signer.
+func ports(t *testing.T, e *arrengine.Engine) (*opstore.Store, *queue.Queue, *resultstore.Store, *urlsign.Signer) {
 	t.Helper()
 	ctx := context.Background()
-	return try(e.Store(ctx)).must(t), try(e.Queue(ctx)).must(t), try(e.Results(ctx)).must(t)
+	return try(e.Store(ctx)).must(t), try(e.Queue(ctx)).must(t), try(e.Results(ctx)).must(t), try(e.Signer(ctx)).must(t)
 }
 
 // submit is the atomic submit of op and its message through e.
@@ -206,8 +225,8 @@ func TestSameNameSharesData(t *testing.T) {
 	if err := e1again.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st1, q1, rs1 := ports(t, e1)
-	st2, q2, rs2 := ports(t, e2)
+	st1, q1, rs1, sg1 := ports(t, e1)
+	st2, q2, rs2, sg2 := ports(t, e2)
 
 	op := try(func() (*operation.Operation, error) { op, _, err := st1.Create(ctx, newOp(), nil); return op, err }()).must(t)
 	got := try(st2.Get(ctx, op.ID)).must(t)
@@ -252,7 +271,8 @@ func TestSameNameSharesData(t *testing.T) {
 		t.Fatalf("q2's Stats after q1 acked = %+v, want empty", s)
 	}
 
-	// A result put through rs1 is read, and its URL served, through rs2.
+	// A result put through rs1 is read through rs2, and its URL signed by
+	// e1's signer is served by e2's.
 	if _, err := rs1.Put(ctx, "k", strings.NewReader("shared bytes"), "text/plain"); err != nil {
 		t.Fatal(err)
 	}
@@ -260,9 +280,9 @@ func TestSameNameSharesData(t *testing.T) {
 	if b, _ := io.ReadAll(r); string(b) != "shared bytes" {
 		t.Fatalf("rs2 read %q", b)
 	}
-	signed := try(rs1.SignedURL(ctx, "k", time.Now().Add(time.Minute))).must(t)
-	if code, body := fetch(t, rs2, signed); code != http.StatusOK || body != "shared bytes" {
-		t.Fatalf("rs2 served rs1's URL with %d %q", code, body)
+	signed := try(sg1.SignedURL(ctx, "k", time.Now().Add(time.Minute))).must(t)
+	if code, body := fetch(t, sg2, signed); code != http.StatusOK || body != "shared bytes" {
+		t.Fatalf("sg2 served sg1's URL with %d %q", code, body)
 	}
 
 	for _, e := range []*arrengine.Engine{e1, e2} {
@@ -280,8 +300,8 @@ func TestDifferentNamesDoNotShare(t *testing.T) {
 	ea, eb := openEngine(t, "mem:"+uniqueName("a")), openEngine(t, "mem:"+uniqueName("b"))
 	defer ea.Close()
 	defer eb.Close()
-	sa, qa, ra := ports(t, ea)
-	sb, qb, rb := ports(t, eb)
+	sa, qa, ra, sga := ports(t, ea)
+	sb, qb, rb, sgb := ports(t, eb)
 
 	op := newOp()
 	if _, _, err := sa.Create(ctx, op, nil); err != nil {
@@ -303,8 +323,8 @@ func TestDifferentNamesDoNotShare(t *testing.T) {
 		t.Fatalf("Open on another engine = %v, want ErrNotFound", err)
 	}
 	// Each engine signs with its own keys.
-	signed := try(ra.SignedURL(ctx, "k", time.Now().Add(time.Minute))).must(t)
-	if code, _ := fetch(t, rb, signed); code != http.StatusForbidden {
+	signed := try(sga.SignedURL(ctx, "k", time.Now().Add(time.Minute))).must(t)
+	if code, _ := fetch(t, sgb, signed); code != http.StatusForbidden {
 		t.Fatalf("another engine served a URL it did not sign: %d", code)
 	}
 	// An atomic submit writes the operation and its message to its own
@@ -348,7 +368,7 @@ func TestCloseReleases(t *testing.T) {
 	name := uniqueName("release")
 	u, u2 := "mem:"+name, "mem:"+name+"?maxDeliveries=0"
 	e := openEngine(t, u)
-	st, q, _ := ports(t, e)
+	st, q, _, _ := ports(t, e)
 	e2 := openEngine(t, u2)
 	rs := try(e2.Results(ctx)).must(t)
 	op := newOp()
@@ -400,7 +420,7 @@ func TestCloseReleases(t *testing.T) {
 
 	// The name now opens a new, empty engine.
 	e = openEngine(t, u)
-	st, q, rs = ports(t, e)
+	st, q, rs, _ = ports(t, e)
 	if _, err := st.Get(ctx, op.ID); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("Get after the engine was released = %v, want ErrNotFound", err)
 	}
@@ -436,7 +456,7 @@ func TestCloseReleases(t *testing.T) {
 	if _, err := me.Queue(QueueOptions{}).Receive(ctx, 1, time.Second); !errors.Is(err, queue.ErrClosed) {
 		t.Fatalf("Receive on a queue of a closed Engine = %v, want ErrClosed", err)
 	}
-	r := try(me.Results(ResultsOptions{})).must(t)
+	r := me.Results()
 	if _, err := r.Put(ctx, "k", strings.NewReader("x"), ""); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Put on a result store of a closed Engine = %v, want ErrClosed", err)
 	}
@@ -593,17 +613,22 @@ func TestURLErrors(t *testing.T) {
 
 	// Valid options of every port are accepted, and all three ports open.
 	u := "mem:" + name + "?maxDeliveries=3&defaultLease=1m&prefix=/r/&maxURLLifetime=1h"
-	_, _, rs := ports(t, enginetest.Open(t, u))
-	if p, _ := rs.Handler(); p != "/r/" {
+	_, _, _, sg := ports(t, enginetest.Open(t, u))
+	if p, _ := sg.Handler(); p != "/r/" {
 		t.Fatalf("Prefix = %q, want /r/", p)
 	}
-	if s, err := rs.SignedURL(ctx, "k", time.Now().Add(time.Minute)); err != nil || !strings.HasPrefix(s, "/r/k?") {
+	if s, err := sg.SignedURL(ctx, "k", time.Now().Add(time.Minute)); err != nil || !strings.HasPrefix(s, "/r/k?") {
 		t.Fatalf("SignedURL = %q, %v", s, err)
 	}
-	if _, err := rs.SignedURL(ctx, "k", time.Now().Add(2*time.Hour)); err == nil {
+	if _, err := sg.SignedURL(ctx, "k", time.Now().Add(2*time.Hour)); err == nil {
 		t.Fatal("SignedURL beyond maxURLLifetime succeeded")
 	}
-	if _, err := New().Results(ResultsOptions{Prefix: "x"}); err == nil {
-		t.Fatal("Results with a bad prefix succeeded")
+	p := New()
+	defer p.Close()
+	rs := resultstore.New(p.Results())
+	defer rs.Close()
+	if sg, err := p.Signer(ctx, rs, ResultsOptions{Prefix: "x"}); err == nil {
+		sg.Close()
+		t.Fatal("Signer with a bad prefix succeeded")
 	}
 }
