@@ -64,8 +64,10 @@ type Attempt struct {
 // It subscribes to the operation's changes before it reads anything, so
 // that a cancel that lands while the attempt starts is seen (Changed). It
 // returns nil and how to settle the delivery when there is nothing to run:
-// the operation is deleted, finished or canceled, its request is
-// unreadable, or it was interrupted too often.
+// the operation is deleted, finished or canceled, its request is gone, or
+// it was interrupted too often. A request the store fails to read is not
+// the operation's fault: the attempt is given back, uncounted, and the
+// delivery retried in a second.
 func (c *Client) StartAttempt(ctx context.Context, id string, first bool) (*Attempt, Disposition, error) {
 	changed, unwatch, err := c.Watch(ctx, id)
 	if err != nil {
@@ -99,10 +101,17 @@ func (c *Client) StartAttempt(ctx context.Context, id string, first bool) (*Atte
 		return nil, d, nil
 	}
 	req, err := c.cfg.Store.GetRequest(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		d := a.Abort(ctx, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
 			Detail: "the request could not be read: " + err.Error()})
 		return nil, d, nil
+	case err != nil:
+		// A store that did not answer: not the operation's fault. Give
+		// the attempt back, uncounted, and try again in a moment.
+		a.GiveBack(ctx)
+		a.stop()
+		return nil, Disposition{Settle: Nak, Delay: time.Second}, fmt.Errorf("arr: read request of %s: %w", id, err)
 	}
 	a.task = &Task{ID: id, Route: op.Route, Attempt: op.Attempts, Request: req}
 	return a, Disposition{}, nil
