@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	arr "github.com/arrhq/arr"
+	"github.com/arrhq/arr/internal/problem"
 	"github.com/arrhq/arr/operation"
 )
 
@@ -35,18 +36,7 @@ func writeProblem(w http.ResponseWriter, status int, typ, title, detail string) 
 	writeProblemValue(w, &operation.Problem{Type: typ, Title: title, Status: status, Detail: detail})
 }
 
-func writeProblemValue(w http.ResponseWriter, p *operation.Problem) {
-	status := p.Status
-	if status < 400 || status > 599 {
-		status = http.StatusInternalServerError
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Del("Content-Length")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(p)
-}
+func writeProblemValue(w http.ResponseWriter, p *operation.Problem) { problem.Write(w, nil, p) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var b []byte

@@ -192,34 +192,14 @@ func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *
 // enqueues msg(op) on the DB's queue in the same synced Pebble batch: see
 // engine.Atomic.
 func (s *store) TransitionEnqueue(ctx context.Context, id string, change func(*operation.Operation) error, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
-	if err := s.begin(ctx); err != nil {
-		return nil, err
+	stamped := func(op *operation.Operation) error {
+		if err := change(op); err != nil {
+			return err
+		}
+		op.UpdatedAt = time.Now().UTC()
+		return nil
 	}
-	defer s.db.end()
-	db := s.db
-	held := db.lockStripes(id)
-	defer db.unlockStripes(held)
-	cur, err := db.latestOp(id)
-	if err != nil {
-		return nil, err
-	}
-	op := cur.Clone()
-	if err := change(op); err != nil {
-		return op, err
-	}
-	op.ID, op.Version = cur.ID, cur.Version
-	op.UpdatedAt = time.Now().UTC()
-	if err := checkOp(op); err != nil {
-		return nil, err
-	}
-	m := msg(op)
-	if m.ID != id {
-		return nil, fmt.Errorf("embedded: message %q is not operation %s's", m.ID, id)
-	}
-	if err := s.writeWith(cur, op, pebble.Sync, &m); err != nil {
-		return nil, err
-	}
-	return op, nil
+	return s.transition(ctx, id, stamped, pebble.Sync, msg)
 }
 
 // submit is Create, plus the Enqueue of msg when it is not nil, in one
@@ -363,6 +343,16 @@ func (s *store) update(ctx context.Context, op *operation.Operation, wo *pebble.
 // the operation's stripe lock: one read, where Get and a version-checked
 // Update take two, and no conflict to retry. See opstore/driver.Transitioner.
 func (s *store) TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error) {
+	wo := pebble.Sync
+	if lazy {
+		wo = pebble.NoSync
+	}
+	return s.transition(ctx, id, change, wo, nil)
+}
+
+// transition is TransitionOp, plus the Enqueue of msg(op) in the same
+// batch when msg is not nil (its ID must be id, whose stripe is held).
+func (s *store) transition(ctx context.Context, id string, change func(*operation.Operation) error, wo *pebble.WriteOptions, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -382,11 +372,15 @@ func (s *store) TransitionOp(ctx context.Context, id string, change func(*operat
 	if err := checkOp(op); err != nil {
 		return nil, err
 	}
-	wo := pebble.Sync
-	if lazy {
-		wo = pebble.NoSync
+	var m *qdriver.Message
+	if msg != nil {
+		mm := msg(op)
+		if mm.ID != id {
+			return nil, fmt.Errorf("embedded: message %q is not operation %s's", mm.ID, id)
+		}
+		m = &mm
 	}
-	if err := s.write(cur, op, wo); err != nil {
+	if err := s.writeWith(cur, op, wo, m); err != nil {
 		return nil, err
 	}
 	return op, nil

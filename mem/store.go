@@ -193,30 +193,14 @@ func (s *store) SubmitAtomic(ctx context.Context, op *operation.Operation, req *
 // TransitionEnqueue is TransitionOp plus the Enqueue of msg(op) on the
 // engine's queue, in one step under the engine's lock: see arrengine.Atomic.
 func (s *store) TransitionEnqueue(ctx context.Context, id string, change func(*operation.Operation) error, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
+	stamped := func(op *operation.Operation) error {
+		if err := change(op); err != nil {
+			return err
+		}
+		op.UpdatedAt = time.Now().UTC()
+		return nil
 	}
-	defer s.eng.mu.Unlock()
-	r := s.eng.ops[id]
-	if r == nil {
-		return nil, fmt.Errorf("%w: %s", opdriver.ErrNotFound, id)
-	}
-	op := r.op.Clone()
-	if err := change(op); err != nil {
-		return op, err
-	}
-	op.ID, op.Version = r.op.ID, r.op.Version
-	op.UpdatedAt = time.Now().UTC()
-	if err := checkOp(op); err != nil {
-		return nil, err
-	}
-	m := msg(op)
-	if m.ID != id {
-		return nil, fmt.Errorf("mem: message %q is not operation %s's", m.ID, id)
-	}
-	s.eng.write(r, op)
-	s.eng.enqueue(time.Now(), m)
-	return op, nil
+	return s.transition(ctx, id, stamped, msg)
 }
 
 // submit is Create, plus the Enqueue of msg through qh when msg is not nil.
@@ -292,6 +276,12 @@ func (s *store) Update(ctx context.Context, op *operation.Operation) error {
 // it back, all under the engine's lock; see opstore/driver.Transitioner.
 // lazy makes no difference: nothing is durable.
 func (s *store) TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error) {
+	return s.transition(ctx, id, change, nil)
+}
+
+// transition is TransitionOp, plus the Enqueue of msg(op) in the same step
+// when msg is not nil (its ID must be id).
+func (s *store) transition(ctx context.Context, id string, change func(*operation.Operation) error, msg func(*operation.Operation) qdriver.Message) (*operation.Operation, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
 	}
@@ -308,7 +298,16 @@ func (s *store) TransitionOp(ctx context.Context, id string, change func(*operat
 	if err := checkOp(op); err != nil {
 		return nil, err
 	}
+	var m qdriver.Message
+	if msg != nil {
+		if m = msg(op); m.ID != id {
+			return nil, fmt.Errorf("mem: message %q is not operation %s's", m.ID, id)
+		}
+	}
 	s.eng.write(r, op)
+	if msg != nil {
+		s.eng.enqueue(time.Now(), m)
+	}
 	return op, nil
 }
 

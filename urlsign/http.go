@@ -1,7 +1,6 @@
 package urlsign
 
 import (
-	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arrhq/arr/internal/problem"
 	"github.com/arrhq/arr/operation"
 )
 
@@ -27,18 +27,10 @@ const (
 )
 
 // WriteProblem writes an application/problem+json response with status,
-// Cache-Control: no-store and X-Content-Type-Options: nosniff; the body is
-// left out for HEAD.
+// Cache-Control: no-store and X-Content-Type-Options: nosniff (see
+// internal/problem); the body is left out for HEAD.
 func WriteProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
-		return
-	}
-	_ = json.NewEncoder(w).Encode(operation.Problem{Type: typ, Title: title, Status: status, Detail: detail})
+	problem.Write(w, r, &operation.Problem{Type: typ, Title: title, Status: status, Detail: detail})
 }
 
 // AllowMethod reports whether r is a GET or a HEAD, the only methods
