@@ -431,10 +431,16 @@ func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, 
 					a.Progress(hctx, pct, msg)
 				}
 			case <-changed:
-				if a.Canceled(hctx) {
+				// The read is bounded by a heartbeat's period: a store
+				// that does not answer must not hold up the heartbeats
+				// (nor the shutdown); a cancel missed here is still
+				// refused by the attempt's final transition.
+				cctx, stopCheck := context.WithTimeout(hctx, p.cfg.Lease/3)
+				if a.Canceled(cctx) {
 					canceledOp.Store(true)
 					cancel()
 				}
+				stopCheck()
 			}
 		}
 	}()
