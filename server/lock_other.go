@@ -1,10 +1,10 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package server
 
-// dirLock: on systems without flock, data directories are not locked.
-type dirLock struct{}
+import "os"
 
-func lockDir(string) (*dirLock, error) { return &dirLock{}, nil }
-
-func (*dirLock) release() error { return nil }
+// lockFile does NOT lock: this system has neither flock nor LockFileEx
+// (Plan 9, WebAssembly). Two arr processes can open the same data
+// directory, and nothing stops them.
+func lockFile(*os.File) error { return nil }

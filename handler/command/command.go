@@ -61,6 +61,17 @@
 // process that leaves the group (setsid) is beyond the handler's reach; the
 // handler stops waiting for the pipes it holds a second after the group is
 // gone.
+//
+// That is Linux. On macOS and the BSDs all of it holds too but the
+// parent-death signal: if arr is SIGKILLed, the command and its group go on
+// running until they exit by themselves, and nothing is recorded in PIDDir
+// (Reap kills nothing). On Windows there are no process groups and no
+// signals: the command alone is terminated (TerminateProcess), at once, when
+// the context ends (KillGrace does not apply) or stdout passes MaxStdout;
+// the processes it started are neither tracked nor killed (the handler
+// stops waiting for the pipes they hold a second after the command exits);
+// if arr dies the command goes on running; and nothing is recorded in
+// PIDDir.
 package command
 
 import (
@@ -159,7 +170,8 @@ type Config struct {
 	// Reap can kill groups left behind by an arr process that was
 	// SIGKILLed. New creates it. It must belong to one arr process: Reap
 	// kills every group recorded in it. When a group cannot be recorded,
-	// it is killed at once and the attempt fails (and is retried).
+	// it is killed at once and the attempt fails (and is retried). Only
+	// Linux records groups: elsewhere PIDDir is created and left empty.
 	PIDDir string
 }
 
@@ -342,7 +354,7 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, p worker.Progress
 	cmd.Dir = h.cfg.Dir
 	cmd.Env = h.environ(t)
 	cmd.Stdout = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysProcAttr()
 
 	// Pipes are made here rather than by exec so that Wait does not wait
 	// for them: a process that left the group could hold them open forever.
@@ -372,8 +384,10 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, p worker.Progress
 	// while locked to it. Locking this goroutine to its thread until the
 	// command is reaped keeps that thread alive for as long as the child
 	// runs.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if pdeathsig {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 
 	err = cmd.Start()
 	stderrW.Close()
@@ -481,7 +495,12 @@ wait:
 	if stdinW != nil {
 		stdinW.Close()
 	}
-	stderrR.SetReadDeadline(time.Now().Add(pipeDrain))
+	if err := stderrR.SetReadDeadline(time.Now().Add(pipeDrain)); err != nil {
+		// A pipe without deadlines (Windows: os.Pipe's are blocking):
+		// closing it cancels the read.
+		drain := time.AfterFunc(pipeDrain, func() { stderrR.Close() })
+		defer drain.Stop()
+	}
 	<-stderrDone
 	<-stdinDone
 	stderrR.Close()
