@@ -1,7 +1,9 @@
 // Package opstoretest is the conformance suite every operations store driver
 // must pass. A driver's test calls RunConformanceTests with a HarnessMaker
 // that opens the driver over fresh data, the way gocloud.dev's drivertest
-// packages work:
+// packages work: the suite wraps the driver in the portable *opstore.Store
+// and exercises the portable methods, so that the portable layer is tested
+// too.
 //
 //	func TestConformance(t *testing.T) {
 //		opstoretest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (opstoretest.Harness, error) {
@@ -117,12 +119,13 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 	}
 }
 
-// fixture holds the store (and queue) a test works on.
+// fixture holds the store (and queue) a test works on: the store is the
+// driver the harness opened, in the portable type.
 type fixture struct {
 	t   *testing.T
 	ctx context.Context
 	h   Harness
-	s   driver.Store
+	s   *opstore.Store
 	q   qdriver.Queue
 	a   engine.Atomic
 }
@@ -144,11 +147,14 @@ func (f *fixture) deleteExpired(now time.Time, limit int) (int, error) {
 
 func (f *fixture) open() {
 	f.t.Helper()
-	s, err := f.h.OpenStore(f.ctx)
+	d, err := f.h.OpenStore(f.ctx)
 	if err != nil {
 		f.t.Fatalf("OpenStore: %v", err)
 	}
-	f.s = s
+	if d == nil {
+		f.t.Fatalf("OpenStore returned a nil store")
+	}
+	f.s = opstore.New(d)
 }
 
 func (f *fixture) closeAll() {
@@ -368,10 +374,10 @@ func dump(op *operation.Operation) string {
 // ErrNotFound).
 func (f *fixture) expectGone(id string) {
 	f.t.Helper()
-	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, driver.ErrGone) || errors.Is(err, driver.ErrNotFound) {
+	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, opstore.ErrGone) || errors.Is(err, opstore.ErrNotFound) {
 		f.t.Fatalf("Get(%s) = %v, %v; want ErrGone", id, op, err)
 	}
-	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, driver.ErrGone) || errors.Is(err, driver.ErrNotFound) {
+	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, opstore.ErrGone) || errors.Is(err, opstore.ErrNotFound) {
 		f.t.Fatalf("GetRequest(%s) = %v, %v; want ErrGone", id, req, err)
 	}
 }
@@ -422,17 +428,17 @@ func (f *fixture) setStatus(id string, st operation.Status) *operation.Operation
 
 func (f *fixture) expectNotFound(id string) {
 	f.t.Helper()
-	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrGone) {
+	if op, err := f.s.Get(f.ctx, id); !errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
 		f.t.Fatalf("Get(%s) = %v, %v; want ErrNotFound", id, op, err)
 	}
-	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrGone) {
+	if req, err := f.s.GetRequest(f.ctx, id); !errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
 		f.t.Fatalf("GetRequest(%s) = %v, %v; want ErrNotFound", id, req, err)
 	}
 }
 
 // listAll pages through List with opts and returns the IDs in the order
 // returned, failing if a page is out of order or over its limit.
-func (f *fixture) listAll(opts driver.ListOptions) []string {
+func (f *fixture) listAll(opts opstore.ListOptions) []string {
 	f.t.Helper()
 	var ids []string
 	for pages := 0; ; pages++ {
@@ -600,13 +606,13 @@ func testVersioning(t *testing.T, f *fixture) {
 	stale := op.Clone()
 	stale.Version = 2
 	stale.Message = "stale write"
-	if err := f.s.Update(f.ctx, stale); !errors.Is(err, driver.ErrConflict) {
+	if err := f.s.Update(f.ctx, stale); !errors.Is(err, opstore.ErrConflict) {
 		t.Fatalf("Update with stale version = %v, want ErrConflict", err)
 	}
 	// A version from the future conflicts too.
 	future := op.Clone()
 	future.Version = op.Version + 1
-	if err := f.s.Update(f.ctx, future); !errors.Is(err, driver.ErrConflict) {
+	if err := f.s.Update(f.ctx, future); !errors.Is(err, opstore.ErrConflict) {
 		t.Fatalf("Update with future version = %v, want ErrConflict", err)
 	}
 	assertSameOp(t, "Get after conflicting updates", op, f.get(op.ID))
@@ -615,7 +621,7 @@ func testVersioning(t *testing.T, f *fixture) {
 	a, b := f.get(op.ID), f.get(op.ID)
 	a.Message, b.Message = "a", "b"
 	f.update(a)
-	if err := f.s.Update(f.ctx, b); !errors.Is(err, driver.ErrConflict) {
+	if err := f.s.Update(f.ctx, b); !errors.Is(err, opstore.ErrConflict) {
 		t.Fatalf("second Update from the same version = %v, want ErrConflict", err)
 	}
 	if got := f.get(op.ID); got.Message != "a" || got.Version != a.Version {
@@ -625,10 +631,10 @@ func testVersioning(t *testing.T, f *fixture) {
 	// Updating a missing operation is ErrNotFound, and creates nothing.
 	missing := newOp()
 	missing.Version = 1
-	if err := f.s.Update(f.ctx, missing); !errors.Is(err, driver.ErrNotFound) {
+	if err := f.s.Update(f.ctx, missing); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("Update of missing operation = %v, want ErrNotFound", err)
 	}
-	if _, err := f.s.Get(f.ctx, missing.ID); !errors.Is(err, driver.ErrNotFound) {
+	if _, err := f.s.Get(f.ctx, missing.ID); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("Get after Update of missing operation = %v, want ErrNotFound", err)
 	}
 }
@@ -641,7 +647,7 @@ func testCreateExists(t *testing.T, f *fixture) {
 	dup := newOp()
 	dup.ID = first.ID
 	dup.Route = "other"
-	if _, _, err := f.s.Create(f.ctx, dup, newRequest([]byte("second"))); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := f.s.Create(f.ctx, dup, newRequest([]byte("second"))); !errors.Is(err, opstore.ErrExists) {
 		t.Fatalf("Create of an existing ID = %v, want ErrExists", err)
 	}
 	assertSameOp(t, "Get after duplicate Create", want, f.get(first.ID))
@@ -654,7 +660,7 @@ func testCreateExists(t *testing.T, f *fixture) {
 	dup2 := newOp()
 	dup2.ID = first.ID
 	dup2.IdempotencyKey = "fresh-key"
-	if _, _, err := f.s.Create(f.ctx, dup2, nil); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := f.s.Create(f.ctx, dup2, nil); !errors.Is(err, opstore.ErrExists) {
 		t.Fatalf("Create of an existing ID with a new key = %v, want ErrExists", err)
 	}
 	other := newOp()
@@ -705,7 +711,7 @@ func testIdempotencyKey(t *testing.T, f *fixture) {
 	if err != nil || string(req.Body) != "first" {
 		t.Fatalf("GetRequest of key holder = %q, %v; want first body", reqBody(req), err)
 	}
-	if ids := f.listAll(driver.ListOptions{}); !slices.Equal(ids, []string{first.ID}) {
+	if ids := f.listAll(opstore.ListOptions{}); !slices.Equal(ids, []string{first.ID}) {
 		t.Fatalf("List after duplicate-key Create = %v, want only %s", ids, first.ID)
 	}
 
@@ -716,7 +722,7 @@ func testIdempotencyKey(t *testing.T, f *fixture) {
 	k2 := newOp()
 	k2.IdempotencyKey = "idem-2"
 	f.create(k2, nil)
-	if ids := f.listAll(driver.ListOptions{}); len(ids) != 5 {
+	if ids := f.listAll(opstore.ListOptions{}); len(ids) != 5 {
 		t.Fatalf("List = %d operations, want 5", len(ids))
 	}
 
@@ -746,7 +752,7 @@ func testIdempotencyKeyRace(t *testing.T, f *fixture) {
 		winners = append(winners, raceOneKey(t, f, fmt.Sprintf("raced-key-%d", round)))
 	}
 	sort.Strings(winners)
-	if got := f.listAll(driver.ListOptions{}); !slices.Equal(got, winners) {
+	if got := f.listAll(opstore.ListOptions{}); !slices.Equal(got, winners) {
 		t.Fatalf("List after the races = %v, want only the %d winners %v", got, len(winners), winners)
 	}
 }
@@ -852,7 +858,7 @@ func testRequest(t *testing.T, f *fixture) {
 }
 
 func testList(t *testing.T, f *fixture) {
-	if ids := f.listAll(driver.ListOptions{}); len(ids) != 0 {
+	if ids := f.listAll(opstore.ListOptions{}); len(ids) != 0 {
 		t.Fatalf("List of an empty store = %v", ids)
 	}
 	const n = 25
@@ -865,7 +871,7 @@ func testList(t *testing.T, f *fixture) {
 	sort.Strings(want)
 
 	// Default limit: everything on one page, with an empty cursor.
-	ops, next, err := f.s.List(f.ctx, driver.ListOptions{})
+	ops, next, err := f.s.List(f.ctx, opstore.ListOptions{})
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -881,7 +887,7 @@ func testList(t *testing.T, f *fixture) {
 
 	// Paging by 10: 10, 10, 5, ascending, each exactly once.
 	var got []string
-	opts := driver.ListOptions{Limit: 10}
+	opts := opstore.ListOptions{Limit: 10}
 	for page := 0; ; page++ {
 		ops, next, err := f.s.List(f.ctx, opts)
 		if err != nil {
@@ -910,17 +916,17 @@ func testList(t *testing.T, f *fixture) {
 	}
 
 	// A page that ends exactly at the last operation.
-	got = f.listAll(driver.ListOptions{Limit: 5})
+	got = f.listAll(opstore.ListOptions{Limit: 5})
 	if !slices.Equal(got, want) {
 		t.Fatalf("List by 5 = %v, want %v", got, want)
 	}
 	// After the last ID: nothing.
-	ops, next, err = f.s.List(f.ctx, driver.ListOptions{After: want[n-1]})
+	ops, next, err = f.s.List(f.ctx, opstore.ListOptions{After: want[n-1]})
 	if err != nil || len(ops) != 0 || next != "" {
 		t.Fatalf("List after the last ID = %d ops, %q, %v; want none", len(ops), next, err)
 	}
 	// After an ID between two stored ones resumes at the next one.
-	ops, _, err = f.s.List(f.ctx, driver.ListOptions{After: want[3], Limit: 2})
+	ops, _, err = f.s.List(f.ctx, opstore.ListOptions{After: want[3], Limit: 2})
 	if err != nil || len(ops) != 2 || ops[0].ID != want[4] || ops[1].ID != want[5] {
 		t.Fatalf("List after %s = %v, %v; want %s, %s", want[3], opIDs(ops), err, want[4], want[5])
 	}
@@ -954,12 +960,12 @@ func testListStatusFilter(t *testing.T, f *fixture) {
 	check := func(what string, filter []operation.Status, want []string) {
 		t.Helper()
 		for _, limit := range []int{0, 2} {
-			got := f.listAll(driver.ListOptions{Status: filter, Limit: limit})
+			got := f.listAll(opstore.ListOptions{Status: filter, Limit: limit})
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s (limit %d) = %v, want %v", what, limit, got, want)
 			}
 		}
-		ops, _, err := f.s.List(f.ctx, driver.ListOptions{Status: filter})
+		ops, _, err := f.s.List(f.ctx, opstore.ListOptions{Status: filter})
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -1009,7 +1015,7 @@ func testListPagingWhileChanging(t *testing.T, f *fixture) {
 	// the filter, so each is visited exactly once, in order.
 	filter := []operation.Status{operation.Pending, operation.Running}
 	var seen []string
-	opts := driver.ListOptions{Status: filter, Limit: 3}
+	opts := opstore.ListOptions{Status: filter, Limit: 3}
 	for page := 0; ; page++ {
 		ops, next, err := f.s.List(f.ctx, opts)
 		if err != nil {
@@ -1050,7 +1056,7 @@ func testListPagingWhileChanging(t *testing.T, f *fixture) {
 
 	// Unfiltered, while statuses keep changing: still each exactly once.
 	seen = nil
-	opts = driver.ListOptions{Limit: 4}
+	opts = opstore.ListOptions{Limit: 4}
 	i := 0
 	for {
 		ops, next, err := f.s.List(f.ctx, opts)
@@ -1109,10 +1115,10 @@ func testDeleteExpired(t *testing.T, f *fixture) {
 			t.Fatalf("GetRequest of unexpired %s: %v", op.ID, err)
 		}
 	}
-	if got, want := f.listAll(driver.ListOptions{}), sorted(future.ID, never.ID, justAfter.ID); !slices.Equal(got, want) {
+	if got, want := f.listAll(opstore.ListOptions{}), sorted(future.ID, never.ID, justAfter.ID); !slices.Equal(got, want) {
 		t.Fatalf("List after DeleteExpired = %v, want %v", got, want)
 	}
-	if got := f.listAll(driver.ListOptions{Status: []operation.Status{operation.Pending}}); len(got) != 3 {
+	if got := f.listAll(opstore.ListOptions{Status: []operation.Status{operation.Pending}}); len(got) != 3 {
 		t.Fatalf("List pending after DeleteExpired = %v, want 3 operations", got)
 	}
 
@@ -1206,12 +1212,12 @@ func testAllFieldsRoundTrip(t *testing.T, f *fixture) {
 	assertSameOp(t, "Create's returned operation", want, stored)
 	assertSameOp(t, "Get after Create", want, f.get(op.ID))
 
-	ops, _, err := f.s.List(f.ctx, driver.ListOptions{})
+	ops, _, err := f.s.List(f.ctx, opstore.ListOptions{})
 	if err != nil || len(ops) != 1 {
 		t.Fatalf("List = %d operations, %v; want 1", len(ops), err)
 	}
 	assertSameOp(t, "List entry", want, ops[0])
-	ops, _, err = f.s.List(f.ctx, driver.ListOptions{Status: []operation.Status{operation.Failed}})
+	ops, _, err = f.s.List(f.ctx, opstore.ListOptions{Status: []operation.Status{operation.Failed}})
 	if err != nil || len(ops) != 1 {
 		t.Fatalf("List failed = %d operations, %v; want 1", len(ops), err)
 	}
@@ -1299,18 +1305,18 @@ func testTombstones(t *testing.T, f *fixture) {
 	// key its operation held (the key itself is free).
 	again := newOp()
 	again.ID = gone.ID
-	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, opstore.ErrExists) {
 		t.Fatalf("Create of a gone id = %v, want ErrExists", err)
 	}
 	again.IdempotencyKey = gone.IdempotencyKey
-	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, opstore.ErrExists) {
 		t.Fatalf("Create of a gone id with its old key = %v, want ErrExists", err)
 	}
 	f.expectGone(gone.ID)
 	// An update of a gone operation finds nothing.
 	upd := gone.Clone()
 	upd.Message = "after deletion"
-	if err := f.s.Update(f.ctx, upd); !errors.Is(err, driver.ErrNotFound) {
+	if err := f.s.Update(f.ctx, upd); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("Update of a gone operation = %v, want ErrNotFound", err)
 	}
 	// A deleted id without a tombstone can be created again.
@@ -1325,7 +1331,7 @@ func testTombstones(t *testing.T, f *fixture) {
 	f.reopen()
 	f.expectGone(gone.ID)
 	again.IdempotencyKey = ""
-	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := f.s.Create(f.ctx, again, nil); !errors.Is(err, opstore.ErrExists) {
 		t.Fatalf("Create of a gone id after reopen = %v, want ErrExists", err)
 	}
 	other := newOp()
@@ -1394,9 +1400,9 @@ func testTombstonesPurgedInBatches(t *testing.T, f *fixture) {
 		for _, id := range goneIDs {
 			_, err := f.s.Get(f.ctx, id)
 			switch {
-			case errors.Is(err, driver.ErrGone):
+			case errors.Is(err, opstore.ErrGone):
 				n++
-			case !errors.Is(err, driver.ErrNotFound):
+			case !errors.Is(err, opstore.ErrNotFound):
 				t.Fatalf("Get(%s) = %v, want ErrGone or ErrNotFound", id, err)
 			}
 		}
@@ -1420,7 +1426,7 @@ func testTombstonesPurgedInBatches(t *testing.T, f *fixture) {
 			t.Fatalf("after DeleteExpired call %d with limit %d, %d tombstones left, want %d", call+1, limit, left, wantLeft)
 		}
 	}
-	if ids := f.listAll(driver.ListOptions{}); len(ids) != 0 {
+	if ids := f.listAll(opstore.ListOptions{}); len(ids) != 0 {
 		t.Fatalf("List after everything expired = %d operations, want none", len(ids))
 	}
 }
@@ -1514,7 +1520,7 @@ func testWatchDeletion(t *testing.T, f *fixture) {
 
 func testWatchNeverMisses(t *testing.T, f *fixture) {
 	op := f.create(newOp(), nil)
-	st := opstore.New(f.s)
+	st := f.s
 
 	// Subscribe, then update concurrently: the update is always seen.
 	for i := range 20 {
@@ -1575,6 +1581,60 @@ func testWatchNeverMisses(t *testing.T, f *fixture) {
 	if err := <-writerDone; err != nil {
 		t.Fatalf("writer: %v", err)
 	}
+
+	// The portable WaitFor does the same: woken by the writer's changes,
+	// it returns the state it waited for.
+	const target2 = 2 * target
+	go func() {
+		for range target2 - target {
+			if _, err := st.Transition(f.ctx, op.ID, func(o *operation.Operation) error {
+				o.Attempts++
+				return nil
+			}); err != nil {
+				writerDone <- err
+				return
+			}
+		}
+		writerDone <- nil
+	}()
+	got, err := st.WaitFor(f.ctx, op.ID, 30*time.Second, func(o *operation.Operation) bool { return o.Attempts == target2 })
+	if err != nil || got == nil || got.Attempts != target2 {
+		t.Fatalf("WaitFor(Attempts == %d) = %s, %v", target2, opString(got), err)
+	}
+	if err := <-writerDone; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	never := func(*operation.Operation) bool { return false }
+	// A wait of 0 is one read.
+	if got, err := st.WaitFor(f.ctx, op.ID, 0, never); err != nil || got == nil || got.Attempts != target2 {
+		t.Fatalf("WaitFor(0) = %s, %v; want the operation, one read", opString(got), err)
+	}
+	// When the wait passes, the last read and no error.
+	start := time.Now()
+	if got, err := st.WaitFor(f.ctx, op.ID, quietFor, never); err != nil || got == nil || got.Attempts != target2 {
+		t.Fatalf("WaitFor(%v) that never holds = %s, %v; want the operation and no error", quietFor, opString(got), err)
+	}
+	if el := time.Since(start); el < quietFor {
+		t.Fatalf("WaitFor(%v) that never holds returned after %v", quietFor, el)
+	}
+	// When ctx ends first, its error.
+	cctx, cancel := context.WithTimeout(f.ctx, wakeWithin/2)
+	defer cancel()
+	if _, err := st.WaitFor(cctx, op.ID, time.Minute, never); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitFor past its context's deadline = %v, want context.DeadlineExceeded", err)
+	}
+	// An unknown id is ErrNotFound.
+	if got, err := st.WaitFor(f.ctx, NewID(), time.Minute, never); !errors.Is(err, opstore.ErrNotFound) {
+		t.Fatalf("WaitFor of an unknown id = %s, %v; want ErrNotFound", opString(got), err)
+	}
+}
+
+// opString is dump, or "<nil>".
+func opString(op *operation.Operation) string {
+	if op == nil {
+		return "<nil>"
+	}
+	return dump(op)
 }
 
 func testReopen(t *testing.T, f *fixture) {
@@ -1606,10 +1666,10 @@ func testReopen(t *testing.T, f *fixture) {
 	if err != nil || created || got.ID != b.ID {
 		t.Fatalf("Create with a held key after reopen = %s, %v, %v; want %s, not created", idOf(got), created, err, b.ID)
 	}
-	if ids := f.listAll(driver.ListOptions{Status: []operation.Status{operation.Succeeded}}); !slices.Equal(ids, []string{a.ID}) {
+	if ids := f.listAll(opstore.ListOptions{Status: []operation.Status{operation.Succeeded}}); !slices.Equal(ids, []string{a.ID}) {
 		t.Fatalf("List succeeded after reopen = %v, want [%s]", ids, a.ID)
 	}
-	if ids := f.listAll(driver.ListOptions{}); !slices.Equal(ids, sorted(a.ID, b.ID, expired.ID)) {
+	if ids := f.listAll(opstore.ListOptions{}); !slices.Equal(ids, sorted(a.ID, b.ID, expired.ID)) {
 		t.Fatalf("List after reopen = %v", ids)
 	}
 	// Versions continue.
@@ -1628,7 +1688,7 @@ func testReopen(t *testing.T, f *fixture) {
 
 func testConcurrentTransitions(t *testing.T, f *fixture) {
 	op := f.create(newOp(), nil)
-	st := opstore.New(f.s)
+	st := f.s
 	const workers, each = 8, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -1743,7 +1803,7 @@ func testSubmitAtomic(t *testing.T, f *fixture) {
 	// Same ID again: ErrExists, and no message.
 	same := newOp()
 	same.ID = op.ID
-	if _, _, err := as.SubmitAtomic(f.ctx, same, nil, qdriver.Message{ID: "other-message", Body: []byte("x")}); !errors.Is(err, driver.ErrExists) {
+	if _, _, err := as.SubmitAtomic(f.ctx, same, nil, qdriver.Message{ID: "other-message", Body: []byte("x")}); !errors.Is(err, opstore.ErrExists) {
 		t.Fatalf("SubmitAtomic of an existing ID = %v, want ErrExists", err)
 	}
 
@@ -1808,7 +1868,7 @@ func testTransitionEnqueue(t *testing.T, f *fixture) {
 	if err != nil || got.Version != 2 || got.Status != operation.Pending || got.UpdatedAt.Before(before) {
 		t.Fatalf("TransitionEnqueue = %+v, %v; want version 2, pending, UpdatedAt set", got, err)
 	}
-	if _, err := as.TransitionEnqueue(f.ctx, NewID(), func(*operation.Operation) error { return nil }, msgOf); !errors.Is(err, driver.ErrNotFound) {
+	if _, err := as.TransitionEnqueue(f.ctx, NewID(), func(*operation.Operation) error { return nil }, msgOf); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("TransitionEnqueue of an unknown id = %v, want ErrNotFound", err)
 	}
 
@@ -1824,13 +1884,50 @@ func testTransitionEnqueue(t *testing.T, f *fixture) {
 	}
 }
 
-// testLazyUpdate checks driver.LazyUpdater, when the driver has it: the
-// same version check as Update, visible at once, durable after the next
-// synced write and a clean reopen.
+// testLazyUpdate checks the portable TransitionLazy and Sync on every
+// driver, and driver.LazyUpdater when the driver has it: the same version
+// check as Update, visible at once, durable after the next synced write (or
+// a Sync) and a clean reopen.
 func testLazyUpdate(t *testing.T, f *fixture) {
-	l, ok := f.s.(driver.LazyUpdater)
+	// TransitionLazy (over the driver's TransitionOp or UpdateLazy when it
+	// has them, Transition otherwise): visible at once with its new version
+	// and UpdatedAt, and durable after Sync.
+	old := newOp()
+	old.UpdatedAt = now().Add(-time.Hour)
+	tl := f.create(old, nil)
+	start := time.Now().Add(-time.Second)
+	got, err := f.s.TransitionLazy(f.ctx, tl.ID, func(o *operation.Operation) error {
+		o.Message = "lazy transition"
+		o.PercentComplete = 50
+		return nil
+	})
+	if err != nil || got == nil || got.Version != 2 || got.Message != "lazy transition" || got.UpdatedAt.Before(start) {
+		t.Fatalf("TransitionLazy = %s, %v; want version 2, the change, UpdatedAt set", opString(got), err)
+	}
+	if stored := f.get(tl.ID); stored.Version != 2 || stored.Message != "lazy transition" || stored.PercentComplete != 50 || stored.UpdatedAt.Before(start) {
+		t.Fatalf("Get after TransitionLazy = %s; want %s", dump(stored), dump(got))
+	}
+	cur, err := f.s.TransitionLazy(f.ctx, tl.ID, func(o *operation.Operation) error {
+		o.Message = "not written"
+		return opstore.ErrSkip
+	})
+	if !errors.Is(err, opstore.ErrSkip) || cur == nil || cur.Version != 2 {
+		t.Fatalf("skipped TransitionLazy = %s, %v; want version 2, ErrSkip", opString(cur), err)
+	}
+	if _, err := f.s.TransitionLazy(f.ctx, NewID(), func(*operation.Operation) error { return nil }); !errors.Is(err, opstore.ErrNotFound) {
+		t.Fatalf("TransitionLazy of an unknown id = %v, want ErrNotFound", err)
+	}
+	if err := f.s.Sync(f.ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	f.reopen()
+	if stored := f.get(tl.ID); stored.Version != 2 || stored.Message != "lazy transition" || stored.PercentComplete != 50 {
+		t.Fatalf("after TransitionLazy, Sync and reopen: %s", dump(stored))
+	}
+
+	l, ok := f.s.Driver().(driver.LazyUpdater)
 	if !ok {
-		t.Skip("the driver has no lazy updates (optional)")
+		t.Skip("the driver has no lazy updates (optional); TransitionLazy and Sync were checked through the portable store")
 	}
 	op := f.create(newOp(), nil)
 	op.Message = "lazy"
@@ -1843,20 +1940,36 @@ func testLazyUpdate(t *testing.T, f *fixture) {
 	assertSameOp(t, "Get after UpdateLazy", op, f.get(op.ID))
 	stale := op.Clone()
 	stale.Version = 1
-	if err := l.UpdateLazy(f.ctx, stale); !errors.Is(err, driver.ErrConflict) {
+	if err := l.UpdateLazy(f.ctx, stale); !errors.Is(err, opstore.ErrConflict) {
 		t.Fatalf("UpdateLazy with a stale version = %v, want ErrConflict", err)
 	}
 	f.create(newOp(), nil) // a synced write
 	f.reopen()
-	l = f.s.(driver.LazyUpdater)
+	l = f.s.Driver().(driver.LazyUpdater)
 	if got := f.get(op.ID); got.Message != "lazy" || got.Version != 2 {
 		t.Fatalf("after a synced write and reopen: %s", dump(got))
 	}
+
+	// UpdateLazy, then the portable Sync (the driver's Syncer, which a
+	// driver with lazy writes has): durable across a reopen.
+	if _, ok := f.s.Driver().(driver.Syncer); !ok {
+		t.Fatalf("the driver has lazy updates but no Sync (driver.Syncer)")
+	}
+	op.Message = "lazy, then synced"
+	if err := l.UpdateLazy(f.ctx, op); err != nil || op.Version != 3 {
+		t.Fatalf("UpdateLazy = %v, version %d; want version 3", err, op.Version)
+	}
+	if err := f.s.Sync(f.ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	f.reopen()
+	assertSameOp(t, "Get after UpdateLazy, Sync and reopen", op, f.get(op.ID))
 }
 
-// testTransitionOp checks driver.Transitioner, when the driver has it.
+// testTransitionOp checks driver.Transitioner, when the driver has it, and
+// the portable Transition and TransitionLazy over it.
 func testTransitionOp(t *testing.T, f *fixture) {
-	tr, ok := f.s.(driver.Transitioner)
+	tr, ok := f.s.Driver().(driver.Transitioner)
 	if !ok {
 		t.Skip("the driver has no one-step transitions (optional)")
 	}
@@ -1889,7 +2002,7 @@ func testTransitionOp(t *testing.T, f *fixture) {
 	if got := f.get(op.ID); got.Message != op.Message || got.Version != 3 {
 		t.Fatalf("a failed change was written: %s", dump(got))
 	}
-	if _, err := tr.TransitionOp(f.ctx, NewID(), func(*operation.Operation) error { return nil }, false); !errors.Is(err, driver.ErrNotFound) {
+	if _, err := tr.TransitionOp(f.ctx, NewID(), func(*operation.Operation) error { return nil }, false); !errors.Is(err, opstore.ErrNotFound) {
 		t.Fatalf("TransitionOp of a missing id = %v, want ErrNotFound", err)
 	}
 	// Concurrent transitions do not lose increments.
@@ -1906,5 +2019,46 @@ func testTransitionOp(t *testing.T, f *fixture) {
 	wg.Wait()
 	if got := f.get(op.ID); got.Attempts != op.Attempts+80 || got.Version != 83 {
 		t.Fatalf("after 80 concurrent transitions: Attempts %d Version %d", got.Attempts, got.Version)
+	}
+
+	// The portable Transition and TransitionLazy go through TransitionOp:
+	// the same, and UpdatedAt set (TransitionOp itself leaves it alone: the
+	// first transition below sets it an hour back).
+	old := now().Add(-time.Hour)
+	if _, err := tr.TransitionOp(f.ctx, op.ID, func(o *operation.Operation) error { o.UpdatedAt = old; return nil }, false); err != nil {
+		t.Fatalf("TransitionOp: %v", err)
+	}
+	for _, lazy := range []bool{false, true} {
+		transition := f.s.Transition
+		if lazy {
+			transition = f.s.TransitionLazy
+		}
+		before := f.get(op.ID)
+		start := time.Now().Add(-time.Second)
+		got, err := transition(f.ctx, op.ID, func(o *operation.Operation) error {
+			o.PercentComplete++
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("portable transition (lazy=%v): %v", lazy, err)
+		}
+		stored := f.get(op.ID)
+		if got.Version != before.Version+1 || stored.Version != got.Version || stored.PercentComplete != before.PercentComplete+1 ||
+			got.UpdatedAt.Before(start) || stored.UpdatedAt.Before(start) {
+			t.Fatalf("portable transition (lazy=%v) from %s returned %s, stored %s; want the next version, the change, UpdatedAt set", lazy, dump(before), dump(got), dump(stored))
+		}
+	}
+	before := f.get(op.ID)
+	if _, err := f.s.Transition(f.ctx, op.ID, func(o *operation.Operation) error {
+		o.Message = "not written"
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("portable Transition with a failing change = %v, want it back", err)
+	}
+	if got := f.get(op.ID); got.Message != before.Message || got.Version != before.Version {
+		t.Fatalf("a failed portable change was written: %s", dump(got))
+	}
+	if _, err := f.s.TransitionLazy(f.ctx, NewID(), func(*operation.Operation) error { return nil }); !errors.Is(err, opstore.ErrNotFound) {
+		t.Fatalf("portable TransitionLazy of a missing id = %v, want ErrNotFound", err)
 	}
 }

@@ -1,5 +1,7 @@
 // Package resultstoretest is the conformance suite every result store
-// driver must pass, in the shape of gocloud.dev's drivertest packages:
+// driver must pass, in the shape of gocloud.dev's drivertest packages: it
+// wraps the driver in the portable *resultstore.Store and exercises the
+// portable methods, so that the portable layer is tested too:
 //
 //	func TestConformance(t *testing.T) {
 //		resultstoretest.RunConformanceTests(t, resultstoretest.Harness{
@@ -26,6 +28,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
 )
 
@@ -60,6 +63,7 @@ func RunConformanceTests(t *testing.T, h Harness) {
 		{"Delete", testDelete},
 		{"KeyNames", testKeyNames},
 		{"InvalidKey", testInvalidKey},
+		{"PutLazy", testPutLazy},
 		{"FailedPutStoresNothing", testFailedPut},
 		{"CanceledPut", testCanceledPut},
 		{"Concurrent", testConcurrent},
@@ -74,17 +78,19 @@ func RunConformanceTests(t *testing.T, h Harness) {
 	})
 }
 
-// env is one subtest's store.
+// env is one subtest's store: the driver the harness opened, in the
+// portable type.
 type env struct {
-	s    driver.Store
+	s    *resultstore.Store
 	uniq string
 }
 
 func newEnv(t *testing.T, h Harness) *env {
-	s := h.Open(t)
-	if s == nil {
+	d := h.Open(t)
+	if d == nil {
 		t.Fatal("Harness.Open returned nil")
 	}
+	s := resultstore.New(d)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -100,7 +106,7 @@ func (e *env) key(name string) string { return "rst-" + e.uniq + "-" + name }
 
 func ctx(t *testing.T) context.Context { return t.Context() }
 
-func (e *env) put(t *testing.T, key string, body []byte, ct string) driver.Attributes {
+func (e *env) put(t *testing.T, key string, body []byte, ct string) resultstore.Attributes {
 	t.Helper()
 	a, err := e.s.Put(ctx(t), key, bytes.NewReader(body), ct)
 	if err != nil {
@@ -112,7 +118,7 @@ func (e *env) put(t *testing.T, key string, body []byte, ct string) driver.Attri
 
 var strongETag = regexp.MustCompile(`^"[^"\x00-\x20\x7f]*"$`)
 
-func checkAttrs(t *testing.T, what string, a driver.Attributes, ct string, size int64) {
+func checkAttrs(t *testing.T, what string, a resultstore.Attributes, ct string, size int64) {
 	t.Helper()
 	if a.ContentType != ct {
 		t.Errorf("%s: ContentType = %q, want %q", what, a.ContentType, ct)
@@ -129,7 +135,7 @@ func checkAttrs(t *testing.T, what string, a driver.Attributes, ct string, size 
 }
 
 // read opens key and returns its bytes and attributes.
-func (e *env) read(t *testing.T, key string) ([]byte, driver.Attributes) {
+func (e *env) read(t *testing.T, key string) ([]byte, resultstore.Attributes) {
 	t.Helper()
 	r, err := e.s.Open(ctx(t), key)
 	if err != nil {
@@ -143,7 +149,7 @@ func (e *env) read(t *testing.T, key string) ([]byte, driver.Attributes) {
 	return b, r.Attributes()
 }
 
-func (e *env) expectContent(t *testing.T, key string, want []byte, put driver.Attributes) {
+func (e *env) expectContent(t *testing.T, key string, want []byte, put resultstore.Attributes) {
 	t.Helper()
 	got, a := e.read(t, key)
 	if !bytes.Equal(got, want) {
@@ -162,8 +168,8 @@ func (e *env) expectNotFound(t *testing.T, key string) {
 		r.Close()
 		t.Fatalf("Open(%q) succeeded; want ErrNotFound", key)
 	}
-	if !errors.Is(err, driver.ErrNotFound) {
-		t.Fatalf("Open(%q) = %v; want an error that Is driver.ErrNotFound", key, err)
+	if !errors.Is(err, resultstore.ErrNotFound) || !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Open(%q) = %v; want an error that Is resultstore.ErrNotFound (driver.ErrNotFound)", key, err)
 	}
 }
 
@@ -344,6 +350,9 @@ func testKeyNames(t *testing.T, e *env) {
 	for i, name := range keyNames {
 		k := e.key(name)
 		body := []byte(fmt.Sprintf("body %d of %q", i, name))
+		if err := e.s.ValidateKey(k); err != nil {
+			t.Errorf("ValidateKey(%q) = %v, but the suite's keys must be accepted", k, err)
+		}
 		a := e.put(t, k, body, "text/plain")
 		e.expectContent(t, k, body, a)
 	}
@@ -360,6 +369,71 @@ func testInvalidKey(t *testing.T, e *env) {
 	if _, err := e.s.Put(ctx(t), "", strings.NewReader("x"), "text/plain"); err == nil {
 		t.Error("Put with an empty key succeeded")
 	}
+	if _, err := e.s.PutLazy(ctx(t), "", strings.NewReader("x"), "text/plain"); err == nil {
+		t.Error("PutLazy with an empty key succeeded")
+	}
+	if err := e.s.ValidateKey(""); err == nil {
+		t.Error("ValidateKey of the empty key = nil, want an error")
+	}
+	// ValidateKey answers for exactly the keys Put accepts: a key it
+	// refuses is refused by Put and PutLazy (and stores nothing), one it
+	// accepts round-trips.
+	for _, name := range []string{"double//slash", "dot/./segment", "dotdot/../segment", "trailing/", "control\x01char", "back\\slash"} {
+		k := e.key(name)
+		if err := e.s.ValidateKey(k); err != nil {
+			if _, err := e.s.Put(ctx(t), k, strings.NewReader("x"), "text/plain"); err == nil {
+				t.Errorf("Put(%q) succeeded, but ValidateKey refuses the key", k)
+			}
+			if _, err := e.s.PutLazy(ctx(t), k, strings.NewReader("x"), "text/plain"); err == nil {
+				t.Errorf("PutLazy(%q) succeeded, but ValidateKey refuses the key", k)
+			}
+			if r, err := e.s.Open(ctx(t), k); err == nil {
+				r.Close()
+				t.Errorf("Open(%q) succeeded, but ValidateKey refuses the key", k)
+			}
+			continue
+		}
+		body := []byte("body of " + name)
+		a := e.put(t, k, body, "text/plain")
+		e.expectContent(t, k, body, a)
+	}
+}
+
+// testPutLazy checks the portable PutLazy (driver.LazyPutter when the
+// driver has it, Put otherwise): what it stores is visible at once, with
+// the attributes it returned, and it replaces and is replaced like Put.
+func testPutLazy(t *testing.T, e *env) {
+	k := e.key("put-lazy")
+	body := []byte("stored without waiting")
+	a, err := e.s.PutLazy(ctx(t), k, bytes.NewReader(body), "text/plain")
+	if err != nil {
+		t.Fatalf("PutLazy(%q): %v", k, err)
+	}
+	checkAttrs(t, "PutLazy("+k+")", a, "text/plain", int64(len(body)))
+	e.expectContent(t, k, body, a)
+
+	// PutLazy over a Put, and Put over a PutLazy.
+	a2, err := e.s.PutLazy(ctx(t), k, strings.NewReader(`{"lazy":2}`), "application/json")
+	if err != nil {
+		t.Fatalf("second PutLazy(%q): %v", k, err)
+	}
+	if a2.ETag == a.ETag {
+		t.Errorf("ETag %s did not change when PutLazy changed the bytes", a.ETag)
+	}
+	e.expectContent(t, k, []byte(`{"lazy":2}`), a2)
+	a3 := e.put(t, k, []byte("durable again"), "text/plain")
+	e.expectContent(t, k, []byte("durable again"), a3)
+
+	// A failing reader stores nothing, and a delete removes it.
+	k2 := e.key("put-lazy-failed")
+	if _, err := e.s.PutLazy(ctx(t), k2, &failingReader{n: 100 << 10}, "text/plain"); err == nil {
+		t.Fatal("PutLazy from a failing reader succeeded")
+	}
+	e.expectNotFound(t, k2)
+	if err := e.s.Delete(ctx(t), k); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	e.expectNotFound(t, k)
 }
 
 // failingReader yields n bytes, then an error.
