@@ -161,10 +161,11 @@ func (s *Store) TransitionEnqueue(ctx context.Context, id string, change func(*o
 		if err != nil {
 			return nil, err
 		}
+		version := op.Version
 		if err := change(op); err != nil {
 			return op, err
 		}
-		op.ID = id
+		op.ID, op.Version = id, version
 		op.UpdatedAt = time.Now().UTC()
 		m := msg(op)
 		if m.ID != id {
