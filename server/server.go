@@ -43,10 +43,15 @@ type Config struct {
 	// DataDir holds the embedded store and the result files. Default
 	// ./arr-data.
 	DataDir string
-	// StoreURL and QueueURL open the operations store and the queue.
-	// Default embedded:{DataDir}/db for both.
+	// StoreURL and QueueURL open the engines of the operations store and
+	// the queue (package engine; the program imports the engines it
+	// uses). The same URL is the same engine, whose one-step writes of an
+	// operation and its message the core then uses. Default
+	// embedded:{DataDir}/db for both (QueueURL defaults to StoreURL when
+	// that is not embedded).
 	StoreURL, QueueURL string
-	// ResultsURL opens the result store. Default embedded:{DataDir}/db:
+	// ResultsURL opens the engine of the result store and of its URL
+	// signer. Default embedded:{DataDir}/db:
 	// result bytes in the embedded database, whose synced writes are
 	// group-committed with the operations' (file:{DataDir}/results keeps
 	// each result in a file of its own, at two fsyncs per result).
