@@ -81,8 +81,8 @@ func RunConformanceTests(t *testing.T, h Harness) {
 // env is one subtest's store: the driver the harness opened, in the
 // portable type.
 type env struct {
-	s    *resultstore.Store
-	uniq string
+	*Store
+	s *resultstore.Store
 }
 
 func newEnv(t *testing.T, h Harness) *env {
@@ -96,29 +96,45 @@ func newEnv(t *testing.T, h Harness) *env {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return &env{s: s, uniq: hex.EncodeToString(b[:])}
+	return &env{Store: NewStore(s), s: s}
 }
 
-// key returns a key unique to this subtest.
-func (e *env) key(name string) string { return "rst-" + e.uniq + "-" + name }
+// Store is a result store under test with the checks that the result
+// store's suite and the signer's (urlsign/signtest) share: keys unique to
+// one subtest, and Put and Open checked with their attributes.
+type Store struct {
+	S    *resultstore.Store
+	uniq string
+}
+
+// NewStore returns s with keys unique to the caller.
+func NewStore(s *resultstore.Store) *Store {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return &Store{S: s, uniq: hex.EncodeToString(b[:])}
+}
+
+// Key returns a key unique to this Store.
+func (e *Store) Key(name string) string { return "rst-" + e.uniq + "-" + name }
 
 func ctx(t *testing.T) context.Context { return t.Context() }
 
-func (e *env) put(t *testing.T, key string, body []byte, ct string) resultstore.Attributes {
+// MustPut puts body under key and checks the attributes Put returns.
+func (e *Store) MustPut(t *testing.T, key string, body []byte, ct string) resultstore.Attributes {
 	t.Helper()
-	a, err := e.s.Put(ctx(t), key, bytes.NewReader(body), ct)
+	a, err := e.S.Put(ctx(t), key, bytes.NewReader(body), ct)
 	if err != nil {
 		t.Fatalf("Put(%q): %v", key, err)
 	}
-	checkAttrs(t, "Put("+key+")", a, ct, int64(len(body)))
+	CheckAttrs(t, "Put("+key+")", a, ct, int64(len(body)))
 	return a
 }
 
 var strongETag = regexp.MustCompile(`^"[^"\x00-\x20\x7f]*"$`)
 
-func checkAttrs(t *testing.T, what string, a resultstore.Attributes, ct string, size int64) {
+// CheckAttrs checks a's content type and size, that its ETag is a quoted
+// strong entity tag and that it has a modification time.
+func CheckAttrs(t *testing.T, what string, a resultstore.Attributes, ct string, size int64) {
 	t.Helper()
 	if a.ContentType != ct {
 		t.Errorf("%s: ContentType = %q, want %q", what, a.ContentType, ct)
@@ -134,10 +150,10 @@ func checkAttrs(t *testing.T, what string, a resultstore.Attributes, ct string, 
 	}
 }
 
-// read opens key and returns its bytes and attributes.
-func (e *env) read(t *testing.T, key string) ([]byte, resultstore.Attributes) {
+// Read opens key and returns its bytes and attributes.
+func (e *Store) Read(t *testing.T, key string) ([]byte, resultstore.Attributes) {
 	t.Helper()
-	r, err := e.s.Open(ctx(t), key)
+	r, err := e.S.Open(ctx(t), key)
 	if err != nil {
 		t.Fatalf("Open(%q): %v", key, err)
 	}
@@ -149,21 +165,24 @@ func (e *env) read(t *testing.T, key string) ([]byte, resultstore.Attributes) {
 	return b, r.Attributes()
 }
 
-func (e *env) expectContent(t *testing.T, key string, want []byte, put resultstore.Attributes) {
+// ExpectContent checks that key reads want, with the attributes put
+// returned.
+func (e *Store) ExpectContent(t *testing.T, key string, want []byte, put resultstore.Attributes) {
 	t.Helper()
-	got, a := e.read(t, key)
+	got, a := e.Read(t, key)
 	if !bytes.Equal(got, want) {
-		t.Errorf("Open(%q) read %s, want %s", key, show(got), show(want))
+		t.Errorf("Open(%q) read %s, want %s", key, Show(got), Show(want))
 	}
-	checkAttrs(t, "Open("+key+").Attributes()", a, put.ContentType, int64(len(want)))
+	CheckAttrs(t, "Open("+key+").Attributes()", a, put.ContentType, int64(len(want)))
 	if a.ETag != put.ETag {
 		t.Errorf("Open(%q): ETag %s, but Put returned %s", key, a.ETag, put.ETag)
 	}
 }
 
-func (e *env) expectNotFound(t *testing.T, key string) {
+// ExpectNotFound checks that opening key fails with ErrNotFound.
+func (e *Store) ExpectNotFound(t *testing.T, key string) {
 	t.Helper()
-	r, err := e.s.Open(ctx(t), key)
+	r, err := e.S.Open(ctx(t), key)
 	if err == nil {
 		r.Close()
 		t.Fatalf("Open(%q) succeeded; want ErrNotFound", key)
@@ -173,7 +192,8 @@ func (e *env) expectNotFound(t *testing.T, key string) {
 	}
 }
 
-func show(b []byte) string {
+// Show quotes b for a message, cut to 64 bytes.
+func Show(b []byte) string {
 	if len(b) > 64 {
 		return fmt.Sprintf("%q… (%d bytes)", b[:64], len(b))
 	}
@@ -183,23 +203,23 @@ func show(b []byte) string {
 // --- the tests -----------------------------------------------------------
 
 func testRoundTrip(t *testing.T, e *env) {
-	k := e.key("round-trip")
+	k := e.Key("round-trip")
 	body := []byte("hello, result store")
-	a := e.put(t, k, body, "text/plain; charset=utf-8")
-	e.expectContent(t, k, body, a)
+	a := e.MustPut(t, k, body, "text/plain; charset=utf-8")
+	e.ExpectContent(t, k, body, a)
 
-	k2 := e.key("round-trip.json")
-	a2 := e.put(t, k2, []byte(`{"id":"1","customername":"x"}`), "application/json")
-	e.expectContent(t, k2, []byte(`{"id":"1","customername":"x"}`), a2)
+	k2 := e.Key("round-trip.json")
+	a2 := e.MustPut(t, k2, []byte(`{"id":"1","customername":"x"}`), "application/json")
+	e.ExpectContent(t, k2, []byte(`{"id":"1","customername":"x"}`), a2)
 	if a.ETag == a2.ETag {
 		t.Errorf("different bytes have the same ETag %s", a.ETag)
 	}
 }
 
 func testReaderSeeks(t *testing.T, e *env) {
-	k := e.key("seek")
+	k := e.Key("seek")
 	body := []byte("0123456789abcdef")
-	e.put(t, k, body, "application/octet-stream")
+	e.MustPut(t, k, body, "application/octet-stream")
 	r, err := e.s.Open(ctx(t), k)
 	if err != nil {
 		t.Fatal(err)
@@ -225,37 +245,37 @@ func testReaderSeeks(t *testing.T, e *env) {
 }
 
 func testETagChanges(t *testing.T, e *env) {
-	k := e.key("etag")
-	a1 := e.put(t, k, []byte("version one"), "text/plain")
-	a2 := e.put(t, k, []byte("version two"), "text/plain")
+	k := e.Key("etag")
+	a1 := e.MustPut(t, k, []byte("version one"), "text/plain")
+	a2 := e.MustPut(t, k, []byte("version two"), "text/plain")
 	if a1.ETag == a2.ETag {
 		t.Errorf("ETag %s did not change when the bytes changed", a1.ETag)
 	}
-	e.expectContent(t, k, []byte("version two"), a2)
+	e.ExpectContent(t, k, []byte("version two"), a2)
 }
 
 func testOverwrite(t *testing.T, e *env) {
-	k := e.key("overwrite")
-	e.put(t, k, []byte("a rather long first value that is longer than the second"), "text/plain")
-	a := e.put(t, k, []byte(`{"short":2}`), "application/json")
-	e.expectContent(t, k, []byte(`{"short":2}`), a)
+	k := e.Key("overwrite")
+	e.MustPut(t, k, []byte("a rather long first value that is longer than the second"), "text/plain")
+	a := e.MustPut(t, k, []byte(`{"short":2}`), "application/json")
+	e.ExpectContent(t, k, []byte(`{"short":2}`), a)
 }
 
 func testBinary(t *testing.T, e *env) {
-	k := e.key("binary")
+	k := e.Key("binary")
 	body := make([]byte, 0, 3*256)
 	for i := range 3 * 256 {
 		body = append(body, byte(i*7+i/256))
 	}
 	body = append(body, 0, 0, '\r', '\n', 0xff, 0xfe)
-	a := e.put(t, k, body, "application/octet-stream")
-	e.expectContent(t, k, body, a)
+	a := e.MustPut(t, k, body, "application/octet-stream")
+	e.ExpectContent(t, k, body, a)
 }
 
 func testEmpty(t *testing.T, e *env) {
-	k := e.key("empty")
-	a := e.put(t, k, nil, "text/plain")
-	e.expectContent(t, k, []byte{}, a)
+	k := e.Key("empty")
+	a := e.MustPut(t, k, nil, "text/plain")
+	e.ExpectContent(t, k, []byte{}, a)
 }
 
 // pseudoRandom is a non-seekable stream of n deterministic bytes.
@@ -279,12 +299,12 @@ func testLarge(t *testing.T, e *env) {
 	seed := [32]byte{1, 2, 3}
 	want := make([]byte, size)
 	_, _ = mrand.NewChaCha8(seed).Read(want)
-	k := e.key("large/five-mebibytes.bin")
+	k := e.Key("large/five-mebibytes.bin")
 	a, err := e.s.Put(ctx(t), k, &pseudoRandom{r: mrand.NewChaCha8(seed), n: size}, "application/octet-stream")
 	if err != nil {
 		t.Fatalf("Put of 5 MiB: %v", err)
 	}
-	checkAttrs(t, "Put(5 MiB)", a, "application/octet-stream", size)
+	CheckAttrs(t, "Put(5 MiB)", a, "application/octet-stream", size)
 
 	r, err := e.s.Open(ctx(t), k)
 	if err != nil {
@@ -301,31 +321,31 @@ func testLarge(t *testing.T, e *env) {
 func sha256Of(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func testOpenMissing(t *testing.T, e *env) {
-	e.expectNotFound(t, e.key("never-written"))
-	e.expectNotFound(t, e.key("never/written/either"))
+	e.ExpectNotFound(t, e.Key("never-written"))
+	e.ExpectNotFound(t, e.Key("never/written/either"))
 }
 
 func testDelete(t *testing.T, e *env) {
-	k := e.key("delete-me")
-	e.put(t, k, []byte("doomed"), "text/plain")
+	k := e.Key("delete-me")
+	e.MustPut(t, k, []byte("doomed"), "text/plain")
 	if err := e.s.Delete(ctx(t), k); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	e.expectNotFound(t, k)
+	e.ExpectNotFound(t, k)
 	if err := e.s.Delete(ctx(t), k); err != nil {
 		t.Errorf("second Delete: %v, want nil", err)
 	}
-	if err := e.s.Delete(ctx(t), e.key("never-written")); err != nil {
+	if err := e.s.Delete(ctx(t), e.Key("never-written")); err != nil {
 		t.Errorf("Delete of a key never written: %v, want nil", err)
 	}
 	// Deleting one key leaves its neighbours alone.
-	a := e.put(t, e.key("dir/keep"), []byte("keep"), "text/plain")
-	e.put(t, e.key("dir/drop"), []byte("drop"), "text/plain")
-	if err := e.s.Delete(ctx(t), e.key("dir/drop")); err != nil {
+	a := e.MustPut(t, e.Key("dir/keep"), []byte("keep"), "text/plain")
+	e.MustPut(t, e.Key("dir/drop"), []byte("drop"), "text/plain")
+	if err := e.s.Delete(ctx(t), e.Key("dir/drop")); err != nil {
 		t.Fatal(err)
 	}
-	e.expectNotFound(t, e.key("dir/drop"))
-	e.expectContent(t, e.key("dir/keep"), []byte("keep"), a)
+	e.ExpectNotFound(t, e.Key("dir/drop"))
+	e.ExpectContent(t, e.Key("dir/keep"), []byte("keep"), a)
 }
 
 // keyNames are names that stress path escaping in keys and URLs.
@@ -348,17 +368,17 @@ var keyNames = []string{
 
 func testKeyNames(t *testing.T, e *env) {
 	for i, name := range keyNames {
-		k := e.key(name)
+		k := e.Key(name)
 		body := []byte(fmt.Sprintf("body %d of %q", i, name))
 		if err := e.s.ValidateKey(k); err != nil {
 			t.Errorf("ValidateKey(%q) = %v, but the suite's keys must be accepted", k, err)
 		}
-		a := e.put(t, k, body, "text/plain")
-		e.expectContent(t, k, body, a)
+		a := e.MustPut(t, k, body, "text/plain")
+		e.ExpectContent(t, k, body, a)
 	}
 	// All are distinct: read them again after all were written.
 	for i, name := range keyNames {
-		got, _ := e.read(t, e.key(name))
+		got, _ := e.Read(t, e.Key(name))
 		if want := fmt.Sprintf("body %d of %q", i, name); string(got) != want {
 			t.Errorf("key %q holds %q, want %q", name, got, want)
 		}
@@ -379,7 +399,7 @@ func testInvalidKey(t *testing.T, e *env) {
 	// refuses is refused by Put and PutLazy (and stores nothing), one it
 	// accepts round-trips.
 	for _, name := range []string{"double//slash", "dot/./segment", "dotdot/../segment", "trailing/", "control\x01char", "back\\slash"} {
-		k := e.key(name)
+		k := e.Key(name)
 		if err := e.s.ValidateKey(k); err != nil {
 			if _, err := e.s.Put(ctx(t), k, strings.NewReader("x"), "text/plain"); err == nil {
 				t.Errorf("Put(%q) succeeded, but ValidateKey refuses the key", k)
@@ -394,8 +414,8 @@ func testInvalidKey(t *testing.T, e *env) {
 			continue
 		}
 		body := []byte("body of " + name)
-		a := e.put(t, k, body, "text/plain")
-		e.expectContent(t, k, body, a)
+		a := e.MustPut(t, k, body, "text/plain")
+		e.ExpectContent(t, k, body, a)
 	}
 }
 
@@ -403,14 +423,14 @@ func testInvalidKey(t *testing.T, e *env) {
 // driver has it, Put otherwise): what it stores is visible at once, with
 // the attributes it returned, and it replaces and is replaced like Put.
 func testPutLazy(t *testing.T, e *env) {
-	k := e.key("put-lazy")
+	k := e.Key("put-lazy")
 	body := []byte("stored without waiting")
 	a, err := e.s.PutLazy(ctx(t), k, bytes.NewReader(body), "text/plain")
 	if err != nil {
 		t.Fatalf("PutLazy(%q): %v", k, err)
 	}
-	checkAttrs(t, "PutLazy("+k+")", a, "text/plain", int64(len(body)))
-	e.expectContent(t, k, body, a)
+	CheckAttrs(t, "PutLazy("+k+")", a, "text/plain", int64(len(body)))
+	e.ExpectContent(t, k, body, a)
 
 	// PutLazy over a Put, and Put over a PutLazy.
 	a2, err := e.s.PutLazy(ctx(t), k, strings.NewReader(`{"lazy":2}`), "application/json")
@@ -420,20 +440,20 @@ func testPutLazy(t *testing.T, e *env) {
 	if a2.ETag == a.ETag {
 		t.Errorf("ETag %s did not change when PutLazy changed the bytes", a.ETag)
 	}
-	e.expectContent(t, k, []byte(`{"lazy":2}`), a2)
-	a3 := e.put(t, k, []byte("durable again"), "text/plain")
-	e.expectContent(t, k, []byte("durable again"), a3)
+	e.ExpectContent(t, k, []byte(`{"lazy":2}`), a2)
+	a3 := e.MustPut(t, k, []byte("durable again"), "text/plain")
+	e.ExpectContent(t, k, []byte("durable again"), a3)
 
 	// A failing reader stores nothing, and a delete removes it.
-	k2 := e.key("put-lazy-failed")
+	k2 := e.Key("put-lazy-failed")
 	if _, err := e.s.PutLazy(ctx(t), k2, &failingReader{n: 100 << 10}, "text/plain"); err == nil {
 		t.Fatal("PutLazy from a failing reader succeeded")
 	}
-	e.expectNotFound(t, k2)
+	e.ExpectNotFound(t, k2)
 	if err := e.s.Delete(ctx(t), k); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	e.expectNotFound(t, k)
+	e.ExpectNotFound(t, k)
 }
 
 // failingReader yields n bytes, then an error.
@@ -454,28 +474,28 @@ func (f *failingReader) Read(b []byte) (int, error) {
 }
 
 func testFailedPut(t *testing.T, e *env) {
-	k := e.key("failed-new")
+	k := e.Key("failed-new")
 	if _, err := e.s.Put(ctx(t), k, &failingReader{n: 100 << 10}, "text/plain"); err == nil {
 		t.Fatal("Put from a failing reader succeeded")
 	}
-	e.expectNotFound(t, k)
+	e.ExpectNotFound(t, k)
 
-	k = e.key("failed-overwrite")
-	a := e.put(t, k, []byte("the old value"), "text/plain")
+	k = e.Key("failed-overwrite")
+	a := e.MustPut(t, k, []byte("the old value"), "text/plain")
 	if _, err := e.s.Put(ctx(t), k, &failingReader{n: 100 << 10}, "application/json"); err == nil {
 		t.Fatal("Put from a failing reader succeeded")
 	}
-	e.expectContent(t, k, []byte("the old value"), a)
+	e.ExpectContent(t, k, []byte("the old value"), a)
 }
 
 func testCanceledPut(t *testing.T, e *env) {
-	k := e.key("canceled")
+	k := e.Key("canceled")
 	c, cancel := context.WithCancel(ctx(t))
 	cancel()
 	if _, err := e.s.Put(c, k, strings.NewReader("never stored"), "text/plain"); err == nil {
 		t.Fatal("Put with a canceled context succeeded")
 	}
-	e.expectNotFound(t, k)
+	e.ExpectNotFound(t, k)
 }
 
 func testConcurrent(t *testing.T, e *env) {
@@ -484,7 +504,7 @@ func testConcurrent(t *testing.T, e *env) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range perWorker {
-				k := e.key(fmt.Sprintf("concurrent/%d/%d", w, i))
+				k := e.Key(fmt.Sprintf("concurrent/%d/%d", w, i))
 				body := bytes.Repeat([]byte(fmt.Sprintf("w%d-i%d;", w, i)), 100*(i+1))
 				a, err := e.s.Put(ctx(t), k, bytes.NewReader(body), "text/plain")
 				if err != nil {
@@ -505,9 +525,9 @@ func testConcurrent(t *testing.T, e *env) {
 		})
 	}
 	// Readers of one key while it is overwritten see one whole value or the other.
-	k := e.key("concurrent/contended")
+	k := e.Key("concurrent/contended")
 	v1, v2 := bytes.Repeat([]byte("1"), 64<<10), bytes.Repeat([]byte("2"), 32<<10)
-	e.put(t, k, v1, "text/plain")
+	e.MustPut(t, k, v1, "text/plain")
 	for range 2 {
 		wg.Go(func() {
 			for i := range 10 {

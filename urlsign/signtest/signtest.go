@@ -29,9 +29,6 @@ package signtest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -39,7 +36,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +43,7 @@ import (
 
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/resultstore/driver"
+	"github.com/arrhq/arr/resultstore/resultstoretest"
 	"github.com/arrhq/arr/urlsign"
 )
 
@@ -106,13 +103,13 @@ func RunConformanceTests(t *testing.T, h Harness) {
 
 // env is one subtest's store, signer and the way to fetch its URLs.
 type env struct {
+	*resultstoretest.Store
 	s      *resultstore.Store
 	sg     *urlsign.Signer
 	self   bool   // the driver serves its own URLs
 	prefix string // its Prefix, when self
 	base   *url.URL
 	client *http.Client
-	uniq   string
 }
 
 func newEnv(t *testing.T, h Harness) *env {
@@ -130,9 +127,7 @@ func newEnv(t *testing.T, h Harness) *env {
 			t.Errorf("Close of the signer: %v", err)
 		}
 	})
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	e := &env{s: s, sg: sg, client: h.HTTPClient, uniq: hex.EncodeToString(b[:])}
+	e := &env{Store: resultstoretest.NewStore(s), s: s, sg: sg, client: h.HTTPClient}
 	if e.client == nil {
 		e.client = &http.Client{Timeout: 60 * time.Second}
 	}
@@ -154,77 +149,7 @@ func newEnv(t *testing.T, h Harness) *env {
 	return e
 }
 
-// key returns a key unique to this subtest.
-func (e *env) key(name string) string { return "rst-" + e.uniq + "-" + name }
-
 func ctx(t *testing.T) context.Context { return t.Context() }
-
-func (e *env) put(t *testing.T, key string, body []byte, ct string) driver.Attributes {
-	t.Helper()
-	a, err := e.s.Put(ctx(t), key, bytes.NewReader(body), ct)
-	if err != nil {
-		t.Fatalf("Put(%q): %v", key, err)
-	}
-	checkAttrs(t, "Put("+key+")", a, ct, int64(len(body)))
-	return a
-}
-
-var strongETag = regexp.MustCompile(`^"[^"\x00-\x20\x7f]*"$`)
-
-func checkAttrs(t *testing.T, what string, a driver.Attributes, ct string, size int64) {
-	t.Helper()
-	if a.ContentType != ct {
-		t.Errorf("%s: ContentType = %q, want %q", what, a.ContentType, ct)
-	}
-	if a.Size != size {
-		t.Errorf("%s: Size = %d, want %d", what, a.Size, size)
-	}
-	if !strongETag.MatchString(a.ETag) {
-		t.Errorf("%s: ETag = %q, want a quoted strong entity tag", what, a.ETag)
-	}
-	if a.ModTime.IsZero() {
-		t.Errorf("%s: ModTime is zero", what)
-	}
-}
-
-// read opens key and returns its bytes and attributes.
-func (e *env) read(t *testing.T, key string) ([]byte, driver.Attributes) {
-	t.Helper()
-	r, err := e.s.Open(ctx(t), key)
-	if err != nil {
-		t.Fatalf("Open(%q): %v", key, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("reading %q: %v", key, err)
-	}
-	return b, r.Attributes()
-}
-
-func (e *env) expectContent(t *testing.T, key string, want []byte, put driver.Attributes) {
-	t.Helper()
-	got, a := e.read(t, key)
-	if !bytes.Equal(got, want) {
-		t.Errorf("Open(%q) read %s, want %s", key, show(got), show(want))
-	}
-	checkAttrs(t, "Open("+key+").Attributes()", a, put.ContentType, int64(len(want)))
-	if a.ETag != put.ETag {
-		t.Errorf("Open(%q): ETag %s, but Put returned %s", key, a.ETag, put.ETag)
-	}
-}
-
-func (e *env) expectNotFound(t *testing.T, key string) {
-	t.Helper()
-	r, err := e.s.Open(ctx(t), key)
-	if err == nil {
-		r.Close()
-		t.Fatalf("Open(%q) succeeded; want ErrNotFound", key)
-	}
-	if !errors.Is(err, driver.ErrNotFound) {
-		t.Fatalf("Open(%q) = %v; want an error that Is driver.ErrNotFound", key, err)
-	}
-}
 
 func (e *env) sign(t *testing.T, key string, d time.Duration) string {
 	t.Helper()
@@ -297,10 +222,10 @@ func (e *env) expectServed(t *testing.T, signed string, want []byte, a driver.At
 	t.Helper()
 	r := e.fetch(t, http.MethodGet, signed)
 	if r.status != http.StatusOK {
-		t.Fatalf("GET %s: status %d, want 200; body %s", signed, r.status, show(r.body))
+		t.Fatalf("GET %s: status %d, want 200; body %s", signed, r.status, resultstoretest.Show(r.body))
 	}
 	if !bytes.Equal(r.body, want) {
-		t.Errorf("GET %s: body %s, want %s", signed, show(r.body), show(want))
+		t.Errorf("GET %s: body %s, want %s", signed, resultstoretest.Show(r.body), resultstoretest.Show(want))
 	}
 	if got := r.header.Get("Content-Type"); got != a.ContentType {
 		t.Errorf("GET %s: Content-Type %q, want %q", signed, got, a.ContentType)
@@ -317,7 +242,7 @@ func (e *env) expectRefused(t *testing.T, signed string, selfStatus int, why str
 	r := e.fetch(t, http.MethodGet, signed)
 	if e.self {
 		if r.status != selfStatus {
-			t.Errorf("%s: GET %s: status %d, want %d; body %s", why, signed, r.status, selfStatus, show(r.body))
+			t.Errorf("%s: GET %s: status %d, want %d; body %s", why, signed, r.status, selfStatus, resultstoretest.Show(r.body))
 			return
 		}
 		if mt, _, _ := mime.ParseMediaType(r.header.Get("Content-Type")); mt != "application/problem+json" {
@@ -326,15 +251,8 @@ func (e *env) expectRefused(t *testing.T, signed string, selfStatus int, why str
 		return
 	}
 	if r.status < 400 || r.status > 499 {
-		t.Errorf("%s: GET %s: status %d, want a 4xx refusal; body %s", why, signed, r.status, show(r.body))
+		t.Errorf("%s: GET %s: status %d, want a 4xx refusal; body %s", why, signed, r.status, resultstoretest.Show(r.body))
 	}
-}
-
-func show(b []byte) string {
-	if len(b) > 64 {
-		return fmt.Sprintf("%q… (%d bytes)", b[:64], len(b))
-	}
-	return fmt.Sprintf("%q", b)
 }
 
 // --- the tests -----------------------------------------------------------
@@ -342,30 +260,30 @@ func show(b []byte) string {
 // testOverwrite: a URL names the key, not a version: one signed before an
 // overwrite serves the new value.
 func testOverwrite(t *testing.T, e *env) {
-	k := e.key("overwrite")
-	e.put(t, k, []byte("a rather long first value that is longer than the second"), "text/plain")
+	k := e.Key("overwrite")
+	e.MustPut(t, k, []byte("a rather long first value that is longer than the second"), "text/plain")
 	u := e.sign(t, k, 10*time.Minute) // signed before the overwrite: a URL names the key, not a version
-	a := e.put(t, k, []byte(`{"short":2}`), "application/json")
-	e.expectContent(t, k, []byte(`{"short":2}`), a)
+	a := e.MustPut(t, k, []byte(`{"short":2}`), "application/json")
+	e.ExpectContent(t, k, []byte(`{"short":2}`), a)
 	e.expectServed(t, u, []byte(`{"short":2}`), a)
 }
 
 func testBinary(t *testing.T, e *env) {
-	k := e.key("binary")
+	k := e.Key("binary")
 	body := make([]byte, 0, 3*256)
 	for i := range 3 * 256 {
 		body = append(body, byte(i*7+i/256))
 	}
 	body = append(body, 0, 0, '\r', '\n', 0xff, 0xfe)
-	a := e.put(t, k, body, "application/octet-stream")
-	e.expectContent(t, k, body, a)
+	a := e.MustPut(t, k, body, "application/octet-stream")
+	e.ExpectContent(t, k, body, a)
 	e.expectServed(t, e.sign(t, k, time.Minute), body, a)
 }
 
 func testEmpty(t *testing.T, e *env) {
-	k := e.key("empty")
-	a := e.put(t, k, nil, "text/plain")
-	e.expectContent(t, k, []byte{}, a)
+	k := e.Key("empty")
+	a := e.MustPut(t, k, nil, "text/plain")
+	e.ExpectContent(t, k, []byte{}, a)
 	u := e.sign(t, k, time.Minute)
 	e.expectServed(t, u, []byte{}, a)
 	r := e.fetch(t, http.MethodHead, u)
@@ -395,12 +313,12 @@ func testLarge(t *testing.T, e *env) {
 	seed := [32]byte{1, 2, 3}
 	want := make([]byte, size)
 	_, _ = mrand.NewChaCha8(seed).Read(want)
-	k := e.key("large/five-mebibytes.bin")
+	k := e.Key("large/five-mebibytes.bin")
 	a, err := e.s.Put(ctx(t), k, &pseudoRandom{r: mrand.NewChaCha8(seed), n: size}, "application/octet-stream")
 	if err != nil {
 		t.Fatalf("Put of 5 MiB: %v", err)
 	}
-	checkAttrs(t, "Put(5 MiB)", a, "application/octet-stream", size)
+	resultstoretest.CheckAttrs(t, "Put(5 MiB)", a, "application/octet-stream", size)
 
 	u := e.sign(t, k, 10*time.Minute)
 	res := e.fetch(t, http.MethodGet, u)
@@ -409,7 +327,7 @@ func testLarge(t *testing.T, e *env) {
 	}
 	res = e.fetch(t, http.MethodGet, u, "Range", fmt.Sprintf("bytes=%d-", size-10))
 	if res.status != http.StatusPartialContent || !bytes.Equal(res.body, want[size-10:]) {
-		t.Fatalf("GET last 10 bytes: status %d, body %s", res.status, show(res.body))
+		t.Fatalf("GET last 10 bytes: status %d, body %s", res.status, resultstoretest.Show(res.body))
 	}
 }
 
@@ -433,15 +351,15 @@ var keyNames = []string{
 
 func testKeyNames(t *testing.T, e *env) {
 	for i, name := range keyNames {
-		k := e.key(name)
+		k := e.Key(name)
 		body := []byte(fmt.Sprintf("body %d of %q", i, name))
-		a := e.put(t, k, body, "text/plain")
-		e.expectContent(t, k, body, a)
+		a := e.MustPut(t, k, body, "text/plain")
+		e.ExpectContent(t, k, body, a)
 		e.expectServed(t, e.sign(t, k, 5*time.Minute), body, a)
 	}
 	// All are distinct: read them again after all were written.
 	for i, name := range keyNames {
-		got, _ := e.read(t, e.key(name))
+		got, _ := e.Read(t, e.Key(name))
 		if want := fmt.Sprintf("body %d of %q", i, name); string(got) != want {
 			t.Errorf("key %q holds %q, want %q", name, got, want)
 		}
@@ -455,9 +373,9 @@ func testInvalidKey(t *testing.T, e *env) {
 }
 
 func testSignedGet(t *testing.T, e *env) {
-	k := e.key("get/result.blobdata")
+	k := e.Key("get/result.blobdata")
 	body := []byte(`{"id":"42","customername":"Contoso"}`)
-	a := e.put(t, k, body, "application/json")
+	a := e.MustPut(t, k, body, "application/json")
 	u := e.sign(t, k, 10*time.Minute)
 	e.expectServed(t, u, body, a)
 	// The URL can be used more than once until it expires.
@@ -465,15 +383,15 @@ func testSignedGet(t *testing.T, e *env) {
 }
 
 func testSignedHead(t *testing.T, e *env) {
-	k := e.key("head")
+	k := e.Key("head")
 	body := []byte("head of the result")
-	a := e.put(t, k, body, "text/plain")
+	a := e.MustPut(t, k, body, "text/plain")
 	r := e.fetch(t, http.MethodHead, e.sign(t, k, time.Minute))
 	if r.status != http.StatusOK {
 		t.Fatalf("HEAD: status %d", r.status)
 	}
 	if len(r.body) != 0 {
-		t.Errorf("HEAD: got a body %s", show(r.body))
+		t.Errorf("HEAD: got a body %s", resultstoretest.Show(r.body))
 	}
 	if got := r.header.Get("Content-Length"); got != fmt.Sprint(len(body)) {
 		t.Errorf("HEAD: Content-Length %q, want %d", got, len(body))
@@ -487,9 +405,9 @@ func testSignedHead(t *testing.T, e *env) {
 }
 
 func testSignedRange(t *testing.T, e *env) {
-	k := e.key("range")
+	k := e.Key("range")
 	body := []byte("0123456789")
-	e.put(t, k, body, "text/plain")
+	e.MustPut(t, k, body, "text/plain")
 	r := e.fetch(t, http.MethodGet, e.sign(t, k, time.Minute), "Range", "bytes=2-5")
 	if r.status != http.StatusPartialContent {
 		t.Fatalf("Range bytes=2-5: status %d, want 206", r.status)
@@ -503,25 +421,25 @@ func testSignedRange(t *testing.T, e *env) {
 }
 
 func testSignedConditional(t *testing.T, e *env) {
-	k := e.key("conditional")
-	a := e.put(t, k, []byte("cache me"), "text/plain")
+	k := e.Key("conditional")
+	a := e.MustPut(t, k, []byte("cache me"), "text/plain")
 	u := e.sign(t, k, time.Minute)
 	r := e.fetch(t, http.MethodGet, u, "If-None-Match", a.ETag)
 	if r.status != http.StatusNotModified {
 		t.Errorf("If-None-Match with the ETag: status %d, want 304", r.status)
 	}
 	if len(r.body) != 0 {
-		t.Errorf("304 with a body %s", show(r.body))
+		t.Errorf("304 with a body %s", resultstoretest.Show(r.body))
 	}
 	r = e.fetch(t, http.MethodGet, u, "If-None-Match", `"not-the-etag"`)
 	if r.status != http.StatusOK || string(r.body) != "cache me" {
-		t.Errorf("If-None-Match with another ETag: status %d body %s, want 200", r.status, show(r.body))
+		t.Errorf("If-None-Match with another ETag: status %d body %s, want 200", r.status, resultstoretest.Show(r.body))
 	}
 }
 
 func testSignedExpired(t *testing.T, e *env) {
-	k := e.key("expired")
-	e.put(t, k, []byte("too late"), "text/plain")
+	k := e.Key("expired")
+	e.MustPut(t, k, []byte("too late"), "text/plain")
 	u, err := e.sg.SignedURL(ctx(t), k, time.Now().Add(-time.Minute))
 	if err != nil {
 		if e.self {
@@ -570,8 +488,8 @@ func flipFirst(s string) string {
 }
 
 func testSignedTampered(t *testing.T, e *env) {
-	k := e.key("tamper")
-	a := e.put(t, k, []byte("guarded"), "text/plain")
+	k := e.Key("tamper")
+	a := e.MustPut(t, k, []byte("guarded"), "text/plain")
 	u := e.sign(t, k, 10*time.Minute)
 	e.expectServed(t, u, []byte("guarded"), a)
 	pu, _ := url.Parse(u)
@@ -599,9 +517,9 @@ func testSignedTampered(t *testing.T, e *env) {
 }
 
 func testSignedMoved(t *testing.T, e *env) {
-	ka, kb := e.key("moved/a"), e.key("moved/b")
-	aa := e.put(t, ka, []byte("result a"), "text/plain")
-	e.put(t, kb, []byte("result b"), "text/plain")
+	ka, kb := e.Key("moved/a"), e.Key("moved/b")
+	aa := e.MustPut(t, ka, []byte("result a"), "text/plain")
+	e.MustPut(t, kb, []byte("result b"), "text/plain")
 	ua, ub := e.sign(t, ka, 10*time.Minute), e.sign(t, kb, 10*time.Minute)
 	pa, _ := url.Parse(ua)
 	pb, _ := url.Parse(ub)
@@ -618,8 +536,8 @@ func testSignedMoved(t *testing.T, e *env) {
 }
 
 func testSignedExtended(t *testing.T, e *env) {
-	k := e.key("extend")
-	a := e.put(t, k, []byte("short-lived"), "text/plain")
+	k := e.Key("extend")
+	a := e.MustPut(t, k, []byte("short-lived"), "text/plain")
 	short, long := e.sign(t, k, 2*time.Minute), e.sign(t, k, 50*time.Minute)
 	ps, _ := url.Parse(short)
 	pl, _ := url.Parse(long)
@@ -668,19 +586,19 @@ func mustAtoi(t *testing.T, s string) int64 {
 }
 
 func testSignedDeleted(t *testing.T, e *env) {
-	k := e.key("deleted")
-	e.put(t, k, []byte("gone soon"), "text/plain")
+	k := e.Key("deleted")
+	e.MustPut(t, k, []byte("gone soon"), "text/plain")
 	u := e.sign(t, k, 10*time.Minute)
 	if err := e.s.Delete(ctx(t), k); err != nil {
 		t.Fatal(err)
 	}
 	e.expectRefused(t, u, http.StatusNotFound, "deleted result")
-	e.expectRefused(t, e.sign(t, e.key("never-written"), time.Minute), http.StatusNotFound, "result never written")
+	e.expectRefused(t, e.sign(t, e.Key("never-written"), time.Minute), http.StatusNotFound, "result never written")
 }
 
 func testSignedMethods(t *testing.T, e *env) {
-	k := e.key("methods")
-	a := e.put(t, k, []byte("read only"), "text/plain")
+	k := e.Key("methods")
+	a := e.MustPut(t, k, []byte("read only"), "text/plain")
 	u := e.sign(t, k, time.Minute)
 	for _, m := range []string{http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch} {
 		r := e.fetch(t, m, u)
@@ -691,7 +609,7 @@ func testSignedMethods(t *testing.T, e *env) {
 			t.Errorf("%s of a signed URL: status %d, want a 4xx", m, r.status)
 		}
 	}
-	e.expectContent(t, k, []byte("read only"), a)
+	e.ExpectContent(t, k, []byte("read only"), a)
 }
 
 func testConcurrent(t *testing.T, e *env) {
@@ -700,7 +618,7 @@ func testConcurrent(t *testing.T, e *env) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range perWorker {
-				k := e.key(fmt.Sprintf("concurrent/%d/%d", w, i))
+				k := e.Key(fmt.Sprintf("concurrent/%d/%d", w, i))
 				body := bytes.Repeat([]byte(fmt.Sprintf("w%d-i%d;", w, i)), 100*(i+1))
 				a, err := e.s.Put(ctx(t), k, bytes.NewReader(body), "text/plain")
 				if err != nil {
