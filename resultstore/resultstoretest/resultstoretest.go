@@ -294,18 +294,29 @@ func (p *pseudoRandom) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func testLarge(t *testing.T, e *env) {
-	const size = 5 << 20
+// LargeSize is the size of PutLarge's result.
+const LargeSize = 5 << 20
+
+// PutLarge puts LargeSize deterministic bytes from a non-seekable stream
+// read in small chunks, checks the attributes Put returns, and returns the
+// key and the bytes.
+func (e *Store) PutLarge(t *testing.T) (key string, want []byte) {
+	t.Helper()
 	seed := [32]byte{1, 2, 3}
-	want := make([]byte, size)
+	want = make([]byte, LargeSize)
 	_, _ = mrand.NewChaCha8(seed).Read(want)
-	k := e.Key("large/five-mebibytes.bin")
-	a, err := e.s.Put(ctx(t), k, &pseudoRandom{r: mrand.NewChaCha8(seed), n: size}, "application/octet-stream")
+	key = e.Key("large/five-mebibytes.bin")
+	a, err := e.S.Put(ctx(t), key, &pseudoRandom{r: mrand.NewChaCha8(seed), n: LargeSize}, "application/octet-stream")
 	if err != nil {
 		t.Fatalf("Put of 5 MiB: %v", err)
 	}
-	CheckAttrs(t, "Put(5 MiB)", a, "application/octet-stream", size)
+	CheckAttrs(t, "Put(5 MiB)", a, "application/octet-stream", LargeSize)
+	return key, want
+}
 
+func testLarge(t *testing.T, e *env) {
+	const size = LargeSize
+	k, want := e.PutLarge(t)
 	r, err := e.s.Open(ctx(t), k)
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -292,33 +291,9 @@ func testEmpty(t *testing.T, e *env) {
 	}
 }
 
-// pseudoRandom is a non-seekable stream of n deterministic bytes.
-type pseudoRandom struct {
-	r *mrand.ChaCha8
-	n int
-}
-
-func (p *pseudoRandom) Read(b []byte) (int, error) {
-	if p.n == 0 {
-		return 0, io.EOF
-	}
-	b = b[:min(len(b), p.n, 32<<10)] // small chunks, like a network stream
-	_, _ = p.r.Read(b)
-	p.n -= len(b)
-	return len(b), nil
-}
-
 func testLarge(t *testing.T, e *env) {
-	const size = 5 << 20
-	seed := [32]byte{1, 2, 3}
-	want := make([]byte, size)
-	_, _ = mrand.NewChaCha8(seed).Read(want)
-	k := e.Key("large/five-mebibytes.bin")
-	a, err := e.s.Put(ctx(t), k, &pseudoRandom{r: mrand.NewChaCha8(seed), n: size}, "application/octet-stream")
-	if err != nil {
-		t.Fatalf("Put of 5 MiB: %v", err)
-	}
-	resultstoretest.CheckAttrs(t, "Put(5 MiB)", a, "application/octet-stream", size)
+	const size = resultstoretest.LargeSize
+	k, want := e.PutLarge(t)
 
 	u := e.sign(t, k, 10*time.Minute)
 	res := e.fetch(t, http.MethodGet, u)
