@@ -17,6 +17,7 @@ import (
 
 	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/internal/watch"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	"github.com/arrhq/arr/resultstore"
@@ -100,7 +101,7 @@ type DB struct {
 	pdb  *pebble.DB
 
 	locks [nStripes]sync.Mutex
-	watch watchers
+	watch watch.Hub
 	// opCeil and msgCeil bound the operation and message keys ever
 	// created, to skip the existence reads of new UUIDv7 ids.
 	opCeil, msgCeil ceiling
@@ -168,7 +169,6 @@ func openLocked(abs string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("embedded: opening %s: %w", abs, err)
 	}
 	db := &DB{dir: abs, opts: opts, pdb: pdb, closing: make(chan struct{}), refs: 1}
-	db.watch.init()
 	if err := db.checkFormat(); err != nil {
 		_ = pdb.Close()
 		return nil, err

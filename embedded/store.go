@@ -301,7 +301,7 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 		return nil, false, fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
 	db.ops.put(stored.Clone())
-	db.watch.notify(op.ID)
+	db.watch.Notify(op.ID)
 	db.q.enqueued(enq)
 	return stored, true, nil
 }
@@ -432,7 +432,7 @@ func (s *store) writeWith(cur, op *operation.Operation, wo *pebble.WriteOptions,
 	db.q.enqueued(enq)
 	db.ops.put(next)
 	op.Version = next.Version
-	db.watch.notify(op.ID)
+	db.watch.Notify(op.ID)
 	return nil
 }
 
@@ -673,7 +673,7 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 		if err := b.Commit(pebble.Sync); err != nil {
 			return nil, false, fmt.Errorf("embedded: deleting expired operations: %w", err)
 		}
-		db.watch.notify(deleted...)
+		db.watch.Notify(deleted...)
 	}
 	return ops, len(cands) == n, nil
 }
@@ -726,7 +726,7 @@ func (s *store) purgeGoneChunk(now time.Time, n int) (int, bool, error) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return 0, false, fmt.Errorf("embedded: purging tombstones: %w", err)
 	}
-	db.watch.notify(purged...)
+	db.watch.Notify(purged...)
 	return len(cands), len(cands) == n, nil
 }
 
@@ -746,8 +746,8 @@ func (s *store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 		return nil, nil, err
 	}
 	defer s.db.end()
-	ch, stop := s.db.watch.add(id)
-	return ch, stop, nil
+	w, stop := s.db.watch.Add(id)
+	return w.C, stop, nil
 }
 
 // Sync makes every write applied so far durable: an empty synced WAL

@@ -11,6 +11,7 @@ import (
 
 	arrengine "github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/internal/urlmux"
+	"github.com/arrhq/arr/internal/watch"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
 	"github.com/arrhq/arr/resultstore"
@@ -51,7 +52,7 @@ type engine struct {
 	expiry   iheap[*opRec]     // operations with an ExpiresAt, by it
 	tombs    map[string]*tomb  // by id
 	tombHeap iheap[*tomb]      // by until
-	watchers map[string]map[*watcher]struct{}
+	watch    watch.Hub
 
 	// Queue.
 	msgs    map[string]*message // queued, leased and dead messages, by id
@@ -78,7 +79,6 @@ func newEngine(name string, named bool) *engine {
 		less: func(a, b *tomb) bool { return a.until.Before(b.until) },
 		idx:  func(t *tomb) *int { return &t.idx },
 	}
-	eng.watchers = map[string]map[*watcher]struct{}{}
 	eng.msgs = map[string]*message{}
 	eng.pending = iheap[*message]{
 		less: func(a, b *message) bool {
@@ -149,7 +149,7 @@ func (eng *engine) release() {
 	eng.mu.Lock()
 	defer eng.mu.Unlock()
 	eng.closed = true
-	eng.ops, eng.ids, eng.idem, eng.tombs, eng.watchers = nil, nil, nil, nil, nil
+	eng.ops, eng.ids, eng.idem, eng.tombs = nil, nil, nil, nil
 	eng.expiry.reset()
 	eng.tombHeap.reset()
 	eng.msgs, eng.blobs = nil, nil

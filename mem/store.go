@@ -384,42 +384,16 @@ func (eng *engine) dropTomb(t *tomb) {
 
 // ---- Watch ----
 
-type watcher struct{ ch chan struct{} }
-
+// Watch subscribes under the engine's lock, as every write notifies under
+// it: a watcher subscribed before a read sees every change after it.
 func (s *store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, nil, err
 	}
-	eng := s.eng
-	defer eng.mu.Unlock()
-	w := &watcher{ch: make(chan struct{}, 1)}
-	set := eng.watchers[id]
-	if set == nil {
-		set = map[*watcher]struct{}{}
-		eng.watchers[id] = set
-	}
-	set[w] = struct{}{}
-	stop := sync.OnceFunc(func() {
-		eng.mu.Lock()
-		defer eng.mu.Unlock()
-		if set := eng.watchers[id]; set != nil { // nil once the engine is gone
-			delete(set, w)
-			if len(set) == 0 {
-				delete(eng.watchers, id)
-			}
-		}
-	})
-	return w.ch, stop, nil
+	defer s.eng.mu.Unlock()
+	w, stop := s.eng.watch.Add(id)
+	return w.C, stop, nil
 }
 
-// notify wakes the watchers of id; sends never block (a buffer of one
-// coalesces). eng.mu is held, so a watcher subscribed before a read sees
-// every change after it.
-func (eng *engine) notify(id string) {
-	for w := range eng.watchers[id] {
-		select {
-		case w.ch <- struct{}{}:
-		default:
-		}
-	}
-}
+// notify wakes the watchers of id; eng.mu is held.
+func (eng *engine) notify(id string) { eng.watch.Notify(id) }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/arrhq/arr/internal/watch"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore/driver"
 )
@@ -51,7 +52,7 @@ type Store struct {
 	release func()
 	closed  atomic.Bool
 
-	hub      *hub
+	hub      watch.Hub
 	stopHub  context.CancelFunc
 	unlisten func()
 
@@ -121,7 +122,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg Config, onReconnect func(
 		}
 	}
 	s := &Store{cfg: cfg, nc: nc, js: js, kv: kv, stream: stream, bucket: bucket,
-		subjPre: "$KV." + bucket + ".", release: release, hub: newHub()}
+		subjPre: "$KV." + bucket + ".", release: release}
 	hctx, cancel := context.WithCancel(context.Background())
 	w, err := kv.WatchFiltered(hctx, []string{kOp + ">"}, jetstream.UpdatesOnly(), jetstream.MetaOnly())
 	if err != nil {
@@ -129,9 +130,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg Config, onReconnect func(
 		return fail(err)
 	}
 	s.stopHub = cancel
-	go s.hub.run(hctx, w)
+	go runHub(hctx, &s.hub, w)
 	if onReconnect != nil {
-		s.unlisten = onReconnect(s.hub.wakeAll)
+		s.unlisten = onReconnect(s.hub.WakeAll)
 	}
 	return s, nil
 }
@@ -756,7 +757,7 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 		return nil, nil, err
 	}
 	eid := token(id)
-	w, stop := s.hub.add(eid)
+	w, stop := s.hub.AddUnarmed(eid)
 	var base uint64
 	m, err := s.stream.GetLastMsgForSubject(ctx, s.subjPre+kOp+eid)
 	switch {
@@ -767,8 +768,8 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 		stop()
 		return nil, nil, err
 	}
-	s.hub.arm(w, base)
-	return w.ch, stop, nil
+	s.hub.Arm(w, base)
+	return w.C, stop, nil
 }
 
 // Close stops the watcher and releases the connection. Watch channels get
@@ -787,83 +788,9 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// hub fans the events of one KV watcher out to per-id channels.
-type hub struct {
-	mu sync.Mutex
-	w  map[string]map[*watcher]struct{}
-}
-
-// watcher is one Watch. Until armed it only records the highest event
-// sequence seen.
-type watcher struct {
-	ch      chan struct{}
-	armed   bool
-	base    uint64 // events after this sequence are signalled
-	maxSeen uint64
-}
-
-func newHub() *hub { return &hub{w: map[string]map[*watcher]struct{}{}} }
-
-func (h *hub) add(eid string) (*watcher, func()) {
-	w := &watcher{ch: make(chan struct{}, 1)}
-	h.mu.Lock()
-	set := h.w[eid]
-	if set == nil {
-		set = map[*watcher]struct{}{}
-		h.w[eid] = set
-	}
-	set[w] = struct{}{}
-	h.mu.Unlock()
-	var once sync.Once
-	return w, func() {
-		once.Do(func() {
-			h.mu.Lock()
-			delete(h.w[eid], w)
-			if len(h.w[eid]) == 0 {
-				delete(h.w, eid)
-			}
-			h.mu.Unlock()
-		})
-	}
-}
-
-// arm starts signalling events after base, and signals at once if one
-// arrived while w was being set up.
-func (h *hub) arm(w *watcher, base uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	w.armed, w.base = true, base
-	if w.maxSeen > base {
-		signal(w.ch)
-	}
-}
-
-func (h *hub) notify(eid string, seq uint64) {
-	h.mu.Lock()
-	for w := range h.w[eid] {
-		if !w.armed {
-			w.maxSeen = max(w.maxSeen, seq)
-		} else if seq > w.base {
-			signal(w.ch)
-		}
-	}
-	h.mu.Unlock()
-}
-
-// wakeAll wakes every watcher (after a reconnect, when events may have
-// been missed), so that callers read again.
-func (h *hub) wakeAll() {
-	h.mu.Lock()
-	for _, set := range h.w {
-		for w := range set {
-			w.maxSeen = ^uint64(0)
-			signal(w.ch)
-		}
-	}
-	h.mu.Unlock()
-}
-
-func (h *hub) run(ctx context.Context, w jetstream.KeyWatcher) {
+// runHub fans the events of one KV watcher out to the hub's per-id
+// watchers, by sequence number (see watch.Hub.NotifySeq), until ctx ends.
+func runHub(ctx context.Context, h *watch.Hub, w jetstream.KeyWatcher) {
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
@@ -874,7 +801,7 @@ func (h *hub) run(ctx context.Context, w jetstream.KeyWatcher) {
 				return
 			}
 			if e != nil && strings.HasPrefix(e.Key(), kOp) {
-				h.notify(e.Key()[len(kOp):], e.Revision())
+				h.NotifySeq(e.Key()[len(kOp):], e.Revision())
 			}
 		}
 	}

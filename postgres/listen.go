@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/arrhq/arr/internal/watch"
 )
 
 // listener is the DB's one LISTEN connection, started by the first Watch
@@ -17,28 +19,21 @@ import (
 type listener struct {
 	db *DB
 
-	mu       sync.Mutex
-	started  bool
-	stopped  bool
-	ready    chan struct{} // closed once the first LISTEN is in place
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when the goroutine has exited
-	watchers map[string]map[*watcher]struct{}
-	qwake    chan struct{} // closed and replaced on each queue wake-up
-	pid      uint32        // backend of the current connection (tests)
-}
-
-// watcher is one Watch.
-type watcher struct {
-	ch    chan struct{} // buffer of one
-	owner *Store
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	ready   chan struct{} // closed once the first LISTEN is in place
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the goroutine has exited
+	hub     watch.Hub     // the operations' watchers
+	qwake   chan struct{} // closed and replaced on each queue wake-up
+	pid     uint32        // backend of the current connection (tests)
 }
 
 func (l *listener) init(db *DB) {
 	l.db = db
 	l.ready = make(chan struct{})
 	l.done = make(chan struct{})
-	l.watchers = map[string]map[*watcher]struct{}{}
 	l.qwake = make(chan struct{})
 }
 
@@ -144,20 +139,9 @@ func (l *listener) dispatch(n *pgconn.Notification) {
 			l.wakeWatchers()
 			return
 		}
-		l.mu.Lock()
-		for w := range l.watchers[n.Payload] {
-			notify(w.ch)
-		}
-		l.mu.Unlock()
+		l.hub.Notify(n.Payload)
 	case l.db.qChan:
 		l.wakeQueue()
-	}
-}
-
-func notify(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
 	}
 }
 
@@ -166,15 +150,7 @@ func (l *listener) wakeAll() {
 	l.wakeQueue()
 }
 
-func (l *listener) wakeWatchers() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, ws := range l.watchers {
-		for w := range ws {
-			notify(w.ch)
-		}
-	}
-}
+func (l *listener) wakeWatchers() { l.hub.WakeAll() }
 
 // wakeQueue wakes every Receive waiting on the channel queueWait returned.
 func (l *listener) wakeQueue() {
@@ -197,42 +173,4 @@ func (l *listener) queueWait() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.qwake
-}
-
-func (l *listener) add(id string, w *watcher) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ws := l.watchers[id]
-	if ws == nil {
-		ws = map[*watcher]struct{}{}
-		l.watchers[id] = ws
-	}
-	ws[w] = struct{}{}
-}
-
-func (l *listener) remove(id string, w *watcher) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if ws := l.watchers[id]; ws != nil {
-		delete(ws, w)
-		if len(ws) == 0 {
-			delete(l.watchers, id)
-		}
-	}
-}
-
-// removeOwner drops every watcher of a closed store.
-func (l *listener) removeOwner(s *Store) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, ws := range l.watchers {
-		for w := range ws {
-			if w.owner == s {
-				delete(ws, w)
-			}
-		}
-		if len(ws) == 0 {
-			delete(l.watchers, id)
-		}
-	}
 }

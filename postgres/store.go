@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/internal/watch"
 	"github.com/arrhq/arr/operation"
 	opdriver "github.com/arrhq/arr/opstore/driver"
 	qdriver "github.com/arrhq/arr/queue/driver"
@@ -37,6 +38,9 @@ type Store struct {
 	db        *DB
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	watchMu  sync.Mutex
+	watching map[*watch.Watcher]func() // the store's watches, ended by Close
 }
 
 var (
@@ -65,7 +69,12 @@ func (s *Store) check() error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		s.db.lis.removeOwner(s)
+		s.watchMu.Lock()
+		for _, unwatch := range s.watching {
+			unwatch()
+		}
+		s.watching = nil
+		s.watchMu.Unlock()
 		s.db.release()
 	})
 	return nil
@@ -572,12 +581,21 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, func(), 
 	if err := s.check(); err != nil {
 		return nil, nil, err
 	}
-	w := &watcher{ch: make(chan struct{}, 1), owner: s}
-	s.db.lis.add(id, w)
+	w, unwatch := s.db.lis.hub.Add(id)
 	if err := s.db.lis.ensure(ctx); err != nil {
-		s.db.lis.remove(id, w)
+		unwatch()
 		return nil, nil, err
 	}
-	var once sync.Once
-	return w.ch, func() { once.Do(func() { s.db.lis.remove(id, w) }) }, nil
+	s.watchMu.Lock()
+	if s.watching == nil {
+		s.watching = map[*watch.Watcher]func(){}
+	}
+	s.watching[w] = unwatch
+	s.watchMu.Unlock()
+	return w.C, sync.OnceFunc(func() {
+		s.watchMu.Lock()
+		delete(s.watching, w)
+		s.watchMu.Unlock()
+		unwatch()
+	}), nil
 }
