@@ -528,8 +528,15 @@ func TestLargeQueue(t *testing.T) {
 	heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	t.Logf("%d pending messages: open %v, Go heap %+.1f MiB over the test's start, process RSS %s",
 		n, openTime, float64(heap)/(1<<20), rss())
-	if openTime > 5*time.Second {
-		t.Errorf("open took %v, want well under 5s", openTime)
+	// The bound is the store's without the race detector; with it (a
+	// tenth of the messages, each read ~10x slower, and other packages'
+	// tests sharing the 2 CPUs) it only catches a pathological open.
+	limit := 5 * time.Second
+	if raceEnabled {
+		limit = 20 * time.Second
+	}
+	if openTime > limit {
+		t.Errorf("open took %v, want well under %v", openTime, limit)
 	}
 	if heap > 96<<20 {
 		t.Errorf("heap grew %.1f MiB on open; want it independent of the queue length", float64(heap)/(1<<20))
