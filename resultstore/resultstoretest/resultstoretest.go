@@ -192,6 +192,43 @@ func (e *Store) ExpectNotFound(t *testing.T, key string) {
 	}
 }
 
+// PutReadConcurrently puts, from 8 goroutines at once, 6 values each of
+// growing sizes under keys of their own, reads each back and checks its
+// bytes and ETag; then calls also (when not nil) with the key, the
+// value's index within its goroutine and the bytes. It returns when all
+// are done.
+func (e *Store) PutReadConcurrently(t *testing.T, also func(key string, i int, body []byte)) {
+	const workers, perWorker = 8, 6
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				k := e.Key(fmt.Sprintf("concurrent/%d/%d", w, i))
+				body := bytes.Repeat([]byte(fmt.Sprintf("w%d-i%d;", w, i)), 100*(i+1))
+				a, err := e.S.Put(ctx(t), k, bytes.NewReader(body), "text/plain")
+				if err != nil {
+					t.Errorf("Put(%q): %v", k, err)
+					return
+				}
+				r, err := e.S.Open(ctx(t), k)
+				if err != nil {
+					t.Errorf("Open(%q): %v", k, err)
+					return
+				}
+				got, err := io.ReadAll(r)
+				r.Close()
+				if err != nil || !bytes.Equal(got, body) || r.Attributes().ETag != a.ETag {
+					t.Errorf("Open(%q): %d bytes (want %d), err %v", k, len(got), len(body), err)
+				}
+				if also != nil {
+					also(k, i, body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // Show quotes b for a message, cut to 64 bytes.
 func Show(b []byte) string {
 	if len(b) > 64 {
@@ -510,31 +547,8 @@ func testCanceledPut(t *testing.T, e *env) {
 }
 
 func testConcurrent(t *testing.T, e *env) {
-	const workers, perWorker = 8, 6
 	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := range perWorker {
-				k := e.Key(fmt.Sprintf("concurrent/%d/%d", w, i))
-				body := bytes.Repeat([]byte(fmt.Sprintf("w%d-i%d;", w, i)), 100*(i+1))
-				a, err := e.s.Put(ctx(t), k, bytes.NewReader(body), "text/plain")
-				if err != nil {
-					t.Errorf("Put(%q): %v", k, err)
-					return
-				}
-				r, err := e.s.Open(ctx(t), k)
-				if err != nil {
-					t.Errorf("Open(%q): %v", k, err)
-					return
-				}
-				got, err := io.ReadAll(r)
-				r.Close()
-				if err != nil || !bytes.Equal(got, body) || r.Attributes().ETag != a.ETag {
-					t.Errorf("Open(%q): %d bytes (want %d), err %v", k, len(got), len(body), err)
-				}
-			}
-		})
-	}
+	wg.Go(func() { e.PutReadConcurrently(t, nil) }) // alongside the contended key below
 	// Readers of one key while it is overwritten see one whole value or the other.
 	k := e.Key("concurrent/contended")
 	v1, v2 := bytes.Repeat([]byte("1"), 64<<10), bytes.Repeat([]byte("2"), 32<<10)

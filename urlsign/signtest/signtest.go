@@ -36,7 +36,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -588,53 +587,30 @@ func testSignedMethods(t *testing.T, e *env) {
 }
 
 func testConcurrent(t *testing.T, e *env) {
-	const workers, perWorker = 8, 6
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := range perWorker {
-				k := e.Key(fmt.Sprintf("concurrent/%d/%d", w, i))
-				body := bytes.Repeat([]byte(fmt.Sprintf("w%d-i%d;", w, i)), 100*(i+1))
-				a, err := e.s.Put(ctx(t), k, bytes.NewReader(body), "text/plain")
-				if err != nil {
-					t.Errorf("Put(%q): %v", k, err)
-					return
-				}
-				r, err := e.s.Open(ctx(t), k)
-				if err != nil {
-					t.Errorf("Open(%q): %v", k, err)
-					return
-				}
-				got, err := io.ReadAll(r)
-				r.Close()
-				if err != nil || !bytes.Equal(got, body) || r.Attributes().ETag != a.ETag {
-					t.Errorf("Open(%q): %d bytes (want %d), err %v", k, len(got), len(body), err)
-				}
-				if i%2 == 0 {
-					u, err := e.sg.SignedURL(ctx(t), k, time.Now().Add(time.Minute))
-					if err != nil {
-						t.Errorf("SignedURL(%q): %v", k, err)
-						return
-					}
-					target, err := e.targetErr(u)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, target, nil)
-					res, err := e.client.Do(req)
-					if err != nil {
-						t.Errorf("GET %s: %v", u, err)
-						return
-					}
-					got, err := io.ReadAll(res.Body)
-					res.Body.Close()
-					if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
-						t.Errorf("GET %s: status %d, %d bytes, err %v", u, res.StatusCode, len(got), err)
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
+	e.PutReadConcurrently(t, func(k string, i int, body []byte) {
+		if i%2 != 0 {
+			return
+		}
+		u, err := e.sg.SignedURL(ctx(t), k, time.Now().Add(time.Minute))
+		if err != nil {
+			t.Errorf("SignedURL(%q): %v", k, err)
+			return
+		}
+		target, err := e.targetErr(u)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, target, nil)
+		res, err := e.client.Do(req)
+		if err != nil {
+			t.Errorf("GET %s: %v", u, err)
+			return
+		}
+		got, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+			t.Errorf("GET %s: status %d, %d bytes, err %v", u, res.StatusCode, len(got), err)
+		}
+	})
 }
