@@ -47,8 +47,8 @@ func (s Status) Valid() bool {
 func (s Status) Terminal() bool { return s == Succeeded || s == Failed || s == Canceled }
 
 // Operation is the stored record of one operation. Drivers store it whole
-// and return it whole; they interpret only ID, Status, Version, ExpiresAt
-// and IdempotencyKey.
+// and return it whole; they interpret only ID, Status, Version, ExpiresAt,
+// IdempotencyKey and Owner.
 type Operation struct {
 	// ID is a UUIDv7 in its canonical 36-character form; it orders by
 	// creation time.
@@ -99,6 +99,12 @@ type Operation struct {
 	// the id of the deleted operation: until then Get answers ErrGone
 	// instead of ErrNotFound.
 	TombstoneUntil time.Time `json:"tombstoneUntil,omitzero"`
+
+	// Owner is the principal that submitted the operation and Tenant its
+	// tenant (see arr.Caller); empty for an operation a program submitted
+	// without a caller. Stores index Owner for List.
+	Owner  string `json:"owner,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
 
 	// Meta holds route-specific properties (the seed's RequestSubmittedAt
 	// and RequestStatusURL, for example).

@@ -36,6 +36,10 @@ var (
 type ListOptions struct {
 	// Status, when not empty, keeps only operations in one of these states.
 	Status []operation.Status
+	// Owner, when not empty, keeps only the operations whose Owner it is.
+	// Drivers index owners: a page costs the same whatever the number of
+	// other owners' operations.
+	Owner string
 	// After, when not empty, is the cursor returned by the previous page:
 	// List returns operations whose ID sorts after it.
 	After string
