@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	arr "github.com/arrhq/arr"
+	"github.com/arrhq/arr/internal/problem"
+	"github.com/arrhq/arr/operation"
 )
 
 // Config configures a Server. Client is required; every other field has a
@@ -55,6 +57,9 @@ type Config struct {
 	// Default: a new registry with the Go and process collectors.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// NoMetrics leaves /metrics out of the api (404): the server serves
+	// it on its admin listener instead (server.Config.AdminAddr).
+	NoMetrics bool
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -157,7 +162,9 @@ func New(cfg Config) (*Server, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(doc)
 	})
-	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	if !cfg.NoMetrics {
+		s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
 	if cfg.ResultsHandler != nil {
 		s.mux.Handle(cfg.ResultsPrefix, cfg.ResultsHandler)
 	}
@@ -223,15 +230,28 @@ func (s *Server) base(r *http.Request) string {
 	return "http://" + r.Host
 }
 
+// NotReadyDetail is the detail of a failed /readyz: it says nothing of
+// the store or of its error, which go to the log.
+const NotReadyDetail = "a store is unavailable"
+
+// readyz answers 200 "ready" when Config.Ready and the queue answer, else
+// a 503 problem whose detail is NotReadyDetail and whose instance is the
+// error id logged with the error.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	err := error(nil)
 	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(r.Context()); err != nil {
-			writeProblem(w, http.StatusServiceUnavailable, ProblemInternal, "Not ready", err.Error())
-			return
+		err = s.cfg.Ready(r.Context())
+	}
+	if err == nil {
+		if _, err = s.c.QueueStats(r.Context()); err != nil {
+			err = fmt.Errorf("queue: %w", err)
 		}
 	}
-	if _, err := s.c.QueueStats(r.Context()); err != nil {
-		writeProblem(w, http.StatusServiceUnavailable, ProblemInternal, "Not ready", "queue: "+err.Error())
+	if err != nil {
+		id := problem.ErrorID()
+		s.cfg.Logger.Error("api: not ready", "err", err, "error_id", id)
+		writeProblemValue(w, &operation.Problem{Type: ProblemInternal, Title: "Not ready",
+			Status: http.StatusServiceUnavailable, Detail: NotReadyDetail, Instance: id})
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")

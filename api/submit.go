@@ -13,6 +13,7 @@ import (
 	"time"
 
 	arr "github.com/arrhq/arr"
+	"github.com/arrhq/arr/internal/problem"
 	"github.com/arrhq/arr/operation"
 )
 
@@ -209,9 +210,14 @@ func parsePrefer(values []string) preferences {
 	return p
 }
 
+// internal answers 500 for an internal error: the problem names the step
+// that failed and carries an error id as its instance; err itself, which
+// may name hosts, files or queries, goes only to the log, with the id.
 func (s *Server) internal(w http.ResponseWriter, what string, err error) {
-	s.cfg.Logger.Error("api: "+what, "err", err)
-	writeProblem(w, http.StatusInternalServerError, ProblemInternal, "Internal error", what+" failed")
+	id := problem.ErrorID()
+	s.cfg.Logger.Error("api: "+what, "err", err, "error_id", id)
+	writeProblemValue(w, &operation.Problem{Type: ProblemInternal, Title: "Internal error",
+		Status: http.StatusInternalServerError, Detail: what + " failed", Instance: id})
 }
 
 type statusRecorder struct {

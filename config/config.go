@@ -56,6 +56,10 @@ type File struct {
 type Server struct {
 	// Addr is the listen address, host:port. Default 127.0.0.1:8080.
 	Addr string `yaml:"addr"`
+	// AdminAddr, when set, is the admin listener's host:port: /metrics,
+	// pprof and the probes are served there, and /metrics no longer on
+	// Addr. Default: none.
+	AdminAddr string `yaml:"adminAddr"`
 	// Data is the data directory: the embedded store, result files and
 	// signing keys. Default arr-data.
 	Data string `yaml:"data"`

@@ -523,6 +523,11 @@ func (p *parser) checkServer() {
 			p.errorf("server.addr", "%q is not a host:port address (e.g. 127.0.0.1:8080 or :8080)", s.Addr)
 		}
 	}
+	if s.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(s.AdminAddr); err != nil {
+			p.errorf("server.adminAddr", "%q is not a host:port address (e.g. 127.0.0.1:9090)", s.AdminAddr)
+		}
+	}
 	if s.PublicURL != "" {
 		if msg := checkHTTPURL(s.PublicURL); msg != "" {
 			p.errorf("server.publicURL", "%s", msg)

@@ -6,22 +6,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// probes is what a worker process serves on Addr: liveness, readiness (the
-// queue answers) and the Prometheus metrics, and nothing of the api.
-func (s *Server) probes() http.Handler {
+// probes serves liveness (/healthz) and readiness (/readyz), as the api
+// does (a failed readiness is a 503 with a generic detail and its error
+// in the log), and, with metrics, the Prometheus metrics, plus extra;
+// nothing else of the api. It is what a worker process serves on Addr and
+// what the admin listener serves.
+func (s *Server) probes(metrics bool, extra map[string]http.Handler) http.Handler {
 	m := http.NewServeMux()
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := s.client.QueueStats(r.Context()); err != nil {
-			http.Error(w, "queue: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	m.Handle("GET /healthz", s.api)
+	m.Handle("GET /readyz", s.api)
+	if metrics {
+		m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	}
+	for pattern, h := range extra {
+		m.Handle(pattern, h)
+	}
 	return m
 }

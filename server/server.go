@@ -38,8 +38,20 @@ import (
 // comment; the zero Config runs the seed's behaviour on 127.0.0.1:8080 with
 // its state under ./arr-data.
 type Config struct {
-	// Addr is the listen address. Default 127.0.0.1:8080.
+	// Addr is the listen address. Default 127.0.0.1:8080, except for a
+	// worker (RoleWorker), which listens only when it is set.
 	Addr string
+	// AdminAddr, when set, is the address of the admin listener: it
+	// serves /metrics, /healthz, /readyz and AdminHandlers, and /metrics
+	// is then no longer served on Addr (the probes still are, for
+	// orchestrators that probe the main port). Empty: no admin listener,
+	// and /metrics is served on Addr. Keep it on loopback or a private
+	// network: it has no authentication.
+	AdminAddr string
+	// AdminHandlers are more handlers of the admin listener, by
+	// http.ServeMux pattern (the arr command serves net/http/pprof's
+	// under /debug/pprof/ there). Ignored without AdminAddr.
+	AdminHandlers map[string]http.Handler
 	// DataDir holds the embedded store and the result files. Default
 	// ./arr-data.
 	DataDir string
@@ -98,7 +110,8 @@ const (
 	// events. Workers in other processes run the operations.
 	RoleAPI
 	// RoleWorker runs the worker pool and the janitor; Addr, when not
-	// empty, serves only /healthz, /readyz and /metrics.
+	// empty, serves only /healthz, /readyz and (without AdminAddr)
+	// /metrics.
 	RoleWorker
 )
 
@@ -125,6 +138,7 @@ type Server struct {
 	api     *api.Server
 	pool    *worker.Pool
 	ln      net.Listener
+	adminLn net.Listener
 	reg     *prometheus.Registry
 	lock    *dirLock
 }
@@ -132,7 +146,7 @@ type Server struct {
 // New opens the stores and builds the api and the worker pool; Serve runs
 // them.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Addr == "" {
+	if cfg.Addr == "" && cfg.Role != RoleWorker { // a worker serves probes only if asked
 		cfg.Addr = "127.0.0.1:8080"
 	}
 	if cfg.DataDir == "" {
@@ -239,6 +253,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ac.Client = s.client
 	ac.ResultsPrefix, ac.ResultsHandler = s.signer.Handler()
 	ac.Registerer, ac.Gatherer = s.reg, s.reg
+	ac.NoMetrics = ac.NoMetrics || cfg.AdminAddr != ""
 	if ac.Logger == nil {
 		ac.Logger = cfg.Logger
 	}
@@ -266,15 +281,37 @@ func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 // Handler is the HTTP api, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.api }
 
-// Listen binds the listen address; Addr then tells the bound address (useful
-// with port 0).
+// Listen binds the listen address and the admin address, if set; Addr and
+// AdminAddr then tell the bound addresses (useful with port 0). A worker
+// (RoleWorker) with an empty Addr binds only the admin address.
 func (s *Server) Listen() error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return err
+	if s.cfg.Role != RoleWorker || s.cfg.Addr != "" {
+		ln, err := net.Listen("tcp", s.cfg.Addr)
+		if err != nil {
+			return err
+		}
+		s.ln = ln
 	}
-	s.ln = ln
+	if s.cfg.AdminAddr != "" {
+		ln, err := net.Listen("tcp", s.cfg.AdminAddr)
+		if err != nil {
+			if s.ln != nil {
+				_ = s.ln.Close()
+				s.ln = nil
+			}
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		s.adminLn = ln
+	}
 	return nil
+}
+
+// AdminAddr is the bound admin address after Listen, or Config.AdminAddr.
+func (s *Server) AdminAddr() string {
+	if s.adminLn == nil {
+		return s.cfg.AdminAddr
+	}
+	return s.adminLn.Addr().String()
 }
 
 // Addr is the bound address after Listen.
@@ -289,29 +326,39 @@ func (s *Server) Addr() string {
 // accepting requests, lets running handlers finish within the worker's
 // shutdown grace, gives the rest back to the queue and closes the stores.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.ln == nil && (s.cfg.Role != RoleWorker || s.cfg.Addr != "") {
+	if s.ln == nil && s.adminLn == nil && (s.cfg.Role != RoleWorker || s.cfg.Addr != "" || s.cfg.AdminAddr != "") {
 		if err := s.Listen(); err != nil {
 			return err
 		}
 	}
 	handler := http.Handler(s.api)
 	if s.cfg.Role == RoleWorker {
-		handler = s.probes()
+		handler = s.probes(s.cfg.AdminAddr == "", nil)
 	}
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
+	newHTTP := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
+	}
+	var servers []*http.Server
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if s.ln == nil { // a worker without a probe listener
-			return
+	errc := make(chan error, 3)
+	for _, l := range []struct {
+		ln net.Listener
+		h  http.Handler
+	}{{s.ln, handler}, {s.adminLn, s.probes(true, s.cfg.AdminHandlers)}} {
+		if l.ln == nil { // a worker without a probe listener; no admin listener
+			continue
 		}
-		if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}()
+		hs := newHTTP(l.h)
+		servers = append(servers, hs)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	if s.pool != nil {
 		wg.Add(1)
@@ -334,8 +381,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	// Stop taking requests; long-polls and event streams get a few seconds.
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if hs.Shutdown(shutCtx) != nil {
-		_ = hs.Close()
+	for _, hs := range servers {
+		if hs.Shutdown(shutCtx) != nil {
+			_ = hs.Close()
+		}
 	}
 	cancel()
 	stopWork()

@@ -95,6 +95,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	} else {
 		fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
 	}
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", "", "if set, serve /metrics, Go's pprof profiles (/debug/pprof/) and /healthz, /readyz on this address (e.g. 127.0.0.1:9090), and /metrics no longer on -addr; no authentication: keep it on loopback or a private network")
 	fs.StringVar(&cfg.DataDir, "data", "arr-data", "data directory (embedded store, result files, signing keys)")
 	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL: embedded:DIR, nats://host:port[,host:port…][?…], postgres://… (default embedded:{data}/db)")
 	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL (default: the store's URL)")
@@ -118,7 +119,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); never expose it publicly")
+	debugAddr := fs.String("debug-addr", "", "deprecated: use -admin-addr, which serves pprof too; if set, serve only Go's pprof profiles on this address")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,6 +148,12 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if err := checkShared(role, cfg); err != nil {
 		return err
 	}
+	if *debugAddr != "" && cfg.AdminAddr != "" {
+		return errors.New("-debug-addr is deprecated and -admin-addr serves pprof too: give only -admin-addr")
+	}
+	if cfg.AdminAddr != "" {
+		cfg.AdminHandlers = map[string]http.Handler{"/debug/pprof/": debugMux()}
+	}
 	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes)
 	if err != nil {
 		return err
@@ -170,13 +177,14 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	} else if n > 0 {
 		logger.Warn("killed process groups left by a previous run", "groups", n)
 	}
-	if cfg.Addr != "" {
+	if cfg.Addr != "" || cfg.AdminAddr != "" {
 		if err := srv.Listen(); err != nil {
 			srv.Close()
 			return err
 		}
 	}
 	if *debugAddr != "" {
+		logger.Warn("-debug-addr is deprecated: -admin-addr serves pprof, /metrics and the probes", "debug_addr", *debugAddr)
 		dbg := &http.Server{Addr: *debugAddr, Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -184,6 +192,9 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 			}
 		}()
 		defer dbg.Close()
+	}
+	if cfg.AdminAddr != "" {
+		logger.Info("admin listener serving /metrics, /debug/pprof/, /healthz, /readyz", "admin_addr", "http://"+srv.AdminAddr())
 	}
 	if cfg.Addr != "" {
 		logger.Info("arr "+role.String()+" serving", "addr", "http://"+srv.Addr(), "data", cfg.DataDir)
@@ -232,6 +243,7 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 		}
 	}
 	str("addr", &cfg.Addr, fs.Addr)
+	str("admin-addr", &cfg.AdminAddr, fs.AdminAddr)
 	str("data", &cfg.DataDir, fs.Data)
 	str("public-url", &cfg.API.PublicURL, fs.PublicURL)
 	str("store", &cfg.StoreURL, fs.Store)
@@ -293,7 +305,8 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	}
 }
 
-// debugMux serves net/http/pprof's handlers under /debug/pprof/.
+// debugMux serves net/http/pprof's handlers under /debug/pprof/, on the
+// admin listener (or the deprecated -debug-addr).
 func debugMux() *http.ServeMux {
 	m := http.NewServeMux()
 	m.HandleFunc("/debug/pprof/", pprof.Index)
