@@ -234,6 +234,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	// No result URL outlives the longest lifetime configured, even one
+	// signed with a leaked key.
+	s.signer.SetMaxTTL(maxResultURLTTL(cc))
 	if cfg.Workers >= 0 {
 		wc := cfg.Worker
 		wc.Client = s.client
@@ -269,6 +272,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// maxResultURLTTL is the longest lifetime of the result URLs of cc: its
+// ResultURLTTL (default arr.DefaultResultURLTTL) or a route's longer one.
+func maxResultURLTTL(cc arr.Config) time.Duration {
+	m := cc.ResultURLTTL
+	if m <= 0 {
+		m = arr.DefaultResultURLTTL
+	}
+	for _, r := range cc.Routes {
+		m = max(m, r.ResultURLTTL)
+	}
+	return m
 }
 
 // Client is the core the server runs: the Go API for callers (Submit,

@@ -70,6 +70,7 @@ type HMAC struct {
 	sc    Scheme
 	mu    sync.Mutex // serializes keyring reloads and rotations
 	ring  atomic.Pointer[loadedRing]
+	life  atomic.Int64 // the URL lifetime in force: MaxURLLifetime or a lower limit
 	check atomic.Int64 // unix nanoseconds of the last keyring check
 	force atomic.Int64 // … and of the last one an unknown key id caused
 }
@@ -121,6 +122,7 @@ func newHMAC(ctx context.Context, keys Keys, opts HMACOptions) (*HMAC, error) {
 		opts.Now = time.Now
 	}
 	h := &HMAC{keys: keys, opts: opts, sc: Scheme{Domain: opts.Domain, MaxLifetime: opts.MaxURLLifetime, ExactQuery: opts.ExactQuery}}
+	h.life.Store(int64(opts.MaxURLLifetime))
 	kr, ver, err := LoadOrCreate(ctx, keys, opts.Now())
 	if err != nil {
 		return nil, err
@@ -146,8 +148,23 @@ func ValidatePrefix(p string) error {
 // Prefix implements Verifier.
 func (h *HMAC) Prefix() string { return h.opts.Prefix }
 
-// MaxURLLifetime returns HMACOptions.MaxURLLifetime, defaulted.
-func (h *HMAC) MaxURLLifetime() time.Duration { return h.opts.MaxURLLifetime }
+// MaxURLLifetime returns the URL lifetime in force: HMACOptions.MaxURLLifetime,
+// defaulted, or the lower limit LimitURLLifetime set.
+func (h *HMAC) MaxURLLifetime() time.Duration { return time.Duration(h.life.Load()) }
+
+// LimitURLLifetime lowers the URL lifetime in force to d, from now on:
+// SignedURL refuses an expiry more than d ahead, Verify refuses a URL that
+// expires more than d (+1 minute for clock skew) after now, even when
+// validly signed, and RotateKeys prunes keys retired more than d +
+// KeyRetentionSlack ago. A d of zero or less, or above
+// HMACOptions.MaxURLLifetime, restores MaxURLLifetime. Signer.SetMaxTTL
+// calls it.
+func (h *HMAC) LimitURLLifetime(d time.Duration) {
+	if d <= 0 || d > h.opts.MaxURLLifetime {
+		d = h.opts.MaxURLLifetime
+	}
+	h.life.Store(int64(d))
+}
 
 // Keys returns the keyring's location.
 func (h *HMAC) Keys() Keys { return h.keys }
@@ -162,8 +179,8 @@ func (h *HMAC) SignedURL(ctx context.Context, key string, expiry time.Time) (str
 	if expiry.IsZero() || expiry.Unix() <= 0 {
 		return "", errors.New("urlsign: signed URL needs an expiry")
 	}
-	if expiry.After(h.opts.Now().Add(h.opts.MaxURLLifetime)) {
-		return "", fmt.Errorf("urlsign: signed URL for %q: expiry %s is more than %v ahead", key, expiry.UTC().Format(time.RFC3339), h.opts.MaxURLLifetime)
+	if life := h.MaxURLLifetime(); expiry.After(h.opts.Now().Add(life)) {
+		return "", fmt.Errorf("urlsign: signed URL for %q: expiry %s is more than %v ahead: %w", key, expiry.UTC().Format(time.RFC3339), life, ErrTooLong)
 	}
 	k := h.keyring(ctx, false).Active()
 	return h.opts.Prefix + EscapeKey(key) + "?" + h.sc.Sign(k, key, expiry.Unix()), nil
@@ -178,7 +195,9 @@ func (h *HMAC) Verify(r *http.Request, validKey func(string) error) (string, tim
 		}
 		return h.keyring(ctx, true).Key(kid)
 	}
-	return h.sc.VerifyRequest(r, h.opts.Prefix, validKey, h.opts.Now(), lookup)
+	sc := h.sc
+	sc.MaxLifetime = h.MaxURLLifetime()
+	return sc.VerifyRequest(r, h.opts.Prefix, validKey, h.opts.Now(), lookup)
 }
 
 // RotateKeys rotates the keyring (see the package function RotateKeys)
@@ -188,7 +207,7 @@ func (h *HMAC) Verify(r *http.Request, validKey func(string) error) (string, tim
 func (h *HMAC) RotateKeys(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	kr, ver, err := RotateKeys(ctx, h.keys, h.opts.Now(), h.opts.MaxURLLifetime)
+	kr, ver, err := RotateKeys(ctx, h.keys, h.opts.Now(), h.MaxURLLifetime())
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 type handler struct {
 	v       Verifier
 	results *resultstore.Store
+	maxTTL  func() time.Duration // the Signer's
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -23,6 +24,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, exp, err := h.v.Verify(r, h.results.ValidateKey)
+	if m := h.maxTTL(); err == nil && m > 0 && exp.After(time.Now().Add(m+MaxTTLSkew)) {
+		// Validly signed, but no configured lifetime makes such a URL.
+		err, exp = ErrBadSignature, time.Time{}
+	}
 	if err != nil {
 		WriteRefusal(w, r, err, exp)
 		return

@@ -47,7 +47,9 @@ package urlsign
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/arrhq/arr/resultstore"
@@ -88,11 +90,26 @@ type Rotator interface {
 	RotateKeys(ctx context.Context) error
 }
 
+// ErrTooLong is wrapped by the error of a SignedURL whose expiry is
+// further ahead than the signer allows (see Signer.SetMaxTTL and
+// HMACOptions.MaxURLLifetime).
+var ErrTooLong = errors.New("urlsign: expiry beyond the longest URL lifetime")
+
+// MaxTTLSkew is how much later than now + the signer's MaxTTL a URL may
+// expire and still be served: the clock skew allowed between the process
+// that signed it and the one that serves it.
+const MaxTTLSkew = time.Minute
+
 // Signer is the portable URL signer for one result store.
 type Signer struct {
 	d       Driver
 	results *resultstore.Store
+	maxTTL  atomic.Int64 // a time.Duration; 0: no bound but the driver's
 }
+
+// lifetimeLimiter is implemented by drivers whose own bound on URL
+// lifetimes can be lowered (HMAC).
+type lifetimeLimiter interface{ LimitURLLifetime(time.Duration) }
 
 // New returns a Signer that signs URLs to results with d. Drivers'
 // openers call it. Close closes d, not results.
@@ -113,8 +130,32 @@ func (s *Signer) SignedURL(ctx context.Context, key string, expiry time.Time) (s
 	if err := s.results.ValidateKey(key); err != nil {
 		return "", err
 	}
+	if m := s.MaxTTL(); m > 0 && expiry.After(time.Now().Add(m)) {
+		return "", fmt.Errorf("urlsign: signed URL for %q: expiry %s is more than %v ahead: %w", key, expiry.UTC().Format(time.RFC3339), m, ErrTooLong)
+	}
 	return s.d.SignedURL(ctx, key, expiry)
 }
+
+// SetMaxTTL bounds the lifetime of s's URLs to d, from now on: the
+// longest result URL lifetime the program configures (package server
+// sets the longest ResultURLTTL of its routes and its default), so that
+// a URL outliving every configured lifetime, such as one minted with a
+// leaked key, is refused. SignedURL then refuses an expiry more than d
+// ahead (an error wrapping ErrTooLong), and Handler answers 403, as for a
+// bad signature, to a validly signed URL that expires more than d +
+// MaxTTLSkew after now. A driver with its own bound (HMAC's
+// MaxURLLifetime) has it lowered to d too, so that its Verify refuses
+// such URLs as well. A d of zero or less removes the bound (the driver's
+// own stays).
+func (s *Signer) SetMaxTTL(d time.Duration) {
+	s.maxTTL.Store(int64(max(d, 0)))
+	if l, ok := s.d.(lifetimeLimiter); ok {
+		l.LimitURLLifetime(d)
+	}
+}
+
+// MaxTTL returns the bound SetMaxTTL set, or 0.
+func (s *Signer) MaxTTL() time.Duration { return time.Duration(s.maxTTL.Load()) }
 
 // Handler returns the handler that serves the signer's URLs and the path
 // prefix it serves, or a nil handler when the driver's URLs point
@@ -122,7 +163,8 @@ func (s *Signer) SignedURL(ctx context.Context, key string, expiry time.Time) (s
 // mux.Handle(prefix, h), not under http.StripPrefix.
 //
 // Only GET and HEAD are served (others: 405, with Allow: GET, HEAD). A URL
-// that is malformed, not validly signed or expired gets 403; a validly
+// that is malformed, not validly signed, expired or expiring later than
+// SetMaxTTL allows gets 403; a validly
 // signed URL for a result that does not exist gets 404; refusals are
 // application/problem+json with Cache-Control: no-store and
 // X-Content-Type-Options: nosniff (see WriteProblem).
@@ -150,7 +192,7 @@ func (s *Signer) Handler() (prefix string, h http.Handler) {
 	if !ok {
 		return "", nil
 	}
-	return v.Prefix(), &handler{v: v, results: s.results}
+	return v.Prefix(), &handler{v: v, results: s.results, maxTTL: s.MaxTTL}
 }
 
 // RotateKeys rotates the driver's keys (see Rotator), or fails when the

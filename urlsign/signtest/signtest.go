@@ -29,6 +29,7 @@ package signtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -85,6 +86,7 @@ func RunConformanceTests(t *testing.T, h Harness) {
 		{"SignedURLTampered", testSignedTampered},
 		{"SignedURLMovedToOtherKey", testSignedMoved},
 		{"SignedURLExtendedExpiry", testSignedExtended},
+		{"SignedURLBeyondMaxTTL", testSignedBeyondMaxTTL},
 		{"SignedURLDeletedResult", testSignedDeleted},
 		{"SignedURLMethods", testSignedMethods},
 		{"Concurrent", testConcurrent},
@@ -548,6 +550,28 @@ func testSignedExtended(t *testing.T, e *env) {
 		}
 	}
 	e.expectServed(t, short, []byte("short-lived"), a)
+}
+
+// testSignedBeyondMaxTTL: once the signer's MaxTTL is set, it signs no
+// URL expiring later, and a self-served signer refuses a validly signed
+// URL that expires later (one signed before, as with a leaked key),
+// while shorter-lived URLs keep working.
+func testSignedBeyondMaxTTL(t *testing.T, e *env) {
+	k := e.Key("maxttl")
+	a := e.MustPut(t, k, []byte("bounded"), "text/plain")
+	long, short := e.sign(t, k, 50*time.Minute), e.sign(t, k, 5*time.Minute)
+	e.sg.SetMaxTTL(10 * time.Minute)
+	if got := e.sg.MaxTTL(); got != 10*time.Minute {
+		t.Errorf("MaxTTL() = %v after SetMaxTTL(10m)", got)
+	}
+	if u, err := e.sg.SignedURL(ctx(t), k, time.Now().Add(20*time.Minute)); !errors.Is(err, urlsign.ErrTooLong) {
+		t.Errorf("SignedURL 20 minutes ahead under a 10-minute MaxTTL = %q, %v; want ErrTooLong", u, err)
+	}
+	if e.self {
+		e.expectRefused(t, long, http.StatusForbidden, "validly signed URL expiring 50 minutes ahead, MaxTTL 10 minutes")
+	}
+	e.expectServed(t, short, []byte("bounded"), a)
+	e.expectServed(t, e.sign(t, k, 10*time.Minute-time.Second), []byte("bounded"), a)
 }
 
 func mustAtoi(t *testing.T, s string) int64 {
