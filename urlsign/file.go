@@ -29,6 +29,21 @@ type FileOptions struct {
 	MaxURLLifetime time.Duration
 }
 
+// OpenFileKeysOf opens the keyring file of the signer of the results in
+// dir, as OpenFile does: keyFile, or by default DefaultKeyFileName in the
+// parent of dir; a keyring inside dir is refused. It opens the keys
+// without the store, e.g. to rotate them while a server runs.
+func OpenFileKeysOf(dir, keyFile string) (*FileKeys, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("urlsign: %w", err)
+	}
+	if keyFile == "" {
+		keyFile = filepath.Join(filepath.Dir(abs), DefaultKeyFileName)
+	}
+	return OpenFileKeys(keyFile, abs)
+}
+
 // OpenFile opens the signer of the file and embedded result stores: an
 // HMAC driver with the domain FileDomain, its keyring in a file, re-read
 // every DefaultReloadInterval (5 s) when it signs or verifies and at once
@@ -37,14 +52,7 @@ func OpenFile(ctx context.Context, results *resultstore.Store, opts FileOptions)
 	if opts.Dir == "" {
 		return nil, errors.New("urlsign: FileOptions.Dir is empty")
 	}
-	dir, err := filepath.Abs(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("urlsign: %w", err)
-	}
-	if opts.KeyFile == "" {
-		opts.KeyFile = filepath.Join(filepath.Dir(dir), DefaultKeyFileName)
-	}
-	keys, err := OpenFileKeys(opts.KeyFile, dir)
+	keys, err := OpenFileKeysOf(opts.Dir, opts.KeyFile)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -187,4 +188,28 @@ func (kr *Keyring) Rotate(now time.Time, retain time.Duration) *Keyring {
 		panic(err) // a rotation of a valid keyring is valid
 	}
 	return out
+}
+
+// ErrUnknownKey is wrapped by the error of a revocation of a key id the
+// keyring does not hold.
+var ErrUnknownKey = errors.New("urlsign: no such key in the keyring")
+
+// Revoke returns the keyring without the key id: the URLs it signed no
+// longer verify. The active key cannot be revoked (rotate first), and an
+// id the keyring does not hold is an error wrapping ErrUnknownKey. kr
+// itself is unchanged.
+func (kr *Keyring) Revoke(id string) (*Keyring, error) {
+	if kr.byID[id] == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, id)
+	}
+	if id == kr.file.Active {
+		return nil, fmt.Errorf("urlsign: key %s signs new URLs and cannot be revoked: rotate first", id)
+	}
+	kf := keyringJSON{Version: Version, Active: kr.file.Active}
+	for _, k := range kr.file.Keys {
+		if k.ID != id {
+			kf.Keys = append(kf.Keys, k)
+		}
+	}
+	return build(kf)
 }

@@ -74,6 +74,24 @@ func LoadOrCreate(ctx context.Context, keys Keys, now time.Time) (*Keyring, stri
 // soon as they verify a URL signed with it. It returns the stored keyring
 // and its version.
 func RotateKeys(ctx context.Context, keys Keys, now time.Time, maxURLLifetime time.Duration) (*Keyring, string, error) {
+	return updateKeys(ctx, keys, "rotating", func(kr *Keyring) (*Keyring, error) {
+		return kr.Rotate(now, maxURLLifetime+KeyRetentionSlack), nil
+	})
+}
+
+// RevokeKey removes the key kid from the keyring of keys (see
+// Keyring.Revoke), conditionally and with retries as RotateKeys: the URLs
+// it signed stop verifying in every signer on the keyring at its next
+// reload (HMACOptions.ReloadInterval, 5 s by default). The active key
+// cannot be revoked: rotate first. It returns the stored keyring and its
+// version.
+func RevokeKey(ctx context.Context, keys Keys, kid string) (*Keyring, string, error) {
+	return updateKeys(ctx, keys, "revoking a key of", func(kr *Keyring) (*Keyring, error) { return kr.Revoke(kid) })
+}
+
+// updateKeys replaces the keyring of keys with f of it, conditionally on
+// the version read, retrying when another process changed it in between.
+func updateKeys(ctx context.Context, keys Keys, doing string, f func(*Keyring) (*Keyring, error)) (*Keyring, string, error) {
 	for range rotateAttempts {
 		kr, ver, err := keys.Load(ctx, "")
 		if errors.Is(err, ErrNoKeyring) {
@@ -82,7 +100,11 @@ func RotateKeys(ctx context.Context, keys Keys, now time.Time, maxURLLifetime ti
 		if err != nil {
 			return nil, "", err
 		}
-		err = keys.Store(ctx, kr.Rotate(now, maxURLLifetime+KeyRetentionSlack), ver)
+		next, err := f(kr)
+		if err != nil {
+			return nil, "", err
+		}
+		err = keys.Store(ctx, next, ver)
 		if errors.Is(err, ErrConflict) {
 			continue
 		}
@@ -91,7 +113,7 @@ func RotateKeys(ctx context.Context, keys Keys, now time.Time, maxURLLifetime ti
 		}
 		return keys.Load(ctx, "")
 	}
-	return nil, "", fmt.Errorf("urlsign: rotating keyring %s: changed concurrently %d times", keys, rotateAttempts)
+	return nil, "", fmt.Errorf("urlsign: %s keyring %s: changed concurrently %d times", doing, keys, rotateAttempts)
 }
 
 // MemKeys keeps a keyring in memory, for tests: signers sharing one

@@ -89,3 +89,32 @@ func TestFileKeysOutside(t *testing.T) {
 		t.Errorf("a keyring beside the results directory: %v", err)
 	}
 }
+
+// RevokeKey removes a retired key, refuses the active one and an unknown
+// id, and leaves the keyring unchanged when it refuses.
+func TestRevokeKey(t *testing.T) {
+	ctx := context.Background()
+	keys := NewMemKeys()
+	now := time.Now()
+	kr, _, err := LoadOrCreate(ctx, keys, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := kr.Active().ID
+	if _, _, err := RevokeKey(ctx, keys, first); err == nil {
+		t.Fatal("revoked the active key")
+	}
+	if _, _, err := RevokeKey(ctx, keys, "nope"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("revoking an unknown id: %v, want ErrUnknownKey", err)
+	}
+	if kr, _, err = RotateKeys(ctx, keys, now, time.Hour); err != nil || kr.Key(first) == nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	second := kr.Active().ID
+	if kr, _, err = RevokeKey(ctx, keys, first); err != nil {
+		t.Fatal(err)
+	}
+	if kr.Key(first) != nil || kr.Active().ID != second || len(kr.Keys()) != 1 {
+		t.Fatalf("after revoking %s: %+v", first, kr.Keys())
+	}
+}

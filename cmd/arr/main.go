@@ -3,6 +3,8 @@
 //	arr serve [flags]    run the api and the workers in one process
 //	arr api [flags]      run the HTTP api only
 //	arr worker [flags]   run the workers only
+//	arr keys list|rotate [-revoke KID] [-data DIR] [-results URL]
+//	                     show or rotate the signing keys of result URLs
 //	arr version
 //
 // With no flags, arr serve listens on 127.0.0.1:8080 and keeps its state in
@@ -52,6 +54,8 @@ Usage:
   arr serve [flags]   run the HTTP api and the workers (arr serve -h for flags)
   arr api [flags]     run the HTTP api only, over a shared store
   arr worker [flags]  run the workers only, over a shared store
+  arr keys list|rotate [-revoke KID]
+                      show or rotate the signing keys of result URLs
   arr version         print the version
 `
 
@@ -70,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return serve(server.RoleAPI, args[1:], stderr)
 	case "worker":
 		return serve(server.RoleWorker, args[1:], stderr)
+	case "keys":
+		return keysCmd(args[1:], stdout, stderr)
 	case "version":
 		v := "devel"
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
