@@ -2,9 +2,12 @@ package natsjs
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +33,46 @@ type Config struct {
 	// MaxDeliveries dead-letters a queue message after that many
 	// deliveries (0: never).
 	MaxDeliveries int
+	// TLS settings, from ?tls_ca=, ?tls_cert=, ?tls_key= and
+	// ?tls_required= (or the tls:// scheme, which requires TLS):
+	// TLSCAFile is a PEM file of the CAs that verify the servers'
+	// certificates (default: the system's); TLSCertFile and TLSKeyFile
+	// are a client certificate and its key (both or neither);
+	// TLSRequired refuses a connection without TLS. Any of them makes
+	// the connection require TLS.
+	TLSCAFile, TLSCertFile, TLSKeyFile string
+	TLSRequired                        bool
+}
+
+// usesTLS reports whether c connects with TLS.
+func (c Config) usesTLS() bool {
+	return c.TLSRequired || c.TLSCAFile != "" || c.TLSCertFile != ""
+}
+
+// tlsConfig builds the TLS client configuration of c: TLS 1.2 or later,
+// servers verified against TLSCAFile (or the system's roots), and the
+// client certificate, if any.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.TLSCAFile != "" {
+		pem, err := os.ReadFile(c.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: tls_ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("natsjs: tls_ca %s holds no PEM certificate", c.TLSCAFile)
+		}
+	}
+	if c.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			// Its errors name the files, never the key.
+			return nil, fmt.Errorf("natsjs: tls_cert/tls_key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 const (
@@ -40,9 +83,10 @@ const (
 // ParseURL reads a nats:// URL into a Config.
 func ParseURL(u *url.URL) (Config, error) {
 	c := Config{Prefix: defaultPrefix, Replicas: 1, AckWait: defaultAckWait}
-	if u.Scheme != "nats" {
-		return c, fmt.Errorf("natsjs: scheme %q, want nats", u.Scheme)
+	if u.Scheme != "nats" && u.Scheme != "tls" {
+		return c, fmt.Errorf("natsjs: scheme %q, want nats or tls", u.Scheme)
 	}
+	c.TLSRequired = u.Scheme == "tls"
 	if u.Host == "" {
 		return c, fmt.Errorf("natsjs: no servers in %q", u.Redacted())
 	}
@@ -85,12 +129,28 @@ func ParseURL(u *url.URL) (Config, error) {
 			}
 		case "creds":
 			c.CredsFile = v
+		case "tls_ca":
+			c.TLSCAFile = v
+		case "tls_cert":
+			c.TLSCertFile = v
+		case "tls_key":
+			c.TLSKeyFile = v
+		case "tls_required":
+			var req bool
+			req, err = strconv.ParseBool(v)
+			c.TLSRequired = c.TLSRequired || req
+			if err == nil && !req && u.Scheme == "tls" {
+				err = fmt.Errorf("tls_required=%s with the tls:// scheme, which requires TLS", v)
+			}
 		default:
 			err = fmt.Errorf("unknown parameter %q", k)
 		}
 		if err != nil {
 			return c, fmt.Errorf("natsjs: %s: %w", u.Redacted(), err)
 		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return c, fmt.Errorf("natsjs: %s: tls_cert and tls_key go together", u.Redacted())
 	}
 	return c, nil
 }
@@ -177,7 +237,8 @@ var (
 // process has none yet, and the function that releases it (the last
 // release closes it).
 func acquire(ctx context.Context, c Config) (*connEntry, func(), error) {
-	key := strings.Join(c.Servers, ",") + "|" + c.User + "|" + c.Password + "|" + c.Token + "|" + c.CredsFile
+	key := strings.Join([]string{strings.Join(c.Servers, ","), c.User, c.Password, c.Token, c.CredsFile,
+		c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile, strconv.FormatBool(c.usesTLS())}, "|")
 	connsMu.Lock()
 	defer connsMu.Unlock()
 	e := conns[key]
@@ -226,6 +287,13 @@ func connect(ctx context.Context, c Config, e *connEntry) (*nats.Conn, error) {
 	}
 	if c.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.usesTLS() {
+		tc, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
 	}
 	nc, err := nats.Connect(strings.Join(c.Servers, ","), opts...)
 	if err != nil {

@@ -33,9 +33,18 @@
 //	maxDeliveries  the queue dead-letters a message delivered that many
 //	               times without an Ack (default 0: never).
 //	creds          a NATS credentials file (JWT + nkey seed).
+//	tls_ca         a PEM file of the CAs that verify the servers'
+//	               certificates (default: the system's roots).
+//	tls_cert       with tls_key: a PEM client certificate and its key,
+//	tls_key        for servers that verify clients (mutual TLS).
+//	tls_required   true: connect only with TLS. Any tls_ parameter, or
+//	               the scheme tls:// ("tls://host:4222?…", the NATS
+//	               clients' spelling), makes the connection require TLS
+//	               1.2 or later, verifying the server's certificate; a
+//	               server without TLS is then refused.
 //
 // Drivers opened by URL in one process share one connection per server
-// list and credentials; it closes with the last of them. It reconnects
+// list, credentials and TLS settings; it closes with the last of them. It reconnects
 // forever.
 //
 // # Queue

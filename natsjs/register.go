@@ -14,12 +14,14 @@ import (
 )
 
 func init() {
-	engine.Register("nats", func(ctx context.Context, u *url.URL) (engine.Driver, error) {
+	open := func(ctx context.Context, u *url.URL) (engine.Driver, error) {
 		if _, err := ParseURL(u); err != nil {
 			return nil, err
 		}
 		return &engineDriver{u: u}, nil
-	})
+	}
+	engine.Register("nats", open)
+	engine.Register("tls", open) // nats over TLS, as the NATS clients spell it
 }
 
 // engineDriver is the NATS JetStream engine of a URL: an operations store

@@ -59,6 +59,7 @@ type Node struct {
 	ClusterPort int // 0 for a single server
 	Dir         string
 	args        []string
+	connOpts    []nats.Option // for the readiness check (a TLS server's)
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -218,17 +219,17 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 		if err := n.waitListening(ctx); err != nil {
 			return err
 		}
-		if err := waitJetStream(ctx, n.URL()); err != nil {
+		if err := waitJetStream(ctx, n.URL(), n.connOpts...); err != nil {
 			return fmt.Errorf("natstest: %s: %w", n.Name, err)
 		}
 	}
 	return nil
 }
 
-func waitJetStream(ctx context.Context, url string) error {
+func waitJetStream(ctx context.Context, url string, opts ...nats.Option) error {
 	var last error
 	for {
-		nc, err := nats.Connect(url, nats.Timeout(time.Second))
+		nc, err := nats.Connect(url, append([]nats.Option{nats.Timeout(time.Second)}, opts...)...)
 		if err == nil {
 			var msg *nats.Msg
 			msg, err = nc.Request("$JS.API.INFO", nil, time.Second)
@@ -276,6 +277,18 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// requireBinary skips t when there is no nats-server binary, or fails it
+// when the environment variable CI is set.
+func requireBinary(t testing.TB) {
+	t.Helper()
+	if !Available() {
+		if os.Getenv("CI") == "" {
+			t.Skip("natstest: no nats-server binary (see the package doc); CI unset, skipping")
+		}
+		t.Fatalf("natstest: no nats-server binary (see the package doc), and CI is set: the test must run")
+	}
+}
+
 // StartServer starts one JetStream server and returns it as a one-node
 // Cluster; it is killed when the test ends. Without a nats-server binary
 // it skips or fails the test as StartCluster does.
@@ -290,12 +303,7 @@ func StartServer(t testing.TB) *Cluster {
 // is set.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	if !Available() {
-		if os.Getenv("CI") == "" {
-			t.Skip("natstest: no nats-server binary (see the package doc); CI unset, skipping")
-		}
-		t.Fatalf("natstest: no nats-server binary (see the package doc), and CI is set: the test must run")
-	}
+	requireBinary(t)
 	c, err := Start(t.TempDir(), n)
 	if err != nil {
 		t.Fatalf("%v", err)
@@ -311,17 +319,54 @@ func Start(dir string, n int) (*Cluster, error) {
 	if !Available() {
 		return nil, errors.New("natstest: no nats-server binary (see the package doc)")
 	}
+	return startWith(dir, n, nil, nil)
+}
+
+// TLS is the TLS setup of a server StartTLSServer starts: the files are
+// PEM.
+type TLS struct {
+	// CertFile and KeyFile are the server's certificate and key.
+	// Required.
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes the server require client
+	// certificates signed by it (nats-server --tlsverify).
+	ClientCAFile string
+	// ConnectOptions connect a client to the server, for the readiness
+	// check (e.g. nats.RootCAs and nats.ClientCert).
+	ConnectOptions []nats.Option
+}
+
+// StartTLSServer starts one JetStream server that takes only TLS clients,
+// as StartServer does otherwise.
+func StartTLSServer(t testing.TB, tc TLS) *Cluster {
+	t.Helper()
+	requireBinary(t)
+	args := []string{"--tls", "--tlscert", tc.CertFile, "--tlskey", tc.KeyFile}
+	if tc.ClientCAFile != "" {
+		args = append(args, "--tlsverify", "--tlscacert", tc.ClientCAFile)
+	}
+	c, err := startWith(t.TempDir(), 1, args, tc.ConnectOptions)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// startWith starts n nodes with extra arguments, checking their readiness
+// with connOpts, trying again when a port was taken meanwhile.
+func startWith(dir string, n int, extra []string, connOpts []nats.Option) (*Cluster, error) {
 	var c *Cluster
 	var err error
 	for try := 0; try < 3; try++ { // a port taken meanwhile: try again
-		if c, err = start(dir, n); err == nil {
+		if c, err = start(dir, n, extra, connOpts); err == nil {
 			break
 		}
 	}
 	return c, err
 }
 
-func start(dir string, n int) (*Cluster, error) {
+func start(dir string, n int, extra []string, connOpts []nats.Option) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -338,6 +383,8 @@ func start(dir string, n int) (*Cluster, error) {
 		}
 		node.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(node.ClientPort), "-js",
 			"-sd", filepath.Join(node.Dir, "jetstream"), "--server_name", node.Name}
+		node.args = append(node.args, extra...)
+		node.connOpts = connOpts
 		if n > 1 {
 			node.ClusterPort = ports[n+i]
 			node.args = append(node.args, "--cluster_name", "arrtest",
