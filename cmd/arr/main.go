@@ -138,6 +138,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
+	slog.SetDefault(logger) // the engines' own warnings (e.g. postgres's sslmode) go to the same log
 	if cfg.API.PublicURL == "" {
 		cfg.API.PublicURL = publicURLFromEnv(os.Getenv("WEBSITE_HOSTNAME"))
 	}
