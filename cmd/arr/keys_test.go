@@ -78,6 +78,9 @@ func TestKeysRotateWhileServing(t *testing.T) {
 	if code, body, _ := fetch(t, "http://"+admin+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile") {
 		t.Errorf("admin pprof: %d %.200s", code, body)
 	}
+	if code, body, _ := fetch(t, "http://"+admin+"/debug/pprof/cmdline"); code == http.StatusOK {
+		t.Errorf("admin pprof serves the command line: %.200s", body)
+	}
 	if code, _, _ := fetch(t, "http://"+admin+"/readyz"); code != http.StatusOK {
 		t.Errorf("admin /readyz: %d", code)
 	}

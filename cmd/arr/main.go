@@ -103,14 +103,14 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	}
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "", "if set, serve /metrics, Go's pprof profiles (/debug/pprof/) and /healthz, /readyz on this address (e.g. 127.0.0.1:9090), and /metrics no longer on -addr; no authentication: keep it on loopback or a private network")
 	fs.StringVar(&cfg.DataDir, "data", "arr-data", "data directory (embedded store, result files, signing keys)")
-	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL: embedded:DIR, nats://host:port[,host:port…][?…], postgres://… (default embedded:{data}/db)")
+	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL: embedded:DIR, nats://host:port[,host:port…][?…] (TLS: tls://… or ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE), postgres://…[?sslmode=verify-full] (default embedded:{data}/db)")
 	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL (default: the store's URL)")
 	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL: embedded:DIR, file:DIR, s3://bucket?… (default embedded:{data}/db; required with a shared store)")
 	fs.StringVar(&cfg.API.PublicURL, "public-url", "", "scheme://host[:port] of absolute links (default: https://$WEBSITE_HOSTNAME if set, else the request's Host)")
 	fs.IntVar(&cfg.Workers, "workers", 16, "operations run at once (0: the default; -1: run no workers)")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body", 1<<20, "largest accepted request body, in bytes")
 	fs.Int64Var(&cfg.Core.MaxQueue, "max-queue", 1_000_000, "queued operations at which submits get 503")
-	fs.DurationVar(&cfg.Core.ResultURLTTL, "result-url-ttl", 10*time.Minute, "lifetime of signed result URLs")
+	fs.DurationVar(&cfg.Core.ResultURLTTL, "result-url-ttl", 10*time.Minute, "lifetime of signed result URLs; no URL expiring later than the longest configured lifetime (this or a route's) is signed or served")
 	fs.DurationVar(&cfg.API.SyncWait, "sync-wait", 127*time.Second, "longest wait of the seed's OnPending=Synchronous")
 	fs.DurationVar(&cfg.API.MaxWait, "max-wait", 60*time.Second, "longest long-poll wait (?wait=, Prefer: wait=)")
 	fs.DurationVar(&cfg.Core.Retention, "retention", 24*time.Hour, "how long finished operations and results are kept")
@@ -313,11 +313,11 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 }
 
 // debugMux serves net/http/pprof's handlers under /debug/pprof/, on the
-// admin listener (or the deprecated -debug-addr).
+// admin listener (or the deprecated -debug-addr), except cmdline: a
+// command line may hold credentials (a -store URL's password).
 func debugMux() *http.ServeMux {
 	m := http.NewServeMux()
 	m.HandleFunc("/debug/pprof/", pprof.Index)
-	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
