@@ -304,6 +304,7 @@ func TestInvalid(t *testing.T) {
 		{"server maxResult", "server:\n  maxResult: 0\n", 2, "server.maxResult", "must be more than 0"},
 		{"server janitorInterval", "server:\n  janitorInterval: 0s\n", 2, "server.janitorInterval", "must be more than 0"},
 		{"server addr", "server:\n  addr: 8080\n", 2, "server.addr", "not a host:port address"},
+		{"server adminAddr", "server:\n  adminAddr: 9090\n", 2, "server.adminAddr", "not a host:port address"},
 		{"server maxQueue", "server:\n  maxQueue: 0\n", 2, "server.maxQueue", "must be more than 0"},
 		{"routes not a list", "routes:\n  path: /x\n", 2, "routes", "want a list of routes, got a mapping"},
 		{"route not a mapping", "routes:\n  - /x\n", 2, "routes[0]", `"/x" is not a mapping`},

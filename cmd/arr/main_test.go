@@ -44,6 +44,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "-data", dir, "-config", bad}, "bad.yaml:2: routes[0].exec.command: is required"},
 		{[]string{"serve", "-data", dir, "-config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
 		{[]string{"serve", "-data", dir, "-forward", "ftp://x"}, "-forward"},
+		{[]string{"serve", "-data", dir, "-admin-addr", "127.0.0.1:0", "-debug-addr", "127.0.0.1:0"}, "give only -admin-addr"},
 		{[]string{"api", "-data", dir}, "needs a store they share"},
 		{[]string{"worker", "-data", dir, "-store", "embedded:" + dir}, "needs a store they share"},
 		{[]string{"api", "-data", dir, "-store", "nats://127.0.0.1:1"}, "results must be too"},
