@@ -148,3 +148,22 @@ func TestKeysUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// arr keys on a file: result store opens its keyring through the store's
+// engine (beside the directory, as serve's signer keeps it).
+func TestKeysOnFileResults(t *testing.T) {
+	dir := t.TempDir()
+	results := "file:" + dir + "/results"
+	first := signingKID(t, keysRun(t, "list", "-results", results))
+	list := keysRun(t, "rotate", "-results", results)
+	second := signingKID(t, list)
+	if second == first || !strings.Contains(list, "\n"+first+" ") {
+		t.Fatalf("after rotate:\n%s", list)
+	}
+	if list := keysRun(t, "list", "-results", results+"?keyfile="+dir+"/other-keys.json"); signingKID(t, list) == second {
+		t.Fatalf("another keyfile lists the same keys:\n%s", list)
+	}
+	if got := signingKID(t, keysRun(t, "list", "-results", results)); got != second {
+		t.Fatalf("signing %s after the rotation, want %s", got, second)
+	}
+}
