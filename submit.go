@@ -72,8 +72,14 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	}
 	now := time.Now().UTC()
 	id := uuid.Must(uuid.NewV7()).String()
-	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now,
-		IdempotencyKey: s.IdempotencyKey}
+	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+	if caller, ok := CallerFrom(ctx); ok {
+		if err := caller.Valid(); err != nil {
+			return nil, false, err
+		}
+		op.Owner, op.Tenant = caller.Principal, caller.Tenant
+	}
+	op.IdempotencyKey = ownerKey(op.Owner, s.IdempotencyKey)
 	if s.IdempotencyKey != "" {
 		op.RequestHash = requestHash(s.Route, req)
 	}
