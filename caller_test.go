@@ -9,6 +9,9 @@ import (
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/queue"
+	"github.com/arrhq/arr/resultstore"
+	"github.com/arrhq/arr/resultstore/fileresult"
 )
 
 // Every call a principal makes is scoped to its own operations: another's
@@ -143,5 +146,40 @@ func TestCallerValid(t *testing.T) {
 	ctx := arr.WithCaller(context.Background(), arr.Caller{Principal: "a\x1fb"})
 	if _, _, err := r.c.Submit(ctx, arr.Submission{Route: "echo"}); !errors.Is(err, arr.ErrBadPrincipal) {
 		t.Fatalf("submit by a bad principal: %v", err)
+	}
+}
+
+// A route with Callers takes submissions from those principals, the
+// principals of those tenants, admins and the program; from no one else.
+func TestRouteCallers(t *testing.T) {
+	r := newRig(t)
+	rs, err := fileresult.Open(t.TempDir(), fileresult.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	c, err := arr.New(arr.Config{Store: r.store, Queue: queue.New(r.q), Results: resultstore.New(rs),
+		Routes: []arr.Route{{Pattern: "/v1/reports", Handler: arr.Echo, Callers: []string{"alice", "tenant:acme"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	for _, tc := range []struct {
+		ctx  context.Context
+		want error
+	}{
+		{arr.WithCaller(bg, arr.Caller{Principal: "alice"}), nil},
+		{arr.WithCaller(bg, arr.Caller{Principal: "carol", Tenant: "acme"}), nil},
+		{arr.WithCaller(bg, arr.Caller{Principal: "root", Admin: true}), nil},
+		{bg, nil},
+		{arr.WithCaller(bg, arr.Caller{Principal: "bob"}), arr.ErrRouteForbidden},
+		{arr.WithCaller(bg, arr.Caller{Principal: "acme", Tenant: "other"}), arr.ErrRouteForbidden},
+		{arr.WithCaller(bg, arr.Caller{Principal: arr.Anonymous}), arr.ErrRouteForbidden},
+	} {
+		c0, _ := arr.CallerFrom(tc.ctx)
+		_, _, err := c.Submit(tc.ctx, arr.Submission{Route: "post-v1-reports"})
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("%+v submits: %v, want %v", c0, err, tc.want)
+		}
 	}
 }
