@@ -208,6 +208,7 @@ func (a *arrHTTP) Name() string {
 // benchKey is the API key of arr-http-auth: 32 random-looking bytes in
 // hex, as a generated key would be.
 const benchKey = "4f6b1d2c9e8a7b3f5d0c1e2a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c"
+
 func (a *arrHTTP) Durability() string {
 	return "Pebble WAL fdatasync'd (group commit) before the 202; results in the same WAL"
 }
