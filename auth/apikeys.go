@@ -246,4 +246,3 @@ func HashKey(key string) string {
 	d := sha256.Sum256([]byte(key))
 	return "sha256:" + hex.EncodeToString(d[:])
 }
-

@@ -107,7 +107,7 @@ func TestMiddlewareRefusals(t *testing.T) {
 		{"Basic YWxpY2U6eA==", false},
 		{"Bearer", false},
 		{"Bearer wrong-key-0123456789", true},
-		{"Bearer alice-key-012345678", true},  // a prefix of a key
+		{"Bearer alice-key-012345678", true},   // a prefix of a key
 		{"Bearer alice-key-01234567890", true}, // a key plus one
 		{"Bearer a l i c e", true},
 		{"Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", true}, // JWT-shaped, no JWT authenticator

@@ -34,13 +34,13 @@ auth:
 		t.Errorf("%+v", a)
 	}
 	for in, want := range map[string]string{
-		"auth:\n  jwt:\n    - audiences: [x]\n":                                         "arr.yaml:3: auth.jwt[0]: issuer: is required",
-		"auth:\n  jwt:\n    - issuer: https://i\n":                                      "auth.jwt[0]: audiences: give at least one",
+		"auth:\n  jwt:\n    - audiences: [x]\n":                                                     "arr.yaml:3: auth.jwt[0]: issuer: is required",
+		"auth:\n  jwt:\n    - issuer: https://i\n":                                                  "auth.jwt[0]: audiences: give at least one",
 		"auth:\n  jwt:\n    - issuer: https://i\n      audiences: [a]\n      algorithms: [HS256]\n": `"HS256" is refused`,
-		"auth:\n  proxy:\n    header: X-Remote-User\n":                                  "trustedProxies: give the proxies' CIDRs",
-		"auth:\n  proxy:\n    header: X\n    trustedProxies: [10.0.0.0/33]\n":            `auth.proxy.trustedProxies[0]: "10.0.0.0/33" is not`,
-		"auth:\n  tls:\n    cert: c.pem\n":                                              "give cert and key together",
-		"auth:\n  apikeys: k\n":                                                         "apikeys",
+		"auth:\n  proxy:\n    header: X-Remote-User\n":                                              "trustedProxies: give the proxies' CIDRs",
+		"auth:\n  proxy:\n    header: X\n    trustedProxies: [10.0.0.0/33]\n":                       `auth.proxy.trustedProxies[0]: "10.0.0.0/33" is not`,
+		"auth:\n  tls:\n    cert: c.pem\n":                                                          "give cert and key together",
+		"auth:\n  apikeys: k\n":                                                                     "apikeys",
 	} {
 		_, err := Parse("arr.yaml", []byte(in), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
