@@ -49,6 +49,8 @@ type File struct {
 	Defaults RouteSettings `yaml:"defaults"`
 	// Routes are the submit routes, in the file's order.
 	Routes []Route `yaml:"routes"`
+	// Auth says how callers are authenticated (docs/auth.md).
+	Auth Auth `yaml:"auth"`
 }
 
 // Server holds the settings of arr serve. A zero value means "not set in

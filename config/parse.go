@@ -122,6 +122,7 @@ func Parse(name string, data []byte, knownGo []string) (*File, error) {
 	f.Path = name
 
 	p.checkServer()
+	p.checkAuth()
 	p.checkSettings("defaults", &f.Defaults)
 	p.checkBackoff("defaults", f.Defaults)
 	if p.matchRoutes() {

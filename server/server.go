@@ -11,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
+	"github.com/arrhq/arr/auth"
 	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
@@ -86,6 +88,14 @@ type Config struct {
 	JanitorInterval time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// Auth authenticates the api's requests (package auth): a request it
+	// refuses is answered 401. /healthz, /readyz and the signed result
+	// URLs (capabilities of their own) are served without it. Nil: every
+	// request is the anonymous caller.
+	Auth auth.Authenticator
+	// TLS, if not nil, makes the listener serve HTTPS with it (see
+	// auth.ServerTLS, which also verifies client certificates).
+	TLS *tls.Config
 }
 
 // Role is the part of arr a process runs.
@@ -123,6 +133,7 @@ type Server struct {
 	results *resultstore.Store
 	signer  *urlsign.Signer
 	api     *api.Server
+	handler http.Handler // api behind authentication
 	pool    *worker.Pool
 	ln      net.Listener
 	reg     *prometheus.Registry
@@ -253,6 +264,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	s.handler = withAuth(s.api, cfg.Auth, ac.ResultsPrefix, cfg.Logger)
 	return s, nil
 }
 
@@ -263,8 +275,8 @@ func (s *Server) Client() *arr.Client { return s.client }
 // Gatherer is the server's Prometheus registry: what /metrics serves.
 func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 
-// Handler is the HTTP api, for tests and embedding.
-func (s *Server) Handler() http.Handler { return s.api }
+// Handler is the HTTP api behind Config.Auth, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Listen binds the listen address; Addr then tells the bound address (useful
 // with port 0).
@@ -294,7 +306,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	handler := http.Handler(s.api)
+	handler := s.handler
 	if s.cfg.Role == RoleWorker {
 		handler = s.probes()
 	}
@@ -308,7 +320,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		if s.ln == nil { // a worker without a probe listener
 			return
 		}
-		if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return hs.Serve(s.ln) }
+		if s.cfg.TLS != nil {
+			hs.TLSConfig = s.cfg.TLS.Clone()
+			serve = func() error { return hs.ServeTLS(s.ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()

@@ -118,6 +118,10 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var af authFlags
+	if role != server.RoleWorker {
+		af.register(fs)
+	}
 	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); never expose it publicly")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -134,6 +138,9 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if cfg.API.PublicURL == "" {
 		cfg.API.PublicURL = publicURLFromEnv(os.Getenv("WEBSITE_HOSTNAME"))
 	}
+	if err := applyAuthEnv(fs, os.Getenv); err != nil {
+		return err
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var file *config.File
@@ -147,6 +154,15 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if err := checkShared(role, cfg); err != nil {
 		return err
 	}
+	authCfg, tlsFiles, insecure, err := af.resolve(file, set)
+	if err != nil {
+		return err
+	}
+	if role != server.RoleWorker {
+		if err := checkExposure(cfg.Addr, authCfg, insecure); err != nil {
+			return err
+		}
+	}
 	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes)
 	if err != nil {
 		return err
@@ -158,6 +174,11 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if role != server.RoleWorker {
+		if err := setupAuth(ctx, &cfg, authCfg, tlsFiles, logger); err != nil {
+			return err
+		}
+	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -186,7 +207,11 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 		defer dbg.Close()
 	}
 	if cfg.Addr != "" {
-		logger.Info("arr "+role.String()+" serving", "addr", "http://"+srv.Addr(), "data", cfg.DataDir)
+		scheme := "http://"
+		if cfg.TLS != nil {
+			scheme = "https://"
+		}
+		logger.Info("arr "+role.String()+" serving", "addr", scheme+srv.Addr(), "data", cfg.DataDir)
 	} else {
 		logger.Info("arr "+role.String()+" running", "data", cfg.DataDir)
 	}
