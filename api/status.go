@@ -374,6 +374,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	changed, stop, err := s.c.Watch(ctx, id)
+	if errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
+		s.storeError(w, id, err) // a caller's call: another's id is not found
+		return
+	}
 	if err != nil {
 		s.internal(w, "watch operation", err)
 		return
