@@ -38,6 +38,9 @@ type Submission struct {
 // operation of another request.
 var ErrIdempotencyKeyReused = errors.New("arr: the idempotency key was used for a different request")
 
+// ErrRouteForbidden: the caller is not among the route's Callers.
+var ErrRouteForbidden = errors.New("arr: the route does not take submissions from this caller")
+
 // QueueFullError is Submit's error when the queue is at its bound
 // (Config.MaxQueue).
 type QueueFullError struct {
@@ -61,6 +64,14 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	if s.Route == "" {
 		return nil, false, errors.New("arr: Submit needs a route name")
 	}
+	if caller, ok := CallerFrom(ctx); ok {
+		if err := caller.Valid(); err != nil {
+			return nil, false, err
+		}
+		if !c.policy(s.Route).allows(caller) {
+			return nil, false, ErrRouteForbidden
+		}
+	}
 	depth, err := c.depth.get(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("arr: queue depth: %w", err)
@@ -77,8 +88,11 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	}
 	now := time.Now().UTC()
 	id := uuid.Must(uuid.NewV7()).String()
-	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now,
-		IdempotencyKey: s.IdempotencyKey}
+	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+	if caller, ok := CallerFrom(ctx); ok {
+		op.Owner, op.Tenant = caller.Principal, caller.Tenant
+	}
+	op.IdempotencyKey = ownerKey(op.Owner, s.IdempotencyKey)
 	if s.IdempotencyKey != "" {
 		op.RequestHash = requestHash(s.Route, req)
 	}

@@ -194,7 +194,14 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 
 // ServeHTTP routes r. The paths of case-insensitive routes and the seed's
 // /api/RequestStatus/ match regardless of case (its id keeps its case).
+//
+// Every request is a caller's: one that carries no arr.Caller (no
+// authentication in front of the api) is Anonymous's, so the api's calls
+// of the core are always scoped.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := arr.CallerFrom(r.Context()); !ok {
+		r = r.WithContext(arr.WithCaller(r.Context(), arr.Caller{Principal: arr.Anonymous}))
+	}
 	if p := s.canonicalPath(r.URL.Path); p != r.URL.Path {
 		r2 := new(http.Request)
 		*r2 = *r

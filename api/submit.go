@@ -136,6 +136,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 		s.setRetryAfter(w, full.Depth)
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
 		return
+	case errors.Is(err, arr.ErrRouteForbidden), errors.Is(err, arr.ErrBadPrincipal):
+		writeProblem(w, http.StatusForbidden, ProblemForbidden, "Forbidden", "this route does not take requests from you")
+		return
 	case errors.Is(err, arr.ErrIdempotencyKeyReused):
 		writeProblem(w, http.StatusUnprocessableEntity, ProblemIdempotencyReuse, "Idempotency key reused",
 			"this Idempotency-Key was used for a different request; use a new key for a new request")

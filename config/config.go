@@ -188,6 +188,11 @@ type Route struct {
 	// them. Default: any, or [application/json] when the route has a
 	// schema.
 	MediaTypes []string `yaml:"mediaTypes"`
+	// Callers lists who may submit to the route: principals by name
+	// (an API key's name, a JWT subject) and "tenant:NAME" for every
+	// principal of a tenant; others get 403. Admins always may. Default:
+	// every authenticated caller.
+	Callers []string `yaml:"callers"`
 	// Schema is a JSON Schema for the body, written inline in YAML or
 	// JSON syntax; a body that does not conform is 400. It implies a JSON
 	// body. Draft 2020-12 unless the schema's $schema says otherwise;
