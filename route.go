@@ -66,6 +66,15 @@ type Route struct {
 	// CaseInsensitive matches the path regardless of case (the seed's
 	// routes).
 	CaseInsensitive bool
+	// DropHeaders names request headers not to store, beyond those arr
+	// never stores (see StoredHeaders). Default: none.
+	DropHeaders []string
+	// ForwardCredentials names the credential headers (Authorization,
+	// Cookie, X-Api-Key…) that the route's operations keep, which arr
+	// otherwise never stores: they are stored encrypted (see Credentials)
+	// for the handler to pass on, to an upstream say (forward.Config's
+	// Credentials). Hop-by-hop headers cannot be kept. Default: none.
+	ForwardCredentials []string
 	// Callers lists who may submit to the route: principals by name, and
 	// "tenant:NAME" for every principal of a tenant. Others get
 	// ErrRouteForbidden. Admins and the program itself (a context without
@@ -212,6 +221,9 @@ func resolveRoutes(routes []Route, cfg *Config) ([]Route, map[string]*policy, er
 		}
 		if r.Name == "" {
 			r.Name = RouteName(method, path)
+		}
+		if err := checkHeaderNames(&r); err != nil {
+			return nil, nil, err
 		}
 		if prev := seen[r.Name]; prev != nil && !(prev.builtin && r.builtin) {
 			return nil, nil, fmt.Errorf("two routes are named %q", r.Name)

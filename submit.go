@@ -27,6 +27,11 @@ type Submission struct {
 	// Meta, when not nil, gives the operation's properties from its id and
 	// creation time (the seed's RequestGUID, RequestStatusURL…).
 	Meta func(id string, createdAt time.Time) map[string]string
+	// Seal, when not nil, is called with the new operation's id before
+	// the request is stored, to encrypt in it what must not be stored in
+	// clear, with the id as additional data (the HTTP api seals a route's
+	// ForwardCredentials so; see Credentials). Its error fails the submit.
+	Seal func(id string, req *operation.Request) error
 }
 
 // ErrIdempotencyKeyReused: a submission's idempotency key is held by an
@@ -93,6 +98,11 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	}
 	if s.Meta != nil {
 		op.Meta = s.Meta(id, now)
+	}
+	if s.Seal != nil {
+		if err := s.Seal(id, req); err != nil {
+			return nil, false, err
+		}
 	}
 	stored, created, err := c.store(ctx, op, req)
 	if err != nil {

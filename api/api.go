@@ -57,6 +57,10 @@ type Config struct {
 	Gatherer   prometheus.Gatherer
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
+	// Credentials seals the credential headers of routes with
+	// ForwardCredentials (see arr.StoredHeaders). Required when a route
+	// has some; otherwise unused.
+	Credentials *arr.Credentials
 }
 
 // route is a submit route as the api serves it.
@@ -115,6 +119,9 @@ func New(cfg Config) (*Server, error) {
 		method, path, err := arr.ParsePattern(r.Pattern)
 		if err != nil {
 			return nil, fmt.Errorf("api: %w", err)
+		}
+		if len(r.ForwardCredentials) > 0 && cfg.Credentials == nil {
+			return nil, fmt.Errorf("api: route %s keeps credentials (ForwardCredentials) but Config.Credentials is nil", r.Name)
 		}
 		rt := &route{Route: r, method: method, path: path}
 		if rt.CaseInsensitive {

@@ -163,7 +163,12 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes)
+	creds, err := credentials(context.Background(), file, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg.API.Credentials = creds
+	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes, creds)
 	if err != nil {
 		return err
 	}
