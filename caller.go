@@ -3,8 +3,12 @@ package arr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/opstore"
 )
 
 // Anonymous is the principal of every request when the operator chose no
@@ -62,6 +66,32 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok
 }
+
+// visible reports whether a call made with ctx may see op: an unscoped
+// call sees every operation, a scoped one its principal's own. An
+// operation with no owner (submitted by a program without a caller, or
+// stored before arr recorded owners) belongs to Anonymous.
+func visible(ctx context.Context, op *operation.Operation) bool {
+	owner, scoped := scope(ctx)
+	return !scoped || op.Owner == owner || (op.Owner == "" && owner == Anonymous)
+}
+
+// ownerKey is the idempotency key as stored: keys are the caller's own,
+// so the stored key carries the owner. Anonymous and unowned keys are
+// stored bare, as they were before keys were scoped. The owner holds no
+// control character (Caller.Valid) and a key none either, so the newline
+// makes the pair unambiguous.
+func ownerKey(owner, key string) string {
+	if key == "" || owner == "" || owner == Anonymous {
+		return key
+	}
+	return owner + "\n" + key
+}
+
+// errHidden is a scoped call's answer for another principal's operation:
+// it is reported as not found (never as forbidden, which would tell that
+// the id exists).
+var errHidden = fmt.Errorf("%w (or not the caller's)", opstore.ErrNotFound)
 
 // scope is the owner filter of a call made with ctx: "" for an unscoped
 // call (no caller, or an admin), else the caller's principal.

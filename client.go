@@ -231,6 +231,9 @@ func (c *Client) MaxResultBytes() int64 { return c.cfg.MaxResultBytes }
 // expired with it. An unknown id is an error wrapping opstore.ErrNotFound.
 func (c *Client) Get(ctx context.Context, id string) (*operation.Operation, error) {
 	op, err := c.cfg.Store.Get(ctx, id)
+	if err == nil && !visible(ctx, op) {
+		return nil, fmt.Errorf("%w: %s", errHidden, id)
+	}
 	if err == nil && expired(op, time.Now()) {
 		return nil, fmt.Errorf("%w: %s", opstore.ErrGone, id)
 	}
@@ -246,24 +249,54 @@ func expired(op *operation.Operation, now time.Time) bool {
 type ListOptions = opstore.ListOptions
 
 // List returns operations in creation order that match opts, and the
-// cursor of the next page ("" on the last).
+// cursor of the next page ("" on the last). A scoped call lists only the
+// caller's operations, whatever opts.Owner says; an unscoped one (an
+// admin's) may filter by opts.Owner.
 func (c *Client) List(ctx context.Context, opts ListOptions) ([]*operation.Operation, string, error) {
+	if owner, scoped := scope(ctx); scoped {
+		opts.Owner = owner
+	}
 	return c.cfg.Store.List(ctx, opts)
 }
 
 // Watch returns a channel that receives a value after every change of the
 // operation id (coalesced), until stop is called. Subscribe first, then
-// read: no change is missed between the read and the wait.
+// read: no change is missed between the read and the wait. A scoped call
+// may watch only an operation of the caller's that exists: another's, or
+// an unknown id, is an error wrapping opstore.ErrNotFound.
 func (c *Client) Watch(ctx context.Context, id string) (changed <-chan struct{}, stop func(), err error) {
-	return c.cfg.Store.Watch(ctx, id)
+	changed, stop, err = c.cfg.Store.Watch(ctx, id)
+	if _, scoped := scope(ctx); err != nil || !scoped {
+		return changed, stop, err
+	}
+	op, err := c.cfg.Store.Get(ctx, id)
+	if err == nil && !visible(ctx, op) {
+		err = fmt.Errorf("%w: %s", errHidden, id)
+	}
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return changed, stop, nil
 }
 
 // WaitFor reads the operation until done reports true for it, for at most
 // d (0: one read), woken by the store's change notifications rather than
 // by polling. It returns the last operation read: with a nil error when
-// done held or d passed, with ctx's error when ctx ended first.
+// done held or d passed, with ctx's error when ctx ended first. A scoped
+// call waits only for the caller's own operations: another's is an error
+// wrapping opstore.ErrNotFound at once.
 func (c *Client) WaitFor(ctx context.Context, id string, d time.Duration, done func(*operation.Operation) bool) (*operation.Operation, error) {
-	return c.cfg.Store.WaitFor(ctx, id, d, done)
+	if _, scoped := scope(ctx); !scoped {
+		return c.cfg.Store.WaitFor(ctx, id, d, done)
+	}
+	op, err := c.cfg.Store.WaitFor(ctx, id, d, func(op *operation.Operation) bool {
+		return !visible(ctx, op) || done(op)
+	})
+	if op != nil && !visible(ctx, op) {
+		return nil, fmt.Errorf("%w: %s", errHidden, id)
+	}
+	return op, err
 }
 
 // Terminal reports whether op has finished: a done function for WaitFor.

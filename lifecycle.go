@@ -215,9 +215,12 @@ func interruptedTooOften(n int) *operation.Problem {
 func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, error) {
 	now := time.Now().UTC()
 	op, err := c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
+		if !visible(ctx, op) {
+			return errHidden
+		}
 		return cancel(op, c.policy(op.Route), now)
 	})
-	return op, c.gone(id, err)
+	return c.scoped(id, op, err)
 }
 
 // Retry puts a failed operation back to pending, with fresh attempt
@@ -231,7 +234,12 @@ func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, e
 // operation.
 func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, error) {
 	now := time.Now().UTC()
-	change := func(op *operation.Operation) error { return retry(op, now) }
+	change := func(op *operation.Operation) error {
+		if !visible(ctx, op) {
+			return errHidden
+		}
+		return retry(op, now)
+	}
 	var op *operation.Operation
 	var err error
 	if c.atomic != nil {
@@ -239,13 +247,13 @@ func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, er
 			return Message{ID: op.ID, Route: op.Route}.Encode()
 		})
 		if err == nil || !errors.Is(err, errSkip) {
-			return op, c.gone(id, err)
+			return c.scoped(id, op, err)
 		}
 		// Pending: enqueue it again below, in case its message was lost.
 	} else {
 		op, err = c.cfg.Store.Transition(ctx, id, change)
 		if err != nil && !errors.Is(err, errSkip) {
-			return op, c.gone(id, err)
+			return c.scoped(id, op, err)
 		}
 	}
 	// Enqueuing an id that is queued is a no-op; a dead letter is revived.
@@ -253,6 +261,15 @@ func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, er
 		return nil, fmt.Errorf("arr: enqueue retry of %s: %w", op.ID, err)
 	}
 	return op, nil
+}
+
+// scoped answers a transition of a caller's call: another principal's
+// operation is not found, and not returned.
+func (c *Client) scoped(id string, op *operation.Operation, err error) (*operation.Operation, error) {
+	if errors.Is(err, errHidden) {
+		return nil, fmt.Errorf("%w: %s", errHidden, id)
+	}
+	return op, c.gone(id, err)
 }
 
 // gone maps the lifecycle's errExpired to opstore.ErrGone.

@@ -66,6 +66,20 @@ type Route struct {
 	// CaseInsensitive matches the path regardless of case (the seed's
 	// routes).
 	CaseInsensitive bool
+	// DropHeaders names request headers not to store, beyond those arr
+	// never stores (see StoredHeaders). Default: none.
+	DropHeaders []string
+	// ForwardCredentials names the credential headers (Authorization,
+	// Cookie, X-Api-Key…) that the route's operations keep, which arr
+	// otherwise never stores: they are stored encrypted (see Credentials)
+	// for the handler to pass on, to an upstream say (forward.Config's
+	// Credentials). Hop-by-hop headers cannot be kept. Default: none.
+	ForwardCredentials []string
+	// Callers lists who may submit to the route: principals by name, and
+	// "tenant:NAME" for every principal of a tenant. Others get
+	// ErrRouteForbidden. Admins and the program itself (a context without
+	// a Caller) may always. Default: every caller.
+	Callers []string
 
 	builtin bool // one of SeedRoutes: the two share the name "echo"
 }
@@ -186,6 +200,12 @@ type policy struct {
 	resultURLTTL time.Duration
 	retention    time.Duration
 	tombstone    time.Duration
+	callers      map[string]bool // nil: every caller
+}
+
+// allows reports whether the route takes submissions from c.
+func (p *policy) allows(c Caller) bool {
+	return p.callers == nil || c.Admin || p.callers[c.Principal] || p.callers["tenant:"+c.Tenant]
 }
 
 // resolveRoutes checks routes, fills in their names and returns them with
@@ -201,6 +221,9 @@ func resolveRoutes(routes []Route, cfg *Config) ([]Route, map[string]*policy, er
 		}
 		if r.Name == "" {
 			r.Name = RouteName(method, path)
+		}
+		if err := checkHeaderNames(&r); err != nil {
+			return nil, nil, err
 		}
 		if prev := seen[r.Name]; prev != nil && !(prev.builtin && r.builtin) {
 			return nil, nil, fmt.Errorf("two routes are named %q", r.Name)
@@ -235,6 +258,12 @@ func (cfg *Config) policyOf(r *Route) *policy {
 	}
 	if r.Tombstone > 0 {
 		p.tombstone = r.Tombstone
+	}
+	if len(r.Callers) > 0 {
+		p.callers = map[string]bool{}
+		for _, c := range r.Callers {
+			p.callers[c] = true
+		}
 	}
 	return p
 }

@@ -27,11 +27,19 @@ type Submission struct {
 	// Meta, when not nil, gives the operation's properties from its id and
 	// creation time (the seed's RequestGUID, RequestStatusURL…).
 	Meta func(id string, createdAt time.Time) map[string]string
+	// Seal, when not nil, is called with the new operation's id before
+	// the request is stored, to encrypt in it what must not be stored in
+	// clear, with the id as additional data (the HTTP api seals a route's
+	// ForwardCredentials so; see Credentials). Its error fails the submit.
+	Seal func(id string, req *operation.Request) error
 }
 
 // ErrIdempotencyKeyReused: a submission's idempotency key is held by an
 // operation of another request.
 var ErrIdempotencyKeyReused = errors.New("arr: the idempotency key was used for a different request")
+
+// ErrRouteForbidden: the caller is not among the route's Callers.
+var ErrRouteForbidden = errors.New("arr: the route does not take submissions from this caller")
 
 // QueueFullError is Submit's error when the queue is at its bound
 // (Config.MaxQueue).
@@ -56,6 +64,14 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	if s.Route == "" {
 		return nil, false, errors.New("arr: Submit needs a route name")
 	}
+	if caller, ok := CallerFrom(ctx); ok {
+		if err := caller.Valid(); err != nil {
+			return nil, false, err
+		}
+		if !c.policy(s.Route).allows(caller) {
+			return nil, false, ErrRouteForbidden
+		}
+	}
 	depth, err := c.depth.get(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("arr: queue depth: %w", err)
@@ -72,13 +88,21 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	}
 	now := time.Now().UTC()
 	id := uuid.Must(uuid.NewV7()).String()
-	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now,
-		IdempotencyKey: s.IdempotencyKey}
+	op = &operation.Operation{ID: id, Route: s.Route, Status: operation.Pending, CreatedAt: now, UpdatedAt: now}
+	if caller, ok := CallerFrom(ctx); ok {
+		op.Owner, op.Tenant = caller.Principal, caller.Tenant
+	}
+	op.IdempotencyKey = ownerKey(op.Owner, s.IdempotencyKey)
 	if s.IdempotencyKey != "" {
 		op.RequestHash = requestHash(s.Route, req)
 	}
 	if s.Meta != nil {
 		op.Meta = s.Meta(id, now)
+	}
+	if s.Seal != nil {
+		if err := s.Seal(id, req); err != nil {
+			return nil, false, err
+		}
 	}
 	stored, created, err := c.store(ctx, op, req)
 	if err != nil {

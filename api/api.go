@@ -62,6 +62,10 @@ type Config struct {
 	NoMetrics bool
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
+	// Credentials seals the credential headers of routes with
+	// ForwardCredentials (see arr.StoredHeaders). Required when a route
+	// has some; otherwise unused.
+	Credentials *arr.Credentials
 }
 
 // route is a submit route as the api serves it.
@@ -120,6 +124,9 @@ func New(cfg Config) (*Server, error) {
 		method, path, err := arr.ParsePattern(r.Pattern)
 		if err != nil {
 			return nil, fmt.Errorf("api: %w", err)
+		}
+		if len(r.ForwardCredentials) > 0 && cfg.Credentials == nil {
+			return nil, fmt.Errorf("api: route %s keeps credentials (ForwardCredentials) but Config.Credentials is nil", r.Name)
 		}
 		rt := &route{Route: r, method: method, path: path}
 		if rt.CaseInsensitive {
@@ -194,7 +201,14 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 
 // ServeHTTP routes r. The paths of case-insensitive routes and the seed's
 // /api/RequestStatus/ match regardless of case (its id keeps its case).
+//
+// Every request is a caller's: one that carries no arr.Caller (no
+// authentication in front of the api) is Anonymous's, so the api's calls
+// of the core are always scoped.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := arr.CallerFrom(r.Context()); !ok {
+		r = r.WithContext(arr.WithCaller(r.Context(), arr.Caller{Principal: arr.Anonymous}))
+	}
 	if p := s.canonicalPath(r.URL.Path); p != r.URL.Path {
 		r2 := new(http.Request)
 		*r2 = *r

@@ -22,6 +22,7 @@ const (
 	ProblemBodyTooLarge       = "urn:arr:problem:body-too-large"
 	ProblemUnsupportedMedia   = "urn:arr:problem:unsupported-media-type"
 	ProblemIdempotencyReuse   = "urn:arr:problem:idempotency-key-reused"
+	ProblemForbidden          = "urn:arr:problem:forbidden"
 	ProblemQueueFull          = "urn:arr:problem:queue-full"
 	ProblemInternal           = "urn:arr:problem:internal"
 	ProblemOperationCanceled  = arr.ProblemCanceled

@@ -322,6 +322,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.Limit = n
 	}
+	if o := q.Get("owner"); o != "" {
+		// An admin's filter; any other caller's listing is its own
+		// whatever it asks (the core scopes it), so the parameter is
+		// refused rather than silently ignored.
+		if c, _ := arr.CallerFrom(r.Context()); !c.Admin {
+			writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid owner",
+				"only an admin may list another principal's operations; leave owner out to list your own")
+			return
+		}
+		opts.Owner = o
+	}
 	if c := q.Get("cursor"); c != "" {
 		id, ok := validID(w, c)
 		if !ok {
@@ -363,6 +374,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	changed, stop, err := s.c.Watch(ctx, id)
+	if errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
+		s.storeError(w, id, err) // a caller's call: another's id is not found
+		return
+	}
 	if err != nil {
 		s.internal(w, "watch operation", err)
 		return

@@ -17,10 +17,6 @@ import (
 	"github.com/arrhq/arr/operation"
 )
 
-// hopByHop are the headers not kept with a request (RFC 9110 §7.6.1).
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // submitHandler serves the routes of one path, picking the route by method:
 // an exact match, else a route of any method ("*"), else 405.
 func (s *Server) submitHandler(rts []*route) http.Handler {
@@ -109,20 +105,22 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 
 	ctx := r.Context()
 	base := s.base(r)
-	hdr := r.Header.Clone()
-	for _, v := range hdr.Values("Connection") {
-		for _, h := range strings.Split(v, ",") {
-			if h = strings.TrimSpace(h); h != "" {
-				hdr.Del(h)
-			}
-		}
-	}
-	for _, h := range hopByHop {
-		hdr.Del(h)
-	}
+	// Only the headers arr's rule keeps are stored; the credentials the
+	// route keeps are sealed for the operation's id.
+	hdr, creds := arr.StoredHeaders(&rt.Route, r.Header)
 	sub := arr.Submission{Route: rt.Name, IdempotencyKey: key,
 		Request: &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body,
 			Host: r.Host, RemoteAddr: r.RemoteAddr, TLS: r.TLS != nil}}
+	if creds != nil {
+		sub.Seal = func(id string, req *operation.Request) error {
+			sealed, err := s.cfg.Credentials.Seal(ctx, id, creds)
+			if err != nil {
+				return err
+			}
+			req.Header[arr.SealedHeader] = []string{sealed}
+			return nil
+		}
+	}
 	if rt.Seed {
 		sub.Meta = func(id string, at time.Time) map[string]string {
 			return map[string]string{
@@ -138,6 +136,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	case errors.As(err, &full):
 		s.setRetryAfter(w, full.Depth)
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
+		return
+	case errors.Is(err, arr.ErrRouteForbidden), errors.Is(err, arr.ErrBadPrincipal):
+		writeProblem(w, http.StatusForbidden, ProblemForbidden, "Forbidden", "this route does not take requests from you")
 		return
 	case errors.Is(err, arr.ErrIdempotencyKeyReused):
 		writeProblem(w, http.StatusUnprocessableEntity, ProblemIdempotencyReuse, "Idempotency key reused",

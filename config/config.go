@@ -49,6 +49,8 @@ type File struct {
 	Defaults RouteSettings `yaml:"defaults"`
 	// Routes are the submit routes, in the file's order.
 	Routes []Route `yaml:"routes"`
+	// Auth says how callers are authenticated (docs/auth.md).
+	Auth Auth `yaml:"auth"`
 }
 
 // Server holds the settings of arr serve. A zero value means "not set in
@@ -192,6 +194,11 @@ type Route struct {
 	// them. Default: any, or [application/json] when the route has a
 	// schema.
 	MediaTypes []string `yaml:"mediaTypes"`
+	// Callers lists who may submit to the route: principals by name
+	// (an API key's name, a JWT subject) and "tenant:NAME" for every
+	// principal of a tenant; others get 403. Admins always may. Default:
+	// every authenticated caller.
+	Callers []string `yaml:"callers"`
 	// Schema is a JSON Schema for the body, written inline in YAML or
 	// JSON syntax; a body that does not conform is 400. It implies a JSON
 	// body. Draft 2020-12 unless the schema's $schema says otherwise;
@@ -199,6 +206,12 @@ type Route struct {
 	// (map[string]any, []any, string, int, float64, bool, nil). Default:
 	// none.
 	Schema any `yaml:"schema"`
+	// DropHeaders names request headers not to store with the route's
+	// operations (so not to pass to its handler), beyond those arr never
+	// stores: credentials, hop-by-hop and proxy headers, names with
+	// anything but letters, digits and '-' (see arr.StoredHeaders).
+	// Default: none.
+	DropHeaders []string `yaml:"dropHeaders"`
 	// SchemaFile is the path of a JSON Schema file (JSON, or YAML when it
 	// ends in .yaml or .yml), as Schema but kept apart; relative to the
 	// config file's directory, and Parse rewrites it so (joined to that
@@ -221,6 +234,16 @@ type Forward struct {
 	// Header are headers set on the upstream request, replacing the
 	// client's of the same name (e.g. Authorization). Default: none.
 	Header map[string]string `yaml:"header"`
+	// Credentials names the caller's credential headers passed on to the
+	// upstream (e.g. [Authorization]), which arr otherwise never stores:
+	// they are stored encrypted, with a key arr keeps in
+	// {data}/credential-keys.json. Hop-by-hop headers cannot be named.
+	// Default: none.
+	Credentials []string `yaml:"credentials"`
+	// KeepSetCookie keeps the upstream's Set-Cookie headers in the
+	// operation's result, where whoever may read the operation sees them.
+	// Default false: they are dropped.
+	KeepSetCookie bool `yaml:"keepSetCookie"`
 }
 
 // Exec configures the exec handler: the command gets the request's
@@ -234,9 +257,13 @@ type Exec struct {
 	// file's directory, and Parse rewrites it so (joined to that
 	// directory). Default: the server's working directory.
 	Dir string `yaml:"dir"`
-	// Env are environment variables added to the server's for the
-	// command. Default: none.
+	// Env are environment variables set for the command. It gets none of
+	// the server's environment but PATH, HOME, LANG, TZ and those named
+	// by PassEnv. Default: none.
 	Env map[string]string `yaml:"env"`
+	// PassEnv names variables of the server's environment the command
+	// gets too (when set). Default: none.
+	PassEnv []string `yaml:"passEnv"`
 	// ContentType is the media type of the result (stdout), e.g.
 	// "text/plain; charset=utf-8". Default: application/octet-stream.
 	ContentType string `yaml:"contentType"`

@@ -122,6 +122,7 @@ func Parse(name string, data []byte, knownGo []string) (*File, error) {
 	f.Path = name
 
 	p.checkServer()
+	p.checkAuth()
 	p.checkSettings("defaults", &f.Defaults)
 	p.checkBackoff("defaults", f.Defaults)
 	if p.matchRoutes() {
@@ -758,6 +759,11 @@ func (p *parser) checkRoute(i int, names map[string]int) bool {
 			h, strings.Join(p.knownGo, ", "))
 	}
 	p.checkForward(at, r)
+	for j, n := range r.DropHeaders {
+		if !arr.ValidHeaderName(n) {
+			p.errorf(at+".dropHeaders["+strconv.Itoa(j)+"]", "%q is not a header name (letters, digits and '-')", n)
+		}
+	}
 	p.checkExec(at, r)
 	p.checkSchema(at, r)
 	p.checkMediaTypes(at, r)
@@ -808,6 +814,14 @@ func (p *parser) checkForward(at string, r *Route) {
 			p.errorf(at+".forward.url", "%s", msg)
 		}
 	}
+	for j, n := range r.Forward.Credentials {
+		switch {
+		case !arr.ValidHeaderName(n):
+			p.errorf(at+".forward.credentials["+strconv.Itoa(j)+"]", "%q is not a header name (letters, digits and '-')", n)
+		case arr.IsHopByHop(n):
+			p.errorf(at+".forward.credentials["+strconv.Itoa(j)+"]", "%s is a hop-by-hop header, addressed to arr: it cannot be passed on", n)
+		}
+	}
 	for k, v := range r.Forward.Header {
 		if !isToken(k) {
 			p.errorf(at+".forward.header."+k, "%q is not a header name", k)
@@ -839,6 +853,14 @@ func (p *parser) checkExec(at string, r *Route) {
 	for k, v := range x.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			p.errorf(at+".exec.env."+k, "%q is not an environment variable's name", k)
+		}
+	}
+	for j, k := range x.PassEnv {
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			p.errorf(at+".exec.passEnv["+strconv.Itoa(j)+"]", "%q is not an environment variable's name", k)
+		case strings.HasPrefix(k, "ARR_"):
+			p.errorf(at+".exec.passEnv["+strconv.Itoa(j)+"]", "%s: the ARR_ variables are set by the exec handler", k)
 		}
 	}
 	if x.ContentType != "" {

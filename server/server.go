@@ -11,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
+	"github.com/arrhq/arr/auth"
 	"github.com/arrhq/arr/engine"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
@@ -98,6 +100,14 @@ type Config struct {
 	JanitorInterval time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// Auth authenticates the api's requests (package auth): a request it
+	// refuses is answered 401. /healthz, /readyz and the signed result
+	// URLs (capabilities of their own) are served without it. Nil: every
+	// request is the anonymous caller.
+	Auth auth.Authenticator
+	// TLS, if not nil, makes the listener serve HTTPS with it (see
+	// auth.ServerTLS, which also verifies client certificates).
+	TLS *tls.Config
 }
 
 // Role is the part of arr a process runs.
@@ -136,6 +146,7 @@ type Server struct {
 	results *resultstore.Store
 	signer  *urlsign.Signer
 	api     *api.Server
+	handler http.Handler // api behind authentication
 	pool    *worker.Pool
 	ln      net.Listener
 	adminLn net.Listener
@@ -271,6 +282,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	s.handler = withAuth(s.api, cfg.Auth, ac.ResultsPrefix, cfg.Logger)
 	return s, nil
 }
 
@@ -294,8 +306,8 @@ func (s *Server) Client() *arr.Client { return s.client }
 // Gatherer is the server's Prometheus registry: what /metrics serves.
 func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 
-// Handler is the HTTP api, for tests and embedding.
-func (s *Server) Handler() http.Handler { return s.api }
+// Handler is the HTTP api behind Config.Auth, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Listen binds the listen address and the admin address, if set; Addr and
 // AdminAddr then tell the bound addresses (useful with port 0). A worker
@@ -347,7 +359,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	handler := http.Handler(s.api)
+	handler := s.handler
 	if s.cfg.Role == RoleWorker {
 		handler = s.probes(s.cfg.AdminAddr == "", nil)
 	}
@@ -359,18 +371,24 @@ func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	for _, l := range []struct {
-		ln net.Listener
-		h  http.Handler
-	}{{s.ln, handler}, {s.adminLn, s.probes(true, s.cfg.AdminHandlers)}} {
+		ln  net.Listener
+		h   http.Handler
+		tls bool
+	}{{s.ln, handler, true}, {s.adminLn, s.probes(true, s.cfg.AdminHandlers), false}} {
 		if l.ln == nil { // a worker without a probe listener; no admin listener
 			continue
 		}
 		hs := newHTTP(l.h)
+		serve := func() error { return hs.Serve(l.ln) }
+		if l.tls && s.cfg.TLS != nil { // the admin listener stays plain HTTP
+			hs.TLSConfig = s.cfg.TLS.Clone()
+			serve = func() error { return hs.ServeTLS(l.ln, "", "") }
+		}
 		servers = append(servers, hs)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := hs.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arrhq/arr/urlsign"
 )
 
 // get fetches url with the process tests' client (no redirects).
@@ -59,6 +63,26 @@ func resultURL(t *testing.T, base, id string) (string, string) {
 	return u.String(), u.Query().Get("kid")
 }
 
+// mintURL signs a URL to the result key with the keyring of the data
+// directory data, as whoever steals that keyring could, expiring in ttl.
+func mintURL(t *testing.T, data, key string, ttl time.Duration) string {
+	t.Helper()
+	keys, err := urlsign.OpenFileKeys(filepath.Join(data, urlsign.DefaultKeyFileName), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := urlsign.NewHMAC(context.Background(), keys, urlsign.HMACOptions{Domain: urlsign.FileDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	u, err := h.SignedURL(context.Background(), key, time.Now().Add(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // `arr keys rotate` and `-revoke` on the keyring of a running arr serve:
 // URLs signed before a rotation keep working, new URLs use the new key
 // without a restart, and a revoked key's URLs are refused. The server
@@ -88,6 +112,13 @@ func TestKeysRotateWhileServing(t *testing.T) {
 	id := submitTo(t, base, "POST", "/v1/echo", "text/plain", "keep me")
 	waitOp(t, base, id, 10*time.Second, func(o opJSON) bool { return o.Status == "succeeded" })
 	old, oldKID := resultURL(t, base, id)
+	// A leaked keyring mints no URL beyond the configured lifetime (10m).
+	ou, _ := url.Parse(old)
+	for ttl, want := range map[time.Duration]int{7 * 24 * time.Hour: 403, time.Hour: 403, 5 * time.Minute: 200} {
+		if code, body, _ := fetch(t, base+mintURL(t, data, strings.TrimPrefix(ou.Path, "/blobs/"), ttl)); code != want {
+			t.Errorf("URL minted with the keyring for %v: %d %.200s, want %d", ttl, code, body, want)
+		}
+	}
 	if got := signingKID(t, keysRun(t, "list", "-data", data)); got != oldKID {
 		t.Fatalf("keys list: signing %s, the server signs with %s", got, oldKID)
 	}

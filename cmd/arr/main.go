@@ -125,6 +125,10 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var af authFlags
+	if role != server.RoleWorker {
+		af.register(fs)
+	}
 	debugAddr := fs.String("debug-addr", "", "deprecated: use -admin-addr, which serves pprof too; if set, serve only Go's pprof profiles on this address")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -141,6 +145,9 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	slog.SetDefault(logger) // the engines' own warnings (e.g. postgres's sslmode) go to the same log
 	if cfg.API.PublicURL == "" {
 		cfg.API.PublicURL = publicURLFromEnv(os.Getenv("WEBSITE_HOSTNAME"))
+	}
+	if err := applyAuthEnv(fs, os.Getenv); err != nil {
+		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -160,8 +167,25 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	}
 	if cfg.AdminAddr != "" {
 		cfg.AdminHandlers = map[string]http.Handler{"/debug/pprof/": debugMux()}
+		if !isLoopback(cfg.AdminAddr) {
+			logger.Warn("the admin listener is not on loopback and has no authentication: /metrics and pprof are open to whoever reaches it; keep it on a private network", "admin_addr", cfg.AdminAddr)
+		}
 	}
-	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes)
+	authCfg, tlsFiles, insecure, err := af.resolve(file, set)
+	if err != nil {
+		return err
+	}
+	if role != server.RoleWorker {
+		if err := checkExposure(cfg.Addr, authCfg, insecure); err != nil {
+			return err
+		}
+	}
+	creds, err := credentials(context.Background(), file, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg.API.Credentials = creds
+	rs, err := routes(file, *gateway, cfg.DataDir, cfg.Core.MaxResultBytes, creds)
 	if err != nil {
 		return err
 	}
@@ -172,6 +196,11 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if role != server.RoleWorker {
+		if err := setupAuth(ctx, &cfg, authCfg, tlsFiles, logger); err != nil {
+			return err
+		}
+	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -204,7 +233,11 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 		logger.Info("admin listener serving /metrics, /debug/pprof/, /healthz, /readyz", "admin_addr", "http://"+srv.AdminAddr())
 	}
 	if cfg.Addr != "" {
-		logger.Info("arr "+role.String()+" serving", "addr", "http://"+srv.Addr(), "data", cfg.DataDir)
+		scheme := "http://"
+		if cfg.TLS != nil {
+			scheme = "https://"
+		}
+		logger.Info("arr "+role.String()+" serving", "addr", scheme+srv.Addr(), "data", cfg.DataDir)
 	} else {
 		logger.Info("arr "+role.String()+" running", "data", cfg.DataDir)
 	}

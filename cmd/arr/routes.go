@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	arr "github.com/arrhq/arr"
@@ -11,6 +13,7 @@ import (
 	"github.com/arrhq/arr/handler/command"
 	"github.com/arrhq/arr/handler/forward"
 	"github.com/arrhq/arr/server"
+	"github.com/arrhq/arr/urlsign"
 	"github.com/arrhq/arr/worker"
 )
 
@@ -23,17 +26,20 @@ func execPIDDir(data string) string { return filepath.Join(data, "exec-groups") 
 // with the seed's routes given the file's defaults, and the gateway
 // upstream (gateway may be ""): a "* /" route that forwards every request
 // no other route takes.
-func routes(f *config.File, gateway, data string, maxResult int64) ([]server.Route, error) {
+func routes(f *config.File, gateway, data string, maxResult int64, creds *arr.Credentials) ([]server.Route, error) {
 	var out []server.Route
 	if f != nil {
 		for i := range f.Routes {
 			r := &f.Routes[i]
-			h, err := handlerFor(r, data, maxResult)
+			h, err := handlerFor(r, data, maxResult, creds)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: route %s: %w", f.Path, r.Line, r.Name, err)
 			}
-			sr := withSettings(server.Route{Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes},
-				f.Effective(r))
+			sr := withSettings(server.Route{Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes,
+				Callers: r.Callers, DropHeaders: r.DropHeaders}, f.Effective(r))
+			if r.Forward != nil {
+				sr.ForwardCredentials = r.Forward.Credentials
+			}
 			if r.HasSchema() {
 				sr.Validate = r.Validate
 			}
@@ -81,7 +87,7 @@ func withSettings(r server.Route, s config.RouteSettings) server.Route {
 // handlerFor builds the handler a config route names.
 // An exec command's stdout is bounded by the result limit, so that a
 // runaway one is stopped before it fills the spool's disk.
-func handlerFor(r *config.Route, data string, maxResult int64) (worker.Handler, error) {
+func handlerFor(r *config.Route, data string, maxResult int64, creds *arr.Credentials) (worker.Handler, error) {
 	switch r.Handler {
 	case config.HandlerEcho:
 		return worker.Echo, nil
@@ -93,12 +99,35 @@ func handlerFor(r *config.Route, data string, maxResult int64) (worker.Handler, 
 				hdr.Set(k, v)
 			}
 		}
-		return forward.New(forward.Config{URL: r.Forward.URL, Header: hdr})
+		return forward.New(forward.Config{URL: r.Forward.URL, Header: hdr, Credentials: creds, KeepSetCookie: r.Forward.KeepSetCookie})
 	case config.HandlerExec:
 		e := r.Exec
-		return command.New(command.Config{Command: e.Command, Dir: e.Dir, Env: e.Env, ContentType: e.ContentType,
+		return command.New(command.Config{Command: e.Command, Dir: e.Dir, Env: e.Env, PassEnv: e.PassEnv, ContentType: e.ContentType,
 			KillGrace: e.KillGrace.Std(), PermanentExitCodes: e.PermanentExitCodes, PIDDir: execPIDDir(data),
 			MaxStdout: maxResult})
 	}
 	return nil, fmt.Errorf("no handler %q in this program", r.Handler)
+}
+
+// credentialKeysFile is the keyring of the key that encrypts the
+// credentials routes keep (config.Forward.Credentials), in the data
+// directory.
+const credentialKeysFile = "credential-keys.json"
+
+// credentials returns the Credentials of the data directory's keyring,
+// loaded (created on first start), when a route of f keeps credentials;
+// nil otherwise.
+func credentials(ctx context.Context, f *config.File, data string) (*arr.Credentials, error) {
+	if f == nil || !slices.ContainsFunc(f.Routes, func(r config.Route) bool { return r.Forward != nil && len(r.Forward.Credentials) > 0 }) {
+		return nil, nil
+	}
+	keys, err := urlsign.OpenFileKeys(filepath.Join(data, credentialKeysFile), "")
+	if err != nil {
+		return nil, err
+	}
+	c := arr.NewCredentials(keys)
+	if err := c.Load(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
 }

@@ -3,8 +3,12 @@
 //
 // # Environment
 //
-// The command gets arr's own environment, then Config.Env, then these
-// variables (which Config.Env cannot override):
+// The command does not get arr's environment, which may hold arr's own
+// secrets (a database password, cloud credentials): it gets PATH, HOME,
+// LANG and TZ from it (those set; on Windows also SYSTEMROOT, COMSPEC,
+// PATHEXT, TEMP and TMP, without which few programs run), the variables
+// Config.PassEnv names (those set), then Config.Env, then these variables
+// (which Config.PassEnv and Config.Env cannot override):
 //
 //	ARR_OPERATION_ID      the operation id
 //	ARR_ROUTE             the route's name
@@ -12,16 +16,19 @@
 //	ARR_REQUEST_METHOD    the client's request method
 //	ARR_REQUEST_PATH      the client's request path (decoded)
 //	ARR_REQUEST_QUERY     the client's raw query string, without "?"
-//	ARR_HEADER_<NAME>     each request header; NAME is the header's name
-//	                      upper-cased with every character that is not a
-//	                      letter or digit turned into "_" (X-Custom becomes
-//	                      ARR_HEADER_X_CUSTOM); several values are joined
-//	                      with ", "
+//	ARR_HEADER_<NAME>     each stored request header (see arr.StoredHeaders:
+//	                      never Authorization, Cookie or another credential);
+//	                      NAME is the header's name upper-cased with "-"
+//	                      turned into "_" (X-Custom becomes
+//	                      ARR_HEADER_X_CUSTOM); a header whose name has
+//	                      anything but ASCII letters, digits and "-" is left
+//	                      out, so X_Custom never passes for X-Custom; the
+//	                      values of a header are joined with ", " in the
+//	                      order they were received
 //	ARR_PROGRESS_PREFIX   "arr:progress", the prefix of progress lines
 //	ARR_EXEC_DIR          with Config.PIDDir: that directory (see Reap)
 //
-// ARR_HEADER_* variables that arr itself inherited are not passed on, so that
-// every ARR_HEADER_* the command sees came with the request.
+// Every ARR_HEADER_* the command sees came with the request.
 //
 // # Result and failure
 //
@@ -92,6 +99,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/worker"
 )
@@ -137,9 +145,12 @@ type Config struct {
 	Command []string
 	// Dir is the command's working directory. Default: arr's.
 	Dir string
-	// Env holds extra environment variables, added to arr's own
-	// environment and before the ARR_* variables (which they cannot
-	// override: New rejects those names).
+	// PassEnv names variables of arr's environment the command gets too
+	// (when set), beside PATH, HOME, LANG and TZ. Default: none.
+	PassEnv []string
+	// Env holds extra environment variables, added after PassEnv's and
+	// before the ARR_* variables (which they cannot override: New rejects
+	// those names).
 	Env map[string]string
 	// ContentType is the content type of the result (the command's
 	// stdout). Default application/octet-stream.
@@ -177,13 +188,13 @@ type Config struct {
 
 type handler struct {
 	cfg       Config
-	env       []string // arr's environment (less ARR_HEADER_*) and cfg.Env
+	env       []string // the base variables, PassEnv's and cfg.Env
 	permanent map[int]bool
 }
 
 // New checks cfg, fills in its defaults and returns the exec handler. It
 // fails when Command is empty, KillGrace or StderrTail is negative, an Env
-// name is malformed or reserved, Dir or TempDir is not a directory, or
+// or PassEnv name is malformed or reserved, Dir or TempDir is not a directory, or
 // PIDDir cannot be created. arr's environment is read once, here.
 //
 // The handler's Process runs the command once per call and returns only
@@ -244,9 +255,17 @@ func New(cfg Config) (worker.Handler, error) {
 	for _, c := range cfg.PermanentExitCodes {
 		h.permanent[c] = true
 	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ARR_HEADER_") && !strings.HasPrefix(kv, markerVar+"=") {
-			h.env = append(h.env, kv)
+	passed := map[string]bool{}
+	for _, k := range append(baseEnv(), cfg.PassEnv...) {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, fmt.Errorf("command: PassEnv: malformed variable %q", k)
+		}
+		if reserved(k) {
+			return nil, fmt.Errorf("command: PassEnv: %s is set by the handler", k)
+		}
+		if v, ok := os.LookupEnv(k); ok && !passed[k] {
+			passed[k] = true
+			h.env = append(h.env, k+"="+v)
 		}
 	}
 	if cfg.PIDDir != "" {
@@ -269,6 +288,14 @@ func New(cfg Config) (worker.Handler, error) {
 		h.env = append(h.env, k+"="+cfg.Env[k])
 	}
 	return h, nil
+}
+
+// baseEnv is what every command gets of arr's environment.
+func baseEnv() []string {
+	if runtime.GOOS == "windows" {
+		return []string{"PATH", "HOME", "LANG", "TZ", "SYSTEMROOT", "COMSPEC", "PATHEXT", "TEMP", "TMP"}
+	}
+	return []string{"PATH", "HOME", "LANG", "TZ"}
 }
 
 func reserved(name string) bool {
@@ -299,14 +326,23 @@ func (h *handler) environ(t *worker.Task) []string {
 	set("ARR_REQUEST_METHOD", r.Method)
 	set("ARR_REQUEST_PATH", r.Path)
 	set("ARR_REQUEST_QUERY", r.RawQuery)
-	headers := make(map[string][]string)
-	for name, vs := range r.Header {
-		k := "ARR_HEADER_" + envName(name)
-		headers[k] = append(headers[k], vs...)
+	// Names in sorted order, so that two names of one variable (X-Custom
+	// and x-custom, from a Go caller) join in a fixed order.
+	names := make([]string, 0, len(r.Header))
+	for name := range r.Header {
+		if arr.ValidHeaderName(name) {
+			names = append(names, name)
+		}
 	}
-	keys := make([]string, 0, len(headers))
-	for k := range headers {
-		keys = append(keys, k)
+	sort.Strings(names)
+	headers := make(map[string][]string)
+	var keys []string
+	for _, name := range names {
+		k := "ARR_HEADER_" + envName(name)
+		if _, ok := headers[k]; !ok {
+			keys = append(keys, k)
+		}
+		headers[k] = append(headers[k], r.Header[name]...)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {

@@ -19,10 +19,13 @@
 //	                              delayed by the response's Retry-After (<= 1h)
 //	other 4xx                     permanent failure: ProblemUpstreamRejected with
 //	                              the upstream's status
-//	connection, TLS, I/O error    retryable failure: urn:arr:problem:upstream-unreachable (502)
+//	connection, TLS, I/O error    retryable failure: urn:arr:problem:upstream-unreachable (502),
+//	                              whose detail names no host or address (the error
+//	                              itself goes to Config.Logger)
 //	ctx done (cancel, timeout,    error that errors.Is context.Canceled or
 //	shutdown)                     context.DeadlineExceeded, as the context says
 //	request cannot be built       permanent failure (bad stored method, say)
+//	sealed credentials unreadable permanent failure: urn:arr:problem:credentials-unreadable (500)
 //
 // Headers sent upstream: the stored request's headers minus the hop-by-hop
 // ones (Connection, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
@@ -32,9 +35,17 @@
 // X-Forwarded-For (the client's IP appended to any existing value),
 // X-Forwarded-Host, X-Forwarded-Proto, X-Arr-Operation-Id and X-Arr-Attempt;
 // plus Config.Header, which is applied last and so overrides them all.
-// Idempotency-Key is kept: with at-least-once delivery the upstream may see
+// The credentials the route keeps (arr.Route.ForwardCredentials), stored
+// sealed, are opened with Config.Credentials just before the request is
+// sent, and sent as the client sent them (Config.Header still overrides
+// them). Idempotency-Key is kept: with at-least-once delivery the upstream may see
 // the same request more than once, and the key lets it notice. When the
 // client sent no User-Agent, none is sent (not Go's default).
+//
+// Headers of the result: the upstream's end-to-end headers, less
+// Content-Length and, unless Config.KeepSetCookie, Set-Cookie and
+// Set-Cookie2: a session the upstream opened would otherwise be shown to
+// whoever may read the operation.
 //
 // The problem of an upstream failure carries the extensions upstreamStatus
 // (the upstream's status code) and, when the response had one,
@@ -54,6 +65,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -64,6 +76,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/worker"
 )
@@ -79,6 +92,10 @@ const (
 	// ProblemUpstreamRejected is the type of the problem for an upstream's
 	// 4xx answer other than 429: the upstream's status, permanent.
 	ProblemUpstreamRejected = "urn:arr:problem:upstream-rejected"
+	// ProblemCredentialsUnreadable: the operation's sealed credentials
+	// could not be opened (tampered with, their key removed from the
+	// keyring, or no Config.Credentials); permanent, status 500.
+	ProblemCredentialsUnreadable = "urn:arr:problem:credentials-unreadable"
 )
 
 // DefaultMaxErrorBody is Config.MaxErrorBody's default: 64 KiB.
@@ -110,6 +127,16 @@ type Config struct {
 	// handler adds (X-Forwarded-*, X-Arr-*). Default: none.
 	// Hop-by-hop headers, Host and Content-Length are rejected.
 	Header http.Header
+	// Credentials opens the credentials the route keeps sealed
+	// (arr.Route.ForwardCredentials). Required for such a route: without
+	// it their operations fail (ProblemCredentialsUnreadable).
+	Credentials *arr.Credentials
+	// KeepSetCookie keeps the upstream's Set-Cookie headers in the
+	// result. Default false: they are dropped.
+	KeepSetCookie bool
+	// Logger receives the errors of unreachable upstreams, which the
+	// operation's problem does not show. Default slog.Default().
+	Logger *slog.Logger
 }
 
 // New returns a handler that forwards each operation's request to cfg.URL.
@@ -171,14 +198,21 @@ func New(cfg Config) (worker.Handler, error) {
 			},
 		}
 	}
-	return &handler{base: base, client: client, maxErrorBody: cfg.MaxErrorBody, header: cfg.Header.Clone()}, nil
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &handler{base: base, client: client, maxErrorBody: cfg.MaxErrorBody, header: cfg.Header.Clone(),
+		creds: cfg.Credentials, keepSetCookie: cfg.KeepSetCookie, log: cfg.Logger}, nil
 }
 
 type handler struct {
-	base         *url.URL
-	client       *http.Client
-	maxErrorBody int
-	header       http.Header
+	base          *url.URL
+	client        *http.Client
+	maxErrorBody  int
+	header        http.Header
+	creds         *arr.Credentials
+	keepSetCookie bool
+	log           *slog.Logger
 }
 
 // Process forwards t.Request upstream; see the package documentation for
@@ -188,7 +222,11 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, _ worker.Progress
 	if t == nil || t.Request == nil {
 		return nil, worker.Permanent(errors.New("forward: the task has no request"))
 	}
-	req, err := h.newRequest(ctx, t)
+	creds, err := h.credentials(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	req, err := h.newRequest(ctx, t, creds)
 	if err != nil {
 		return nil, worker.Permanent(fmt.Errorf("forward: %w", err))
 	}
@@ -197,8 +235,11 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, _ worker.Progress
 		if ctx.Err() != nil {
 			return nil, aborted(ctx)
 		}
+		// The error names the upstream's host and address, which are
+		// the operator's business: it goes to the log, not to clients.
+		h.log.Warn("forward: the upstream could not be reached", "operation", t.ID, "attempt", t.Attempt, "error", err)
 		return nil, &operation.Problem{Type: ProblemUpstreamUnreachable, Title: "Upstream unreachable", Status: http.StatusBadGateway,
-			Detail: "upstream unreachable: " + err.Error()}
+			Detail: "the upstream could not be reached"}
 	}
 	code := resp.StatusCode
 	if code < 400 {
@@ -209,6 +250,10 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, _ worker.Progress
 		hdr := resp.Header.Clone()
 		removeHopByHop(hdr)
 		hdr.Del("Content-Length")
+		if !h.keepSetCookie {
+			hdr.Del("Set-Cookie")
+			hdr.Del("Set-Cookie2")
+		}
 		return &worker.Result{
 			StatusCode:  code,
 			Header:      hdr,
@@ -219,8 +264,33 @@ func (h *handler) Process(ctx context.Context, t *worker.Task, _ worker.Progress
 	return nil, h.failure(ctx, resp)
 }
 
-// newRequest builds the upstream request from the stored one.
-func (h *handler) newRequest(ctx context.Context, t *worker.Task) (*http.Request, error) {
+// credentials opens the task's sealed credentials, if it has any.
+func (h *handler) credentials(ctx context.Context, t *worker.Task) (http.Header, error) {
+	sealed := t.Request.Header.Get(arr.SealedHeader)
+	if sealed == "" {
+		return nil, nil
+	}
+	unreadable := func(detail string) error {
+		return worker.Permanent(&operation.Problem{Type: ProblemCredentialsUnreadable, Title: "Stored credentials unreadable",
+			Status: http.StatusInternalServerError, Detail: detail})
+	}
+	if h.creds == nil {
+		return nil, unreadable("the operation's credentials are stored sealed, and this forward handler has no key to open them")
+	}
+	creds, err := h.creds.Open(ctx, t.ID, sealed)
+	switch {
+	case errors.Is(err, arr.ErrCredentials):
+		h.log.Warn("forward: sealed credentials unreadable", "operation", t.ID, "error", err)
+		return nil, unreadable("the operation's stored credentials cannot be decrypted (tampered with, or their key is gone); submit the request again")
+	case err != nil:
+		return nil, fmt.Errorf("forward: %w", err) // the keyring's: retried
+	}
+	return creds, nil
+}
+
+// newRequest builds the upstream request from the stored one and the
+// opened credentials.
+func (h *handler) newRequest(ctx context.Context, t *worker.Task, creds http.Header) (*http.Request, error) {
 	in := t.Request
 	method := in.Method
 	if method == "" {
@@ -241,6 +311,10 @@ func (h *handler) newRequest(ctx context.Context, t *worker.Task) (*http.Request
 		hdr = http.Header{}
 	}
 	removeHopByHop(hdr)
+	delete(hdr, arr.SealedHeader)
+	for k, v := range creds {
+		hdr[http.CanonicalHeaderKey(k)] = append([]string(nil), v...)
+	}
 	// Accept-Encoding is left to the transport, which asks for gzip and
 	// decompresses: the stored result is the plain bytes, which the
 	// result URL serves without a Content-Encoding.

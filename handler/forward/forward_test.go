@@ -576,7 +576,7 @@ func TestClosedPortIsRetryable(t *testing.T) {
 	if err == nil || worker.IsPermanent(err) {
 		t.Fatalf("error %v, want a retryable one", err)
 	}
-	if !strings.Contains(err.Error(), "upstream unreachable: ") {
+	if !strings.Contains(err.Error(), "the upstream could not be reached") {
 		t.Errorf("error %q", err)
 	}
 	if _, ok := worker.RetryDelay(err); ok {

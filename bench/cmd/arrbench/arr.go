@@ -155,6 +155,7 @@ func (a *arrLib) Stop() error {
 // are.
 type arrHTTP struct {
 	extra []string // more arr serve arguments (-arr-args)
+	auth  bool     // serve with -api-keys and send a key with every request
 	bin   string
 	dir   string
 	conns int
@@ -197,7 +198,17 @@ func mainModuleDir() (string, error) {
 
 func newArrHTTP(conns int) *arrHTTP { return &arrHTTP{conns: conns} }
 
-func (a *arrHTTP) Name() string { return "arr serve (HTTP, embedded)" }
+func (a *arrHTTP) Name() string {
+	if a.auth {
+		return "arr serve (HTTP, embedded, API keys)"
+	}
+	return "arr serve (HTTP, embedded)"
+}
+
+// benchKey is the API key of arr-http-auth: 32 random-looking bytes in
+// hex, as a generated key would be.
+const benchKey = "4f6b1d2c9e8a7b3f5d0c1e2a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c"
+
 func (a *arrHTTP) Durability() string {
 	return "Pebble WAL fdatasync'd (group commit) before the 202; results in the same WAL"
 }
@@ -215,11 +226,23 @@ func (a *arrHTTP) Start(ctx context.Context, workers int) error {
 		w = "-1"
 	}
 	args := append([]string{"serve", "-addr", "{addr}", "-data", a.dir, "-workers", w, "-log-level", "warn"}, a.extra...)
+	if a.auth {
+		// Three keys, as a small team would have; the benchmark's is
+		// the last one, so a lookup cannot stop at the first line.
+		keys := filepath.Join(a.dir, "api-keys")
+		if err := os.WriteFile(keys, []byte("ops:"+strings.Repeat("a", 64)+" role=admin\nbatch:"+strings.Repeat("b", 64)+"\nbench:"+benchKey+"\n"), 0o600); err != nil {
+			return err
+		}
+		args = append(args, "-api-keys", keys)
+	}
 	a.c, err = startChild(ctx, a.bin, "/readyz", args...)
 	if err != nil {
 		return err
 	}
 	a.hc, a.fc = newHTTPClient(a.conns), newFastClient(a.c.addr, a.conns)
+	if a.auth {
+		a.hc, a.fc.auth = withAuth(a.hc, "Bearer "+benchKey), "Bearer "+benchKey
+	}
 	return nil
 }
 

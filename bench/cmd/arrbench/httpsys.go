@@ -31,6 +31,21 @@ func newHTTPClient(conns int) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 2 * time.Minute}
 }
 
+// withAuth makes c send the Authorization header auth on every request.
+func withAuth(c *http.Client, auth string) *http.Client {
+	next := c.Transport
+	c.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", auth)
+		return next.RoundTrip(r)
+	})
+	return c
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // postJSON posts body and returns the response's status and Location; the
 // body is read and discarded so the connection is reused.
 func postJSON(ctx context.Context, c *http.Client, url string, body []byte, hdr ...string) (int, string, []byte, error) {
@@ -142,10 +157,13 @@ func selfExe() string {
 // fastClient is the load generator of the HTTP systems' submit and status
 // requests: fasthttp's client costs a fraction of net/http's CPU, which
 // matters when the client shares the machine's two cores with the server.
-type fastClient struct{ hc *fasthttp.HostClient }
+type fastClient struct {
+	hc   *fasthttp.HostClient
+	auth string // the Authorization header of every request, if not empty
+}
 
 func newFastClient(addr string, conns int) *fastClient {
-	return &fastClient{&fasthttp.HostClient{Addr: addr, MaxConns: conns,
+	return &fastClient{hc: &fasthttp.HostClient{Addr: addr, MaxConns: conns,
 		ReadTimeout: 2 * time.Minute, WriteTimeout: time.Minute, MaxIdleConnDuration: time.Minute}}
 }
 
@@ -158,6 +176,9 @@ func (f *fastClient) post(path string, body []byte) (int, string, []byte, error)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.SetBodyRaw(body)
+	if f.auth != "" {
+		req.Header.Set("Authorization", f.auth)
+	}
 	if err := f.hc.Do(req, resp); err != nil {
 		return 0, "", nil, err
 	}
@@ -175,6 +196,9 @@ func (f *fastClient) get(url string) error {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
+	if f.auth != "" {
+		req.Header.Set("Authorization", f.auth)
+	}
 	if err := f.hc.Do(req, resp); err != nil {
 		return err
 	}

@@ -125,9 +125,9 @@ func newSystem(name string, cfg config) (System, error) {
 	switch name {
 	case "bare", "durable":
 		return newBaseline(name, cfg.clients), nil
-	case "arr-http":
+	case "arr-http", "arr-http-auth":
 		a := newArrHTTP(cfg.clients)
-		a.extra = cfg.arrArgs
+		a.extra, a.auth = cfg.arrArgs, name == "arr-http-auth"
 		return a, nil
 	case "arr-lib":
 		return newArrLib(), nil

@@ -193,6 +193,8 @@ func (r *report) writeTargets(w io.Writer) {
 		}
 	}
 	add("W4 over HTTP ≥ 0.7× bare", "w4", "arr-http", "bare", 0.7)
+	add("W1 with API keys ≥ 0.9× without", "w1", "arr-http-auth", "arr-http", 0.9)
+	add("W4 with API keys ≥ 0.9× without", "w4", "arr-http-auth", "arr-http", 0.9)
 	if x := r.w5; x != nil {
 		ts = append(ts, target{fmt.Sprintf("W5 %d pending: RSS ≤ 256 MiB, ready ≤ 5 s", x.n),
 			fmt.Sprintf("%.0f MiB peak, %v", float64(x.rssPeak)/(1<<20), x.ready.Round(time.Millisecond)),
