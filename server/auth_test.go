@@ -2,89 +2,30 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/arrhq/arr/auth"
+	"github.com/arrhq/arr/internal/testcert"
 )
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue makes a leaf certificate: a server's for 127.0.0.1, or a
-// client's with cn and uris.
-func (ca *testCA) issue(t *testing.T, server bool, cn string, uris ...string) (certPEM, keyPEM []byte) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	for _, u := range uris {
-		pu, _ := url.Parse(u)
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func write(t *testing.T, dir, name string, b []byte) string {
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // arr serves HTTPS, authenticates verified client certificates and API
 // keys, refuses a certificate of another CA at the handshake, and serves
 // the probes and a signed result URL to a client with no credentials.
 func TestServeTLSClientCertsAndKeys(t *testing.T) {
 	dir := t.TempDir()
-	ca, rogue := newCA(t, "arr test CA"), newCA(t, "rogue CA")
-	srvCert, srvKey := ca.issue(t, true, "arr")
-	tlsCfg, err := auth.ServerTLS(write(t, dir, "srv.pem", srvCert), write(t, dir, "srv.key", srvKey), write(t, dir, "ca.pem", ca.pem))
+	ca, rogue := testcert.NewCA(t, "arr test CA"), testcert.NewCA(t, "rogue CA")
+	srvCert, srvKey := ca.Issue(t, true, "arr")
+	tlsCfg, err := auth.ServerTLS(testcert.Write(t, dir, "srv.pem", srvCert), testcert.Write(t, dir, "srv.key", srvKey), testcert.Write(t, dir, "ca.PEM", ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,11 +46,11 @@ func TestServeTLSClientCertsAndKeys(t *testing.T) {
 	base := "https://" + s.Addr()
 
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.pem)
-	client := func(c *testCA, cn string, uris ...string) *http.Client {
+	roots.AppendCertsFromPEM(ca.PEM)
+	client := func(c *testcert.CA, cn string, uris ...string) *http.Client {
 		tc := &tls.Config{RootCAs: roots}
 		if c != nil {
-			cp, kp := c.issue(t, false, cn, uris...)
+			cp, kp := c.Issue(t, false, cn, uris...)
 			pair, err := tls.X509KeyPair(cp, kp)
 			if err != nil {
 				t.Fatal(err)
