@@ -136,9 +136,12 @@
 // ephemeral ordered consumer) and then reads operations after the cursor
 // until the page is full, filtering statuses as it reads: O(operations)
 // per call, plus O(skipped) reads with a status filter. List with an owner
-// lists only that owner's index entries (the server filters the subjects
-// w.<owner>.>) and reads their operations: O(the owner's operations),
-// whatever the number of other owners' operations. DeleteExpired
+// asks the stream leader for the subjects under w.<owner>.> (stream info
+// with a subject filter: no consumer, no message read) and reads those
+// operations: O(the owner's operations). nats-server 2.10 and later find
+// the subjects in a subject tree, so the cost does not depend on other
+// owners' operations; 2.9 walks its in-memory map of every subject (it
+// reads no message, but the walk grows with the store). DeleteExpired
 // lists the expiry index (names only) and reads only candidates whose
 // time has passed. There is no status index yet.
 //

@@ -534,6 +534,22 @@ func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
 	return out, nil
 }
 
+// subjectKeys lists the keys under prefix that hold a message, from the
+// stream's subject state (one request to the stream leader; no consumer):
+// for keys that are purged, never deleted with a marker, these are the
+// live ones.
+func (s *Store) subjectKeys(ctx context.Context, prefix string) ([]string, error) {
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.subjPre+prefix+">"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		out = append(out, strings.TrimPrefix(subj, s.subjPre))
+	}
+	return out, nil
+}
+
 // List: see driver.Store. It lists the operation keys (names only), sorts
 // them, and reads operations after the cursor until the page is full.
 func (s *Store) List(ctx context.Context, opts driver.ListOptions) ([]*operation.Operation, string, error) {
@@ -582,14 +598,14 @@ func (s *Store) List(ctx context.Context, opts driver.ListOptions) ([]*operation
 }
 
 // listOwner is List with an owner: it lists the owner's index entries
-// (key names only, filtered by the server on the owner's subject prefix,
-// so other owners' operations cost nothing), sorts them, and reads the
+// (key names only, from the stream's subject state filtered on the
+// owner's subject prefix; see subjectKeys), sorts them, and reads the
 // operations after the cursor until the page and one more are found. An
 // entry whose operation is missing or has another owner (a Create that
 // failed after writing its entry) is skipped.
 func (s *Store) listOwner(ctx context.Context, opts driver.ListOptions) ([]*operation.Operation, string, error) {
 	prefix := kOwner + token(opts.Owner) + "."
-	keys, err := s.keys(ctx, prefix)
+	keys, err := s.subjectKeys(ctx, prefix)
 	if err != nil {
 		return nil, "", err
 	}
