@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/arrhq/arr/operation"
+	opdriver "github.com/arrhq/arr/opstore/driver"
 	"github.com/arrhq/arr/opstore/opstoretest"
 	qdriver "github.com/arrhq/arr/queue/driver"
 )
@@ -269,4 +270,14 @@ func BenchmarkEnqueueToWaitingReceivers(b *testing.B) {
 	<-done
 	b.StopTimer()
 	e.report(b, f0)
+}
+
+// BenchmarkListOwner: a page of one owner's operations among 100 and
+// 10,000 of other owners' (see opstoretest.BenchmarkListOwner).
+func BenchmarkListOwner(b *testing.B) {
+	opstoretest.BenchmarkListOwner(b, func(b *testing.B) opdriver.Store {
+		db := openT(b, b.TempDir(), Options{})
+		b.Cleanup(func() { db.Close() })
+		return db.Store()
+	})
 }

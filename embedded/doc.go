@@ -44,8 +44,10 @@
 //
 //	!format                      layout version ("1")
 //	o<id>                        operation: 0x02 + the binary record of
-//	                             encodeOp (see below); 0x01 + JSON of
-//	                             operation.Operation is still read
+//	                             encodeOp (see below), or 0x03 + the same
+//	                             with owner and tenant when either is set;
+//	                             0x01 + JSON of operation.Operation is still
+//	                             read
 //	r<id>                        request: 0x02, uvarint-prefixed method, path,
 //	                             query, host, remote address, one byte TLS
 //	                             (0/1), headers (count, then name + values),
@@ -55,6 +57,10 @@
 //	                             is still read
 //	k<idempotency key>           id of the operation holding the key
 //	s<status>\x00<id>            (empty) status index, for List's filters
+//	w<len><owner><id>            (empty) owner index, for List's owner
+//	                             filter: the owner's length (uvarint), its
+//	                             bytes, the id; written with the operation,
+//	                             deleted with it
 //	x<expiresAt><id>             (empty) expiry index, for DeleteExpired
 //	g<id>                        tombstone of a deleted operation: the time
 //	                             (8 bytes) until which Get answers ErrGone
@@ -92,9 +98,10 @@
 // the highest operation and message keys bound which new ids need an
 // existence read at all (see ceiling).
 //
-// List without a filter walks o<…> from the cursor; with a filter it merges
-// one walk of s<status>\x00<…> per status, reading the records from the same
-// snapshot. DeleteExpired walks x<…> up to now.
+// List without a filter walks o<…> from the cursor; with a status filter it
+// merges one walk of s<status>\x00<…> per status; with an owner it walks
+// that owner's w<…> entries (and checks the status of each, when both are
+// given); it reads the records from the same snapshot. DeleteExpired walks x<…> up to now.
 //
 // # Tombstones
 //

@@ -1089,7 +1089,12 @@ func TestOpRecordEncoding(t *testing.T) {
 	onlyTomb := &operation.Operation{ID: "t", Status: operation.Succeeded, TombstoneUntil: now}
 	onlyHist := &operation.Operation{ID: "h", Status: operation.Running, History: []operation.Attempt{{Number: 1, Outcome: operation.OutcomeFailed}}}
 	onlyStatus := &operation.Operation{ID: "s", Status: operation.Succeeded, Result: &operation.Result{Key: "k", StatusCode: 204}}
-	for _, op := range []*operation.Operation{full, withExt, onlyTomb, onlyHist, onlyStatus, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
+	// Owner and tenant (a v3 record), each alone too.
+	owned := withExt.Clone()
+	owned.Owner, owned.Tenant = "alice\x00é", "tenant-a"
+	onlyOwner := &operation.Operation{ID: "o", Status: operation.Pending, Owner: "bob"}
+	onlyTenant := &operation.Operation{ID: "n", Status: operation.Pending, Tenant: "t"}
+	for _, op := range []*operation.Operation{full, withExt, onlyTomb, onlyHist, onlyStatus, owned, onlyOwner, onlyTenant, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
 		rec, err := encodeOp(op)
 		if err != nil {
 			t.Fatal(err)
@@ -1133,6 +1138,19 @@ func TestOpRecordEncoding(t *testing.T) {
 	}
 	if j := rec2[len(rec)+1:]; int(rec2[len(rec)]) != len(j) || string(j) != `{"failures":1}` {
 		t.Fatalf("ext part = %q (length %d), want {\"failures\":1}", j, rec2[len(rec)])
+	}
+	// With an owner: a v3 record, the v2 one with owner and tenant after
+	// the request hash.
+	own := old.Clone()
+	own.Owner = "alice"
+	rec3, err := encodeOp(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashEnd := bytes.Index(rec, []byte("\x03abc")) + 4
+	want3 := append(append(append([]byte{opRecordV3}, rec[1:hashEnd]...), "\x05alice\x00"...), rec[hashEnd:]...)
+	if !bytes.Equal(rec3, want3) {
+		t.Fatalf("record with an owner:\n%x\nwant\n%x", rec3, want3)
 	}
 	// A corrupt ext part is refused.
 	bad := append(bytes.Clone(rec2[:len(rec)]), 2, '{', '[')
@@ -1248,5 +1266,55 @@ func TestTombstoneKeys(t *testing.T) {
 	case <-ch:
 	case <-time.After(2 * time.Second):
 		t.Fatal("the purge of a tombstone did not wake its watcher")
+	}
+}
+
+// The owner index holds one entry per stored operation with an owner:
+// Create writes it, updates leave it, DeleteExpired deletes it.
+func TestOwnerIndexEntries(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	s := opstore.New(db.Store())
+	defer s.Close()
+	count := func() int {
+		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{pOwner}, UpperBound: []byte{pOwner + 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		n := 0
+		for ok := it.First(); ok; ok = it.Next() {
+			n++
+		}
+		return n
+	}
+	t0 := time.Now()
+	var ids []string
+	for i := range 12 {
+		op := &operation.Operation{ID: opstoretest.NewID(), Status: operation.Pending, Owner: []string{"alice", "bob", ""}[i%3]}
+		if i%2 == 0 {
+			op.ExpiresAt = t0.Add(-time.Minute)
+		}
+		if _, _, err := s.Create(ctx, op, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, op.ID)
+	}
+	if n := count(); n != 8 {
+		t.Fatalf("%d owner index entries, want 8 (the operations with an owner)", n)
+	}
+	for _, id := range ids {
+		if _, err := s.Transition(ctx, id, func(o *operation.Operation) error { o.Owner = "mallory"; o.Status = operation.Running; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(); n != 8 {
+		t.Fatalf("after updates, %d owner index entries, want 8", n)
+	}
+	if ops, err := s.DeleteExpired(ctx, t0, 100); err != nil || len(ops) != 6 {
+		t.Fatalf("DeleteExpired = %d, %v; want 6", len(ops), err)
+	}
+	if n := count(); n != 4 {
+		t.Fatalf("after DeleteExpired, %d owner index entries, want 4", n)
 	}
 }

@@ -26,6 +26,7 @@ const (
 	pResult = 'b' // b<result key>           → result attributes and bytes
 	pGone   = 'g' // g<id>                   → tombstone: until BE64
 	pGoneAt = 't' // t<until BE64><id>       → (empty) tombstone index by time
+	pOwner  = 'w' // w<len><owner><id>       → (empty) owner index, for List
 )
 
 // formatVersion is the on-disk layout version, stored at metaFormatKey.
@@ -36,7 +37,8 @@ var metaFormatKey = []byte("!format")
 // record versions: the first byte of every value that has one.
 const (
 	opRecordV1   = 1 // then the operation as JSON (still read)
-	opRecordV2   = 2 // the binary record of encodeOp
+	opRecordV2   = 2 // the binary record of encodeOp (still read)
+	opRecordV3   = 3 // v2 plus owner and tenant (written when either is set)
 	reqRecordV1  = 1 // method, path, query, headers, body (still read)
 	reqRecordV2  = 2 // v1 plus host, remote address and TLS
 	qEntryV1     = 1
@@ -69,6 +71,20 @@ func statusPrefix(st operation.Status) []byte {
 
 func statusKey(st operation.Status, id string) []byte {
 	return append(statusPrefix(st), id...)
+}
+
+// ownerPrefix is the prefix of the owner index entries of one owner: the
+// owner's length (uvarint) before its bytes, so that no owner's prefix is
+// another's, whatever bytes owners hold.
+func ownerPrefix(owner string) []byte {
+	k := make([]byte, 0, 1+binary.MaxVarintLen64+len(owner))
+	k = append(k, pOwner)
+	k = binary.AppendUvarint(k, uint64(len(owner)))
+	return append(k, owner...)
+}
+
+func ownerKey(owner, id string) []byte {
+	return append(ownerPrefix(owner), id...)
 }
 
 // nanos maps t to the uint64 order-preserving form used in keys: Unix
@@ -122,12 +138,18 @@ func prefixEnd(p []byte) []byte {
 
 // ---- operation records ----
 
-// encodeOp writes a v2 record:
+// encodeOp writes a v2 record, or a v3 one when op has an owner or a
+// tenant:
 //
 //	0x02 | id | route | status | flags | createdAt | updatedAt |
 //	percent | message | attempts | [error] | [result] | idempotencyKey |
 //	requestHash | [expiresAt] | [tombstoneUntil] | [attemptStartedAt] |
 //	nMeta { key | value } | version | [ext]
+//
+//	0x03 | the same, with owner | tenant after requestHash
+//
+// (so that a store whose operations have neither is byte for byte what it
+// was before owners, and readable by the builds before them).
 //
 // Strings are uvarint-length-prefixed, numbers varints, times Unix
 // nanoseconds (UTC); flags say which optional parts follow and which times
@@ -170,8 +192,13 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	if !op.AttemptStartedAt.IsZero() {
 		flags |= opHasAttemptStart // every started one: likewise
 	}
-	b := make([]byte, 0, 160+len(op.Message)+len(op.RequestHash))
-	b = append(b, opRecordV2)
+	owned := op.Owner != "" || op.Tenant != ""
+	b := make([]byte, 0, 160+len(op.Message)+len(op.RequestHash)+len(op.Owner)+len(op.Tenant))
+	if owned {
+		b = append(b, opRecordV3)
+	} else {
+		b = append(b, opRecordV2)
+	}
 	b = appendString(b, op.ID)
 	b = appendString(b, op.Route)
 	b = appendString(b, string(op.Status))
@@ -196,6 +223,10 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	}
 	b = appendString(b, op.IdempotencyKey)
 	b = appendString(b, op.RequestHash)
+	if owned {
+		b = appendString(b, op.Owner)
+		b = appendString(b, op.Tenant)
+	}
 	if flags&opHasExpiry != 0 {
 		b = appendTime(b, op.ExpiresAt)
 	}
@@ -304,8 +335,8 @@ func decodeOp(v []byte) (*operation.Operation, error) {
 			return nil, fmt.Errorf("%w: %v", errCorrupt, err)
 		}
 		return op, nil
-	case opRecordV2:
-		return decodeOpV2(v[1:])
+	case opRecordV2, opRecordV3:
+		return decodeOpV2(v[1:], v[0] == opRecordV3)
 	}
 	return nil, errCorrupt
 }
@@ -347,7 +378,9 @@ func (r *reader) time(zero bool) time.Time {
 	return time.Unix(0, r.varint()).UTC()
 }
 
-func decodeOpV2(v []byte) (*operation.Operation, error) {
+// decodeOpV2 decodes a v2 record, or a v3 one (owned: with owner and
+// tenant).
+func decodeOpV2(v []byte, owned bool) (*operation.Operation, error) {
 	r := &reader{b: v}
 	op := &operation.Operation{ID: r.string(), Route: r.string(), Status: operation.Status(r.string())}
 	flags := r.byte1()
@@ -364,6 +397,9 @@ func decodeOpV2(v []byte) (*operation.Operation, error) {
 	}
 	op.IdempotencyKey = r.string()
 	op.RequestHash = r.string()
+	if owned {
+		op.Owner, op.Tenant = r.string(), r.string()
+	}
 	if flags&opHasExpiry != 0 {
 		op.ExpiresAt = r.time(false)
 	}

@@ -288,6 +288,9 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 		_ = b.Set(idemKey(op.IdempotencyKey), []byte(op.ID), nil)
 	}
 	_ = b.Set(statusKey(stored.Status, op.ID), nil, nil)
+	if stored.Owner != "" {
+		_ = b.Set(ownerKey(stored.Owner, op.ID), nil, nil)
+	}
 	if !stored.ExpiresAt.IsZero() {
 		_ = b.Set(expiryKey(stored.ExpiresAt, op.ID), nil, nil)
 	}
@@ -368,7 +371,7 @@ func (s *store) transition(ctx context.Context, id string, change func(*operatio
 	if err := change(op); err != nil {
 		return op, err
 	}
-	op.ID, op.Version = cur.ID, cur.Version
+	op.ID, op.Version, op.IdempotencyKey, op.Owner = cur.ID, cur.Version, cur.IdempotencyKey, cur.Owner
 	if err := checkOp(op); err != nil {
 		return nil, err
 	}
@@ -398,7 +401,7 @@ func (s *store) writeWith(cur, op *operation.Operation, wo *pebble.WriteOptions,
 	db := s.db
 	next := op.Clone()
 	next.Version = cur.Version + 1
-	next.IdempotencyKey = cur.IdempotencyKey // never changes
+	next.IdempotencyKey, next.Owner = cur.IdempotencyKey, cur.Owner // never change
 	rec, err := encodeOp(next)
 	if err != nil {
 		return err
@@ -454,7 +457,12 @@ func (s *store) List(ctx context.Context, opts opdriver.ListOptions) ([]*operati
 	defer snap.Close()
 
 	var ops []*operation.Operation
-	if len(opts.Status) == 0 {
+	if opts.Owner != "" {
+		var err error
+		if ops, err = listOwner(snap, opts, limit+1); err != nil {
+			return nil, "", err
+		}
+	} else if len(opts.Status) == 0 {
 		lower := []byte{pOp}
 		if opts.After != "" {
 			lower = append(opKey(opts.After), 0)
@@ -497,6 +505,35 @@ func (s *store) List(ctx context.Context, opts opdriver.ListOptions) ([]*operati
 		next = ops[limit-1].ID
 	}
 	return ops, next, nil
+}
+
+// listOwner returns up to n operations of opts.Owner after opts.After,
+// ascending, in one of opts.Status (any when empty), walking the owner's
+// index entries: other owners' operations cost nothing.
+func listOwner(r pebble.Reader, opts opdriver.ListOptions, n int) ([]*operation.Operation, error) {
+	p := ownerPrefix(opts.Owner)
+	lower := p
+	if opts.After != "" {
+		lower = append(append(slices.Clone(p), opts.After...), 0)
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var ops []*operation.Operation
+	for ok := it.First(); ok && len(ops) < n; ok = it.Next() {
+		id := string(it.Key()[len(p):])
+		op, err := getOp(r, id)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: owner index names %s: %w", id, err)
+		}
+		if len(opts.Status) > 0 && !slices.Contains(opts.Status, op.Status) {
+			continue
+		}
+		ops = append(ops, op)
+	}
+	return ops, it.Error()
 }
 
 // mergeStatusIndex returns up to n ids, ascending, after after, from the
@@ -651,6 +688,9 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 		_ = b.Delete(reqKey(c.id), nil)
 		_ = b.Delete(statusKey(op.Status, c.id), nil)
 		_ = b.Delete(expiryKey(op.ExpiresAt, c.id), nil)
+		if op.Owner != "" {
+			_ = b.Delete(ownerKey(op.Owner, c.id), nil)
+		}
 		if until := op.TombstoneUntil; until.After(op.ExpiresAt) && until.After(now) {
 			u := nanos(until)
 			_ = b.Set(goneKey(c.id), binary.BigEndian.AppendUint64(make([]byte, 0, 8), u), nil)

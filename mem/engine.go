@@ -47,11 +47,12 @@ type engine struct {
 
 	// Operations store.
 	ops      map[string]*opRec
-	ids      []string          // the ids of ops, ascending (List's order)
-	idem     map[string]string // idempotency key → id of its holder
-	expiry   iheap[*opRec]     // operations with an ExpiresAt, by it
-	tombs    map[string]*tomb  // by id
-	tombHeap iheap[*tomb]      // by until
+	ids      []string            // the ids of ops, ascending (List's order)
+	idem     map[string]string   // idempotency key → id of its holder
+	owned    map[string][]string // owner → the ids of its ops, ascending
+	expiry   iheap[*opRec]       // operations with an ExpiresAt, by it
+	tombs    map[string]*tomb    // by id
+	tombHeap iheap[*tomb]        // by until
 	watch    watch.Hub
 
 	// Queue.
@@ -70,6 +71,7 @@ func newEngine(name string, named bool) *engine {
 	eng := &engine{name: name, named: named, refs: 1, keys: urlsign.NewMemKeys()}
 	eng.ops = map[string]*opRec{}
 	eng.idem = map[string]string{}
+	eng.owned = map[string][]string{}
 	eng.expiry = iheap[*opRec]{
 		less: func(a, b *opRec) bool { return a.op.ExpiresAt.Before(b.op.ExpiresAt) },
 		idx:  func(r *opRec) *int { return &r.expIdx },
@@ -149,7 +151,7 @@ func (eng *engine) release() {
 	eng.mu.Lock()
 	defer eng.mu.Unlock()
 	eng.closed = true
-	eng.ops, eng.ids, eng.idem, eng.tombs = nil, nil, nil, nil
+	eng.ops, eng.ids, eng.idem, eng.owned, eng.tombs = nil, nil, nil, nil, nil
 	eng.expiry.reset()
 	eng.tombHeap.reset()
 	eng.msgs, eng.blobs = nil, nil

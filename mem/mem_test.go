@@ -632,3 +632,43 @@ func TestURLErrors(t *testing.T) {
 		t.Fatal("Signer with a bad prefix succeeded")
 	}
 }
+
+// TestOwnerIndexLeavesWithOperations checks that the owner index holds an
+// entry exactly for each stored operation with an owner: DeleteExpired
+// removes them, and an owner none of whose operations is left is gone.
+func TestOwnerIndexLeavesWithOperations(t *testing.T) {
+	ctx := context.Background()
+	e := New()
+	defer e.Close()
+	s := opstore.New(e.Store())
+	defer s.Close()
+	t0 := time.Now()
+	for i := range 20 {
+		op := &operation.Operation{ID: opstoretest.NewID(), Status: operation.Pending, Owner: fmt.Sprintf("owner-%d", i%4)}
+		if i%2 == 0 {
+			op.ExpiresAt = t0.Add(-time.Minute)
+		}
+		if _, _, err := s.Create(ctx, op, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() (owners, entries int) {
+		e.eng.mu.Lock()
+		defer e.eng.mu.Unlock()
+		for _, ids := range e.eng.owned {
+			owners++
+			entries += len(ids)
+		}
+		return owners, entries
+	}
+	if o, n := count(); o != 4 || n != 20 {
+		t.Fatalf("before DeleteExpired: %d owners, %d entries; want 4, 20", o, n)
+	}
+	if ops, err := s.DeleteExpired(ctx, t0, 100); err != nil || len(ops) != 10 {
+		t.Fatalf("DeleteExpired = %d, %v; want 10", len(ops), err)
+	}
+	// owner-0 and owner-2 had only expiring operations (even i).
+	if o, n := count(); o != 2 || n != 10 {
+		t.Fatalf("after DeleteExpired: %d owners, %d entries; want 2, 10", o, n)
+	}
+}

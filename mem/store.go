@@ -153,16 +153,20 @@ func (s *store) List(ctx context.Context, opts opdriver.ListOptions) ([]*operati
 	if limit <= 0 {
 		limit = defaultListLimit
 	}
+	ids := s.eng.ids
+	if opts.Owner != "" {
+		ids = s.eng.owned[opts.Owner] // ascending too
+	}
 	start := 0
 	if opts.After != "" {
-		i, found := slices.BinarySearch(s.eng.ids, opts.After)
+		i, found := slices.BinarySearch(ids, opts.After)
 		if found {
 			i++
 		}
 		start = i
 	}
 	var ops []*operation.Operation
-	for _, id := range s.eng.ids[start:] {
+	for _, id := range ids[start:] {
 		op := s.eng.ops[id].op
 		if len(opts.Status) > 0 && !slices.Contains(opts.Status, op.Status) {
 			continue
@@ -238,8 +242,10 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	stored.Version = 1
 	r := &opRec{op: stored, req: cloneRequest(req), expIdx: -1}
 	eng.ops[op.ID] = r
-	i, _ := slices.BinarySearch(eng.ids, op.ID)
-	eng.ids = slices.Insert(eng.ids, i, op.ID)
+	eng.ids = insertID(eng.ids, op.ID)
+	if op.Owner != "" {
+		eng.owned[op.Owner] = insertID(eng.owned[op.Owner], op.ID)
+	}
 	if op.IdempotencyKey != "" {
 		eng.idem[op.IdempotencyKey] = op.ID
 	}
@@ -294,7 +300,7 @@ func (s *store) transition(ctx context.Context, id string, change func(*operatio
 	if err := change(op); err != nil {
 		return op, err
 	}
-	op.ID, op.Version = r.op.ID, r.op.Version
+	op.ID, op.Version, op.IdempotencyKey, op.Owner = r.op.ID, r.op.Version, r.op.IdempotencyKey, r.op.Owner
 	if err := checkOp(op); err != nil {
 		return nil, err
 	}
@@ -316,7 +322,7 @@ func (s *store) transition(ctx context.Context, id string, change func(*operatio
 func (eng *engine) write(r *opRec, op *operation.Operation) {
 	next := op.Clone()
 	next.Version = r.op.Version + 1
-	next.IdempotencyKey = r.op.IdempotencyKey // never changes
+	next.IdempotencyKey, next.Owner = r.op.IdempotencyKey, r.op.Owner // never change
 	had, has := !r.op.ExpiresAt.IsZero(), !next.ExpiresAt.IsZero()
 	r.op = next
 	switch {
@@ -329,6 +335,20 @@ func (eng *engine) write(r *opRec, op *operation.Operation) {
 	}
 	op.Version = next.Version
 	eng.notify(op.ID)
+}
+
+// insertID inserts id into the ascending ids.
+func insertID(ids []string, id string) []string {
+	i, _ := slices.BinarySearch(ids, id)
+	return slices.Insert(ids, i, id)
+}
+
+// deleteID deletes id from the ascending ids.
+func deleteID(ids []string, id string) []string {
+	if i, found := slices.BinarySearch(ids, id); found {
+		return slices.Delete(ids, i, i+1)
+	}
+	return ids
 }
 
 // ---- DeleteExpired ----
@@ -357,8 +377,13 @@ func (s *store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]
 		op := r.op
 		eng.expiry.pop()
 		delete(eng.ops, op.ID)
-		if i, found := slices.BinarySearch(eng.ids, op.ID); found {
-			eng.ids = slices.Delete(eng.ids, i, i+1)
+		eng.ids = deleteID(eng.ids, op.ID)
+		if op.Owner != "" {
+			if ids := deleteID(eng.owned[op.Owner], op.ID); len(ids) > 0 {
+				eng.owned[op.Owner] = ids
+			} else {
+				delete(eng.owned, op.Owner)
+			}
 		}
 		if op.IdempotencyKey != "" && eng.idem[op.IdempotencyKey] == op.ID {
 			delete(eng.idem, op.IdempotencyKey)

@@ -116,21 +116,27 @@
 //	t.<time ns>.<id>       purge entry: keys to purge at that time (the
 //	                       tombstone, the delete markers of the operation
 //	                       and key)
+//	w.<owner>.<id>         owner index entry (no value), for List's owner
+//	                       filter; the owner as a token (itself when it is
+//	                       [A-Za-z0-9_-]+, else "=" and its base64url)
 //
 // Reads go to the stream leader (the bucket's direct gets are turned off),
 // so a read sees every write acknowledged before it. Update is one
 // revision-checked KV update; Create is: check the id (and tombstone),
-// claim the idempotency key (KV create), put the request and the expiry
-// entry, create the operation (KV create), mark the key done (revision
-// checked). A concurrent Create with the same key waits for the claimer's
+// claim the idempotency key (KV create), put the request, the expiry
+// entry and the owner entry, create the operation (KV create), mark the
+// key done (revision checked). Updates never change the owner;
+// DeleteExpired purges the owner entry with the operation's request. A concurrent Create with the same key waits for the claimer's
 // operation and answers it; a claim whose operation does not appear
 // within 10s (its Create died) is taken over with a revision check, and a
 // claimer that was slower than that loses the key and deletes its
 // operation when it marks the key. A crash inside Create can leave a
 // request or an expiry entry without an operation (harmless: reached only
 // through the operation, and purged by DeleteExpired respectively
-// overwritten by a later Create of the id) or a claimed key (taken over
-// after 10s). Submit of an operation whose Create succeeded but whose
+// overwritten by a later Create of the id), an owner entry without an
+// operation (skipped by List, which checks each operation's owner; a
+// Create refused as ErrExists purges its entry) or a claimed key (taken
+// over after 10s). Submit of an operation whose Create succeeded but whose
 // Enqueue did not returns an error; there are no one-step writes
 // (engine.Atomic): the core fails such an operation, or, for a retry, its
 // janitor's sweep enqueues the lost message again.
@@ -138,7 +144,13 @@
 // Cost: List lists the keys of every operation (names only, through an
 // ephemeral ordered consumer) and then reads operations after the cursor
 // until the page is full, filtering statuses as it reads: O(operations)
-// per call, plus O(skipped) reads with a status filter. DeleteExpired
+// per call, plus O(skipped) reads with a status filter. List with an owner
+// asks the stream leader for the subjects under w.<owner>.> (stream info
+// with a subject filter: no consumer, no message read) and reads those
+// operations: O(the owner's operations). nats-server 2.10 and later find
+// the subjects in a subject tree, so the cost does not depend on other
+// owners' operations; 2.9 walks its in-memory map of every subject (it
+// reads no message, but the walk grows with the store). DeleteExpired
 // lists the expiry index (names only) and reads only candidates whose
 // time has passed. There is no status index yet.
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -366,4 +367,130 @@ func TestConcurrentFirstOpen(t *testing.T) {
 			t.Errorf("concurrent first open: %v", err)
 		}
 	}
+}
+
+// TestOwnerIndexEntries checks the owner index keys in the bucket: one per
+// stored operation with an owner, the id's own entry for an adopted
+// claim, none left by a Create refused as existing, none after
+// DeleteExpired deleted the operation.
+func TestOwnerIndexEntries(t *testing.T) {
+	base := serverURL(t)
+	prefix := randomPrefix()
+	defer cleanup(t, base, prefix)
+	ctx := context.Background()
+	e, err := engine.Open(ctx, withParams(base, "prefix", prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	st, err := e.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, prefix+"_ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := func() []string {
+		t.Helper()
+		kl, err := kv.ListKeysFiltered(ctx, "w.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for k := range kl.Keys() {
+			keys = append(keys, k)
+		}
+		return keys
+	}
+	t0 := time.Now()
+	var ids []string
+	for i := range 9 {
+		op := &operation.Operation{ID: opstoretest.NewID(), Route: "echo", Status: operation.Pending, Owner: []string{"alice", "bob.b *", ""}[i%3]}
+		if i%2 == 0 {
+			op.ExpiresAt = t0.Add(-time.Minute)
+		}
+		if _, _, err := st.Create(ctx, op, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, op.ID)
+	}
+	if got := entries(); len(got) != 6 {
+		t.Fatalf("owner index entries = %v, want 6", got)
+	}
+	// Another owner's Create of an existing id leaves no entry.
+	dup := &operation.Operation{ID: ids[0], Route: "echo", Status: operation.Pending, Owner: "mallory"}
+	if _, _, err := st.Create(ctx, dup, nil); !errors.Is(err, opstore.ErrExists) {
+		t.Fatalf("Create of an existing id = %v, want ErrExists", err)
+	}
+	if got := entries(); len(got) != 6 {
+		t.Fatalf("after a refused Create, owner index entries = %v, want 6", got)
+	}
+	// Creates of one id by several owners at once: one wins, and the
+	// losers (which may have put their entries before their operation
+	// write failed) leave none.
+	for range 10 {
+		id := opstoretest.NewID()
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for o := range 4 {
+			wg.Go(func() {
+				<-start
+				op := &operation.Operation{ID: id, Route: "echo", Status: operation.Pending, Owner: fmt.Sprint("racer-", o)}
+				if _, _, err := st.Create(ctx, op, nil); err != nil && !errors.Is(err, opstore.ErrExists) {
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		ids = append(ids, id)
+	}
+	if got := entries(); len(got) != 16 {
+		t.Fatalf("after racing Creates, owner index entries = %v, want 16 (6 and one per raced id)", got)
+	}
+	// Updates neither add nor move entries.
+	s := opstore.New(st)
+	for _, id := range ids {
+		if _, err := s.Transition(ctx, id, func(o *operation.Operation) error { o.Owner = "mallory"; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := entries(); len(got) != 16 {
+		t.Fatalf("after updates, owner index entries = %v, want 16", got)
+	}
+	// i = 0, 2, 4, 6, 8 expire; of them 0, 4, 6 have an owner.
+	if ops, err := s.DeleteExpired(ctx, t0, 100); err != nil || len(ops) != 5 {
+		t.Fatalf("DeleteExpired = %d, %v; want 5", len(ops), err)
+	}
+	if got := entries(); len(got) != 13 {
+		t.Fatalf("after DeleteExpired, owner index entries = %v, want 13", got)
+	}
+}
+
+// BenchmarkListOwner: a page of one owner's operations among 100 and
+// 10,000 of other owners' (see opstoretest.BenchmarkListOwner).
+func BenchmarkListOwner(b *testing.B) {
+	base := os.Getenv("ARR_TEST_NATS_URL")
+	if base == "" {
+		if os.Getenv("CI") == "" {
+			b.Skip("set ARR_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run against a NATS server")
+		}
+		base = "nats://127.0.0.1:4222"
+	}
+	opstoretest.BenchmarkListOwner(b, func(b *testing.B) opdriver.Store {
+		h := &storeHarness{t: b, base: base, prefix: randomPrefix(), replicas: 1}
+		b.Cleanup(h.Close)
+		st, err := h.OpenStore(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	})
 }

@@ -29,7 +29,13 @@ const (
 	kGone  = "g."
 	kExp   = "x."
 	kPurge = "t."
+	kOwner = "w."
 )
+
+// ownerKey is the owner index entry of operation id: "w.<owner token>.<id
+// token>", no value. One owner's entries are the keys under
+// "w.<owner token>.", which List reads with a subject filter.
+func ownerKey(owner, id string) string { return kOwner + token(owner) + "." + token(id) }
 
 // claimGrace is how long an idempotency key claimed by a Create whose
 // operation does not exist yet is left to that Create before another
@@ -285,6 +291,15 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				return nil, false, err
 			}
 		}
+		// The owner index entry goes before the operation, so that no
+		// operation is ever missing from its owner's listing; an entry
+		// whose operation never appears (a failed Create) is skipped by
+		// List, which checks each operation's owner.
+		if c.Owner != "" {
+			if _, err := s.kv.Put(ctx, ownerKey(c.Owner, c.ID), nil); err != nil {
+				return nil, false, err
+			}
+		}
 		b, err := json.Marshal(c)
 		if err != nil {
 			return nil, false, err
@@ -299,12 +314,17 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				// the write lands, and adopts its id if it does not.
 				return nil, false, err
 			}
+			existing, _, gerr := s.getOp(ctx, c.ID)
+			if c.Owner != "" && (gerr != nil || existing.Owner != c.Owner) {
+				// The entry just put names another owner's operation.
+				_ = s.purge(ctx, ownerKey(c.Owner, c.ID))
+			}
 			if keyRev != 0 {
 				// The id is taken: by the operation of an adopted claim
 				// whose late write landed (then it is the key's
 				// operation), or by another operation (then the claim
 				// is released).
-				if existing, _, gerr := s.getOp(ctx, c.ID); gerr == nil && existing.IdempotencyKey == c.IdempotencyKey {
+				if gerr == nil && existing.IdempotencyKey == c.IdempotencyKey {
 					return existing, false, nil
 				}
 				unlock := s.lock(kkey)
@@ -338,6 +358,9 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				}
 				_ = s.kv.Delete(ctx, kOp+eid)
 				_ = s.purge(ctx, kReq+eid)
+				if c.Owner != "" {
+					_ = s.purge(ctx, ownerKey(c.Owner, c.ID))
+				}
 				continue
 			}
 		}
@@ -442,12 +465,12 @@ func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
 }
 
 // write stores n over stored, which was read at revision rev: with the
-// next version and stored's idempotency key, and a put of the expiry
-// index entry first when ExpiresAt changes. A revision mismatch is
+// next version and stored's idempotency key and owner, and a put of the
+// expiry index entry first when ExpiresAt changes. A revision mismatch is
 // driver.ErrConflict. The caller holds the key's lock.
 func (s *Store) write(ctx context.Context, stored *operation.Operation, rev uint64, n *operation.Operation) error {
 	n.Version = stored.Version + 1
-	n.IdempotencyKey = stored.IdempotencyKey
+	n.IdempotencyKey, n.Owner = stored.IdempotencyKey, stored.Owner // never change
 	eid := token(n.ID)
 	if !n.ExpiresAt.IsZero() && !n.ExpiresAt.Equal(stored.ExpiresAt) {
 		if _, err := s.kv.Put(ctx, kExp+timeKey(n.ExpiresAt)+"."+eid, nil); err != nil {
@@ -511,11 +534,30 @@ func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
 	return out, nil
 }
 
+// subjectKeys lists the keys under prefix that hold a message, from the
+// stream's subject state (one request to the stream leader; no consumer):
+// for keys that are purged, never deleted with a marker, these are the
+// live ones.
+func (s *Store) subjectKeys(ctx context.Context, prefix string) ([]string, error) {
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.subjPre+prefix+">"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		out = append(out, strings.TrimPrefix(subj, s.subjPre))
+	}
+	return out, nil
+}
+
 // List: see driver.Store. It lists the operation keys (names only), sorts
 // them, and reads operations after the cursor until the page is full.
 func (s *Store) List(ctx context.Context, opts driver.ListOptions) ([]*operation.Operation, string, error) {
 	if err := s.check(); err != nil {
 		return nil, "", err
+	}
+	if opts.Owner != "" {
+		return s.listOwner(ctx, opts)
 	}
 	keys, err := s.keys(ctx, kOp)
 	if err != nil {
@@ -551,6 +593,49 @@ func (s *Store) List(ctx context.Context, opts driver.ListOptions) ([]*operation
 			}
 			break
 		}
+	}
+	return out, "", nil
+}
+
+// listOwner is List with an owner: it lists the owner's index entries
+// (key names only, from the stream's subject state filtered on the
+// owner's subject prefix; see subjectKeys), sorts them, and reads the
+// operations after the cursor until the page and one more are found. An
+// entry whose operation is missing or has another owner (a Create that
+// failed after writing its entry) is skipped.
+func (s *Store) listOwner(ctx context.Context, opts driver.ListOptions) ([]*operation.Operation, string, error) {
+	prefix := kOwner + token(opts.Owner) + "."
+	keys, err := s.subjectKeys(ctx, prefix)
+	if err != nil {
+		return nil, "", err
+	}
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if id, err := untoken(k[len(prefix):]); err == nil && id > opts.After {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*operation.Operation
+	for _, id := range ids {
+		op, _, err := s.getOp(ctx, id)
+		if errors.Is(err, driver.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if op.Owner != opts.Owner || len(opts.Status) > 0 && !slices.Contains(opts.Status, op.Status) {
+			continue
+		}
+		if len(out) == limit {
+			return out, out[limit-1].ID, nil // there is a next page
+		}
+		out = append(out, op)
 	}
 	return out, "", nil
 }
@@ -673,6 +758,11 @@ func (s *Store) deleteOne(ctx context.Context, x timedKey, now time.Time) (*oper
 		}
 		if err := s.purge(ctx, kReq+eid); err != nil {
 			return nil, err
+		}
+		if op.Owner != "" {
+			if err := s.purge(ctx, ownerKey(op.Owner, op.ID)); err != nil {
+				return nil, err
+			}
 		}
 		once.Do(unlock) // releaseKey takes the key's stripe
 		if op.IdempotencyKey != "" {

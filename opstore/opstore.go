@@ -90,13 +90,13 @@ func (s *Store) transition(ctx context.Context, id string, change func(*operatio
 		if err != nil {
 			return nil, err
 		}
-		version := op.Version
+		version, key, owner := op.Version, op.IdempotencyKey, op.Owner
 		if err := change(op); err != nil {
 			return op, err
 		}
 		// The store's fields are the store's: a change cannot move them
 		// (as Transitioner drivers do too).
-		op.ID, op.Version = id, version
+		op.ID, op.Version, op.IdempotencyKey, op.Owner = id, version, key, owner
 		err = update(ctx, op)
 		if errors.Is(err, driver.ErrConflict) {
 			continue

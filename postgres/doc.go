@@ -67,8 +67,9 @@
 //
 //	arr_operations  id (text, "C" collation: byte order) primary key,
 //	                version, status, idempotency_key (unique),
-//	                expires_at, tombstone_until, doc: the JSON of the
-//	                operation without its version and key
+//	                expires_at, tombstone_until, owner (bytea, indexed
+//	                with id), doc: the JSON of the operation without its
+//	                version, key and owner
 //	arr_requests    the request of each operation, its body as bytea;
 //	                deleted with the operation (ON DELETE CASCADE)
 //	arr_tombstones  ids of deleted operations that answer ErrGone, until

@@ -36,7 +36,7 @@ func makeQueries(schema string) queries {
 		}
 	}
 	for dst, src := range map[*string]string{
-		&q.holder:          `SELECT id, version, idempotency_key, doc FROM {s}.arr_operations WHERE idempotency_key = @key`,
+		&q.holder:          `SELECT id, version, idempotency_key, doc, owner FROM {s}.arr_operations WHERE idempotency_key = @key`,
 		&q.existsOrGone:    `SELECT EXISTS (SELECT 1 FROM {s}.arr_operations WHERE id = @id) OR EXISTS (SELECT 1 FROM {s}.arr_tombstones WHERE id = @id AND until > now())`,
 		&q.get:             getOp,
 		&q.getRequest:      getRequest,
@@ -71,8 +71,8 @@ func makeQueries(schema string) queries {
 const createOp = `WITH gone AS (
 	SELECT 1 FROM {s}.arr_tombstones WHERE id = @id AND until > now()
 ), ins AS (
-	INSERT INTO {s}.arr_operations (id, version, status, idempotency_key, expires_at, tombstone_until, doc)
-	SELECT @id::text, 1, @status::text, @key::text, @expires::timestamptz, @tombstone::timestamptz, @doc::json WHERE NOT EXISTS (SELECT 1 FROM gone)
+	INSERT INTO {s}.arr_operations (id, version, status, idempotency_key, expires_at, tombstone_until, doc, owner)
+	SELECT @id::text, 1, @status::text, @key::text, @expires::timestamptz, @tombstone::timestamptz, @doc::json, @owner::bytea WHERE NOT EXISTS (SELECT 1 FROM gone)
 	ON CONFLICT DO NOTHING
 	RETURNING id
 ), stale AS (
@@ -105,7 +105,7 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM n) + (SELECT count(*) F
 
 // Get reads the operation, and whether its id has a live tombstone when it
 // is missing, in one statement.
-const getOp = `SELECT o.version, o.idempotency_key, o.doc,
+const getOp = `SELECT o.version, o.idempotency_key, o.doc, o.owner,
 	o.id IS NULL AND EXISTS (SELECT 1 FROM {s}.arr_tombstones t WHERE t.id = k.id AND t.until > now())
 FROM (SELECT @id::text AS id) k LEFT JOIN {s}.arr_operations o ON o.id = k.id`
 
@@ -130,8 +130,8 @@ FROM (SELECT @id::text AS id) k
 // the next synchronous commit, whichever comes first.
 const lazyCommit = ` AND set_config('synchronous_commit', 'off', true) IS NOT NULL`
 
-// Update is compare-and-set on version; the idempotency key column is
-// never written. {lazy} is "" or lazyCommit.
+// Update is compare-and-set on version; the idempotency key and owner
+// columns are never written. {lazy} is "" or lazyCommit.
 const updateOp = `WITH u AS (
 	UPDATE {s}.arr_operations SET version = version + 1, status = @status, expires_at = @expires, tombstone_until = @tombstone, doc = @doc
 	WHERE id = @id AND version = @version{lazy}
@@ -160,7 +160,7 @@ const purgeTombstones = `DELETE FROM {s}.arr_tombstones WHERE id IN (
 const deleteExpired = `WITH d AS (
 	DELETE FROM {s}.arr_operations WHERE id IN (
 		SELECT id FROM {s}.arr_operations WHERE expires_at < @now ORDER BY expires_at LIMIT @limit FOR UPDATE SKIP LOCKED)
-	RETURNING id, version, idempotency_key, doc, expires_at, tombstone_until
+	RETURNING id, version, idempotency_key, doc, owner, expires_at, tombstone_until
 ), t AS (
 	INSERT INTO {s}.arr_tombstones (id, until)
 	SELECT id, tombstone_until FROM d WHERE tombstone_until > expires_at AND tombstone_until > @now
@@ -168,7 +168,7 @@ const deleteExpired = `WITH d AS (
 ), n AS (
 	SELECT pg_notify(@ops_chan::text, id) FROM d
 )
-SELECT id, version, idempotency_key, doc, (SELECT count(*) FROM n) FROM d`
+SELECT id, version, idempotency_key, doc, owner, (SELECT count(*) FROM n) FROM d`
 
 // Enqueue inserts new ids, revives dead ones, leaves queued ones alone.
 const enqueue = `WITH m AS (

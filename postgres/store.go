@@ -85,11 +85,11 @@ func (s *Store) DB() *DB { return s.db }
 
 // ---- encoding ----
 
-// encodeOp is the JSON of op without Version and IdempotencyKey, which
-// live in their own columns.
+// encodeOp is the JSON of op without Version, IdempotencyKey and Owner,
+// which live in their own columns.
 func encodeOp(op *operation.Operation) ([]byte, error) {
 	c := *op
-	c.Version, c.IdempotencyKey = 0, ""
+	c.Version, c.IdempotencyKey, c.Owner = 0, "", ""
 	b, err := json.Marshal(&c)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: encoding operation %s: %w", op.ID, err)
@@ -97,7 +97,9 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	return b, nil
 }
 
-func decodeOp(doc []byte, version int64, key *string) (*operation.Operation, error) {
+// decodeOp decodes doc and sets the fields its columns hold (owner: nil
+// for none).
+func decodeOp(doc []byte, version int64, key *string, owner []byte) (*operation.Operation, error) {
 	op := new(operation.Operation)
 	if err := json.Unmarshal(doc, op); err != nil {
 		return nil, fmt.Errorf("postgres: decoding operation: %w", err)
@@ -107,7 +109,16 @@ func decodeOp(doc []byte, version int64, key *string) (*operation.Operation, err
 	if key != nil {
 		op.IdempotencyKey = *key
 	}
+	op.Owner = string(owner)
 	return op, nil
+}
+
+// ownerArg is an owner for the nullable bytea column: nil when empty.
+func ownerArg(owner string) any {
+	if owner == "" {
+		return nil
+	}
+	return []byte(owner)
 }
 
 // tsArg is a time for a nullable timestamptz: nil when zero.
@@ -170,11 +181,11 @@ func (s *Store) TransitionEnqueue(ctx context.Context, id string, change func(*o
 		if err != nil {
 			return nil, err
 		}
-		version := op.Version
+		version, key, owner := op.Version, op.IdempotencyKey, op.Owner
 		if err := change(op); err != nil {
 			return op, err
 		}
-		op.ID, op.Version = id, version
+		op.ID, op.Version, op.IdempotencyKey, op.Owner = id, version, key, owner
 		op.UpdatedAt = time.Now().UTC()
 		m := msg(op)
 		if m.ID != id {
@@ -250,7 +261,7 @@ func (s *Store) create(ctx context.Context, db Querier, op *operation.Operation,
 	args := pgx.NamedArgs{
 		"id": op.ID, "status": string(op.Status), "key": strArg(op.IdempotencyKey),
 		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
-		"ops_chan": s.db.opsChan,
+		"owner": ownerArg(op.Owner), "ops_chan": s.db.opsChan,
 	}
 	hasReq, hasMsg := 0, 0
 	if req != nil {
@@ -309,18 +320,19 @@ func (s *Store) create(ctx context.Context, db Querier, op *operation.Operation,
 	return nil, false, fmt.Errorf("postgres: creating operation %s: conflicts kept vanishing", op.ID)
 }
 
-// scanOp scans id, version, idempotency_key, doc.
+// scanOp scans id, version, idempotency_key, doc, owner.
 func (s *Store) scanOp(row pgx.Row) (*operation.Operation, error) {
 	var (
 		id      string
 		version int64
 		key     *string
 		doc     []byte
+		owner   []byte
 	)
-	if err := row.Scan(&id, &version, &key, &doc); err != nil {
+	if err := row.Scan(&id, &version, &key, &doc, &owner); err != nil {
 		return nil, err
 	}
-	return decodeOp(doc, version, key)
+	return decodeOp(doc, version, key, owner)
 }
 
 // micros is d in microseconds, never negative.
@@ -382,7 +394,7 @@ func (s *Store) updateOn(ctx context.Context, db Querier, op *operation.Operatio
 	if err := checkOp(op); err != nil {
 		return err
 	}
-	doc, err := encodeOp(op)
+	doc, err := encodeOp(op) // without Owner: the column keeps Create's
 	if err != nil {
 		return err
 	}
@@ -423,9 +435,10 @@ func (s *Store) Get(ctx context.Context, id string) (*operation.Operation, error
 		version *int64
 		key     *string
 		doc     []byte
+		owner   []byte
 		gone    bool
 	)
-	if err := s.db.pool.QueryRow(ctx, s.db.sql.get, pgx.NamedArgs{"id": id}).Scan(&version, &key, &doc, &gone); err != nil {
+	if err := s.db.pool.QueryRow(ctx, s.db.sql.get, pgx.NamedArgs{"id": id}).Scan(&version, &key, &doc, &owner, &gone); err != nil {
 		return nil, fmt.Errorf("postgres: reading operation %s: %w", id, err)
 	}
 	if version == nil {
@@ -434,7 +447,7 @@ func (s *Store) Get(ctx context.Context, id string) (*operation.Operation, error
 		}
 		return nil, fmt.Errorf("%w: %s", opdriver.ErrNotFound, id)
 	}
-	return decodeOp(doc, *version, key)
+	return decodeOp(doc, *version, key, owner)
 }
 
 // GetRequest: see opstore/driver.Store.GetRequest.
@@ -485,10 +498,25 @@ func (s *Store) List(ctx context.Context, opts opdriver.ListOptions) ([]*operati
 	}
 	args := pgx.NamedArgs{"after": opts.After, "n": limit + 1}
 	var sql string
-	cols := "SELECT id, version, idempotency_key, doc "
-	if len(opts.Status) == 0 {
+	cols := "SELECT id, version, idempotency_key, doc, owner "
+	switch {
+	case opts.Owner != "":
+		// One walk of the (owner, id) index from the cursor; a status
+		// filter is checked on the owner's rows.
+		args["owner"] = []byte(opts.Owner)
+		where := " WHERE owner = @owner AND id > @after"
+		if len(opts.Status) > 0 {
+			sts := make([]string, len(opts.Status))
+			for i, st := range opts.Status {
+				sts[i] = string(st)
+			}
+			args["statuses"] = sts
+			where += " AND status = ANY(@statuses::text[])"
+		}
+		sql = cols + s.db.sql.listFrom + where + " ORDER BY id LIMIT @n"
+	case len(opts.Status) == 0:
 		sql = cols + s.db.sql.listFrom + " WHERE id > @after ORDER BY id LIMIT @n"
-	} else {
+	default:
 		statuses := slices.Clone(opts.Status)
 		slices.Sort(statuses)
 		statuses = slices.Compact(statuses)
@@ -554,12 +582,13 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]
 				version  int64
 				key      *string
 				doc      []byte
+				owner    []byte
 				notified int64
 			)
-			if err := rows.Scan(&id, &version, &key, &doc, &notified); err != nil {
+			if err := rows.Scan(&id, &version, &key, &doc, &owner, &notified); err != nil {
 				return err
 			}
-			op, err := decodeOp(doc, version, key)
+			op, err := decodeOp(doc, version, key, owner)
 			if err != nil {
 				return err
 			}

@@ -36,9 +36,12 @@ var (
 type ListOptions struct {
 	// Status, when not empty, keeps only operations in one of these states.
 	Status []operation.Status
-	// Owner, when not empty, keeps only the operations whose Owner it is.
-	// Drivers index owners: a page costs the same whatever the number of
-	// other owners' operations.
+	// Owner, when not empty, keeps only the operations whose Owner it is
+	// (compared byte for byte; any UTF-8 string, NUL included, is an
+	// owner). Drivers index owners: a page costs the same whatever the
+	// number of other owners' operations. With Status as well, both
+	// filters apply; such a page may cost as much as the owner's
+	// operations in other states.
 	Owner string
 	// After, when not empty, is the cursor returned by the previous page:
 	// List returns operations whose ID sorts after it.
@@ -55,6 +58,8 @@ type ListOptions struct {
 type Store interface {
 	// Create stores op with Version 1, and req (nil: no request is kept;
 	// GetRequest then answers ErrNotFound), in one atomic durable write.
+	// From then until DeleteExpired deletes it, an operation with an Owner
+	// is in List's pages for that Owner, and in no other owner's.
 	//
 	// If op.IdempotencyKey is not empty and another operation already holds
 	// that key, nothing is written and Create returns that operation and
@@ -79,8 +84,11 @@ type Store interface {
 	// equals op.Version, and then stores Version+1 and sets op.Version to it.
 	// A mismatch is ErrConflict; a missing operation is ErrNotFound (also
 	// for an id with a tombstone: only Get and GetRequest say ErrGone). The
-	// idempotency key of an operation never changes: a different
-	// IdempotencyKey in op is ignored and the stored one kept.
+	// idempotency key and the owner of an operation never change: a
+	// different IdempotencyKey or Owner in op is ignored and the stored one
+	// kept (an operation created without an owner keeps none). The same
+	// holds for every other write of an existing operation (Transitioner,
+	// LazyUpdater, engine.Atomic's TransitionEnqueue).
 	Update(ctx context.Context, op *operation.Operation) error
 
 	// List returns operations in ascending ID order (creation order) that
@@ -137,7 +145,8 @@ type LazyUpdater interface {
 // stored operation (change must not call the store), writes the result
 // unless change returns an error (which it returns with the changed copy),
 // lazily (see LazyUpdater) when lazy is set, and returns the written
-// operation with its new Version. It returns ErrNotFound for an unknown id.
+// operation with its new Version (and the stored ID, IdempotencyKey and
+// Owner, whatever change set). It returns ErrNotFound for an unknown id.
 type Transitioner interface {
 	TransitionOp(ctx context.Context, id string, change func(*operation.Operation) error, lazy bool) (*operation.Operation, error)
 }

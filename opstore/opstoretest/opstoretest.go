@@ -99,6 +99,12 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"TransitionEnqueue", testTransitionEnqueue},
 		{"LazyUpdate", testLazyUpdate},
 		{"TransitionOp", testTransitionOp},
+		{"ListOwner", testListOwner},
+		{"ListOwnerStatus", testListOwnerStatus},
+		{"OwnerNeverChanges", testOwnerNeverChanges},
+		{"ListOwnerDeleteExpired", testListOwnerDeleteExpired},
+		{"ListOwnerCreateConflicts", testListOwnerCreateConflicts},
+		{"ListOwnerSubmitAtomic", testListOwnerSubmitAtomic},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -287,6 +293,8 @@ func fullOp() *operation.Operation {
 	op.ExpiresAt = t.Add(24 * time.Hour)
 	op.TombstoneUntil = t.Add(48 * time.Hour)
 	op.AttemptStartedAt = t.Add(-time.Minute)
+	op.Owner = "alice@example.com"
+	op.Tenant = "tenant-a"
 	return op
 }
 
