@@ -63,9 +63,13 @@ type Route struct {
 	// operation carries the seed's RequestGUID, RequestSubmittedAt and
 	// RequestStatusURL properties.
 	Seed bool
-	// CaseInsensitive matches the path regardless of case (the seed's
-	// routes).
+	// CaseInsensitive matches the path regardless of ASCII case (the
+	// seed's routes).
 	CaseInsensitive bool
+	// InlineResults serves the route's results with Content-Disposition:
+	// inline rather than attachment. Either way they carry a sandboxing
+	// Content-Security-Policy and nosniff (urlsign.SetResultHeaders).
+	InlineResults bool
 
 	builtin bool // one of SeedRoutes: the two share the name "echo"
 }

@@ -200,6 +200,11 @@ type Route struct {
 	// config file's directory, and Parse rewrites it so (joined to that
 	// directory). At most one of Schema and SchemaFile. Default: none.
 	SchemaFile string `yaml:"schemaFile"`
+	// InlineResults serves the route's results with Content-Disposition:
+	// inline instead of attachment, so that a browser shows them; they
+	// keep the sandboxing Content-Security-Policy and nosniff. Default
+	// false.
+	InlineResults bool `yaml:"inlineResults"`
 	// RouteSettings are the route's own settings; File.Effective fills
 	// the ones left at zero from File.Defaults.
 	RouteSettings `yaml:",inline"`

@@ -30,6 +30,7 @@ import (
 
 	"github.com/arrhq/arr/config"
 	"github.com/arrhq/arr/handler/command"
+	"github.com/arrhq/arr/internal/trustedproxy"
 	"github.com/arrhq/arr/server"
 )
 
@@ -115,6 +116,9 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.Core.MaxInterruptions, "max-interruptions", 10, "attempts of an operation that a dead worker or lost lease may cut short before it fails")
 	fs.Int64Var(&cfg.Core.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (the embedded result store holds one in memory while writing it; file: results stream)")
 	fs.DurationVar(&cfg.JanitorInterval, "janitor-interval", time.Minute, "how often expired operations and their results are deleted")
+	allowedHosts := fs.String("allowed-hosts", "", "host[:port],… the api answers for besides loopback ones, when links are built from the request's Host (no -public-url); other Hosts get 421")
+	trustedProxies := fs.String("trusted-proxies", "", "CIDR,… of proxies whose Forwarded and X-Forwarded-* headers are believed; others' are dropped")
+	allowedOrigins := fs.String("allowed-origins", "", "scheme://host[:port],… whose browsers may POST, PUT, PATCH or DELETE cross-site (others get 403)")
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -129,6 +133,12 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
+	cfg.API.AllowedHosts, cfg.API.AllowedOrigins = splitList(*allowedHosts), splitList(*allowedOrigins)
+	proxies, err := trustedproxy.Parse(*trustedProxies)
+	if err != nil {
+		return fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	cfg.API.TrustedProxies = proxies
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
 	if cfg.API.PublicURL == "" {
@@ -291,6 +301,17 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	if d.MaxAttempts > 0 && !set["max-attempts"] {
 		cfg.Core.MaxAttempts = d.MaxAttempts
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // debugMux serves net/http/pprof's handlers under /debug/pprof/.

@@ -32,7 +32,8 @@ func routes(f *config.File, gateway, data string, maxResult int64) ([]server.Rou
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: route %s: %w", f.Path, r.Line, r.Name, err)
 			}
-			sr := withSettings(server.Route{Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes},
+			sr := withSettings(server.Route{Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes,
+				InlineResults: r.InlineResults},
 				f.Effective(r))
 			if r.HasSchema() {
 				sr.Validate = r.Validate
