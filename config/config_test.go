@@ -632,3 +632,13 @@ routes:
 	// line 13: put-v1-customers-id "PUT /v1/customers/{id}" handler=echo timeout=2m0s media=[application/json]
 	// /customername: is required
 }
+
+func TestInlineResults(t *testing.T) {
+	f := mustParse(t, "routes:\n  - path: /v1/page\n    handler: echo\n    inlineResults: true\n  - path: /v1/file\n    handler: echo\n", nil)
+	if !f.Routes[0].InlineResults || f.Routes[1].InlineResults {
+		t.Fatalf("inlineResults: %v, %v", f.Routes[0].InlineResults, f.Routes[1].InlineResults)
+	}
+	if _, err := config.Parse("arr.yaml", []byte("routes:\n  - path: /v1/page\n    handler: echo\n    inlineResults: maybe\n"), nil); err == nil {
+		t.Fatal("inlineResults: maybe was accepted")
+	}
+}
