@@ -101,6 +101,8 @@ type Server struct {
 	trusted      []netip.Prefix
 	cop          *http.CrossOriginProtection
 	inline       map[string]bool // names of the routes whose results are served inline
+	slashless    map[string]bool // subtree roots without their slash: 404, not a redirect
+	noRoute      http.HandlerFunc
 }
 
 // New checks cfg and returns a Server.
@@ -220,6 +222,29 @@ func New(cfg Config) (*Server, error) {
 	if !catchAll {
 		s.mux.HandleFunc("/", noRoute)
 	}
+	// The roots of subtrees, named without their trailing slash, are 404s
+	// rather than ServeMux's 307 to the subtree. (With a catch-all route
+	// the mux does not redirect: the catch-all takes them.)
+	s.noRoute = noRoute
+	s.slashless = map[string]bool{}
+	exact := map[string]bool{"/v1/operations": true}
+	subtrees := []string{"/v1/operations/", seedStatusPrefix, cfg.ResultsPrefix}
+	for _, p := range paths {
+		exact[p] = true
+		subtrees = append(subtrees, p)
+	}
+	for _, p := range subtrees {
+		if catchAll {
+			break
+		}
+		if i := strings.LastIndexByte(p, '{'); i >= 0 && strings.HasSuffix(p, "...}") {
+			p = p[:i]
+		}
+		root, ok := strings.CutSuffix(p, "/")
+		if ok && root != "" && !strings.Contains(root, "{") && !exact[root] {
+			s.slashless[root] = true
+		}
+	}
 	return s, nil
 }
 
@@ -253,6 +278,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.Path, u.RawPath = p, ""
 		r2.URL = &u
 		r = r2
+	}
+	if s.slashless[r.URL.Path] {
+		s.noRoute(w, r)
+		return
 	}
 	s.mux.ServeHTTP(w, r)
 }

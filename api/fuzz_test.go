@@ -97,7 +97,7 @@ func FuzzPath(f *testing.F) {
 	s := newFuzzServer(f, api.Config{})
 	for _, p := range []string{"/v1/echo", "/v1/reports/%2e%2e%2f%2e%2e%2f%2e%2e%2fadmin%2fdrop", "/api/RequestStatus/..%2f..%2fetc%2fpasswd",
 		"/v1/items/%00", "/a/./b", "//x", "/%ff", `/a\b`, "/API/AsyncProcessingWorkAcceptor", "/api/AsyncProcessingWor%E2%84%AAAcceptor",
-		"/v1/operations/", "/v1/operations/x/result", "/a%5Cb", "/a%2fb", "/%C0%AE%C0%AE/", "*", "/v1/echo/", "/.%2e/x"} {
+		"/v1/operations/", "/v1/operations/x/result", "/api/requeststatus", "/a%5Cb", "/a%2fb", "/%C0%AE%C0%AE/", "*", "/v1/echo/", "/.%2e/x"} {
 		f.Add(p, true)
 		f.Add(p, false)
 	}
@@ -128,8 +128,8 @@ func FuzzPath(f *testing.F) {
 		if err != nil || u.Path != path || api.CheckPath(u.Path, u.EscapedPath()) != "" {
 			t.Fatalf("accepted path %q does not round-trip: %v %q", path, err, u)
 		}
-		if w.Code == http.StatusTemporaryRedirect || w.Code == http.StatusPermanentRedirect {
-			t.Fatalf("%s %s: a redirect to %q", method, target, w.Header().Get("Location"))
+		if w.Code == http.StatusTemporaryRedirect || w.Code == http.StatusPermanentRedirect || w.Code == http.StatusMovedPermanently {
+			t.Fatalf("%s %s: the mux's redirect to %q", method, target, w.Header().Get("Location"))
 		}
 	})
 }

@@ -346,6 +346,10 @@ func TestASCIIOnlyCaseFolding(t *testing.T) {
 	// /api/AsyncProcessingWor\u212AAcceptor, the K a Kelvin sign.
 	wantProblem(t, s.postJSON("/api/AsyncProcessingWor%E2%84%AAAcceptor", seedBody), 404, api.ProblemNotFound)
 	wantStatus(t, s.postJSON("/API/asyncprocessingworkacceptor", seedBody), 202)
+	// A subtree's root without its slash is a 404 problem, not the mux's 307.
+	for _, p := range []string{"/api/RequestStatus", "/api/requeststatus", "/blobs"} {
+		wantProblem(t, s.get(p), 404, api.ProblemNotFound)
+	}
 	id := s.submit("x")
 	// ſ (U+017F) is not s.
 	wantProblem(t, s.get("/api/RequestStatus/"+id+"?OnComplete=%C5%BFtream"), 400, api.ProblemInvalidParameter)
