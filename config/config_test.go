@@ -642,3 +642,14 @@ func TestInlineResults(t *testing.T) {
 		t.Fatal("inlineResults: maybe was accepted")
 	}
 }
+
+func TestServerBrowserAndProxySettings(t *testing.T) {
+	f := mustParse(t, "server:\n  allowedHosts: [api.example, 'other.example:8443']\n  trustedProxies: [10.0.0.0/8, 192.168.1.7]\n  allowedOrigins: ['https://app.example']\n", nil)
+	if s := f.Server; len(s.AllowedHosts) != 2 || len(s.TrustedProxies) != 2 || s.AllowedOrigins[0] != "https://app.example" {
+		t.Fatalf("server: %+v", s)
+	}
+	_, err := config.Parse("arr.yaml", []byte("server:\n  trustedProxies: [10.0.0.0/33]\n"), nil)
+	if es := errs(t, err); len(es) != 1 || es[0].Key != "server.trustedProxies[0]" {
+		t.Fatalf("bad trustedProxies: %v", err)
+	}
+}

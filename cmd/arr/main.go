@@ -248,6 +248,18 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	str("queue", &cfg.QueueURL, fs.Queue)
 	str("results", &cfg.ResultsURL, fs.Results)
 	str("forward", gateway, fs.Forward)
+	if !set["allowed-hosts"] {
+		cfg.API.AllowedHosts = append(cfg.API.AllowedHosts, fs.AllowedHosts...)
+	}
+	if !set["allowed-origins"] {
+		cfg.API.AllowedOrigins = append(cfg.API.AllowedOrigins, fs.AllowedOrigins...)
+	}
+	if !set["trusted-proxies"] {
+		for _, v := range fs.TrustedProxies {
+			ps, _ := trustedproxy.Parse(v) // checked by config.Load
+			cfg.API.TrustedProxies = append(cfg.API.TrustedProxies, ps...)
+		}
+	}
 	if fs.Workers != nil && !set["workers"] {
 		cfg.Workers = *fs.Workers
 	}
