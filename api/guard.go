@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -108,10 +107,15 @@ func validToken(s string) bool {
 }
 
 // isTchar reports whether c is an RFC 9110 tchar.
-func isTchar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+func isTchar(c byte) bool { return tchars[c] }
+
+var tchars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
+	}
+	return t
+}()
 
 // hostPort is a parsed Host: the host lower-cased (an IPv6 address without
 // its brackets) and the port, "" when absent.
@@ -257,8 +261,6 @@ type origin struct {
 	host   string // as in a Host header; "" when the request had none
 }
 
-type originKey struct{}
-
 // forwardingHeaders are the headers through which a proxy tells what its
 // client asked for. They are believed only from a trusted proxy, and
 // deleted from every other request before anything is stored or forwarded.
@@ -363,7 +365,6 @@ func (s *Server) guard(w http.ResponseWriter, r *http.Request) *http.Request {
 				"the Host "+strconv.Quote(o.host)+" is not a host[:port]")
 			return nil
 		}
-		o.host = hp.String()
 		if !hostExempt[r.URL.Path] && (s.cfg.PublicURL == "" || len(s.allowedHosts) > 0) && !s.hostAllowed(hp) {
 			writeProblem(w, http.StatusMisdirectedRequest, ProblemMisdirected, "Misdirected request",
 				"this server does not answer for the Host "+strconv.Quote(o.host)+
@@ -376,7 +377,7 @@ func (s *Server) guard(w http.ResponseWriter, r *http.Request) *http.Request {
 			"a browser sent this "+r.Method+" from another site; its operator can trust that origin with -allowed-origins")
 		return nil
 	}
-	return r.WithContext(context.WithValue(r.Context(), originKey{}, o))
+	return r
 }
 
 func hasAny(h http.Header, names []string) bool {
@@ -388,15 +389,12 @@ func hasAny(h http.Header, names []string) bool {
 	return false
 }
 
-// originOf is the origin the guard found for r (the direct one when r did
-// not pass the guard).
+// originOf is the origin of r's links (see requestOrigin), its Host in
+// canonical form (lower case) when it is valid, as the guard made sure.
 func (s *Server) originOf(r *http.Request) origin {
-	if o, ok := r.Context().Value(originKey{}).(origin); ok {
-		return o
-	}
-	o := origin{scheme: "http", host: r.Host}
-	if r.TLS != nil {
-		o.scheme = "https"
+	o := s.requestOrigin(r)
+	if hp, ok := parseHost(o.host); ok {
+		o.host = hp.String()
 	}
 	return o
 }
