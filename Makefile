@@ -1,16 +1,30 @@
 # The README's two commands, and a few helpers.
-.PHONY: serve test test-main test-bench bench bench-quick chaos build
+.PHONY: serve test test-main test-bench test-fuzz fuzz bench bench-quick chaos build
 
 serve:          ## run arr on 127.0.0.1:8080 with state in ./arr-data
 	go run ./cmd/arr serve
 
-test: test-main test-bench  ## the whole test suite (what CI runs)
+test: test-main test-bench test-fuzz  ## the whole test suite (what CI runs)
 
 test-main:      ## arr's own module
 	go test -race ./...
 
 test-bench:     ## the bench module: the peers' adapters (Redis, PostgreSQL) and a short chaos audit
 	cd bench && go test -race ./...
+
+# The fuzz targets of the parsers a client reaches (issue 12): package:Target.
+FUZZ_TARGETS = ./api:FuzzPath ./api:FuzzHost ./api:FuzzPrefer ./api:FuzzIdempotencyKey \
+	./api:FuzzListCursor ./urlsign:FuzzVerify
+FUZZ_TIME ?= 10s
+
+fuzz:           ## fuzz each parser for FUZZ_TIME (default 10s; e.g. make fuzz FUZZ_TIME=10m)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t##*:} ($(FUZZ_TIME))"; \
+		go test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZ_TIME) $${t%%:*}; \
+	done
+
+test-fuzz:      ## each fuzz target for 4s (their seed corpora also run in test-main)
+	$(MAKE) fuzz FUZZ_TIME=4s
 
 build:          ## a static binary in ./arr
 	CGO_ENABLED=0 go build -trimpath -o arr ./cmd/arr

@@ -63,8 +63,8 @@ type Route struct {
 	// operation carries the seed's RequestGUID, RequestSubmittedAt and
 	// RequestStatusURL properties.
 	Seed bool
-	// CaseInsensitive matches the path regardless of case (the seed's
-	// routes).
+	// CaseInsensitive matches the path regardless of ASCII case (the
+	// seed's routes).
 	CaseInsensitive bool
 	// DropHeaders names request headers not to store, beyond those arr
 	// never stores (see StoredHeaders). Default: none.
@@ -80,6 +80,10 @@ type Route struct {
 	// ErrRouteForbidden. Admins and the program itself (a context without
 	// a Caller) may always. Default: every caller.
 	Callers []string
+	// InlineResults serves the route's results with Content-Disposition:
+	// inline rather than attachment. Either way they carry a sandboxing
+	// Content-Security-Policy and nosniff (urlsign.SetResultHeaders).
+	InlineResults bool
 
 	builtin bool // one of SeedRoutes: the two share the name "echo"
 }

@@ -3,9 +3,11 @@ package arr
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,8 +23,9 @@ type Submission struct {
 	Request *operation.Request
 	// IdempotencyKey, when not empty, makes the submission idempotent: a
 	// second submission with the same key and the same request (route,
-	// media type and body) returns the first's operation; with another
-	// request it is an ErrIdempotencyKeyReused.
+	// method, escaped path, raw query, media type and body: the IETF
+	// idempotency-key draft's fingerprint) returns the first's operation;
+	// with another request it is an ErrIdempotencyKeyReused.
 	IdempotencyKey string
 	// Meta, when not nil, gives the operation's properties from its id and
 	// creation time (the seed's RequestGUID, RequestStatusURL…).
@@ -123,14 +126,18 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 // submits since.
 func (c *Client) QueueDepth(ctx context.Context) (int64, error) { return c.depth.get(ctx) }
 
-// requestHash is what makes two requests "the same" for an idempotency key:
-// the route, the media type and the body.
+// requestHash is what makes two requests "the same" for an idempotency key
+// (the IETF draft's fingerprint): the route, the method, the escaped path,
+// the raw query, the media type and the body. Each part is
+// length-prefixed, so that no two different requests hash the same parts.
 func requestHash(route string, req *operation.Request) string {
 	h := sha256.New()
-	h.Write([]byte(route))
-	h.Write([]byte{0})
-	h.Write([]byte(req.Header.Get("Content-Type")))
-	h.Write([]byte{0})
+	for _, part := range []string{route, req.Method, (&url.URL{Path: req.Path}).EscapedPath(), req.RawQuery,
+		req.Header.Get("Content-Type")} {
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(part))))
+		h.Write([]byte(part))
+	}
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(req.Body))))
 	h.Write(req.Body)
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -38,8 +40,30 @@ type Config struct {
 	ResultsHandler http.Handler
 
 	// PublicURL is the scheme, host and optional path prefix of absolute
-	// links, e.g. https://arr.example.com. Default: http(s)://{request Host}.
+	// links, e.g. https://arr.example.com. Default: http(s)://{request
+	// Host}, where the Host must be allowed (see AllowedHosts).
 	PublicURL string
+	// AllowedHosts are the Hosts (host[:port]; without a port, any port)
+	// requests may be sent to besides the loopback ones (localhost,
+	// 127.0.0.0/8, [::1], any port), which are always allowed. Without
+	// PublicURL, links are built from the request's Host, so a request
+	// to any other Host is refused with 421 Misdirected Request; with
+	// PublicURL and no AllowedHosts, any Host is served (links come from
+	// PublicURL); with both, the Host must be PublicURL's or in the list.
+	// /healthz, /readyz and /metrics answer whatever the Host.
+	AllowedHosts []string
+	// TrustedProxies are the direct peers whose Forwarded and
+	// X-Forwarded-* headers are believed (for the scheme and Host of
+	// links, and passed on to forward routes). From any other peer those
+	// headers are deleted before anything is stored or forwarded.
+	// Default: none.
+	TrustedProxies []netip.Prefix
+	// AllowedOrigins are origins (scheme://host[:port]) whose browsers may
+	// send state-changing requests (POST, PUT, PATCH, DELETE) cross-site;
+	// any other cross-site browser request gets 403 (see
+	// http.CrossOriginProtection). Requests without Sec-Fetch-Site and
+	// Origin (non-browser clients) are never refused. Default: none.
+	AllowedOrigins []string
 	// MaxBodyBytes bounds request bodies; larger ones are 413. Default 1 MiB.
 	MaxBodyBytes int64
 	// SyncWait bounds the seed's OnPending=Synchronous wait. Default 127s
@@ -81,6 +105,13 @@ type Server struct {
 	metrics *metrics
 	ciPaths map[string]bool // lower-cased paths of case-insensitive routes
 	c       *arr.Client
+
+	allowedHosts []hostPort
+	trusted      []netip.Prefix
+	cop          *http.CrossOriginProtection
+	inline       map[string]bool // names of the routes whose results are served inline
+	slashless    map[string]bool // subtree roots without their slash: 404, not a redirect
+	noRoute      http.HandlerFunc
 }
 
 // New checks cfg and returns a Server.
@@ -109,8 +140,26 @@ func New(cfg Config) (*Server, error) {
 		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, c: cfg.Client}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, c: cfg.Client,
+		trusted: cfg.TrustedProxies, cop: http.NewCrossOriginProtection(), inline: map[string]bool{}}
 	var err error
+	if s.allowedHosts, err = parseAllowedHosts(cfg.AllowedHosts); err != nil {
+		return nil, err
+	}
+	if cfg.PublicURL != "" && len(s.allowedHosts) > 0 {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil {
+			return nil, fmt.Errorf("api: PublicURL: %w", err)
+		}
+		if h, ok := parseHost(u.Host); ok {
+			s.allowedHosts = append(s.allowedHosts, h)
+		}
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if err := s.cop.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("api: AllowedOrigins: %w", err)
+		}
+	}
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Client); err != nil {
 		return nil, err
 	}
@@ -129,8 +178,11 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("api: route %s keeps credentials (ForwardCredentials) but Config.Credentials is nil", r.Name)
 		}
 		rt := &route{Route: r, method: method, path: path}
+		if rt.InlineResults {
+			s.inline[rt.Name] = true
+		}
 		if rt.CaseInsensitive {
-			rt.path = strings.ToLower(rt.path)
+			rt.path = asciiLower(rt.path)
 			s.ciPaths[rt.path] = true
 		}
 		for _, o := range byPath[rt.path] {
@@ -184,6 +236,29 @@ func New(cfg Config) (*Server, error) {
 	if !catchAll {
 		s.mux.HandleFunc("/", noRoute)
 	}
+	// The roots of subtrees, named without their trailing slash, are 404s
+	// rather than ServeMux's 307 to the subtree. (With a catch-all route
+	// the mux does not redirect: the catch-all takes them.)
+	s.noRoute = noRoute
+	s.slashless = map[string]bool{}
+	exact := map[string]bool{"/v1/operations": true}
+	subtrees := []string{"/v1/operations/", seedStatusPrefix, cfg.ResultsPrefix}
+	for _, p := range paths {
+		exact[p] = true
+		subtrees = append(subtrees, p)
+	}
+	for _, p := range subtrees {
+		if catchAll {
+			break
+		}
+		if i := strings.LastIndexByte(p, '{'); i >= 0 && strings.HasSuffix(p, "...}") {
+			p = p[:i]
+		}
+		root, ok := strings.CutSuffix(p, "/")
+		if ok && root != "" && !strings.Contains(root, "{") && !exact[root] {
+			s.slashless[root] = true
+		}
+	}
 	return s, nil
 }
 
@@ -199,13 +274,21 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	return nil
 }
 
-// ServeHTTP routes r. The paths of case-insensitive routes and the seed's
-// /api/RequestStatus/ match regardless of case (its id keeps its case).
+// ServeHTTP routes r, once it passed the guard (see Config and
+// docs/http-api.md): a path with a dot segment, an encoded slash, a
+// backslash, NUL, another control character or invalid UTF-8 is a 400
+// problem, as is an invalid Host; a Host links may not be built from is
+// 421; a cross-site browser's state-changing request is 403. The paths of
+// case-insensitive routes and the seed's /api/RequestStatus/ match
+// regardless of ASCII case (its id keeps its case).
 //
 // Every request is a caller's: one that carries no arr.Caller (no
 // authentication in front of the api) is Anonymous's, so the api's calls
 // of the core are always scoped.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r = s.guard(w, r); r == nil {
+		return
+	}
 	if _, ok := arr.CallerFrom(r.Context()); !ok {
 		r = r.WithContext(arr.WithCaller(r.Context(), arr.Caller{Principal: arr.Anonymous}))
 	}
@@ -217,13 +300,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r2.URL = &u
 		r = r2
 	}
+	if s.slashless[r.URL.Path] {
+		s.noRoute(w, r)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
 const seedStatusPrefix = "/api/requeststatus/"
 
 func (s *Server) canonicalPath(p string) string {
-	lower := strings.ToLower(p)
+	lower := asciiLower(p)
 	if s.ciPaths[lower] {
 		return lower
 	}
@@ -238,10 +325,8 @@ func (s *Server) base(r *http.Request) string {
 	if s.cfg.PublicURL != "" {
 		return s.cfg.PublicURL
 	}
-	if r.TLS != nil {
-		return "https://" + r.Host
-	}
-	return "http://" + r.Host
+	o := s.originOf(r)
+	return o.scheme + "://" + o.host
 }
 
 // NotReadyDetail is the detail of a failed /readyz: it says nothing of

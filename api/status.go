@@ -16,6 +16,7 @@ import (
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
+	"github.com/arrhq/arr/urlsign"
 )
 
 // lookup validates the {id} of r and reads the operation, answering the
@@ -116,14 +117,12 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 func (s *Server) waitParam(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
 	var d time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
-		var err error
-		if d, err = time.ParseDuration(v); err != nil {
-			n, err2 := strconv.Atoi(v)
-			if err2 != nil {
-				d = -1
-			} else {
-				d = time.Duration(n) * time.Second
-			}
+		if n, ok := parseWaitSeconds(v); ok {
+			d = time.Duration(n) * time.Second // n <= maxWaitSeconds: no overflow
+		} else if pd, err := time.ParseDuration(v); err == nil {
+			d = pd
+		} else {
+			d = -1
 		}
 		if d < 0 {
 			writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid wait",
@@ -288,7 +287,7 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, base string
 	if a.ETag != "" {
 		w.Header().Set("ETag", a.ETag)
 	}
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	urlsign.SetResultHeaders(w.Header(), op.Result.Key, a.ContentType, s.inline[op.Route])
 	http.ServeContent(w, r, "", a.ModTime, rd)
 }
 
@@ -490,7 +489,7 @@ func seedOption(w http.ResponseWriter, q url.Values, name, def string, allowed .
 	var val string
 	found := false
 	for k, vs := range q {
-		if strings.EqualFold(k, name) && len(vs) > 0 {
+		if asciiEqualFold(k, name) && len(vs) > 0 {
 			val, found = vs[0], true
 		}
 	}
@@ -498,7 +497,7 @@ func seedOption(w http.ResponseWriter, q url.Values, name, def string, allowed .
 		return def, true
 	}
 	for _, a := range allowed {
-		if strings.EqualFold(a, val) {
+		if asciiEqualFold(a, val) {
 			return a, true
 		}
 	}

@@ -90,10 +90,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 			return
 		}
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x20 || c > 0x7e }) {
-		writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid Idempotency-Key",
-			"the Idempotency-Key header must be at most 255 printable ASCII characters")
+	key, err := idempotencyKey(r.Header.Values("Idempotency-Key"))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, ProblemInvalidParameter, "Invalid Idempotency-Key", err.Error())
 		return
 	}
 	pref := parsePrefer(r.Header.Values("Prefer"))
@@ -107,10 +106,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	base := s.base(r)
 	// Only the headers arr's rule keeps are stored; the credentials the
 	// route keeps are sealed for the operation's id.
+	o := s.originOf(r)
 	hdr, creds := arr.StoredHeaders(&rt.Route, r.Header)
 	sub := arr.Submission{Route: rt.Name, IdempotencyKey: key,
 		Request: &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body,
-			Host: r.Host, RemoteAddr: r.RemoteAddr, TLS: r.TLS != nil}}
+			Host: o.host, RemoteAddr: r.RemoteAddr, TLS: o.scheme == "https"}}
 	if creds != nil {
 		sub.Seal = func(id string, req *operation.Request) error {
 			sealed, err := s.cfg.Credentials.Seal(ctx, id, creds)
@@ -154,7 +154,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	if pref.async {
 		w.Header().Set("Preference-Applied", "respond-async")
 	} else if pref.wait > 0 {
-		wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait)
+		wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait) // pref.wait <= maxWaitSeconds: no overflow
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 		if done, err := s.c.WaitFor(ctx, op.ID, wait, arr.Terminal); err == nil {
 			op = done
@@ -184,31 +184,123 @@ func (s *Server) accepted(w http.ResponseWriter, ctx context.Context, base strin
 
 type preferences struct {
 	async   bool
-	wait    int
+	wait    int64 // seconds, at most maxWaitSeconds
 	badWait bool
 }
 
+// maxWaitSeconds bounds a parsed wait before it becomes a time.Duration:
+// 999,999,999 s (31 years) times time.Second cannot overflow an int64.
+// Callers clamp it further to Config.MaxWait.
+const maxWaitSeconds = 999_999_999
+
+// parseWaitSeconds reads a whole number of seconds: ASCII digits only
+// (no sign, no space), clamped to maxWaitSeconds however many digits it
+// has, so that it can be multiplied by time.Second.
+func parseWaitSeconds(v string) (int64, bool) {
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, false
+	}
+	if v = strings.TrimLeft(v, "0"); v == "" {
+		return 0, true
+	}
+	if len(v) > 9 {
+		return maxWaitSeconds, true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return min(n, maxWaitSeconds), err == nil
+}
+
 // parsePrefer reads the RFC 7240 preferences arr honours: respond-async and
-// wait=N. Others are ignored, as the RFC asks.
+// wait=N (whole seconds, quoted or not; clamped, see parseWaitSeconds).
+// Others are ignored, as the RFC asks. Names match under ASCII case
+// folding only.
 func parsePrefer(values []string) preferences {
 	var p preferences
 	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
+		for part := range strings.SplitSeq(v, ",") {
 			name, val, _ := strings.Cut(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]), "=")
-			switch strings.ToLower(strings.TrimSpace(name)) {
+			switch asciiLower(strings.TrimSpace(name)) {
 			case "respond-async":
 				p.async = true
 			case "wait":
-				n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
-				if err != nil || n < 0 {
-					p.badWait = true
-				} else {
+				val = strings.TrimSpace(val)
+				if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+					val = val[1 : len(val)-1]
+				}
+				if n, ok := parseWaitSeconds(val); ok {
 					p.wait = n
+				} else {
+					p.badWait = true
 				}
 			}
 		}
 	}
 	return p
+}
+
+// maxIdempotencyKey is the longest Idempotency-Key arr keeps.
+const maxIdempotencyKey = 255
+
+// idempotencyKey reads the Idempotency-Key header (IETF
+// draft-ietf-httpapi-idempotency-key-header): a Structured Field String
+// (RFC 9651 §3.3.3), "abc", whose key is its unescaped content; for the
+// clients that send it bare, a token-like value abc (RFC 9110 tchar, ':'
+// and '/'; a UUID, say) is the same key as "abc". The key is 1 to 255
+// printable ASCII characters. No header is no key (""); more than one
+// field line, parameters after the string, or any other syntax is an
+// error whose text says why.
+func idempotencyKey(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", errors.New("the request has more than one Idempotency-Key header")
+	}
+	v := strings.Trim(values[0], " \t")
+	var key string
+	if strings.HasPrefix(v, `"`) {
+		var b strings.Builder
+		closed := false
+		for i := 1; i < len(v); i++ {
+			c := v[i]
+			switch {
+			case c == '\\':
+				if i+1 >= len(v) || v[i+1] != '"' && v[i+1] != '\\' {
+					return "", errors.New(`the Idempotency-Key string has a backslash that escapes neither " nor \`)
+				}
+				i++
+				b.WriteByte(v[i])
+			case c == '"':
+				if i != len(v)-1 {
+					return "", errors.New("the Idempotency-Key has something after its closing quote")
+				}
+				closed = true
+			case c < 0x20 || c > 0x7e:
+				return "", errors.New("the Idempotency-Key string has a character that is not printable ASCII")
+			default:
+				b.WriteByte(c)
+			}
+		}
+		if !closed {
+			return "", errors.New("the Idempotency-Key string has no closing quote")
+		}
+		key = b.String()
+	} else {
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; !isTchar(c) && c != ':' && c != '/' {
+				return "", errors.New(`the Idempotency-Key must be a structured-field string ("abc") or a token; quote a key with other characters`)
+			}
+		}
+		key = v
+	}
+	if key == "" {
+		return "", errors.New("the Idempotency-Key is empty")
+	}
+	if len(key) > maxIdempotencyKey {
+		return "", fmt.Errorf("the Idempotency-Key is %d characters; the limit is %d", len(key), maxIdempotencyKey)
+	}
+	return key, nil
 }
 
 // internal answers 500 for an internal error: the problem names the step

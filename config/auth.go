@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/arrhq/arr/internal/trustedproxy"
 )
 
 // Auth is the auth: section: how arr authenticates its callers
@@ -46,12 +45,11 @@ type JWTIssuer struct {
 }
 
 // ProxyAuth is an authenticating proxy's identity header, honoured only
-// from TrustedProxies (CIDRs or addresses).
+// from the trusted proxies (server.trustedProxies, -trusted-proxies).
 type ProxyAuth struct {
-	Header         string   `yaml:"header"`
-	TenantHeader   string   `yaml:"tenantHeader"`
-	TrustedProxies []string `yaml:"trustedProxies"`
-	Admins         []string `yaml:"admins"`
+	Header       string   `yaml:"header"`
+	TenantHeader string   `yaml:"tenantHeader"`
+	Admins       []string `yaml:"admins"`
 }
 
 // TLS holds PEM files, relative to this file's directory: the server's
@@ -103,18 +101,8 @@ func (p *parser) checkAuth() {
 			}
 		}
 	}
-	if pr := a.Proxy; pr.Header != "" || len(pr.TrustedProxies) > 0 {
-		if pr.Header == "" {
-			p.errorf("auth.proxy", "header: is required with trustedProxies (e.g. X-Remote-User)")
-		}
-		if len(pr.TrustedProxies) == 0 {
-			p.errorf("auth.proxy", "trustedProxies: give the proxies' CIDRs; the header is honoured from them only")
-		}
-		for i, s := range pr.TrustedProxies {
-			if _, err := trustedproxy.Parse(s); err != nil || strings.Contains(s, ",") {
-				p.errorf(fmt.Sprintf("auth.proxy.trustedProxies[%d]", i), "%q is not an IP address or CIDR", s)
-			}
-		}
+	if pr := a.Proxy; pr.Header == "" && (pr.TenantHeader != "" || len(pr.Admins) > 0) {
+		p.errorf("auth.proxy", "header: is required (e.g. X-Remote-User); it is honoured from server.trustedProxies only")
 	}
 	if t := a.TLS; (t.Cert == "") != (t.Key == "") || t.ClientCA != "" && t.Cert == "" {
 		p.errorf("auth.tls", "give cert and key together (clientCA needs them too)")

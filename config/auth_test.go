@@ -18,7 +18,6 @@ auth:
       leeway: 30s
   proxy:
     header: X-Remote-User
-    trustedProxies: [10.0.0.0/8, 127.0.0.1]
   tls:
     cert: /tls/cert.pem
     key: tls/key.pem
@@ -30,15 +29,14 @@ auth:
 	if a.APIKeys != filepath.Join("etc", "keys.txt") || a.TLS.Key != filepath.Join("etc", "tls/key.pem") || a.TLS.Cert != "/tls/cert.pem" {
 		t.Errorf("paths: %q %q %q", a.APIKeys, a.TLS.Key, a.TLS.Cert)
 	}
-	if len(a.JWT) != 1 || a.JWT[0].PrincipalClaim != "oid" || a.JWT[0].Leeway.Std().Seconds() != 30 || a.Proxy.TrustedProxies[1] != "127.0.0.1" {
+	if len(a.JWT) != 1 || a.JWT[0].PrincipalClaim != "oid" || a.JWT[0].Leeway.Std().Seconds() != 30 || a.Proxy.Header != "X-Remote-User" {
 		t.Errorf("%+v", a)
 	}
 	for in, want := range map[string]string{
 		"auth:\n  jwt:\n    - audiences: [x]\n":                                                     "arr.yaml:3: auth.jwt[0]: issuer: is required",
 		"auth:\n  jwt:\n    - issuer: https://i\n":                                                  "auth.jwt[0]: audiences: give at least one",
 		"auth:\n  jwt:\n    - issuer: https://i\n      audiences: [a]\n      algorithms: [HS256]\n": `"HS256" is refused`,
-		"auth:\n  proxy:\n    header: X-Remote-User\n":                                              "trustedProxies: give the proxies' CIDRs",
-		"auth:\n  proxy:\n    header: X\n    trustedProxies: [10.0.0.0/33]\n":                       `auth.proxy.trustedProxies[0]: "10.0.0.0/33" is not`,
+		"auth:\n  proxy:\n    admins: [ops]\n":                                                       "auth.proxy: header: is required",
 		"auth:\n  tls:\n    cert: c.pem\n":                                                          "give cert and key together",
 		"auth:\n  apikeys: k\n":                                                                     "apikeys",
 	} {

@@ -68,6 +68,16 @@ type Server struct {
 	// PublicURL is the scheme://host[:port][/prefix] of absolute links.
 	// Default: https://$WEBSITE_HOSTNAME when set, else the request's Host.
 	PublicURL string `yaml:"publicURL"`
+	// AllowedHosts are the Hosts (host[:port]) the api answers for besides
+	// the loopback ones, when links are built from the request's Host (no
+	// publicURL); other Hosts get 421. Default: none.
+	AllowedHosts []string `yaml:"allowedHosts"`
+	// TrustedProxies are the CIDR prefixes (or IPs) of the proxies whose
+	// Forwarded and X-Forwarded-* headers are believed. Default: none.
+	TrustedProxies []string `yaml:"trustedProxies"`
+	// AllowedOrigins are the origins (scheme://host[:port]) whose browsers
+	// may send state-changing requests cross-site. Default: none.
+	AllowedOrigins []string `yaml:"allowedOrigins"`
 	// Store is the operations store URL. Default embedded:{data}/db.
 	Store string `yaml:"store"`
 	// Queue is the queue URL. Default embedded:{data}/db.
@@ -217,6 +227,11 @@ type Route struct {
 	// config file's directory, and Parse rewrites it so (joined to that
 	// directory). At most one of Schema and SchemaFile. Default: none.
 	SchemaFile string `yaml:"schemaFile"`
+	// InlineResults serves the route's results with Content-Disposition:
+	// inline instead of attachment, so that a browser shows them; they
+	// keep the sandboxing Content-Security-Policy and nosniff. Default
+	// false.
+	InlineResults bool `yaml:"inlineResults"`
 	// RouteSettings are the route's own settings; File.Effective fills
 	// the ones left at zero from File.Defaults.
 	RouteSettings `yaml:",inline"`

@@ -633,3 +633,24 @@ routes:
 	// line 13: put-v1-customers-id "PUT /v1/customers/{id}" handler=echo timeout=2m0s media=[application/json]
 	// /customername: is required
 }
+
+func TestInlineResults(t *testing.T) {
+	f := mustParse(t, "routes:\n  - path: /v1/page\n    handler: echo\n    inlineResults: true\n  - path: /v1/file\n    handler: echo\n", nil)
+	if !f.Routes[0].InlineResults || f.Routes[1].InlineResults {
+		t.Fatalf("inlineResults: %v, %v", f.Routes[0].InlineResults, f.Routes[1].InlineResults)
+	}
+	if _, err := config.Parse("arr.yaml", []byte("routes:\n  - path: /v1/page\n    handler: echo\n    inlineResults: maybe\n"), nil); err == nil {
+		t.Fatal("inlineResults: maybe was accepted")
+	}
+}
+
+func TestServerBrowserAndProxySettings(t *testing.T) {
+	f := mustParse(t, "server:\n  allowedHosts: [api.example, 'other.example:8443']\n  trustedProxies: [10.0.0.0/8, 192.168.1.7]\n  allowedOrigins: ['https://app.example']\n", nil)
+	if s := f.Server; len(s.AllowedHosts) != 2 || len(s.TrustedProxies) != 2 || s.AllowedOrigins[0] != "https://app.example" {
+		t.Fatalf("server: %+v", s)
+	}
+	_, err := config.Parse("arr.yaml", []byte("server:\n  trustedProxies: [10.0.0.0/33]\n"), nil)
+	if es := errs(t, err); len(es) != 1 || es[0].Key != "server.trustedProxies[0]" {
+		t.Fatalf("bad trustedProxies: %v", err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	arr "github.com/arrhq/arr"
+	"github.com/arrhq/arr/internal/trustedproxy"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 )
@@ -534,6 +535,11 @@ func (p *parser) checkServer() {
 			p.errorf("server.publicURL", "%s", msg)
 		} else if u, _ := url.Parse(s.PublicURL); u.RawQuery != "" || u.Fragment != "" {
 			p.errorf("server.publicURL", "%q: a public URL has no query or fragment", s.PublicURL)
+		}
+	}
+	for i, v := range s.TrustedProxies {
+		if _, err := trustedproxy.Parse(v); err != nil || strings.TrimSpace(v) == "" {
+			p.errorf("server.trustedProxies["+strconv.Itoa(i)+"]", "%q is not an IP address or CIDR prefix (e.g. 10.0.0.0/8)", v)
 		}
 	}
 	for _, k := range []struct {

@@ -30,11 +30,11 @@ func TestDeleteExpiredRemovesResults(t *testing.T) {
 	go func() { _ = s.pool.Run(ctx) }()
 	submit := func(body string) string {
 		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "http://arr/v1/echo", strings.NewReader(body)))
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "http://localhost/v1/echo", strings.NewReader(body)))
 		if rec.Code != http.StatusAccepted {
 			t.Fatalf("submit: %d %s", rec.Code, rec.Body)
 		}
-		return strings.TrimPrefix(rec.Header().Get("Operation-Location"), "http://arr/v1/operations/")
+		return strings.TrimPrefix(rec.Header().Get("Operation-Location"), "http://localhost/v1/operations/")
 	}
 	wait := func(id string) *operation.Operation {
 		deadline := time.Now().Add(10 * time.Second)
@@ -86,14 +86,14 @@ func TestCanceledKeepsWorkerRetention(t *testing.T) {
 	}
 	defer s.Close()
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "http://arr/v1/echo", strings.NewReader("x")))
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "http://localhost/v1/echo", strings.NewReader("x")))
 	loc := rec.Header().Get("Operation-Location")
 	rec = httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("DELETE", loc, nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
 	}
-	op, err := s.store.Get(ctx, strings.TrimPrefix(loc, "http://arr/v1/operations/"))
+	op, err := s.store.Get(ctx, strings.TrimPrefix(loc, "http://localhost/v1/operations/"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,3 +123,31 @@ func DownloadName(key, contentType string) string {
 	}
 	return name
 }
+
+// ResultCSP is the Content-Security-Policy of every response that serves
+// result bytes: nothing in the result may run, load or submit anything.
+const ResultCSP = "default-src 'none'; sandbox"
+
+// SetResultHeaders sets on h the headers of every response that serves a
+// result's bytes, on arr's origin or a signed URL's, so that a result (an
+// HTML page or an SVG a caller submitted, say) can never run as part of
+// that origin: Content-Security-Policy: default-src 'none'; sandbox,
+// X-Content-Type-Options: nosniff, Referrer-Policy: no-referrer and,
+// unless inline, Content-Disposition: attachment with DownloadName(key,
+// contentType) as file name. An inline result gets Content-Disposition:
+// inline; the sandbox still applies. It is the one home of this rule:
+// the result handler of Signer.Handler and the api both call it.
+func SetResultHeaders(h http.Header, key, contentType string, inline bool) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", ResultCSP)
+	h.Set("Referrer-Policy", "no-referrer")
+	disp := "attachment"
+	if inline {
+		disp = "inline"
+	}
+	cd := mime.FormatMediaType(disp, map[string]string{"filename": DownloadName(key, contentType)})
+	if cd == "" {
+		cd = disp
+	}
+	h.Set("Content-Disposition", cd)
+}

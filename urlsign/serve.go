@@ -2,7 +2,6 @@ package urlsign
 
 import (
 	"errors"
-	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -52,14 +51,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("ETag", a.ETag)
 	maxAge := max(int64(time.Until(exp)/time.Second), 0)
 	hd.Set("Cache-Control", "private, max-age="+strconv.FormatInt(maxAge, 10))
-	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
-	hd.Set("Referrer-Policy", "no-referrer")
-	cd := mime.FormatMediaType("attachment", map[string]string{"filename": DownloadName(key, a.ContentType)})
-	if cd == "" {
-		cd = "attachment"
-	}
-	hd.Set("Content-Disposition", cd)
+	SetResultHeaders(hd, key, a.ContentType, false)
 	http.ServeContent(w, r, "", a.ModTime, rd)
 }
 

@@ -75,6 +75,7 @@ func applyAuthEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return nil
 }
 
+// splitList splits a comma-separated flag value, dropping empty entries.
 func splitList(s string) []string {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
@@ -113,11 +114,6 @@ func (a *authFlags) resolve(f *config.File, set map[string]bool) (c auth.Config,
 	c.ProxyHeader = pick("auth-proxy-header", a.proxyHeader, fa.Proxy.Header)
 	c.ProxyTenantHeader, c.ProxyAdmins = fa.Proxy.TenantHeader, fa.Proxy.Admins
 	c.TrustedProxies = []netip.Prefix(a.trusted)
-	if !set["trusted-proxies"] && len(fa.Proxy.TrustedProxies) > 0 {
-		if c.TrustedProxies, err = trustedproxy.Parse(strings.Join(fa.Proxy.TrustedProxies, ",")); err != nil {
-			return c, tlsFiles, false, err
-		}
-	}
 	tlsFiles = [3]string{pick("tls-cert", a.tlsCert, fa.TLS.Cert), pick("tls-key", a.tlsKey, fa.TLS.Key), pick("tls-client-ca", a.tlsClientCA, fa.TLS.ClientCA)}
 	if tlsFiles[2] != "" {
 		c.ClientCerts, c.ClientCertAdmins = true, fa.TLS.ClientAdmins

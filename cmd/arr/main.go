@@ -32,6 +32,7 @@ import (
 
 	"github.com/arrhq/arr/config"
 	"github.com/arrhq/arr/handler/command"
+	"github.com/arrhq/arr/internal/trustedproxy"
 	"github.com/arrhq/arr/server"
 )
 
@@ -122,6 +123,8 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.Core.MaxInterruptions, "max-interruptions", 10, "attempts of an operation that a dead worker or lost lease may cut short before it fails")
 	fs.Int64Var(&cfg.Core.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (the embedded result store holds one in memory while writing it; file: results stream)")
 	fs.DurationVar(&cfg.JanitorInterval, "janitor-interval", time.Minute, "how often expired operations and their results are deleted")
+	allowedHosts := fs.String("allowed-hosts", "", "host[:port],… the api answers for besides loopback ones, when links are built from the request's Host (no -public-url); other Hosts get 421")
+	allowedOrigins := fs.String("allowed-origins", "", "scheme://host[:port],… whose browsers may POST, PUT, PATCH or DELETE cross-site (others get 403)")
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -140,6 +143,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
+	cfg.API.AllowedHosts, cfg.API.AllowedOrigins = splitList(*allowedHosts), splitList(*allowedOrigins)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
 	slog.SetDefault(logger) // the engines' own warnings (e.g. postgres's sslmode) go to the same log
@@ -174,6 +178,13 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	authCfg, tlsFiles, insecure, err := af.resolve(file, set)
 	if err != nil {
 		return err
+	}
+	// One setting, two uses: the proxies whose Forwarded/X-Forwarded-*
+	// headers the api believes, and whose identity header authenticates.
+	if set["trusted-proxies"] {
+		cfg.API.TrustedProxies = authCfg.TrustedProxies
+	} else {
+		authCfg.TrustedProxies = cfg.API.TrustedProxies
 	}
 	if role != server.RoleWorker {
 		if err := checkExposure(cfg.Addr, authCfg, insecure); err != nil {
@@ -290,6 +301,18 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	str("queue", &cfg.QueueURL, fs.Queue)
 	str("results", &cfg.ResultsURL, fs.Results)
 	str("forward", gateway, fs.Forward)
+	if !set["allowed-hosts"] {
+		cfg.API.AllowedHosts = append(cfg.API.AllowedHosts, fs.AllowedHosts...)
+	}
+	if !set["allowed-origins"] {
+		cfg.API.AllowedOrigins = append(cfg.API.AllowedOrigins, fs.AllowedOrigins...)
+	}
+	if !set["trusted-proxies"] {
+		for _, v := range fs.TrustedProxies {
+			ps, _ := trustedproxy.Parse(v) // checked by config.Load
+			cfg.API.TrustedProxies = append(cfg.API.TrustedProxies, ps...)
+		}
+	}
 	if fs.Workers != nil && !set["workers"] {
 		cfg.Workers = *fs.Workers
 	}

@@ -24,7 +24,9 @@
 //	                              itself goes to Config.Logger)
 //	ctx done (cancel, timeout,    error that errors.Is context.Canceled or
 //	shutdown)                     context.DeadlineExceeded, as the context says
-//	request cannot be built       permanent failure (bad stored method, say)
+//	request cannot be built       permanent failure (bad stored method, say, or a
+//	                              path that would leave the URL's prefix: one with
+//	                              a dot segment, a backslash or a control character)
 //	sealed credentials unreadable permanent failure: urn:arr:problem:credentials-unreadable (500)
 //
 // Headers sent upstream: the stored request's headers minus the hop-by-hop
@@ -71,6 +73,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -109,8 +112,9 @@ const MaxRetryAfter = time.Hour
 type Config struct {
 	// URL is the upstream's base URL, http or https:
 	// scheme://host[:port][/prefix]. The request's path is appended to the
-	// prefix (one slash between them, never two) and the request's raw query
-	// is kept. It must be absolute and have no user info, query or fragment
+	// prefix (one slash between them, never two), escaped, and the
+	// request's raw query is kept; a path that would leave the prefix
+	// fails the operation permanently. It must be absolute and have no user info, query or fragment
 	// (set credentials with Header).
 	URL string
 	// Client sends the upstream requests. Default: a client over a clone of
@@ -300,6 +304,9 @@ func (h *handler) newRequest(ctx context.Context, t *worker.Task, creds http.Hea
 	if err != nil {
 		return nil, err
 	}
+	if err := checkUnderBase(h.base, in.Path); err != nil {
+		return nil, err
+	}
 	target := *h.base
 	target.Path, target.RawPath = joinPath(h.base, in.Path)
 	target.RawQuery = in.RawQuery
@@ -470,19 +477,42 @@ func isJSON(ct string) bool {
 }
 
 // joinPath appends the request's path p to base's path with one slash
-// between them, keeping base's own escaping (RawPath) when it has one.
-func joinPath(base *url.URL, p string) (path, rawPath string) {
+// between them. The escaped form (rawPath) is base's escaped path joined
+// to p's escaping, so that what is sent is exactly p's bytes, escaped,
+// under base's own escaping.
+func joinPath(base *url.URL, p string) (joined, rawPath string) {
 	if p == "" {
 		if base.Path == "" {
 			return "/", ""
 		}
 		return base.Path, base.RawPath
 	}
-	path = singleJoiningSlash(base.Path, p)
-	if base.RawPath == "" {
-		return path, ""
+	return singleJoiningSlash(base.Path, p), singleJoiningSlash(base.EscapedPath(), (&url.URL{Path: p}).EscapedPath())
+}
+
+// checkUnderBase refuses a request path that could reach the upstream
+// outside base's path: one with a dot segment (. or ..), a backslash, NUL
+// or another control character, or whose join to base's path, cleaned,
+// is not base's path or under it. arr's api refuses such paths at submit;
+// this keeps a stored request (an older arr's, or a Go caller's) from
+// escaping the prefix.
+func checkUnderBase(base *url.URL, p string) error {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return fmt.Errorf("the request path %q has a control character or a backslash", p)
+		}
 	}
-	return path, singleJoiningSlash(base.EscapedPath(), (&url.URL{Path: p}).EscapedPath())
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("the request path %q has a dot segment", p)
+		}
+	}
+	prefix := path.Clean("/" + base.Path)
+	got := path.Clean("/" + singleJoiningSlash(base.Path, p))
+	if prefix != "/" && got != prefix && !strings.HasPrefix(got, prefix+"/") {
+		return fmt.Errorf("the request path %q leaves the upstream's base path %q", p, base.Path)
+	}
+	return nil
 }
 
 func singleJoiningSlash(a, b string) string {

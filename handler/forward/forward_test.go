@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -692,5 +693,71 @@ func TestCompressedUpstreamStoredPlain(t *testing.T) {
 	}
 	if sawEncoding != "gzip" || body != "plain words" || res.Header.Get("Content-Encoding") != "" {
 		t.Fatalf("upstream saw Accept-Encoding %q; result %q with headers %v", sawEncoding, body, res.Header)
+	}
+}
+
+// The issue's finding: a stored path with dot segments reached the
+// upstream as /public/v1/reports/../../../admin/drop. Such a path now
+// fails permanently and nothing is sent; other paths arrive escaped, byte
+// for byte, under the prefix.
+func TestPathStaysUnderPrefix(t *testing.T) {
+	srv, got := recorder(t, nil)
+	h := newHandler(t, Config{URL: srv.URL + "/public"})
+	for _, p := range []string{
+		"/v1/reports/../../../admin/drop",
+		"/../internal/secret",
+		"/v1/./x",
+		"/v1/..",
+		`/v1\..\admin`,
+		"/v1/\x00",
+		"..",
+	} {
+		_, err := h.Process(t.Context(), task(&operation.Request{Method: "POST", Path: p}), nil)
+		if !worker.IsPermanent(err) {
+			t.Errorf("path %q: error %v, want a permanent one", p, err)
+		}
+		select {
+		case r := <-got:
+			t.Errorf("path %q reached the upstream as %q", p, r.path)
+		default:
+		}
+	}
+	for _, c := range []struct{ path, wantPath, wantRaw string }{
+		{"/v1/reports/a%2Fb", "/public/v1/reports/a%2Fb", "/public/v1/reports/a%252Fb"},
+		{"/v1/items/a?b", "/public/v1/items/a?b", "/public/v1/items/a%3Fb"},
+		{"/v1/items/a b/..x", "/public/v1/items/a b/..x", "/public/v1/items/a%20b/..x"},
+	} {
+		if _, _, err := process(t, t.Context(), h, &operation.Request{Method: "POST", Path: c.path}); err != nil {
+			t.Fatalf("path %q: %v", c.path, err)
+		}
+		r := <-got
+		esc := r.rawPath
+		if esc == "" {
+			esc = (&url.URL{Path: r.path}).EscapedPath()
+		}
+		if r.path != c.wantPath || esc != c.wantRaw {
+			t.Errorf("path %q: upstream got %q (escaped %q), want %q (escaped %q)", c.path, r.path, esc, c.wantPath, c.wantRaw)
+		}
+	}
+}
+
+func TestCheckUnderBase(t *testing.T) {
+	for _, c := range []struct {
+		base, path string
+		ok         bool
+	}{
+		{"/public", "/v1/x", true},
+		{"/public", "", true},
+		{"", "/v1/x", true},
+		{"/public/", "/", true},
+		{"/public", "/..", false},
+		{"/public", "/a/../../b", false},
+		{"", "/../x", false},
+		{"/public", "/a/./b", false},
+	} {
+		err := checkUnderBase(&url.URL{Path: c.base}, c.path)
+		if (err == nil) != c.ok {
+			t.Errorf("base %q path %q: err %v, want ok=%v", c.base, c.path, err, c.ok)
+		}
 	}
 }
