@@ -103,8 +103,9 @@ func (c *Client) StartAttempt(ctx context.Context, id string, first bool) (*Atte
 	req, err := c.cfg.Store.GetRequest(ctx, id)
 	switch {
 	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
+		c.cfg.Logger.Error("arr: the operation's request is missing", "id", id, "err", err)
 		d := a.Abort(ctx, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
-			Detail: "the request could not be read: " + err.Error()})
+			Detail: "the operation's request could not be read"})
 		return nil, d, nil
 	case err != nil:
 		// A store that did not answer: not the operation's fault. Give
@@ -204,7 +205,11 @@ func (a *Attempt) StoreResult(ctx context.Context, res *Result) (*operation.Resu
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		return nil, &operation.Problem{Type: ProblemHandlerFailed, Title: "Result not stored", Status: 500, Detail: err.Error()}
+		// The store's error may name paths, hosts or buckets: the log
+		// has it, the operation a plain account.
+		a.c.cfg.Logger.Error("arr: store result", "id", a.op.ID, "key", key, "err", err)
+		return nil, &operation.Problem{Type: ProblemHandlerFailed, Title: "Result not stored", Status: 500,
+			Detail: "the result could not be stored"}
 	}
 	out := &operation.Result{Key: key, ContentType: ct, Size: attrs.Size, ETag: attrs.ETag, StatusCode: res.StatusCode}
 	if len(res.Header) > 0 {
