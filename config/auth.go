@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-
 )
 
 // Auth is the auth: section: how arr authenticates its callers

@@ -36,7 +36,7 @@ auth:
 		"auth:\n  jwt:\n    - audiences: [x]\n":                                                     "arr.yaml:3: auth.jwt[0]: issuer: is required",
 		"auth:\n  jwt:\n    - issuer: https://i\n":                                                  "auth.jwt[0]: audiences: give at least one",
 		"auth:\n  jwt:\n    - issuer: https://i\n      audiences: [a]\n      algorithms: [HS256]\n": `"HS256" is refused`,
-		"auth:\n  proxy:\n    admins: [ops]\n":                                                       "auth.proxy: header: is required",
+		"auth:\n  proxy:\n    admins: [ops]\n":                                                      "auth.proxy: header: is required",
 		"auth:\n  tls:\n    cert: c.pem\n":                                                          "give cert and key together",
 		"auth:\n  apikeys: k\n":                                                                     "apikeys",
 	} {
