@@ -37,7 +37,26 @@ var buildArr = sync.OnceValues(func() (string, error) {
 type arrProcess struct {
 	cmd  *exec.Cmd
 	addr string
-	log  *bytes.Buffer
+	log  *syncBuffer
+}
+
+// syncBuffer is the output of a child process, readable while the child
+// writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -69,7 +88,7 @@ func startProc(t *testing.T, role, addr, data string, env []string, extra ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &arrProcess{addr: addr, log: &bytes.Buffer{}}
+	p := &arrProcess{addr: addr, log: &syncBuffer{}}
 	p.cmd = exec.Command(bin, append([]string{role, "-addr", addr, "-data", data, "-log-level", "warn"}, extra...)...)
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
