@@ -35,7 +35,9 @@ import (
 //     "session", "signature", "apikey", "api-key" or "access-key", or ends
 //     in "-key" (X-Api-Key, X-Auth-Token, X-Operator-Key…), except
 //     Idempotency-Key;
-//  5. the headers the route names in Route.DropHeaders.
+//  5. the headers the route names in Route.DropHeaders;
+//  6. when the route has an allow-list (Route.KeepHeaders), every header
+//     it does not name.
 //
 // The headers of Route.ForwardCredentials are kept although rule 4 drops
 // them (rules 1, 2, 3 and 5 still apply), never in clear: Credentials.Seal encrypts them into the
@@ -109,7 +111,14 @@ func StoredHeaders(rt *Route, h http.Header) (stored, credentials http.Header) {
 		}
 	}
 	keep := map[string]bool{} // sealed
+	var allowed map[string]bool // nil: no allow-list
 	if rt != nil {
+		if len(rt.KeepHeaders) > 0 {
+			allowed = map[string]bool{}
+			for _, n := range rt.KeepHeaders {
+				allowed[http.CanonicalHeaderKey(n)] = true
+			}
+		}
 		for _, n := range rt.DropHeaders {
 			dropped[http.CanonicalHeaderKey(n)] = true
 		}
@@ -130,7 +139,7 @@ func StoredHeaders(rt *Route, h http.Header) (stored, credentials http.Header) {
 				credentials = http.Header{}
 			}
 			credentials[k] = append(credentials[k], vs...)
-		case !IsCredentialHeader(k):
+		case !IsCredentialHeader(k) && (allowed == nil || allowed[k]):
 			stored[k] = append(stored[k], vs...)
 		}
 	}
@@ -142,6 +151,11 @@ func checkHeaderNames(r *Route) error {
 	for _, n := range r.DropHeaders {
 		if !ValidHeaderName(n) {
 			return fmt.Errorf("route %s: DropHeaders: %q is not a header name (letters, digits and '-')", r.Name, n)
+		}
+	}
+	for _, n := range r.KeepHeaders {
+		if !ValidHeaderName(n) {
+			return fmt.Errorf("route %s: KeepHeaders: %q is not a header name (letters, digits and '-')", r.Name, n)
 		}
 	}
 	for _, n := range r.ForwardCredentials {

@@ -75,6 +75,18 @@ func TestStoredHeaders(t *testing.T) {
 	if _, ok := in["Authorization"]; !ok {
 		t.Error("StoredHeaders modified its input")
 	}
+
+	// An allow-list keeps what it names and nothing else, and still no
+	// credential, hop-by-hop or proxy header it names.
+	rt = &arr.Route{KeepHeaders: []string{"content-type", "X-Request-Id", "Authorization", "X-Forwarded-For", "Te"},
+		ForwardCredentials: []string{"Cookie"}}
+	stored, creds = arr.StoredHeaders(rt, in)
+	if want := (http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"r1"}}); !reflect.DeepEqual(stored, want) {
+		t.Errorf("with KeepHeaders: stored %v\nwant   %v", stored, want)
+	}
+	if want := (http.Header{"Cookie": {"session=1"}}); !reflect.DeepEqual(creds, want) {
+		t.Errorf("with KeepHeaders: credentials %v, want %v", creds, want)
+	}
 }
 
 func TestRouteHeaderNamesChecked(t *testing.T) {
@@ -94,6 +106,7 @@ func TestRouteHeaderNamesChecked(t *testing.T) {
 	}
 	for _, rt := range []arr.Route{
 		{Pattern: "/a", Handler: arr.Echo, DropHeaders: []string{"X_Bad"}},
+		{Pattern: "/a", Handler: arr.Echo, KeepHeaders: []string{"X Bad"}},
 		{Pattern: "/a", Handler: arr.Echo, ForwardCredentials: []string{"Bad Name"}},
 		{Pattern: "/a", Handler: arr.Echo, ForwardCredentials: []string{"Proxy-Authorization"}},
 	} {

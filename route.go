@@ -69,6 +69,12 @@ type Route struct {
 	// DropHeaders names request headers not to store, beyond those arr
 	// never stores (see StoredHeaders). Default: none.
 	DropHeaders []string
+	// KeepHeaders, when not empty, is the route's allow-list of request
+	// headers: only those it names are stored (and passed to the
+	// handler), and still never a credential, hop-by-hop or proxy header
+	// (ForwardCredentials keeps credentials, sealed). Default: every
+	// header but those (see StoredHeaders).
+	KeepHeaders []string
 	// ForwardCredentials names the credential headers (Authorization,
 	// Cookie, X-Api-Key…) that the route's operations keep, which arr
 	// otherwise never stores: they are stored encrypted (see Credentials)

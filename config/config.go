@@ -222,6 +222,11 @@ type Route struct {
 	// anything but letters, digits and '-' (see arr.StoredHeaders).
 	// Default: none.
 	DropHeaders []string `yaml:"dropHeaders"`
+	// KeepHeaders, when given, is the route's allow-list: only these
+	// request headers are stored (so passed to its handler), and never a
+	// credential, hop-by-hop or proxy header among them (forward.credentials
+	// keeps credentials, encrypted). Default: every header but those.
+	KeepHeaders []string `yaml:"keepHeaders"`
 	// SchemaFile is the path of a JSON Schema file (JSON, or YAML when it
 	// ends in .yaml or .yml), as Schema but kept apart; relative to the
 	// config file's directory, and Parse rewrites it so (joined to that

@@ -770,6 +770,11 @@ func (p *parser) checkRoute(i int, names map[string]int) bool {
 			p.errorf(at+".dropHeaders["+strconv.Itoa(j)+"]", "%q is not a header name (letters, digits and '-')", n)
 		}
 	}
+	for j, n := range r.KeepHeaders {
+		if !arr.ValidHeaderName(n) {
+			p.errorf(at+".keepHeaders["+strconv.Itoa(j)+"]", "%q is not a header name (letters, digits and '-')", n)
+		}
+	}
 	p.checkExec(at, r)
 	p.checkSchema(at, r)
 	p.checkMediaTypes(at, r)

@@ -36,7 +36,7 @@ func routes(f *config.File, gateway, data string, maxResult int64, creds *arr.Cr
 				return nil, fmt.Errorf("%s:%d: route %s: %w", f.Path, r.Line, r.Name, err)
 			}
 			sr := withSettings(server.Route{Pattern: r.Method + " " + r.Path, Name: r.Name, Handler: h, MediaTypes: r.MediaTypes,
-				Callers: r.Callers, DropHeaders: r.DropHeaders, InlineResults: r.InlineResults}, f.Effective(r))
+				Callers: r.Callers, DropHeaders: r.DropHeaders, KeepHeaders: r.KeepHeaders, InlineResults: r.InlineResults}, f.Effective(r))
 			if r.Forward != nil {
 				sr.ForwardCredentials = r.Forward.Credentials
 			}
