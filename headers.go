@@ -110,7 +110,7 @@ func StoredHeaders(rt *Route, h http.Header) (stored, credentials http.Header) {
 			dropped[http.CanonicalHeaderKey(strings.TrimSpace(f))] = true
 		}
 	}
-	keep := map[string]bool{} // sealed
+	keep := map[string]bool{}   // sealed
 	var allowed map[string]bool // nil: no allow-list
 	if rt != nil {
 		if len(rt.KeepHeaders) > 0 {
