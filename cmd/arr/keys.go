@@ -18,8 +18,8 @@ import (
 )
 
 const keysUsage = `Usage:
-  arr keys list [-data DIR] [-results URL]
-  arr keys rotate [-revoke KID] [-data DIR] [-results URL]
+  arr keys list [-data DIR] [-results URL | -credentials]
+  arr keys rotate [-revoke KID] [-data DIR] [-results URL | -credentials]
 
 list shows the signing keys of result URLs: id, creation, retirement, and
 which one signs (never a secret). rotate adds a new key that signs from
@@ -28,6 +28,12 @@ now on; the others keep verifying the URLs they signed until they age out
 rotation) or are revoked. -revoke KID also removes key KID: the URLs it
 signed stop working. A running arr picks a change up within 5 seconds.
 -data and -results are serve's: the keyring is the results store's.
+
+With -credentials, the keyring is instead the one that encrypts the
+credentials forward routes keep ({data}/credential-keys.json): a rotation
+makes new operations use the new key, and retired keys keep opening the
+operations sealed with them (they are never pruned: revoke one only once
+no operation sealed with it is kept any more).
 `
 
 // keysCmd runs arr keys.
@@ -48,6 +54,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, keysUsage); fs.PrintDefaults() }
 	data := fs.String("data", "arr-data", "data directory of arr serve (its default result store's keyring)")
 	results := fs.String("results", "", "result store URL, as arr serve's -results (default embedded:{data}/db)")
+	creds := fs.Bool("credentials", false, "the keyring of forwarded credentials ({data}/"+credentialKeysFile+") instead of the result URLs'")
 	var revoke string
 	if sub == "rotate" {
 		fs.StringVar(&revoke, "revoke", "", "also remove the key with this id (after the rotation, so the active one can be revoked too)")
@@ -67,7 +74,21 @@ func keysCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	keys, life, closeKeys, err := openKeys(ctx, resultsURL)
+	var keys urlsign.Keys
+	var life time.Duration
+	var closeKeys func()
+	var err error
+	if *creds {
+		if *results != "" {
+			return errors.New("-credentials and -results: give one (the credentials' keyring is in -data)")
+		}
+		keys, err = urlsign.OpenFileKeys(filepath.Join(*data, credentialKeysFile), "")
+		// A sealed operation may be retried as long as it is kept: its
+		// key is kept until revoked.
+		life, closeKeys = credentialKeyLife, func() { _ = keys.Close() }
+	} else {
+		keys, life, closeKeys, err = openKeys(ctx, resultsURL)
+	}
 	if err != nil {
 		return err
 	}
@@ -97,6 +118,11 @@ func keysCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	return listKeys(stdout, kr)
 }
+
+// credentialKeyLife is how long a retired credentials key is kept by
+// rotations: for good (ten years), so that no kept operation loses the key
+// it was sealed with; -revoke removes one.
+const credentialKeyLife = 10 * 365 * 24 * time.Hour
 
 // openKeys opens the keyring of the signer of the result store at
 // resultsURL and returns it with the store's longest URL lifetime (for

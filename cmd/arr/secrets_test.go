@@ -91,6 +91,17 @@ routes:
 			t.Fatalf("%s: %+v, want failed", path, op)
 		}
 	}
+	// The credentials' key rotates while arr runs: the operation sealed
+	// with the old key still opens on its retry.
+	bin, err := buildArr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runBin(bin, 30*time.Second, "keys", "rotate", "-credentials", "-data", data)
+	if err != nil || !strings.Contains(out, "rotated: key ") {
+		t.Fatalf("arr keys rotate -credentials: %v\n%s", err, out)
+	}
+	newKID := strings.Fields(strings.SplitN(out, "rotated: key ", 2)[1])[0]
 	ok.Store(true)
 	for _, path := range []string{"/v1/plain", "/v1/authed"} {
 		res, err := hc.Post(base+"/v1/operations/"+ids[path]+"/retry", "", nil)
@@ -115,6 +126,14 @@ routes:
 		}
 	}
 	mu.Unlock()
+
+	out, err = runBin(bin, 30*time.Second, "keys", "list", "-credentials", "-data", data)
+	if err != nil || strings.Count(out, "\n") != 3 || !strings.Contains(out, newKID) {
+		t.Errorf("arr keys list -credentials after a rotation (a header and two keys, %s one of them): %v\n%s", newKID, err, out)
+	}
+	if b := post("/v1/authed"); waitOp(t, base, b, 20*time.Second, nil).Status != "succeeded" {
+		t.Errorf("a credentials route after the rotation: %s did not succeed", b)
+	}
 
 	id := post("/v1/env")
 	if op := waitOp(t, base, id, 20*time.Second, nil); op.Status != "succeeded" {
