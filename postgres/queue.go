@@ -208,8 +208,19 @@ func (q *Queue) fail(ctx context.Context, err error) error {
 
 // claim leases up to n messages; spent reports messages dead-lettered
 // instead (MaxDeliveries).
+// claimTimeout bounds a claim, which runs on whether or not its caller
+// still waits (see claim).
+const claimTimeout = 30 * time.Second
+
 func (q *Queue) claim(ctx context.Context, n int, lease time.Duration) ([]qdriver.Delivery, bool, error) {
-	rows, err := q.db.pool.Query(ctx, q.db.sql.claim, pgx.NamedArgs{
+	// The claim runs to its end even when ctx ends meanwhile: a claim cut
+	// short may commit on the server without its rows reaching this
+	// process, which would leave its messages leased to no one until the
+	// lease ran out. Deliveries the caller no longer waits for are given
+	// back below.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
+	rows, err := q.db.pool.Query(cctx, q.db.sql.claim, pgx.NamedArgs{
 		"max": n, "maxd": q.maxDeliveries, "lease": micros(lease),
 	})
 	if err != nil {
@@ -242,21 +253,26 @@ func (q *Queue) claim(ctx context.Context, n int, lease time.Duration) ([]qdrive
 	}
 	q.mu.Lock()
 	closed := q.leases == nil
+	gone := closed || ctx.Err() != nil
 	for _, d := range ds {
-		if !closed {
+		if !gone {
 			q.leases[d.(*delivery).token] = struct{}{}
 		}
 	}
 	q.mu.Unlock()
-	if closed && len(ds) > 0 {
-		// Closed during the claim: give them back as Close would have.
+	if gone && len(ds) > 0 {
+		// Closed, or the caller gone, during the claim: give them back
+		// as Close would have.
 		tokens := make([][16]byte, len(ds))
 		for i, d := range ds {
 			tokens[i] = d.(*delivery).token
 		}
 		var n int64
-		_ = q.db.pool.QueryRow(ctx, q.db.sql.release, pgx.NamedArgs{"tokens": tokens, "queue_chan": q.db.qChan}).Scan(&n)
-		return nil, false, qdriver.ErrClosed
+		_ = q.db.pool.QueryRow(cctx, q.db.sql.release, pgx.NamedArgs{"tokens": tokens, "queue_chan": q.db.qChan}).Scan(&n)
+		if closed {
+			return nil, false, qdriver.ErrClosed
+		}
+		return nil, false, ctx.Err()
 	}
 	return ds, spent, nil
 }
