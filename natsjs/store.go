@@ -563,38 +563,9 @@ func (s *Store) List(ctx context.Context, opts driver.ListOptions) ([]*operation
 	if err != nil {
 		return nil, "", err
 	}
-	ids := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if id, err := untoken(k[len(kOp):]); err == nil && id > opts.After {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	var out []*operation.Operation
-	for i, id := range ids {
-		op, _, err := s.getOp(ctx, id)
-		if errors.Is(err, driver.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		if len(opts.Status) > 0 && !slices.Contains(opts.Status, op.Status) {
-			continue
-		}
-		out = append(out, op)
-		if len(out) == limit {
-			if i < len(ids)-1 {
-				return out, id, nil
-			}
-			break
-		}
-	}
-	return out, "", nil
+	return s.page(ctx, keys, kOp, opts, func(op *operation.Operation) bool {
+		return len(opts.Status) == 0 || slices.Contains(opts.Status, op.Status)
+	})
 }
 
 // listOwner is List with an owner: it lists the owner's index entries
@@ -609,6 +580,18 @@ func (s *Store) listOwner(ctx context.Context, opts driver.ListOptions) ([]*oper
 	if err != nil {
 		return nil, "", err
 	}
+	return s.page(ctx, keys, prefix, opts, func(op *operation.Operation) bool {
+		return op.Owner == opts.Owner && (len(opts.Status) == 0 || slices.Contains(opts.Status, op.Status))
+	})
+}
+
+// page is a List page from index keys, each prefix followed by an id's
+// token: the operations whose ids sort after opts.After, in id order,
+// that keep accepts, up to opts.Limit (100 when not positive), and the
+// cursor of the next page: read one operation ahead, it is "" when there
+// is none. An id whose operation is missing (deleted meanwhile, or a
+// Create that failed after writing its index key) is skipped.
+func (s *Store) page(ctx context.Context, keys []string, prefix string, opts driver.ListOptions, keep func(*operation.Operation) bool) ([]*operation.Operation, string, error) {
 	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
 		if id, err := untoken(k[len(prefix):]); err == nil && id > opts.After {
@@ -629,7 +612,7 @@ func (s *Store) listOwner(ctx context.Context, opts driver.ListOptions) ([]*oper
 		if err != nil {
 			return nil, "", err
 		}
-		if op.Owner != opts.Owner || len(opts.Status) > 0 && !slices.Contains(opts.Status, op.Status) {
+		if !keep(op) {
 			continue
 		}
 		if len(out) == limit {
