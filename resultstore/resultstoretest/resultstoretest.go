@@ -396,8 +396,9 @@ func testDelete(t *testing.T, e *env) {
 	e.ExpectContent(t, e.Key("dir/keep"), []byte("keep"), a)
 }
 
-// keyNames are names that stress path escaping in keys and URLs.
-var keyNames = []string{
+// KeyNames are names that stress path escaping in keys and URLs; the
+// signing suite (urlsign/signtest) signs URLs to them too.
+var KeyNames = []string{
 	"plain",
 	"with/slashes/deep/down.txt",
 	"space in name",
@@ -415,7 +416,7 @@ var keyNames = []string{
 }
 
 func testKeyNames(t *testing.T, e *env) {
-	for i, name := range keyNames {
+	for i, name := range KeyNames {
 		k := e.Key(name)
 		body := []byte(fmt.Sprintf("body %d of %q", i, name))
 		if err := e.s.ValidateKey(k); err != nil {
@@ -425,7 +426,7 @@ func testKeyNames(t *testing.T, e *env) {
 		e.ExpectContent(t, k, body, a)
 	}
 	// All are distinct: read them again after all were written.
-	for i, name := range keyNames {
+	for i, name := range KeyNames {
 		got, _ := e.Read(t, e.Key(name))
 		if want := fmt.Sprintf("body %d of %q", i, name); string(got) != want {
 			t.Errorf("key %q holds %q, want %q", name, got, want)

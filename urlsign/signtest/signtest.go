@@ -307,26 +307,8 @@ func testLarge(t *testing.T, e *env) {
 	}
 }
 
-// keyNames are names that stress path escaping in keys and URLs.
-var keyNames = []string{
-	"plain",
-	"with/slashes/deep/down.txt",
-	"space in name",
-	"dir with space/file name.txt",
-	"plus+sign",
-	"a+b=c&d;e,f",
-	"question?mark#hash",
-	"percent%20literal",
-	"encoded%2Fslash",
-	"ünïcødé/日本語/файл.json",
-	"emoji-🙂",
-	"tilde~and'quote\"",
-	".hidden/.dot",
-	"data/0192e0d2-7c1a-7cc3-8a45-0f6e3b4a2c1d.blobdata",
-}
-
 func testKeyNames(t *testing.T, e *env) {
-	for i, name := range keyNames {
+	for i, name := range resultstoretest.KeyNames {
 		k := e.Key(name)
 		body := []byte(fmt.Sprintf("body %d of %q", i, name))
 		a := e.MustPut(t, k, body, "text/plain")
@@ -334,7 +316,7 @@ func testKeyNames(t *testing.T, e *env) {
 		e.expectServed(t, e.sign(t, k, 5*time.Minute), body, a)
 	}
 	// All are distinct: read them again after all were written.
-	for i, name := range keyNames {
+	for i, name := range resultstoretest.KeyNames {
 		got, _ := e.Read(t, e.Key(name))
 		if want := fmt.Sprintf("body %d of %q", i, name); string(got) != want {
 			t.Errorf("key %q holds %q, want %q", name, got, want)
