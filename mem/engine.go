@@ -51,6 +51,7 @@ type engine struct {
 	idem     map[string]string   // idempotency key → id of its holder
 	owned    map[string][]string // owner → the ids of its ops, ascending
 	expiry   iheap[*opRec]       // operations with an ExpiresAt, by it
+	due      iheap[*opRec]       // operations with a CallbackDueAt, by it
 	tombs    map[string]*tomb    // by id
 	tombHeap iheap[*tomb]        // by until
 	watch    watch.Hub
@@ -75,6 +76,10 @@ func newEngine(name string, named bool) *engine {
 	eng.expiry = iheap[*opRec]{
 		less: func(a, b *opRec) bool { return a.op.ExpiresAt.Before(b.op.ExpiresAt) },
 		idx:  func(r *opRec) *int { return &r.expIdx },
+	}
+	eng.due = iheap[*opRec]{
+		less: func(a, b *opRec) bool { return a.op.CallbackDueAt.Before(b.op.CallbackDueAt) },
+		idx:  func(r *opRec) *int { return &r.dueIdx },
 	}
 	eng.tombs = map[string]*tomb{}
 	eng.tombHeap = iheap[*tomb]{
@@ -153,6 +158,7 @@ func (eng *engine) release() {
 	eng.closed = true
 	eng.ops, eng.ids, eng.idem, eng.owned, eng.tombs = nil, nil, nil, nil, nil
 	eng.expiry.reset()
+	eng.due.reset()
 	eng.tombHeap.reset()
 	eng.msgs, eng.blobs = nil, nil
 	eng.pending.reset()

@@ -22,6 +22,7 @@ type opRec struct {
 	op     *operation.Operation
 	req    *operation.Request // nil: none kept
 	expIdx int                // in engine.expiry; -1 when not there
+	dueIdx int                // in engine.due; -1 when not there
 }
 
 // tomb is the tombstone of a deleted operation's id, kept until until.
@@ -43,6 +44,7 @@ var (
 	_ opdriver.Store        = (*store)(nil)
 	_ arrengine.Atomic      = (*store)(nil)
 	_ opdriver.Transitioner = (*store)(nil)
+	_ opdriver.Outbox       = (*store)(nil)
 )
 
 func newStore(eng *engine, held bool) *store {
@@ -240,7 +242,7 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	}
 	stored := op.Clone()
 	stored.Version = 1
-	r := &opRec{op: stored, req: cloneRequest(req), expIdx: -1}
+	r := &opRec{op: stored, req: cloneRequest(req), expIdx: -1, dueIdx: -1}
 	eng.ops[op.ID] = r
 	eng.ids = insertID(eng.ids, op.ID)
 	if op.Owner != "" {
@@ -251,6 +253,9 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	}
 	if !stored.ExpiresAt.IsZero() {
 		eng.expiry.push(r)
+	}
+	if !stored.CallbackDueAt.IsZero() {
+		eng.due.push(r)
 	}
 	if msg != nil {
 		eng.enqueue(now, *msg)
@@ -324,6 +329,7 @@ func (eng *engine) write(r *opRec, op *operation.Operation) {
 	next.Version = r.op.Version + 1
 	next.IdempotencyKey, next.Owner = r.op.IdempotencyKey, r.op.Owner // never change
 	had, has := !r.op.ExpiresAt.IsZero(), !next.ExpiresAt.IsZero()
+	owed, owes := !r.op.CallbackDueAt.IsZero(), !next.CallbackDueAt.IsZero()
 	r.op = next
 	switch {
 	case had && has:
@@ -332,6 +338,14 @@ func (eng *engine) write(r *opRec, op *operation.Operation) {
 		eng.expiry.remove(r)
 	case has:
 		eng.expiry.push(r)
+	}
+	switch {
+	case owed && owes:
+		eng.due.fix(r)
+	case owed:
+		eng.due.remove(r)
+	case owes:
+		eng.due.push(r)
 	}
 	op.Version = next.Version
 	eng.notify(op.ID)
@@ -376,6 +390,7 @@ func (s *store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]
 		}
 		op := r.op
 		eng.expiry.pop()
+		eng.due.remove(r)
 		delete(eng.ops, op.ID)
 		eng.ids = deleteID(eng.ids, op.ID)
 		if op.Owner != "" {
@@ -397,6 +412,32 @@ func (s *store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]
 		deleted = append(deleted, op) // no longer stored: the caller may have it
 	}
 	return deleted, nil
+}
+
+// ---- Outbox ----
+
+// DueCallbacks: see opstore/driver.Outbox. The index is a heap by
+// CallbackDueAt; the due entries are read off a copy of its order.
+func (s *store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.eng.mu.Unlock()
+	if limit <= 0 {
+		return nil, nil
+	}
+	var due []*opRec
+	for _, r := range s.eng.due.s { // the heap's array: every owing operation
+		if !r.op.CallbackDueAt.After(now) {
+			due = append(due, r)
+		}
+	}
+	slices.SortFunc(due, func(a, b *opRec) int { return a.op.CallbackDueAt.Compare(b.op.CallbackDueAt) })
+	out := make([]*operation.Operation, 0, min(limit, len(due)))
+	for _, r := range due[:min(limit, len(due))] {
+		out = append(out, r.op.Clone())
+	}
+	return out, nil
 }
 
 // dropTomb removes a tombstone. eng.mu is held.

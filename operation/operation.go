@@ -106,6 +106,19 @@ type Operation struct {
 	Owner  string `json:"owner,omitempty"`
 	Tenant string `json:"tenant,omitempty"`
 
+	// CallbackURL is the callback target the request named (X-Callback-Url),
+	// "" when it named none. The route's own targets are the route's.
+	CallbackURL string `json:"callbackUrl,omitempty"`
+
+	// Callbacks is the operation's outbox: one entry per callback a
+	// transition owed, written in the same write as that transition, and
+	// kept (delivered, failed or pending) for the operation's life.
+	Callbacks []Callback `json:"callbacks,omitempty"`
+
+	// CallbackDueAt is the earliest NextAt of the pending Callbacks; zero
+	// when none is pending. Stores index it (driver.Outbox.DueCallbacks).
+	CallbackDueAt time.Time `json:"callbackDueAt,omitzero"`
+
 	// Meta holds route-specific properties (the seed's RequestSubmittedAt
 	// and RequestStatusURL, for example).
 	Meta map[string]string `json:"meta,omitempty"`
@@ -134,6 +147,9 @@ func (o *Operation) Clone() *Operation {
 			c.History[i].Error = a.Error.Clone()
 		}
 	}
+	if o.Callbacks != nil {
+		c.Callbacks = append([]Callback(nil), o.Callbacks...)
+	}
 	if o.Meta != nil {
 		c.Meta = make(map[string]string, len(o.Meta))
 		for k, v := range o.Meta {
@@ -141,6 +157,57 @@ func (o *Operation) Clone() *Operation {
 		}
 	}
 	return &c
+}
+
+// Callback states.
+const (
+	// CallbackPending: an attempt is due at NextAt (or one is in flight).
+	CallbackPending = "pending"
+	// CallbackDelivered: the target answered 2xx.
+	CallbackDelivered = "delivered"
+	// CallbackFailed: no attempt will be made any more (out of time or
+	// attempts, refused by arr's target rule, or the target answered 410).
+	CallbackFailed = "failed"
+)
+
+// Callback is one callback an operation owes, or owed: an outbox entry. It
+// holds no body: the event is rendered from the operation at each attempt,
+// so that its links are fresh, under the same ID.
+type Callback struct {
+	// ID is the event's id (CloudEvents id, Standard Webhooks webhook-id),
+	// the same on every attempt.
+	ID string `json:"id"`
+	// URL is the target.
+	URL string `json:"url"`
+	// Event is the status the operation entered (succeeded, failed, …).
+	Event string `json:"event"`
+	// Secret names the secret that signs it: "route:NAME" or
+	// "principal:NAME".
+	Secret    string    `json:"secret"`
+	CreatedAt time.Time `json:"createdAt"`
+	State     string    `json:"state"`
+	// Attempts is the number of attempts started.
+	Attempts int `json:"attempts"`
+	// NextAt is when the next attempt is due (pending only).
+	NextAt time.Time `json:"nextAt,omitzero"`
+	// LastStatus is the HTTP status of the last answer (0: none).
+	LastStatus int `json:"lastStatus,omitempty"`
+	// LastError says why the last attempt did not deliver.
+	LastError   string    `json:"lastError,omitempty"`
+	LastAt      time.Time `json:"lastAt,omitzero"`
+	DeliveredAt time.Time `json:"deliveredAt,omitzero"`
+}
+
+// DueAt is the earliest NextAt of cbs' pending entries, zero when none is
+// pending: what Operation.CallbackDueAt must be.
+func DueAt(cbs []Callback) time.Time {
+	var due time.Time
+	for _, c := range cbs {
+		if c.State == CallbackPending && (due.IsZero() || c.NextAt.Before(due)) {
+			due = c.NextAt
+		}
+	}
+	return due
 }
 
 // MaxHistory bounds Operation.History.

@@ -157,6 +157,19 @@ func (s *Store) WaitFor(ctx context.Context, id string, d time.Duration, done fu
 	}
 }
 
+// ErrNoOutbox: the driver does not implement driver.Outbox.
+var ErrNoOutbox = errors.New("opstore: the driver keeps no callback outbox index")
+
+// DueCallbacks: see driver.Outbox.DueCallbacks; ErrNoOutbox when the
+// driver does not implement it.
+func (s *Store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	o, ok := s.d.(driver.Outbox)
+	if !ok {
+		return nil, ErrNoOutbox
+	}
+	return o.DueCallbacks(ctx, now, limit)
+}
+
 // Close closes the driver.
 func (s *Store) Close() error { return s.d.Close() }
 

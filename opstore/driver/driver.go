@@ -159,3 +159,20 @@ type Transitioner interface {
 type Syncer interface {
 	Sync(ctx context.Context) error
 }
+
+// Outbox is implemented by every store: it finds the operations whose
+// callbacks are due. Callbacks live in the operation record
+// (Operation.Callbacks), so the transition that owes one and its outbox
+// entry are one write, atomic on every store; Outbox is the index over
+// Operation.CallbackDueAt that finds them again.
+type Outbox interface {
+	// DueCallbacks returns up to limit operations whose CallbackDueAt is
+	// not zero and not after now, earliest CallbackDueAt first (ties in
+	// any order). Every write of an operation (Create, Update, UpdateLazy,
+	// TransitionOp, engine.Atomic's writes) keeps the index current, and
+	// DeleteExpired removes its operations from it. A driver whose index
+	// is a write of its own, apart from the operation's (NATS), says in
+	// its package documentation how an index entry a crash lost is
+	// repaired. A limit <= 0 returns nothing.
+	DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error)
+}

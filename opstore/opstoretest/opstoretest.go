@@ -105,6 +105,8 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ListOwnerDeleteExpired", testListOwnerDeleteExpired},
 		{"ListOwnerCreateConflicts", testListOwnerCreateConflicts},
 		{"ListOwnerSubmitAtomic", testListOwnerSubmitAtomic},
+		{"DueCallbacks", testDueCallbacks},
+		{"DueCallbacksFollowsWrites", testDueCallbacksFollowsWrites},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,6 +297,16 @@ func fullOp() *operation.Operation {
 	op.AttemptStartedAt = t.Add(-time.Minute)
 	op.Owner = "alice@example.com"
 	op.Tenant = "tenant-a"
+	op.CallbackURL = "https://hooks.example.com/arr?tag=a%20b"
+	op.Callbacks = []operation.Callback{
+		{ID: "msg_1", URL: "https://hooks.example.com/arr?tag=a%20b", Event: "failed", Secret: "principal:alice@example.com",
+			CreatedAt: t.Add(-time.Minute), State: operation.CallbackPending, Attempts: 3, NextAt: t.Add(time.Minute),
+			LastStatus: 503, LastError: "the target answered 503", LastAt: t.Add(-time.Second)},
+		{ID: "msg_2", URL: "https://route.example.com/", Event: "failed", Secret: "route:echo",
+			CreatedAt: t.Add(-time.Minute), State: operation.CallbackDelivered, Attempts: 1, LastStatus: 200,
+			LastAt: t.Add(-time.Minute), DeliveredAt: t.Add(-time.Minute)},
+	}
+	op.CallbackDueAt = t.Add(time.Minute)
 	return op
 }
 
@@ -333,6 +345,14 @@ func normalize(op *operation.Operation) *operation.Operation {
 	c.CreatedAt, c.UpdatedAt, c.ExpiresAt = fix(c.CreatedAt), fix(c.UpdatedAt), fix(c.ExpiresAt)
 	c.TombstoneUntil = fix(c.TombstoneUntil)
 	c.AttemptStartedAt = fix(c.AttemptStartedAt)
+	c.CallbackDueAt = fix(c.CallbackDueAt)
+	if len(c.Callbacks) == 0 {
+		c.Callbacks = nil
+	}
+	for i := range c.Callbacks {
+		cb := &c.Callbacks[i]
+		cb.CreatedAt, cb.NextAt, cb.LastAt, cb.DeliveredAt = fix(cb.CreatedAt), fix(cb.NextAt), fix(cb.LastAt), fix(cb.DeliveredAt)
+	}
 	if len(c.Meta) == 0 {
 		c.Meta = nil
 	}
