@@ -80,10 +80,10 @@ func (c *Client) StartAttempt(ctx context.Context, id string, first bool) (*Atte
 		begin = c.cfg.Store.TransitionLazy
 	}
 	var interrupted bool
-	op, err := begin(ctx, id, func(op *operation.Operation) (err error) {
+	op, err := begin(ctx, id, c.owing(func(op *operation.Operation) (err error) {
 		interrupted, err = start(op, now)
 		return err
-	})
+	}))
 	switch {
 	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone), errors.Is(err, errSkip):
 		// Deleted, or already finished or canceled: nothing to run.
@@ -93,6 +93,7 @@ func (c *Client) StartAttempt(ctx context.Context, id string, first bool) (*Atte
 		stop()
 		return nil, Disposition{Settle: Nak, Delay: time.Second}, fmt.Errorf("arr: start %s: %w", id, err)
 	}
+	c.kick(op)
 	a := &Attempt{c: c, op: op, pol: c.policy(op.Route), lazy: first, changed: changed, stop: stop}
 	if interrupted && op.Interruptions >= c.cfg.MaxInterruptions {
 		// Cut short by crashes or lost leases more often than allowed:
@@ -243,9 +244,10 @@ func (l *limitReader) Read(b []byte) (int, error) {
 // attempt owns it, the result is deleted and nothing else changes.
 func (a *Attempt) Succeed(ctx context.Context, res *operation.Result) Disposition {
 	now := time.Now().UTC()
-	_, err := a.c.cfg.Store.Transition(ctx, a.op.ID, func(op *operation.Operation) error {
+	written, err := a.c.cfg.Store.Transition(ctx, a.op.ID, a.c.owing(func(op *operation.Operation) error {
 		return succeed(op, a.op.Attempts, res, a.pol, now)
-	})
+	}))
+	a.c.kick(written)
 	switch {
 	case err == nil:
 		// The terminal state is durable; a redelivery after a crash that
@@ -292,11 +294,12 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 	now := time.Now().UTC()
 	var final bool
 	var failures int
-	_, err := a.c.cfg.Store.Transition(ctx, a.op.ID, func(op *operation.Operation) (err error) {
+	written, err := a.c.cfg.Store.Transition(ctx, a.op.ID, a.c.owing(func(op *operation.Operation) (err error) {
 		final, err = failAttempt(op, a.op.Attempts, prob, IsPermanent(herr), a.pol, now)
 		failures = op.Failures
 		return err
-	})
+	}))
+	a.c.kick(written)
 	switch {
 	case err == nil && final:
 		return Disposition{Settle: AckLazy, Outcome: "failed"}
@@ -315,9 +318,10 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 func (a *Attempt) Abort(ctx context.Context, prob *operation.Problem) Disposition {
 	a.stop()
 	now := time.Now().UTC()
-	_, err := a.c.cfg.Store.Transition(ctx, a.op.ID, func(op *operation.Operation) error {
+	written, err := a.c.cfg.Store.Transition(ctx, a.op.ID, a.c.owing(func(op *operation.Operation) error {
 		return fail(op, a.op.Attempts, prob, a.pol, now)
-	})
+	}))
+	a.c.kick(written)
 	switch {
 	case err == nil:
 		return Disposition{Settle: AckLazy, Outcome: "failed"}
@@ -332,9 +336,10 @@ func (a *Attempt) Abort(ctx context.Context, prob *operation.Problem) Dispositio
 // GiveBack returns an attempt that shutdown interrupted to pending,
 // without counting it, for another worker to run.
 func (a *Attempt) GiveBack(ctx context.Context) Disposition {
-	_, _ = a.c.cfg.Store.Transition(ctx, a.op.ID, func(op *operation.Operation) error {
+	written, _ := a.c.cfg.Store.Transition(ctx, a.op.ID, a.c.owing(func(op *operation.Operation) error {
 		return giveBack(op, a.op.Attempts)
-	})
+	}))
+	a.c.kick(written)
 	return Disposition{Settle: Nak}
 }
 

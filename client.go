@@ -110,6 +110,15 @@ type Config struct {
 	// Logger receives what goes wrong in the background. Default
 	// slog.Default().
 	Logger *slog.Logger
+
+	// CallbackRequests says which targets a request may name with
+	// X-Callback-Url, on every route that does not say otherwise
+	// (Route.CallbackRequests). Default nil: none.
+	CallbackRequests TargetPolicy
+	// MaxCallbacks bounds the callbacks an operation keeps (delivered,
+	// failed and pending; the oldest finished ones go first). Default
+	// DefaultMaxCallbacks (32).
+	MaxCallbacks int
 }
 
 func (c *Config) setDefaults() error {
@@ -118,6 +127,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Routes == nil {
 		c.Routes = SeedRoutes()
+	}
+	if c.MaxCallbacks <= 0 {
+		c.MaxCallbacks = DefaultMaxCallbacks
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
@@ -189,6 +201,9 @@ type Client struct {
 	policies map[string]*policy
 	depth    depthGauge
 
+	callbacks bool          // some route owes callbacks or takes requested ones
+	wake      chan struct{} // see CallbackWake
+
 	sweepMu     sync.Mutex
 	sweepCursor string // where the next Sweep continues
 }
@@ -202,7 +217,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("arr: %w", err)
 	}
-	c := &Client{cfg: cfg, atomic: cfg.Atomic, routes: routes, policies: pols}
+	c := &Client{cfg: cfg, atomic: cfg.Atomic, routes: routes, policies: pols, wake: make(chan struct{}, 1)}
+	for _, p := range pols {
+		c.callbacks = c.callbacks || len(p.callbacks) > 0 || p.requests != nil
+	}
 	c.depth.read = func(ctx context.Context) (int64, error) {
 		st, err := cfg.Queue.Stats(ctx)
 		return st.Ready + st.Delayed + st.InFlight, err

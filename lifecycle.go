@@ -214,12 +214,13 @@ func interruptedTooOften(n int) *operation.Problem {
 // wrapping opstore.ErrNotFound or opstore.ErrGone.
 func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, error) {
 	now := time.Now().UTC()
-	op, err := c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
+	op, err := c.cfg.Store.Transition(ctx, id, c.owing(func(op *operation.Operation) error {
 		if !visible(ctx, op) {
 			return errHidden
 		}
 		return cancel(op, c.policy(op.Route), now)
-	})
+	}))
+	c.kick(op)
 	return c.scoped(id, op, err)
 }
 
@@ -234,12 +235,12 @@ func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, e
 // operation.
 func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, error) {
 	now := time.Now().UTC()
-	change := func(op *operation.Operation) error {
+	change := c.owing(func(op *operation.Operation) error {
 		if !visible(ctx, op) {
 			return errHidden
 		}
 		return retry(op, now)
-	}
+	})
 	var op *operation.Operation
 	var err error
 	if c.atomic != nil {
@@ -247,6 +248,9 @@ func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, er
 			return Message{ID: op.ID, Route: op.Route}.Encode()
 		})
 		if err == nil || !errors.Is(err, errSkip) {
+			if err == nil {
+				c.kick(op)
+			}
 			return c.scoped(id, op, err)
 		}
 		// Pending: enqueue it again below, in case its message was lost.
@@ -254,6 +258,9 @@ func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, er
 		op, err = c.cfg.Store.Transition(ctx, id, change)
 		if err != nil && !errors.Is(err, errSkip) {
 			return c.scoped(id, op, err)
+		}
+		if err == nil {
+			c.kick(op)
 		}
 	}
 	// Enqueuing an id that is queued is a no-op; a dead letter is revived.

@@ -90,6 +90,15 @@ type Route struct {
 	// inline rather than attachment. Either way they carry a sandboxing
 	// Content-Security-Policy and nosniff (urlsign.SetResultHeaders).
 	InlineResults bool
+	// Callbacks are the targets called back for each of the route's
+	// operations (see CallbackTarget). Default: none.
+	Callbacks []CallbackTarget
+	// CallbackRequests says which targets a request may name with
+	// X-Callback-Url. Default nil: Config.CallbackRequests.
+	CallbackRequests TargetPolicy
+	// CallbackEvery calls a request's target on every change of status,
+	// not only when the operation finishes. Default false.
+	CallbackEvery bool
 
 	builtin bool // one of SeedRoutes: the two share the name "echo"
 }
@@ -211,6 +220,9 @@ type policy struct {
 	retention    time.Duration
 	tombstone    time.Duration
 	callers      map[string]bool // nil: every caller
+	callbacks    []CallbackTarget
+	requests     TargetPolicy // nil: no request may name a target
+	every        bool
 }
 
 // allows reports whether the route takes submissions from c.
@@ -247,9 +259,13 @@ func resolveRoutes(routes []Route, cfg *Config) ([]Route, map[string]*policy, er
 
 func (cfg *Config) policyOf(r *Route) *policy {
 	p := &policy{timeout: cfg.Timeout, maxAttempts: cfg.MaxAttempts, backoff: cfg.Backoff,
-		resultURLTTL: cfg.ResultURLTTL, retention: cfg.Retention, tombstone: cfg.Tombstone}
+		resultURLTTL: cfg.ResultURLTTL, retention: cfg.Retention, tombstone: cfg.Tombstone, requests: cfg.CallbackRequests}
 	if r == nil {
 		return p
+	}
+	p.callbacks, p.every = r.Callbacks, r.CallbackEvery
+	if r.CallbackRequests != nil {
+		p.requests = r.CallbackRequests
 	}
 	if r.Timeout > 0 {
 		p.timeout = r.Timeout

@@ -35,6 +35,14 @@ type Submission struct {
 	// clear, with the id as additional data (the HTTP api seals a route's
 	// ForwardCredentials so; see Credentials). Its error fails the submit.
 	Seal func(id string, req *operation.Request) error
+	// CallbackURL, when not empty, is a target to call back when the
+	// operation finishes (X-Callback-Url), besides the route's own
+	// (Route.Callbacks). The route must let requests name it
+	// (Route.CallbackRequests, Config.CallbackRequests): otherwise Submit
+	// answers ErrCallbackNotAllowed, or ErrBadCallbackURL for a URL that
+	// is not one (see ParseCallbackURL). It is part of the idempotency
+	// fingerprint.
+	CallbackURL string
 }
 
 // ErrIdempotencyKeyReused: a submission's idempotency key is held by an
@@ -75,6 +83,9 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 			return nil, false, ErrRouteForbidden
 		}
 	}
+	if err := c.checkCallback(s.Route, s.CallbackURL); err != nil {
+		return nil, false, err
+	}
 	depth, err := c.depth.get(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("arr: queue depth: %w", err)
@@ -96,8 +107,12 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 		op.Owner, op.Tenant = caller.Principal, caller.Tenant
 	}
 	op.IdempotencyKey = ownerKey(op.Owner, s.IdempotencyKey)
+	op.CallbackURL = s.CallbackURL
 	if s.IdempotencyKey != "" {
-		op.RequestHash = requestHash(s.Route, req)
+		op.RequestHash = requestHash(s.Route, req, s.CallbackURL)
+	}
+	if c.callbacks {
+		c.owe(op, "", now) // a route that calls back on every change: pending
 	}
 	if s.Meta != nil {
 		op.Meta = s.Meta(id, now)
@@ -118,6 +133,7 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 		return stored, false, nil
 	}
 	c.depth.enqueued()
+	c.kick(stored)
 	return stored, true, nil
 }
 
@@ -130,8 +146,15 @@ func (c *Client) QueueDepth(ctx context.Context) (int64, error) { return c.depth
 // (the IETF draft's fingerprint): the route, the method, the escaped path,
 // the raw query, the media type and the body. Each part is
 // length-prefixed, so that no two different requests hash the same parts.
-func requestHash(route string, req *operation.Request) string {
+func requestHash(route string, req *operation.Request, callbackURL string) string {
 	h := sha256.New()
+	if callbackURL != "" {
+		// Only when there is one: the fingerprints of requests without
+		// one are what they were before callbacks.
+		h.Write([]byte("callback\x00"))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(callbackURL))))
+		h.Write([]byte(callbackURL))
+	}
 	for _, part := range []string{route, req.Method, (&url.URL{Path: req.Path}).EscapedPath(), req.RawQuery,
 		req.Header.Get("Content-Type")} {
 		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(part))))
@@ -190,7 +213,8 @@ func (c *Client) abandon(ctx context.Context, id string, cause error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	now := time.Now().UTC()
-	_, _ = c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
+	written, _ := c.cfg.Store.Transition(ctx, id, c.owing(func(op *operation.Operation) error {
 		return abandon(op, cause, c.policy(op.Route), now)
-	})
+	}))
+	c.kick(written)
 }
