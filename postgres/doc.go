@@ -68,8 +68,10 @@
 //	arr_operations  id (text, "C" collation: byte order) primary key,
 //	                version, status, idempotency_key (unique),
 //	                expires_at, tombstone_until, owner (bytea, indexed
-//	                with id), doc: the JSON of the operation without its
-//	                version, key and owner
+//	                with id), callback_due (CallbackDueAt, indexed where
+//	                not NULL: the callback outbox, driver.Outbox), doc: the
+//	                JSON of the operation without its version, key and
+//	                owner
 //	arr_requests    the request of each operation, its body as bytea;
 //	                deleted with the operation (ON DELETE CASCADE)
 //	arr_tombstones  ids of deleted operations that answer ErrGone, until

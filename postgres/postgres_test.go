@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -671,4 +672,187 @@ func BenchmarkListOwner(b *testing.B) {
 		b.Cleanup(func() { db.Close() })
 		return db.Store()
 	})
+}
+
+// TestCallbackDueMigration opens a schema that the build before the
+// outbox index made (migrations 0001 and 0002, operations in it, one of
+// them owing a callback in its doc, as a build that had
+// Operation.CallbackDueAt without the column wrote): Open adds the
+// callback_due column and index, indexes that operation, and every write
+// keeps the old rows and new ones in the index alike.
+func TestCallbackDueMigration(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := pu.Query()
+	ident := pgx.Identifier{q.Get("schema")}.Sanitize()
+	q.Del("schema")
+	pu.RawQuery = q.Encode()
+	conn, err := pgx.Connect(ctx, pu.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ms, err := migrations()
+	if err != nil || len(ms) < 3 || ms[0].version != 1 || ms[1].version != 2 || ms[2].version != 3 {
+		t.Fatalf("migrations: %v, %v", ms, err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	owing, plain := opstoretest.NewID(), opstoretest.NewID()
+	due := t0.Add(-time.Minute).Add(123456 * time.Nanosecond) // below the microsecond
+	owingDoc := `{"id":"` + owing + `","route":"echo","status":"succeeded","version":0,` +
+		`"callbacks":[{"id":"msg_1","url":"https://h.example/","event":"succeeded","secret":"route:echo","createdAt":"` +
+		t0.Add(-2*time.Minute).Format(time.RFC3339Nano) + `","state":"pending","attempts":0,"nextAt":"` + due.Format(time.RFC3339Nano) + `"}],` +
+		`"callbackDueAt":"` + due.Format(time.RFC3339Nano) + `"}`
+	for _, sql := range []string{
+		`CREATE TABLE ` + ident + `.arr_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+		`SET search_path TO ` + ident,
+		ms[0].sql,
+		ms[1].sql,
+		`INSERT INTO arr_migrations (version, name) VALUES (1, 'init'), (2, 'owner')`,
+		`INSERT INTO arr_operations (id, version, status, doc) VALUES
+			('` + owing + `', 2, 'succeeded', '` + owingDoc + `'),
+			('` + plain + `', 1, 'pending', '{"id":"` + plain + `","route":"echo","status":"pending","version":0}')`,
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+
+	db, err := Open(ctx, u)
+	if err != nil {
+		t.Fatalf("Open of a schema at migration 2: %v", err)
+	}
+	defer db.Close()
+	s := db.Store()
+	defer s.Close()
+	dueIDs := func(at time.Time) []string {
+		t.Helper()
+		ops, err := s.DueCallbacks(ctx, at, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, op := range ops {
+			ids = append(ids, op.ID)
+		}
+		return ids
+	}
+	var latest int
+	if err := conn.QueryRow(ctx, "SELECT max(version) FROM arr_migrations").Scan(&latest); err != nil || latest != ms[len(ms)-1].version {
+		t.Fatalf("arr_migrations after Open: latest %d, %v; want %d", latest, err, ms[len(ms)-1].version)
+	}
+	if got := dueIDs(t0); len(got) != 1 || got[0] != owing {
+		t.Fatalf("due after the migration = %v, want %s", got, owing)
+	}
+	if got := dueIDs(due.Add(-time.Nanosecond)); len(got) != 0 {
+		t.Fatalf("due a nanosecond before the migrated row's time = %v, want none", got)
+	}
+	op, err := s.Get(ctx, owing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !op.CallbackDueAt.Equal(due) || len(op.Callbacks) != 1 || op.Version != 2 {
+		t.Fatalf("migrated operation: due %s, callbacks %+v, version %d", op.CallbackDueAt, op.Callbacks, op.Version)
+	}
+	// The old rows follow the writes: the owing one delivers, the plain
+	// one comes to owe one.
+	op.Callbacks[0].State, op.Callbacks[0].NextAt, op.CallbackDueAt = operation.CallbackDelivered, time.Time{}, time.Time{}
+	if err := s.Update(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Get(ctx, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.CallbackDueAt = t0.Add(-time.Second)
+	if err := s.UpdateLazy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	fresh := testOp()
+	fresh.CallbackDueAt = t0.Add(-2 * time.Second)
+	if _, _, err := s.Create(ctx, fresh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := dueIDs(t0); len(got) != 2 || got[0] != fresh.ID || got[1] != plain {
+		t.Fatalf("due after the writes = %v, want %s then %s", got, fresh.ID, plain)
+	}
+	var nulls int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM arr_operations WHERE id = $1 AND callback_due IS NULL", owing).Scan(&nulls); err != nil || nulls != 1 {
+		t.Fatalf("callback_due of a delivered operation: %d NULL rows, %v; want NULL", nulls, err)
+	}
+	// DueCallbacks' query uses the index (forbidding the scan a table
+	// this small may get, to check the index serves).
+	if _, err := conn.Exec(ctx, "SET enable_seqscan = off"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, "EXPLAIN "+db.sql.dueCallbacks, pgx.NamedArgs{"now": t0, "limit": 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "arr_operations_callback_due") {
+		t.Fatalf("DueCallbacks' plan does not use the callback_due index: %s", plan)
+	}
+}
+
+// TestDueCallbacksBelowTheMicrosecond: the column holds microseconds, the
+// operations nanoseconds; an operation is never returned before its exact
+// CallbackDueAt, operations due within one microsecond come in the order
+// of their exact times, and one not yet due within the microsecond of now
+// takes no place in the limit from one due at that microsecond.
+func TestDueCallbacksBelowTheMicrosecond(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, pgtest.URL(t))
+	s := db.Store()
+	defer s.Close()
+	base := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
+	late, early, whole := testOp(), testOp(), testOp()
+	late.CallbackDueAt = base.Add(700 * time.Nanosecond)
+	early.CallbackDueAt = base.Add(300 * time.Nanosecond)
+	whole.CallbackDueAt = base
+	create := func(op *operation.Operation) {
+		t.Helper()
+		if _, _, err := s.Create(ctx, op, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At base + 500ns, with a limit of 1: whole is due and late (created
+	// first, in the same microsecond) is not; late must not take the page.
+	create(late)
+	create(whole)
+	if ops, err := s.DueCallbacks(ctx, base.Add(500*time.Nanosecond), 1); err != nil || len(ops) != 1 || ops[0].ID != whole.ID {
+		t.Fatalf("DueCallbacks(limit 1) = %v, %v; want %s", ops, err, whole.ID)
+	}
+	create(early)
+	for _, c := range []struct {
+		at    time.Time
+		want  []string
+		maybe bool // want, or nothing: due less than a microsecond ago
+	}{
+		{base.Add(-time.Nanosecond), nil, false},
+		{base.Add(500 * time.Nanosecond), []string{whole.ID, early.ID}, true},
+		{base.Add(time.Microsecond), []string{whole.ID, early.ID, late.ID}, false},
+	} {
+		ops, err := s.DueCallbacks(ctx, c.at, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, op := range ops {
+			if op.CallbackDueAt.After(c.at) {
+				t.Fatalf("DueCallbacks(%s) returned %s due at %s", c.at, op.ID, op.CallbackDueAt)
+			}
+			got = append(got, op.ID)
+		}
+		if !slices.Equal(got, c.want) && !(c.maybe && slices.Equal(got, c.want[:len(c.want)-1])) {
+			t.Fatalf("DueCallbacks(%s) = %v, want %v", c.at, got, c.want)
+		}
+	}
 }

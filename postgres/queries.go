@@ -9,7 +9,7 @@ type queries struct {
 	holder, existsOrGone,
 	get, getRequest,
 	update, updateLazy, exists,
-	purgeTombstones, deleteExpired, sync,
+	purgeTombstones, deleteExpired, dueCallbacks, sync,
 	enqueue, claim, nextVisible,
 	ack, ackLazy, nak, inProgress, term, release, stats string
 	listFrom string // "FROM {s}.arr_operations"
@@ -46,6 +46,7 @@ func makeQueries(schema string) queries {
 		&q.purgeTombstones: purgeTombstones,
 		&q.sync:            syncWAL,
 		&q.deleteExpired:   deleteExpired,
+		&q.dueCallbacks:    dueCallbacks,
 		&q.enqueue:         enqueue,
 		&q.claim:           claim,
 		&q.nextVisible:     `SELECT EXTRACT(EPOCH FROM min(visible_at) - now())::float8 FROM {s}.arr_queue WHERE NOT dead`,
@@ -71,8 +72,8 @@ func makeQueries(schema string) queries {
 const createOp = `WITH gone AS (
 	SELECT 1 FROM {s}.arr_tombstones WHERE id = @id AND until > now()
 ), ins AS (
-	INSERT INTO {s}.arr_operations (id, version, status, idempotency_key, expires_at, tombstone_until, doc, owner)
-	SELECT @id::text, 1, @status::text, @key::text, @expires::timestamptz, @tombstone::timestamptz, @doc::json, @owner::bytea WHERE NOT EXISTS (SELECT 1 FROM gone)
+	INSERT INTO {s}.arr_operations (id, version, status, idempotency_key, expires_at, tombstone_until, callback_due, doc, owner)
+	SELECT @id::text, 1, @status::text, @key::text, @expires::timestamptz, @tombstone::timestamptz, @due::timestamptz, @doc::json, @owner::bytea WHERE NOT EXISTS (SELECT 1 FROM gone)
 	ON CONFLICT DO NOTHING
 	RETURNING id
 ), stale AS (
@@ -131,9 +132,11 @@ FROM (SELECT @id::text AS id) k
 const lazyCommit = ` AND set_config('synchronous_commit', 'off', true) IS NOT NULL`
 
 // Update is compare-and-set on version; the idempotency key and owner
-// columns are never written. {lazy} is "" or lazyCommit.
+// columns are never written, callback_due always is, with doc. {lazy} is
+// "" or lazyCommit.
 const updateOp = `WITH u AS (
-	UPDATE {s}.arr_operations SET version = version + 1, status = @status, expires_at = @expires, tombstone_until = @tombstone, doc = @doc
+	UPDATE {s}.arr_operations SET version = version + 1, status = @status, expires_at = @expires, tombstone_until = @tombstone,
+		callback_due = @due, doc = @doc
 	WHERE id = @id AND version = @version{lazy}
 	RETURNING version
 ), n AS (
@@ -169,6 +172,10 @@ const deleteExpired = `WITH d AS (
 	SELECT pg_notify(@ops_chan::text, id) FROM d
 )
 SELECT id, version, idempotency_key, doc, owner, (SELECT count(*) FROM n) FROM d`
+
+// dueCallbacks walks the partial index on callback_due up to @now.
+const dueCallbacks = `SELECT id, version, idempotency_key, doc, owner FROM {s}.arr_operations
+WHERE callback_due <= @now ORDER BY callback_due LIMIT @limit`
 
 // Enqueue inserts new ids, revives dead ones, leaves queued ones alone.
 const enqueue = `WITH m AS (

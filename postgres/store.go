@@ -23,7 +23,8 @@ import (
 )
 
 // Store is the operations store (opstore/driver.Store,
-// driver.AtomicSubmitter, driver.LazyUpdater and driver.Syncer) on a DB.
+// driver.AtomicSubmitter, driver.LazyUpdater, driver.Syncer and
+// driver.Outbox) on a DB.
 // Every write is one statement or one transaction, and returns after its
 // commit (with the server's synchronous_commit, on by default: after the
 // WAL is flushed), except UpdateLazy's, which commits asynchronously.
@@ -48,6 +49,7 @@ var (
 	_ engine.Atomic        = (*Store)(nil)
 	_ opdriver.LazyUpdater = (*Store)(nil)
 	_ opdriver.Syncer      = (*Store)(nil)
+	_ opdriver.Outbox      = (*Store)(nil)
 )
 
 // Querier is what SubmitTx writes through: a pgx.Tx (or a *pgxpool.Pool,
@@ -125,6 +127,20 @@ func ownerArg(owner string) any {
 func tsArg(t time.Time) any {
 	if t.IsZero() {
 		return nil
+	}
+	return t
+}
+
+// dueArg is CallbackDueAt for the nullable timestamptz callback_due: nil
+// when zero, else rounded up to the microsecond (the column's precision;
+// pgx truncates), so that a row the index finds at now (which pgx
+// truncates) is never due after now.
+func dueArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	if c := t.Truncate(time.Microsecond); !c.Equal(t) {
+		t = c.Add(time.Microsecond)
 	}
 	return t
 }
@@ -260,8 +276,8 @@ func (s *Store) create(ctx context.Context, db Querier, op *operation.Operation,
 	}
 	args := pgx.NamedArgs{
 		"id": op.ID, "status": string(op.Status), "key": strArg(op.IdempotencyKey),
-		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
-		"owner": ownerArg(op.Owner), "ops_chan": s.db.opsChan,
+		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "due": dueArg(op.CallbackDueAt),
+		"doc": doc, "owner": ownerArg(op.Owner), "ops_chan": s.db.opsChan,
 	}
 	hasReq, hasMsg := 0, 0
 	if req != nil {
@@ -404,8 +420,8 @@ func (s *Store) updateOn(ctx context.Context, db Querier, op *operation.Operatio
 	)
 	err = db.QueryRow(ctx, sql, pgx.NamedArgs{
 		"id": op.ID, "version": op.Version, "status": string(op.Status),
-		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "doc": doc,
-		"ops_chan": s.db.opsChan,
+		"expires": tsArg(op.ExpiresAt), "tombstone": tsArg(op.TombstoneUntil), "due": dueArg(op.CallbackDueAt),
+		"doc": doc, "ops_chan": s.db.opsChan,
 	}).Scan(&version, &notified)
 	if err != nil {
 		return fmt.Errorf("postgres: updating operation %s: %w", op.ID, err)
@@ -599,6 +615,50 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time, limit int) ([]
 	if err != nil {
 		return nil, err
 	}
+	return ops, nil
+}
+
+// DueCallbacks: see opstore/driver.Outbox. The column callback_due repeats
+// the operation's CallbackDueAt (NULL when zero) and is written by the
+// same statement as its doc on every write (Create, SubmitAtomic,
+// SubmitTx, Update, UpdateLazy, TransitionEnqueue), so the index is never
+// behind the operation it points to; DeleteExpired deletes the row, and
+// with it the entry. One statement walks the partial index on
+// callback_due up to now.
+//
+// The column holds microseconds (CallbackDueAt rounded up): operations
+// due within the same microsecond are one tie for the index, returned in
+// order of their exact CallbackDueAt within the page, and an operation
+// due less than a microsecond before now may wait for the next call.
+func (s *Store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.db.pool.Query(ctx, s.db.sql.dueCallbacks, pgx.NamedArgs{"now": now, "limit": limit})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: reading due callbacks: %w", err)
+	}
+	defer rows.Close()
+	var ops []*operation.Operation
+	for rows.Next() {
+		op, err := s.scanOp(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: reading due callbacks: %w", err)
+		}
+		// The index is exact for the rows this build wrote; a row that a
+		// build with CallbackDueAt in doc but no column wrote was indexed
+		// by migration 0003 to the nearest microsecond, so check.
+		if !op.CallbackDueAt.IsZero() && !op.CallbackDueAt.After(now) {
+			ops = append(ops, op)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: reading due callbacks: %w", err)
+	}
+	slices.SortStableFunc(ops, func(a, b *operation.Operation) int { return a.CallbackDueAt.Compare(b.CallbackDueAt) })
 	return ops, nil
 }
 
