@@ -22,12 +22,12 @@
 // DeleteExpired, SubmitAtomic, Enqueue, Ack, Nak, Term — is one Pebble batch
 // committed with pebble.Sync: it is in the fsynced write-ahead log before the
 // call returns, so it survives a kill -9 and a power loss. A submit (the
-// operation, its request, its idempotency key, its status and expiry index
-// entries and its queue message) is a single batch, so an operation is never
-// durable without its message. Pebble's commit pipeline merges the synced
-// batches that arrive while an fsync is in flight into the next fsync, so
-// concurrent submits share fsyncs (see BenchmarkSubmit against
-// BenchmarkSubmitSerial).
+// operation, its request, its idempotency key, its status, owner, expiry
+// and callback index entries and its queue message) is a single batch, so
+// an operation is never durable without its message. Pebble's commit
+// pipeline merges the synced batches that arrive while an fsync is in
+// flight into the next fsync, so concurrent submits share fsyncs (see
+// BenchmarkSubmit against BenchmarkSubmitSerial).
 //
 // Read-check-write sequences (the version check of Update, the idempotency
 // key and existence checks of Create, the already-queued check of Enqueue)
@@ -62,6 +62,11 @@
 //	                             bytes, the id; written with the operation,
 //	                             deleted with it
 //	x<expiresAt><id>             (empty) expiry index, for DeleteExpired
+//	c<callbackDueAt><id>         (empty) callback outbox index, for
+//	                             DueCallbacks: one entry per operation whose
+//	                             CallbackDueAt is set, written, moved and
+//	                             deleted in the batch that writes or
+//	                             deletes the operation
 //	g<id>                        tombstone of a deleted operation: the time
 //	                             (8 bytes) until which Get answers ErrGone
 //	t<until><id>                 (empty) tombstone index by time, for
@@ -87,10 +92,10 @@
 // nanoseconds; the flags byte says which bracketed parts are present and
 // which times are zero. ext (flag 0x20) is a uvarint-prefixed JSON object
 // of the fields few operations set — Failures, Interruptions, History,
-// Result.StatusCode and Result.Header, Error.Extensions —
-// written only when one of them is set, so the common record has no JSON
-// in it. Extension values come back as JSON decodes them into an any
-// (numbers as float64).
+// Result.StatusCode and Result.Header, Error.Extensions, CallbackURL,
+// Callbacks and CallbackDueAt — written only when one of them is set, so
+// the common record has no JSON in it. Extension values come back as JSON
+// decodes them into an any (numbers as float64); times come back in UTC.
 //
 // Values of 512 bytes and more (bodies, results) are separated into blob
 // files at flush, so compactions move references, not the bytes. Recently
@@ -102,6 +107,8 @@
 // merges one walk of s<status>\x00<…> per status; with an owner it walks
 // that owner's w<…> entries (and checks the status of each, when both are
 // given); it reads the records from the same snapshot. DeleteExpired walks x<…> up to now.
+// DueCallbacks walks c<…> up to now, inclusive, earliest first, and reads
+// the records from the same snapshot.
 //
 // # Tombstones
 //

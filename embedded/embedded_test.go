@@ -1094,7 +1094,21 @@ func TestOpRecordEncoding(t *testing.T) {
 	owned.Owner, owned.Tenant = "alice\x00é", "tenant-a"
 	onlyOwner := &operation.Operation{ID: "o", Status: operation.Pending, Owner: "bob"}
 	onlyTenant := &operation.Operation{ID: "n", Status: operation.Pending, Tenant: "t"}
-	for _, op := range []*operation.Operation{full, withExt, onlyTomb, onlyHist, onlyStatus, owned, onlyOwner, onlyTenant, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
+	// The callback outbox (in ext), with every Callback field, and each of
+	// its three fields alone.
+	called := owned.Clone()
+	called.CallbackURL = "https://hooks.example.com/arr?tag=a%20b"
+	called.Callbacks = []operation.Callback{
+		{ID: "msg_1", URL: called.CallbackURL, Event: "failed", Secret: "principal:alice", CreatedAt: now.Add(-time.Minute),
+			State: operation.CallbackPending, Attempts: 3, NextAt: now.Add(time.Minute), LastStatus: 503, LastError: "503", LastAt: now},
+		{ID: "msg_2", URL: "https://r.example/", Event: "failed", Secret: "route:echo", CreatedAt: now,
+			State: operation.CallbackDelivered, Attempts: 1, LastStatus: 204, LastAt: now, DeliveredAt: now},
+	}
+	called.CallbackDueAt = now.Add(time.Minute)
+	onlyURL := &operation.Operation{ID: "u", Status: operation.Pending, CallbackURL: "https://h.example/"}
+	onlyCallbacks := &operation.Operation{ID: "c", Status: operation.Succeeded, Callbacks: []operation.Callback{{ID: "m", State: operation.CallbackFailed}}}
+	onlyDue := &operation.Operation{ID: "d", Status: operation.Succeeded, CallbackDueAt: now}
+	for _, op := range []*operation.Operation{full, withExt, onlyTomb, onlyHist, onlyStatus, owned, onlyOwner, onlyTenant, called, onlyURL, onlyCallbacks, onlyDue, {ID: "x", Route: "r", Status: operation.Pending}, {ID: "y", Version: -1, PercentComplete: -5}} {
 		rec, err := encodeOp(op)
 		if err != nil {
 			t.Fatal(err)
@@ -1151,6 +1165,28 @@ func TestOpRecordEncoding(t *testing.T) {
 	want3 := append(append(append([]byte{opRecordV3}, rec[1:hashEnd]...), "\x05alice\x00"...), rec[hashEnd:]...)
 	if !bytes.Equal(rec3, want3) {
 		t.Fatalf("record with an owner:\n%x\nwant\n%x", rec3, want3)
+	}
+	// The outbox's times come back in UTC, the same instants.
+	east := time.FixedZone("UTC+5", 5*3600)
+	zoned := &operation.Operation{ID: "z", Status: operation.Succeeded, CallbackDueAt: now.In(east),
+		Callbacks: []operation.Callback{{ID: "m", CreatedAt: now.In(east), NextAt: now.Add(time.Second).In(east),
+			LastAt: now.In(east), DeliveredAt: now.In(east), State: operation.CallbackPending}}}
+	zrec, err := encodeOp(zoned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zgot, err := decodeOp(zrec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc := zgot.Callbacks[0]
+	for i, tm := range []time.Time{zgot.CallbackDueAt, zc.CreatedAt, zc.NextAt, zc.LastAt, zc.DeliveredAt} {
+		if tm.Location() != time.UTC {
+			t.Fatalf("outbox time %d came back in %s, want UTC", i, tm.Location())
+		}
+	}
+	if !zgot.CallbackDueAt.Equal(now) || !zc.NextAt.Equal(now.Add(time.Second)) {
+		t.Fatalf("outbox times moved: due %s, next %s", zgot.CallbackDueAt, zc.NextAt)
 	}
 	// A corrupt ext part is refused.
 	bad := append(bytes.Clone(rec2[:len(rec)]), 2, '{', '[')
@@ -1316,5 +1352,97 @@ func TestOwnerIndexEntries(t *testing.T) {
 	}
 	if n := count(); n != 4 {
 		t.Fatalf("after DeleteExpired, %d owner index entries, want 4", n)
+	}
+}
+
+// dueEntries returns the ids of the callback index entries, in key order,
+// failing unless each entry's time is its operation's CallbackDueAt.
+func dueEntries(t *testing.T, db *DB) []string {
+	t.Helper()
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{pDue}, UpperBound: []byte{pDue + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var ids []string
+	for ok := it.First(); ok; ok = it.Next() {
+		ts, id, ok := splitTimeKey(it.Key())
+		if !ok {
+			t.Fatalf("malformed callback index key %x", it.Key())
+		}
+		op, err := getOp(db.pdb, string(id))
+		if err != nil {
+			t.Fatalf("callback index names %s: %v", id, err)
+		}
+		if op.CallbackDueAt.IsZero() || nanos(op.CallbackDueAt) != ts {
+			t.Fatalf("callback index entry of %s at %d, its CallbackDueAt is %s", id, ts, op.CallbackDueAt)
+		}
+		ids = append(ids, string(id))
+	}
+	return ids
+}
+
+// The callback index holds exactly one entry per stored operation with a
+// CallbackDueAt, at that time: every write moves it in the operation's
+// batch, and DeleteExpired deletes it. An entry its operation no longer
+// matches (a build without the index could leave one) is skipped.
+func TestCallbackIndexEntries(t *testing.T) {
+	ctx := context.Background()
+	db := openT(t, t.TempDir(), Options{})
+	s := opstore.New(db.Store())
+	defer s.Close()
+	t0 := time.Now().UTC()
+	expect := func(what string, want ...string) {
+		t.Helper()
+		if got := dueEntries(t, db); !slices.Equal(got, want) {
+			t.Fatalf("%s: callback index entries %v, want %v", what, got, want)
+		}
+	}
+	a := &operation.Operation{ID: opstoretest.NewID(), Status: operation.Pending, CallbackDueAt: t0.Add(time.Minute), ExpiresAt: t0.Add(-time.Second)}
+	b := &operation.Operation{ID: opstoretest.NewID(), Status: operation.Pending}
+	for _, op := range []*operation.Operation{a, b} {
+		if _, _, err := s.Create(ctx, op, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect("after Create", a.ID)
+	// Moved before a's: the order is by time, not id.
+	if _, err := s.Transition(ctx, b.ID, func(o *operation.Operation) error { o.CallbackDueAt = t0; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	expect("after Transition owes one", b.ID, a.ID)
+	if _, err := s.TransitionLazy(ctx, b.ID, func(o *operation.Operation) error { o.CallbackDueAt = t0.Add(time.Hour); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	expect("after TransitionLazy moves it", a.ID, b.ID)
+	// A write that leaves the time alone leaves the entry alone.
+	if _, err := s.Transition(ctx, b.ID, func(o *operation.Operation) error { o.Message = "x"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	expect("after a Transition of something else", a.ID, b.ID)
+	if _, err := s.Transition(ctx, b.ID, func(o *operation.Operation) error { o.CallbackDueAt = time.Time{}; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	expect("after Transition clears it", a.ID)
+	if ops, err := s.DeleteExpired(ctx, t0, 10); err != nil || len(ops) != 1 {
+		t.Fatalf("DeleteExpired = %d, %v; want 1", len(ops), err)
+	}
+	expect("after DeleteExpired")
+
+	// Stale entries: one naming no operation, one at a time its operation
+	// no longer has. Neither is returned; the operation is, at its time.
+	c := &operation.Operation{ID: opstoretest.NewID(), Status: operation.Pending, CallbackDueAt: t0.Add(-time.Minute)}
+	if _, _, err := s.Create(ctx, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.pdb.Set(dueKey(t0.Add(-time.Hour), "gone"), nil, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.pdb.Set(dueKey(t0.Add(-2*time.Minute), c.ID), nil, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := s.DueCallbacks(ctx, t0, 10)
+	if err != nil || len(ops) != 1 || ops[0].ID != c.ID {
+		t.Fatalf("DueCallbacks over stale entries = %v, %v; want only %s", ops, err, c.ID)
 	}
 }

@@ -27,6 +27,7 @@ const (
 	pGone   = 'g' // g<id>                   → tombstone: until BE64
 	pGoneAt = 't' // t<until BE64><id>       → (empty) tombstone index by time
 	pOwner  = 'w' // w<len><owner><id>       → (empty) owner index, for List
+	pDue    = 'c' // c<callbackDueAt BE64><id> → (empty) callback outbox index
 )
 
 // formatVersion is the on-disk layout version, stored at metaFormatKey.
@@ -109,6 +110,10 @@ func timeKey(prefix byte, ts uint64, id string) []byte {
 
 func expiryKey(t time.Time, id string) []byte { return timeKey(pExpiry, nanos(t), id) }
 
+// dueKey is the callback outbox index entry of an operation whose
+// CallbackDueAt is t (not zero), for DueCallbacks.
+func dueKey(t time.Time, id string) []byte { return timeKey(pDue, nanos(t), id) }
+
 // goneAtKey is the time index entry of a tombstone kept until until (Unix
 // ns, as nanos gives it).
 func goneAtKey(until uint64, id string) []byte { return timeKey(pGoneAt, until, id) }
@@ -116,7 +121,7 @@ func goneAtKey(until uint64, id string) []byte { return timeKey(pGoneAt, until, 
 // queueKey is the key of a queue entry ready at readyAt (Unix ns).
 func queueKey(readyAt uint64, id string) []byte { return timeKey(pQueue, readyAt, id) }
 
-// splitTimeKey returns the time and id of an x, q or t key.
+// splitTimeKey returns the time and id of an x, c, q or t key.
 func splitTimeKey(k []byte) (uint64, []byte, bool) {
 	if len(k) < 9 {
 		return 0, nil, false
@@ -159,12 +164,14 @@ func prefixEnd(p []byte) []byte {
 // ext, present when the flag opHasExt is set, is a uvarint-length-prefixed
 // JSON object (opExt) holding the fields most operations never set:
 // Failures, Interruptions, History, Result.StatusCode,
-// Result.Header and Error.Extensions. It is written only when one of them
-// is not zero, so a record without them is byte for byte what it was
-// before they existed, and costs no JSON. Through JSON, the values of
-// Problem.Extensions (of Error and of History's errors) come back as JSON
-// decodes into an any: numbers as float64, objects as map[string]any,
-// arrays as []any; History's times come back in UTC.
+// Result.Header, Error.Extensions, CallbackURL, Callbacks and
+// CallbackDueAt. It is written only when one of them is not zero, so a
+// record without them is byte for byte what it was before they existed,
+// and costs no JSON. Through JSON, the values of Problem.Extensions (of
+// Error and of History's errors) come back as JSON decodes into an any:
+// numbers as float64, objects as map[string]any, arrays as []any; the
+// times of History, of Callbacks and CallbackDueAt come back in UTC (to
+// the nanosecond; a zero time stays zero).
 func encodeOp(op *operation.Operation) ([]byte, error) {
 	var flags byte
 	if op.Error != nil {
@@ -243,7 +250,8 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	}
 	b = binary.AppendVarint(b, op.Version)
 	if flags&opHasExt != 0 {
-		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History}
+		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History,
+			CallbackURL: op.CallbackURL, Callbacks: op.Callbacks, CallbackDueAt: op.CallbackDueAt}
 		if r := op.Result; r != nil {
 			x.ResultStatus, x.ResultHeader = r.StatusCode, r.Header
 		}
@@ -273,19 +281,23 @@ const (
 
 // opExt is the ext part of a v2 operation record (see encodeOp).
 type opExt struct {
-	Failures        int                 `json:"failures,omitempty"`
-	Interruptions   int                 `json:"interruptions,omitempty"`
-	History         []operation.Attempt `json:"history,omitempty"`
-	ResultStatus    int                 `json:"resultStatus,omitempty"`
-	ResultHeader    http.Header         `json:"resultHeader,omitempty"`
-	ErrorExtensions map[string]any      `json:"errorExtensions,omitempty"`
+	Failures        int                  `json:"failures,omitempty"`
+	Interruptions   int                  `json:"interruptions,omitempty"`
+	History         []operation.Attempt  `json:"history,omitempty"`
+	ResultStatus    int                  `json:"resultStatus,omitempty"`
+	ResultHeader    http.Header          `json:"resultHeader,omitempty"`
+	ErrorExtensions map[string]any       `json:"errorExtensions,omitempty"`
+	CallbackURL     string               `json:"callbackUrl,omitempty"`
+	Callbacks       []operation.Callback `json:"callbacks,omitempty"`
+	CallbackDueAt   time.Time            `json:"callbackDueAt,omitzero"`
 }
 
 // hasExt reports whether op has a field that only the ext part holds.
 func hasExt(op *operation.Operation) bool {
 	return op.Failures != 0 || op.Interruptions != 0 || len(op.History) > 0 ||
 		op.Result != nil && (op.Result.StatusCode != 0 || len(op.Result.Header) > 0) ||
-		op.Error != nil && len(op.Error.Extensions) > 0
+		op.Error != nil && len(op.Error.Extensions) > 0 ||
+		op.CallbackURL != "" || len(op.Callbacks) > 0 || !op.CallbackDueAt.IsZero()
 }
 
 // setExt decodes an ext part into op, whose Error and Result are decoded
@@ -305,6 +317,11 @@ func setExt(op *operation.Operation, j []byte) error {
 	}
 	if e := op.Error; e != nil {
 		e.Extensions = x.ErrorExtensions
+	}
+	op.CallbackURL, op.Callbacks, op.CallbackDueAt = x.CallbackURL, x.Callbacks, utc(x.CallbackDueAt)
+	for i := range op.Callbacks {
+		c := &op.Callbacks[i]
+		c.CreatedAt, c.NextAt, c.LastAt, c.DeliveredAt = utc(c.CreatedAt), utc(c.NextAt), utc(c.LastAt), utc(c.DeliveredAt)
 	}
 	return nil
 }

@@ -27,8 +27,9 @@ type store struct {
 }
 
 var (
-	_ opdriver.Store = (*store)(nil)
-	_ engine.Atomic  = (*store)(nil)
+	_ opdriver.Store  = (*store)(nil)
+	_ engine.Atomic   = (*store)(nil)
+	_ opdriver.Outbox = (*store)(nil)
 )
 
 func (s *store) begin(ctx context.Context) error {
@@ -294,6 +295,9 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	if !stored.ExpiresAt.IsZero() {
 		_ = b.Set(expiryKey(stored.ExpiresAt, op.ID), nil, nil)
 	}
+	if !stored.CallbackDueAt.IsZero() {
+		_ = b.Set(dueKey(stored.CallbackDueAt, op.ID), nil, nil)
+	}
 	var enq enqueued
 	if msg != nil {
 		if enq, err = db.q.addToBatch(b, []qdriver.Message{*msg}, time.Now()); err != nil {
@@ -420,6 +424,15 @@ func (s *store) writeWith(cur, op *operation.Operation, wo *pebble.WriteOptions,
 		}
 		if nextExp {
 			_ = b.Set(expiryKey(next.ExpiresAt, op.ID), nil, nil)
+		}
+	}
+	curDue, nextDue := !cur.CallbackDueAt.IsZero(), !next.CallbackDueAt.IsZero()
+	if curDue != nextDue || (curDue && nanos(cur.CallbackDueAt) != nanos(next.CallbackDueAt)) {
+		if curDue {
+			_ = b.Delete(dueKey(cur.CallbackDueAt, op.ID), nil)
+		}
+		if nextDue {
+			_ = b.Set(dueKey(next.CallbackDueAt, op.ID), nil, nil)
 		}
 	}
 	var enq enqueued
@@ -590,6 +603,53 @@ func mergeStatusIndex(r pebble.Reader, statuses []operation.Status, after string
 	return ids, nil
 }
 
+// ---- Outbox ----
+
+// DueCallbacks: see opstore/driver.Outbox. It walks the c<…> index, which
+// every write keeps in the batch of the operation record it indexes, from
+// its start up to now (inclusive), and reads each operation from the same
+// snapshot, so the index and the records agree. An entry whose operation
+// is missing or no longer due at the entry's time (which this build never
+// leaves behind, but a build without the index could, by writing the
+// operation after it) is skipped, not returned.
+func (s *store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.db.end()
+	if limit <= 0 {
+		return nil, nil
+	}
+	snap := s.db.pdb.NewSnapshot()
+	defer snap.Close()
+	// nanos(now)+1 cannot overflow: nanos is at most MaxInt64.
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{pDue}, UpperBound: timeKey(pDue, nanos(now)+1, "")})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var ops []*operation.Operation
+	for ok := it.First(); ok && len(ops) < limit; ok = it.Next() {
+		ts, idb, _ := splitTimeKey(it.Key())
+		id := string(idb)
+		op, err := getOp(snap, id)
+		if errors.Is(err, opdriver.ErrNotFound) {
+			continue // a stale entry (see above)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if op.CallbackDueAt.IsZero() || nanos(op.CallbackDueAt) != ts || op.CallbackDueAt.After(now) {
+			continue // stale, or before the epoch and after now (nanos clamps both to 0)
+		}
+		ops = append(ops, op)
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	return ops, nil
+}
+
 // ---- DeleteExpired ----
 
 // deleteChunk bounds how many operations one DeleteExpired batch deletes
@@ -688,6 +748,9 @@ func (s *store) deleteExpiredChunk(now time.Time, n int) ([]*operation.Operation
 		_ = b.Delete(reqKey(c.id), nil)
 		_ = b.Delete(statusKey(op.Status, c.id), nil)
 		_ = b.Delete(expiryKey(op.ExpiresAt, c.id), nil)
+		if !op.CallbackDueAt.IsZero() {
+			_ = b.Delete(dueKey(op.CallbackDueAt, c.id), nil)
+		}
 		if op.Owner != "" {
 			_ = b.Delete(ownerKey(op.Owner, c.id), nil)
 		}
