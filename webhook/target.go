@@ -164,7 +164,7 @@ func parseEntry(s string) (allowEntry, error) {
 	switch {
 	case host == "*" && !bracketed:
 		e.kind = anyHost
-	case strings.HasPrefix(host, "*.") && !bracketed:
+	case strings.HasPrefix(host, "*.") && !bracketed && !strings.Contains(host[2:], "*"):
 		domain, isIP, err := canonHost(host[2:])
 		if err != nil {
 			return allowEntry{}, err
