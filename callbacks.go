@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/arrhq/arr/operation"
+	"github.com/arrhq/arr/webhook"
 )
 
 // Callbacks: a transition that owes a callback writes its outbox entry
@@ -43,7 +44,7 @@ type TargetPolicy interface {
 const DefaultMaxCallbacks = 32
 
 // MaxCallbackURLBytes bounds a callback URL.
-const MaxCallbackURLBytes = 2048
+const MaxCallbackURLBytes = webhook.MaxURLLength
 
 // Errors of a Submission's CallbackURL; compare with errors.Is.
 var (
@@ -58,26 +59,14 @@ var (
 	ErrCallbackNotDue = errors.New("arr: callback not due")
 )
 
-// ParseCallbackURL checks a callback URL: absolute http or https, a host,
-// no user information, no fragment, at most MaxCallbackURLBytes. It says
-// nothing of whether the target may be called (see TargetPolicy, and the
-// dispatcher's address rule).
+// ParseCallbackURL checks a callback URL (webhook.CheckURL: absolute
+// http or https, a host, no user information, no fragment, at most
+// MaxCallbackURLBytes). It says nothing of whether the target may be
+// called (see TargetPolicy, and the sender's address rule).
 func ParseCallbackURL(raw string) (*url.URL, error) {
-	if len(raw) > MaxCallbackURLBytes {
-		return nil, fmt.Errorf("%w: longer than %d bytes", ErrBadCallbackURL, MaxCallbackURLBytes)
-	}
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
+	u, err := webhook.CheckURL(raw)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCallbackURL, err)
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%w: the scheme must be http or https", ErrBadCallbackURL)
-	case u.Host == "" || u.Hostname() == "":
-		return nil, fmt.Errorf("%w: no host", ErrBadCallbackURL)
-	case u.User != nil:
-		return nil, fmt.Errorf("%w: user information is not allowed", ErrBadCallbackURL)
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return nil, fmt.Errorf("%w: a fragment is not allowed", ErrBadCallbackURL)
 	}
 	return u, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	arr "github.com/arrhq/arr"
+	"github.com/arrhq/arr/callback"
 	"github.com/arrhq/arr/internal/problem"
 	"github.com/arrhq/arr/operation"
 )
@@ -90,6 +91,12 @@ type Config struct {
 	// ForwardCredentials (see arr.StoredHeaders). Required when a route
 	// has some; otherwise unused.
 	Credentials *arr.Credentials
+	// CallbackSecrets, when not nil, serves GET /v1/callbacks/secret: the
+	// secrets that sign callbacks (package callback's Secrets). Nil: that
+	// path answers 404.
+	CallbackSecrets interface {
+		For(ctx context.Context, scope string) []callback.Secret
+	}
 }
 
 // route is a submit route as the api serves it.
@@ -207,6 +214,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("/v1/operations/{id}/result", s.result)
 	s.mux.HandleFunc("/v1/operations/{id}/events", s.events)
 	s.mux.HandleFunc("/v1/operations/{id}/retry", s.retry)
+	s.mux.HandleFunc("/v1/operations/{id}/callbacks/redeliver", s.redeliver)
+	s.mux.HandleFunc("/v1/callbacks/secret", s.callbackSecret)
 	s.mux.HandleFunc(seedStatusPrefix+"{id}", s.seedStatus)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

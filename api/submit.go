@@ -102,13 +102,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 		return
 	}
 
+	cbURL, ok := callbackURL(w, r)
+	if !ok {
+		return
+	}
 	ctx := r.Context()
 	base := s.base(r)
 	// Only the headers arr's rule keeps are stored; the credentials the
 	// route keeps are sealed for the operation's id.
 	o := s.originOf(r)
 	hdr, creds := arr.StoredHeaders(&rt.Route, r.Header)
-	sub := arr.Submission{Route: rt.Name, IdempotencyKey: key,
+	sub := arr.Submission{Route: rt.Name, IdempotencyKey: key, CallbackURL: cbURL,
 		Request: &operation.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: hdr, Body: body,
 			Host: o.host, RemoteAddr: r.RemoteAddr, TLS: o.scheme == "https"}}
 	if creds != nil {
@@ -136,6 +140,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	case errors.As(err, &full):
 		s.setRetryAfter(w, full.Depth)
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
+		return
+	case submitCallbackError(w, err):
 		return
 	case errors.Is(err, arr.ErrRouteForbidden), errors.Is(err, arr.ErrBadPrincipal):
 		writeProblem(w, http.StatusForbidden, ProblemForbidden, "Forbidden", "this route does not take requests from you")

@@ -21,6 +21,7 @@ type opView struct {
 	Result          *resultView        `json:"result,omitempty"`
 	ExpiresAt       *time.Time         `json:"expiresAt,omitempty"`
 	Links           links              `json:"links"`
+	Callbacks       []callbackView     `json:"callbacks,omitempty"`
 }
 
 type resultView struct {
@@ -85,6 +86,7 @@ func (s *Server) view(ctx context.Context, base string, op *operation.Operation)
 		t := op.ExpiresAt
 		v.ExpiresAt = &t
 	}
+	v.Callbacks = callbackViews(ctx, op)
 	if op.Status == operation.Succeeded && op.Result != nil {
 		href, exp, _ := s.signedResultURL(ctx, base, op)
 		v.Result = &resultView{Href: href, ContentType: op.Result.ContentType, Size: op.Result.Size, ExpiresAt: exp,

@@ -87,7 +87,13 @@ func (v *opView) appendJSON(b []byte) []byte {
 	b = appendJSONString(b, v.Links.Result)
 	b = append(b, `,"events":`...)
 	b = appendJSONString(b, v.Links.Events)
-	return append(b, `}}`...)
+	b = append(b, '}')
+	if len(v.Callbacks) > 0 {
+		j, _ := json.Marshal(v.Callbacks) // rare: reflection only then
+		b = append(b, `,"callbacks":`...)
+		b = append(b, j...)
+	}
+	return append(b, '}')
 }
 
 // MarshalJSON makes json.Marshal of a view (lists, events) use appendJSON.

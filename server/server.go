@@ -28,11 +28,14 @@ import (
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
 	"github.com/arrhq/arr/auth"
+	"github.com/arrhq/arr/callback"
 	"github.com/arrhq/arr/engine"
+	"github.com/arrhq/arr/operation"
 	"github.com/arrhq/arr/opstore"
 	"github.com/arrhq/arr/queue"
 	"github.com/arrhq/arr/resultstore"
 	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/webhook"
 	"github.com/arrhq/arr/worker"
 )
 
@@ -108,6 +111,19 @@ type Config struct {
 	// TLS, if not nil, makes the listener serve HTTPS with it (see
 	// auth.ServerTLS, which also verifies client certificates).
 	TLS *tls.Config
+	// CallbackAllow lists the callback targets a request may name with
+	// X-Callback-Url on every route that does not say otherwise
+	// (arr.Route.CallbackRequests), and, by its exact entries, the
+	// targets exempt from the rule that callbacks never reach loopback,
+	// private, link-local or metadata addresses. Default: none.
+	CallbackAllow webhook.AllowList
+	// Callbacks configures the callback dispatcher, which runs when a
+	// route has callbacks or CallbackAllow is not empty. Its Client,
+	// Secrets, Render, Allow, Source, Registerer and Logger are filled in;
+	// see callback.Config for the rest. The secrets that sign callbacks
+	// derive from the result URL signer's keyring (see callback.Secrets),
+	// so every process over the same result store signs alike.
+	Callbacks callback.Config
 }
 
 // Role is the part of arr a process runs.
@@ -145,13 +161,16 @@ type Server struct {
 	queue   *queue.Queue
 	results *resultstore.Store
 	signer  *urlsign.Signer
-	api     *api.Server
-	handler http.Handler // api behind authentication
-	pool    *worker.Pool
-	ln      net.Listener
-	adminLn net.Listener
-	reg     *prometheus.Registry
-	lock    *dirLock
+
+	secrets    *callback.Secrets
+	dispatcher *callback.Dispatcher
+	api        *api.Server
+	handler    http.Handler // api behind authentication
+	pool       *worker.Pool
+	ln         net.Listener
+	adminLn    net.Listener
+	reg        *prometheus.Registry
+	lock       *dirLock
 }
 
 // New opens the stores and builds the api and the worker pool; Serve runs
@@ -218,6 +237,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	cc := cfg.Core
 	cc.Store, cc.Queue, cc.Results, cc.Signer = s.store, s.queue, s.results, s.signer
+	if cfg.CallbackAllow.Len() > 0 && cc.CallbackRequests == nil {
+		cc.CallbackRequests = cfg.CallbackAllow
+	}
 	if storeEng == queueEng {
 		// One engine's: an operation and its message in one write, when
 		// the engine can.
@@ -278,12 +300,85 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return time.Duration(depth/int64(pool.Concurrency())+1) * pool.MeanRunTime()
 		}
 	}
+	if s.wantsCallbacks(cc) {
+		if s.secrets, err = s.callbackSecrets(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+		ac.CallbackSecrets = s.secrets
+	}
 	if s.api, err = api.New(ac); err != nil {
 		s.Close()
 		return nil, err
 	}
+	if s.secrets != nil {
+		dc := cfg.Callbacks
+		dc.Client, dc.Secrets, dc.Allow, dc.Registerer = s.client, s.secrets, cfg.CallbackAllow, s.reg
+		if dc.Logger == nil {
+			dc.Logger = cfg.Logger
+		}
+		dc.Source = ac.PublicURL
+		dc.Render = func(ctx context.Context, op *operation.Operation) ([]byte, error) {
+			return s.api.RenderOperation(ctx, s.publicBase(), op)
+		}
+		if s.dispatcher, err = callback.New(dc); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	s.handler = withAuth(s.api, cfg.Auth, ac.ResultsPrefix, cfg.Logger)
 	return s, nil
+}
+
+// wantsCallbacks reports whether cc's routes owe callbacks or take
+// requested ones.
+func (s *Server) wantsCallbacks(cc arr.Config) bool {
+	if cc.CallbackRequests != nil {
+		return true
+	}
+	for _, r := range cc.Routes {
+		if len(r.Callbacks) > 0 || r.CallbackRequests != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// callbackKeysFile keeps the master keys of callback secrets in the data
+// directory when the result store's URLs are not signed with arr's keys.
+const callbackKeysFile = "callback-keys.json"
+
+// callbackSecrets opens the keyring callback secrets derive from: the
+// result URL signer's, which every process over the same result store
+// shares, else one in the data directory.
+func (s *Server) callbackSecrets(ctx context.Context) (*callback.Secrets, error) {
+	var keys urlsign.Keys
+	if h, ok := s.signer.Driver().(*urlsign.HMAC); ok {
+		keys = h.Keys()
+	} else {
+		fk, err := urlsign.OpenFileKeys(filepath.Join(s.cfg.DataDir, callbackKeysFile), "")
+		if err != nil {
+			return nil, err
+		}
+		keys = fk
+	}
+	return callback.NewSecrets(ctx, keys)
+}
+
+// publicBase is the scheme and authority of the links callbacks carry:
+// the api's PublicURL, else the address this process listens on.
+func (s *Server) publicBase() string {
+	if s.cfg.API.PublicURL != "" {
+		return strings.TrimRight(s.cfg.API.PublicURL, "/")
+	}
+	if s.ln != nil {
+		scheme := "http"
+		if s.cfg.TLS != nil {
+			scheme = "https"
+		}
+		return scheme + "://" + s.ln.Addr().String()
+	}
+	return ""
 }
 
 // maxResultURLTTL is the longest lifetime of the result URLs of cc: its
@@ -406,6 +501,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			s.client.RunJanitor(workCtx, s.cfg.JanitorInterval)
+		}()
+	}
+	if s.dispatcher != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.dispatcher.Run(workCtx)
 		}()
 	}
 	var err error

@@ -417,3 +417,6 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	return min(max(t.Sub(now), 0), DefaultMaxAge)
 }
+
+// Timeout is the bound on one attempt (Config.Timeout, or its default).
+func (s *Sender) Timeout() time.Duration { return s.timeout }
