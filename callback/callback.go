@@ -57,8 +57,12 @@ type Config struct {
 	// Render returns the operation JSON an event carries (the api's
 	// rendering, with absolute links).
 	Render func(ctx context.Context, op *operation.Operation) ([]byte, error)
-	// Sender sends them. Default: webhook.NewSender with Allow.
+	// Sender sends them. Default: webhook.NewSender with Allow and
+	// Timeout.
 	Sender *webhook.Sender
+	// Timeout bounds one attempt (for the default Sender). Default
+	// webhook.DefaultTimeout.
+	Timeout time.Duration
 	// Allow lists the targets exempt from the private-address rule
 	// (used for the default Sender).
 	Allow webhook.AllowList
@@ -101,7 +105,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, errors.New("callback: Client, Secrets and Render are required")
 	}
 	if cfg.Sender == nil {
-		cfg.Sender = webhook.NewSender(webhook.Config{Allow: cfg.Allow})
+		cfg.Sender = webhook.NewSender(webhook.Config{Allow: cfg.Allow, Timeout: cfg.Timeout})
 	}
 	if cfg.Source == "" {
 		cfg.Source = "arr"

@@ -122,6 +122,8 @@ type Server struct {
 	// JanitorInterval is how often expired operations, their results and
 	// past tombstones are deleted. Default 1m.
 	JanitorInterval Duration `yaml:"janitorInterval"`
+	// Callbacks configures callbacks for every route (docs/callbacks.md).
+	Callbacks ServerCallbacks `yaml:"callbacks"`
 	// Forward turns on gateway mode: a request to a path no route
 	// matches is forwarded to this upstream URL (absolute http or https)
 	// as an operation. Default: off (such requests are 404).
@@ -237,6 +239,10 @@ type Route struct {
 	// keep the sandboxing Content-Security-Policy and nosniff. Default
 	// false.
 	InlineResults bool `yaml:"inlineResults"`
+	// Callbacks are the route's callbacks (docs/callbacks.md). Default:
+	// none, and requests may name the targets server.callbacks.allow
+	// lists.
+	Callbacks *RouteCallbacks `yaml:"callbacks"`
 	// RouteSettings are the route's own settings; File.Effective fills
 	// the ones left at zero from File.Defaults.
 	RouteSettings `yaml:",inline"`
@@ -370,4 +376,47 @@ func reserved(path string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// ServerCallbacks configures callbacks for every route.
+type ServerCallbacks struct {
+	// Allow lists the targets requests may name with X-Callback-Url on
+	// every route that has no allow of its own: host, host:port,
+	// *.domain or *; its exact entries (no wildcard) may also be
+	// loopback, private or link-local addresses, which callbacks
+	// otherwise never reach. The -callback-allow flag, when given,
+	// replaces it. Default: none.
+	Allow []string `yaml:"allow"`
+	// MaxAge is how long after its event a callback is retried. Default
+	// 24h.
+	MaxAge Duration `yaml:"maxAge"`
+	// MinBackoff and MaxBackoff space the attempts: MinBackoff doubling
+	// per attempt up to MaxBackoff, with jitter, and at least what a
+	// Retry-After asks. Default 5s and 1h.
+	MinBackoff Duration `yaml:"minBackoff"`
+	MaxBackoff Duration `yaml:"maxBackoff"`
+	// Timeout bounds one attempt. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// RouteCallbacks are a route's callbacks.
+type RouteCallbacks struct {
+	// Targets are called back for each of the route's operations.
+	Targets []CallbackTarget `yaml:"targets"`
+	// Allow, when given, replaces server.callbacks.allow for the route:
+	// the targets its requests may name with X-Callback-Url ([] for
+	// none).
+	Allow *[]string `yaml:"allow"`
+	// Every calls a request's target on every change of status, not only
+	// when the operation finishes. Default false.
+	Every bool `yaml:"every"`
+}
+
+// CallbackTarget is a callback target of a route.
+type CallbackTarget struct {
+	// URL is the target, absolute http or https.
+	URL string `yaml:"url"`
+	// Every calls it on every change of status, not only when the
+	// operation finishes. Default false.
+	Every bool `yaml:"every"`
 }

@@ -19,6 +19,7 @@ import (
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/internal/trustedproxy"
+	"github.com/arrhq/arr/webhook"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 )
@@ -572,6 +573,36 @@ func (p *parser) checkServer() {
 	}
 	p.notEmpty("server.seedRoutes")
 	p.notEmpty("server.workers")
+	cb := s.Callbacks
+	if _, err := webhook.ParseAllowList(cb.Allow...); err != nil {
+		p.errorf("server.callbacks.allow", "%v", err)
+	}
+	for _, k := range []struct {
+		key string
+		v   Duration
+	}{{"maxAge", cb.MaxAge}, {"minBackoff", cb.MinBackoff}, {"maxBackoff", cb.MaxBackoff}, {"timeout", cb.Timeout}} {
+		p.positive("server.callbacks."+k.key, int64(k.v))
+	}
+	if cb.MinBackoff > 0 && cb.MaxBackoff > 0 && cb.MinBackoff > cb.MaxBackoff {
+		p.errorf("server.callbacks.minBackoff", "%s is more than maxBackoff (%s)", cb.MinBackoff, cb.MaxBackoff)
+	}
+}
+
+// checkCallbacks checks a route's callbacks.
+func (p *parser) checkCallbacks(at string, c *RouteCallbacks) {
+	if c == nil {
+		return
+	}
+	for i, t := range c.Targets {
+		if _, err := webhook.CheckURL(t.URL); err != nil {
+			p.errorf(at+".callbacks.targets["+strconv.Itoa(i)+"].url", "%v", err)
+		}
+	}
+	if c.Allow != nil {
+		if _, err := webhook.ParseAllowList(*c.Allow...); err != nil {
+			p.errorf(at+".callbacks.allow", "%v", err)
+		}
+	}
 }
 
 // positive checks that path, when set, is more than 0.
@@ -753,6 +784,7 @@ func (p *parser) checkRoute(i int, names map[string]int) bool {
 		p.errorf(at+".path", "%s", msg)
 		patternOK = false
 	}
+	p.checkCallbacks(at, r.Callbacks)
 
 	switch h := r.Handler; {
 	case h == "":

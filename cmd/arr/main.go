@@ -34,6 +34,7 @@ import (
 	"github.com/arrhq/arr/handler/command"
 	"github.com/arrhq/arr/internal/trustedproxy"
 	"github.com/arrhq/arr/server"
+	"github.com/arrhq/arr/webhook"
 )
 
 func main() {
@@ -125,6 +126,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.JanitorInterval, "janitor-interval", time.Minute, "how often expired operations and their results are deleted")
 	allowedHosts := fs.String("allowed-hosts", "", "host[:port],… the api answers for besides loopback ones, when links are built from the request's Host (no -public-url); other Hosts get 421")
 	allowedOrigins := fs.String("allowed-origins", "", "scheme://host[:port],… whose browsers may POST, PUT, PATCH or DELETE cross-site (others get 403)")
+	callbackAllow := fs.String("callback-allow", "", "host[:port],*.domain or * …: callback targets requests may name with X-Callback-Url; exact entries may be loopback or private addresses, which callbacks otherwise never reach")
 	configFile := fs.String("config", "", "YAML config file with routes and settings (see examples/arr.yaml); flags given explicitly override it")
 	gateway := fs.String("forward", "", "gateway mode: answer any request no route takes with 202 and forward it to this upstream URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -156,12 +158,17 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var file *config.File
+	var err error
 	if *configFile != "" {
-		var err error
 		if file, err = config.Load(*configFile, nil); err != nil {
 			return err
 		}
 		applyFile(&cfg, file, set, gateway)
+	}
+	if set["callback-allow"] || file == nil {
+		if cfg.CallbackAllow, err = webhook.ParseAllowList(*callbackAllow); err != nil {
+			return fmt.Errorf("-callback-allow: %w", err)
+		}
 	}
 	if err := checkShared(role, cfg); err != nil {
 		return err
@@ -328,6 +335,13 @@ func applyFile(cfg *server.Config, f *config.File, set map[string]bool, gateway 
 	dur("shutdown-grace", &cfg.Worker.ShutdownGrace, fs.ShutdownGrace)
 	dur("lease", &cfg.Worker.Lease, fs.Lease)
 	dur("janitor-interval", &cfg.JanitorInterval, fs.JanitorInterval)
+	cb := fs.Callbacks
+	if !set["callback-allow"] {
+		cfg.CallbackAllow, _ = webhook.ParseAllowList(cb.Allow...) // checked by config.Load
+	}
+	cfg.Callbacks.MaxAge = cb.MaxAge.Std()
+	cfg.Callbacks.Backoff = webhook.Backoff{Min: cb.MinBackoff.Std(), Max: cb.MaxBackoff.Std()}
+	cfg.Callbacks.Timeout = cb.Timeout.Std()
 	if fs.MaxInterruptions > 0 && !set["max-interruptions"] {
 		cfg.Core.MaxInterruptions = fs.MaxInterruptions
 	}

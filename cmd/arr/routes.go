@@ -13,6 +13,7 @@ import (
 	"github.com/arrhq/arr/handler/command"
 	"github.com/arrhq/arr/handler/forward"
 	"github.com/arrhq/arr/server"
+	"github.com/arrhq/arr/webhook"
 	"github.com/arrhq/arr/urlsign"
 	"github.com/arrhq/arr/worker"
 )
@@ -42,6 +43,16 @@ func routes(f *config.File, gateway, data string, maxResult int64, creds *arr.Cr
 			}
 			if r.HasSchema() {
 				sr.Validate = r.Validate
+			}
+			if cb := r.Callbacks; cb != nil {
+				for _, t := range cb.Targets {
+					sr.Callbacks = append(sr.Callbacks, arr.CallbackTarget{URL: t.URL, Every: t.Every})
+				}
+				sr.CallbackEvery = cb.Every
+				if cb.Allow != nil {
+					allow, _ := webhook.ParseAllowList(*cb.Allow...) // checked by config.Load
+					sr.CallbackRequests = allow
+				}
 			}
 			out = append(out, sr)
 		}
