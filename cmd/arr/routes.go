@@ -13,8 +13,8 @@ import (
 	"github.com/arrhq/arr/handler/command"
 	"github.com/arrhq/arr/handler/forward"
 	"github.com/arrhq/arr/server"
-	"github.com/arrhq/arr/webhook"
 	"github.com/arrhq/arr/urlsign"
+	"github.com/arrhq/arr/webhook"
 	"github.com/arrhq/arr/worker"
 )
 
