@@ -47,7 +47,7 @@ func dueKey(id string) string { return kDue + token(id) }
 // does not exist: a Create that put the entry may still write the
 // operation. A Create whose operation write completes later than
 // dueGrace/4 after its entry's put puts the entry again.
-const dueGrace = time.Minute
+var dueGrace = time.Minute // a variable for tests
 
 // claimGrace is how long an idempotency key claimed by a Create whose
 // operation does not exist yet is left to that Create before another
