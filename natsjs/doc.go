@@ -119,13 +119,16 @@
 //	w.<owner>.<id>         owner index entry (no value), for List's owner
 //	                       filter; the owner as a token (itself when it is
 //	                       [A-Za-z0-9_-]+, else "=" and its base64url)
+//	c.<id>                 callback index entry (no value): the operation
+//	                       owes a callback (see "Callback outbox" below)
 //
 // Reads go to the stream leader (the bucket's direct gets are turned off),
 // so a read sees every write acknowledged before it. Update is one
 // revision-checked KV update; Create is: check the id (and tombstone),
 // claim the idempotency key (KV create), put the request, the expiry
-// entry and the owner entry, create the operation (KV create), mark the
-// key done (revision checked). Updates never change the owner;
+// entry, the owner entry and (when it owes a callback) the callback index
+// entry, create the operation (KV create), mark the key done (revision
+// checked). Updates never change the owner;
 // DeleteExpired purges the owner entry with the operation's request. A concurrent Create with the same key waits for the claimer's
 // operation and answers it; a claim whose operation does not appear
 // within 10s (its Create died) is taken over with a revision check, and a
@@ -153,6 +156,48 @@
 // reads no message, but the walk grows with the store). DeleteExpired
 // lists the expiry index (names only) and reads only candidates whose
 // time has passed. There is no status index yet.
+//
+// # Callback outbox
+//
+// An operation's callbacks (its outbox) are fields of its record, so a
+// transition and the callbacks it owes are one write. DueCallbacks finds
+// the operations that owe one through the c.<id> index entries, a write of
+// their own, kept so that no crash loses an owing operation from the
+// index:
+//
+//   - Written ahead: every write of an operation that owes a callback
+//     (Create, Update, TransitionOp) puts its entry first, and fails if
+//     that put fails.
+//   - Removed behind: a write that settles the last pending callback reads
+//     the entry's revision before the operation write and, after it,
+//     purges the entry through that revision only (a put since, by a later
+//     write that owes again, is kept); best effort. DeleteExpired does the
+//     same for the operations it deletes.
+//   - Cleaned lazily: a crash or a failure between the two writes leaves a
+//     stale entry (its operation owes nothing, or does not exist), which
+//     DueCallbacks skips and removes. Before removing the entry of an
+//     operation that owes nothing it rewrites the operation unchanged
+//     (same bytes and Version, revision checked), so that a write in
+//     progress that read the operation before, and put the entry, fails
+//     its revision check and puts the entry again when it retries; such a
+//     rewrite wakes the operation's watchers, which read it unchanged. The
+//     entry of an operation that does not exist is kept for a minute, for
+//     a Create in progress (one whose operation write takes more than 15s
+//     puts the entry again after it); after that it is removed.
+//
+// So an operation that owes a callback always has its entry, except in
+// one case: a Create whose operation write lands more than a minute
+// after its entry (by the server's clock against the cleaning process's)
+// and that then dies before it puts the entry again. Nothing repairs that
+// entry. The rewrite guards against writes in other processes only as
+// revision checks do (see "Clusters and nats-server versions").
+//
+// Cost: DueCallbacks asks the stream leader for the subjects under c.>
+// (as List with an owner does) and reads every operation that owes a
+// callback, due or not, whatever its limit: O(owing operations) reads per
+// call. Only operations with an undelivered callback owe one, so these
+// are few. A write that owes a callback costs one more put; one that
+// settles the last costs a read and a purge.
 //
 // Watch registers a channel with the store's one KV watcher (an ordered
 // consumer over o.>, headers only), started when the store opens: a Watch

@@ -30,12 +30,24 @@ const (
 	kExp   = "x."
 	kPurge = "t."
 	kOwner = "w."
+	kDue   = "c."
 )
 
 // ownerKey is the owner index entry of operation id: "w.<owner token>.<id
 // token>", no value. One owner's entries are the keys under
 // "w.<owner token>.", which List reads with a subject filter.
 func ownerKey(owner, id string) string { return kOwner + token(owner) + "." + token(id) }
+
+// dueKey is the callback index entry of operation id: "c.<id token>", no
+// value. It exists while the operation owes a callback (a non-zero
+// CallbackDueAt), and maybe while it does not: see DueCallbacks.
+func dueKey(id string) string { return kDue + token(id) }
+
+// dueGrace is how long DueCallbacks keeps an index entry whose operation
+// does not exist: a Create that put the entry may still write the
+// operation. A Create whose operation write completes later than
+// dueGrace/4 after its entry's put puts the entry again.
+var dueGrace = time.Minute // a variable for tests
 
 // claimGrace is how long an idempotency key claimed by a Create whose
 // operation does not exist yet is left to that Create before another
@@ -78,7 +90,11 @@ func (s *Store) lock(key string) func() {
 	return m.Unlock
 }
 
-var _ driver.Store = (*Store)(nil)
+var (
+	_ driver.Store        = (*Store)(nil)
+	_ driver.Transitioner = (*Store)(nil)
+	_ driver.Outbox       = (*Store)(nil)
+)
 
 // OpenStore opens (creating when missing) the store cfg names over nc.
 // onReconnect, if not nil, registers a function to run after every
@@ -160,18 +176,27 @@ func timeKey(t time.Time) string {
 
 // getOp reads the operation and its revision.
 func (s *Store) getOp(ctx context.Context, id string) (*operation.Operation, uint64, error) {
-	e, err := s.kv.Get(ctx, kOp+token(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, driver.ErrNotFound
-	}
+	op, e, err := s.getOpEntry(ctx, id)
 	if err != nil {
 		return nil, 0, err
 	}
+	return op, e.Revision(), nil
+}
+
+// getOpEntry reads the operation and its KV entry (revision and bytes).
+func (s *Store) getOpEntry(ctx context.Context, id string) (*operation.Operation, jetstream.KeyValueEntry, error) {
+	e, err := s.kv.Get(ctx, kOp+token(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil, driver.ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
 	op := new(operation.Operation)
 	if err := json.Unmarshal(e.Value(), op); err != nil {
-		return nil, 0, fmt.Errorf("natsjs: decoding operation %s: %w", id, err)
+		return nil, nil, fmt.Errorf("natsjs: decoding operation %s: %w", id, err)
 	}
-	return op, e.Revision(), nil
+	return op, e, nil
 }
 
 // gone reports whether id has a tombstone whose time has not passed.
@@ -300,6 +325,17 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				return nil, false, err
 			}
 		}
+		// So does the callback index entry (see DueCallbacks).
+		var dueRev uint64
+		var duePut time.Time
+		if !c.CallbackDueAt.IsZero() {
+			duePut = time.Now()
+			rev, err := s.kv.Put(ctx, dueKey(c.ID), nil)
+			if err != nil {
+				return nil, false, err
+			}
+			dueRev = rev
+		}
 		b, err := json.Marshal(c)
 		if err != nil {
 			return nil, false, err
@@ -331,7 +367,17 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				_ = s.kv.Delete(ctx, kkey, jetstream.LastRevision(keyRev))
 				unlock()
 			}
+			// The callback index entry stays: it replaced any entry of
+			// the existing operation's, and DueCallbacks removes it if
+			// that operation owes nothing.
 			return nil, false, driver.ErrExists
+		}
+		if dueRev != 0 && time.Since(duePut) > dueGrace/4 {
+			// A slow write: DueCallbacks may take the entry for a failed
+			// Create's soon (see dueGrace). Best effort.
+			if rev, err := s.kv.Put(ctx, dueKey(c.ID), nil); err == nil {
+				dueRev = rev
+			}
 		}
 		if keyRev != 0 {
 			rec, _ := json.Marshal(keyRecord{ID: c.ID, Done: true, At: time.Now()})
@@ -360,6 +406,9 @@ func (s *Store) Create(ctx context.Context, op *operation.Operation, req *operat
 				_ = s.purge(ctx, kReq+eid)
 				if c.Owner != "" {
 					_ = s.purge(ctx, ownerKey(c.Owner, c.ID))
+				}
+				if dueRev != 0 {
+					_ = s.purgeThrough(ctx, dueKey(c.ID), dueRev)
 				}
 				continue
 			}
@@ -442,8 +491,16 @@ func (s *Store) purge(ctx context.Context, key string) error {
 	return s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subjPre+key))
 }
 
+// purgeThrough removes the messages of a key up to and including stream
+// sequence (KV revision) rev, leaving no delete marker: a revision-checked
+// delete that keeps a write of the key made after rev.
+func (s *Store) purgeThrough(ctx context.Context, key string, rev uint64) error {
+	return s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subjPre+key), jetstream.WithPurgeSequence(rev+1))
+}
+
 // Update: see driver.Store. It is one revision-checked KV update (plus a
-// put of the expiry index entry first when ExpiresAt changes).
+// put of the expiry index entry first when ExpiresAt changes, and the
+// callback index's writes: see write).
 func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
 	if err := s.check(); err != nil {
 		return err
@@ -468,6 +525,13 @@ func (s *Store) Update(ctx context.Context, op *operation.Operation) error {
 // next version and stored's idempotency key and owner, and a put of the
 // expiry index entry first when ExpiresAt changes. A revision mismatch is
 // driver.ErrConflict. The caller holds the key's lock.
+//
+// The callback index entry: when n owes a callback it is put first (on
+// every such write, also when stored owed one), and a failed put fails
+// the write. When n owes none and stored did, the entry's revision is
+// read before the write and the entry is purged through that revision
+// after it, best effort: an entry put since (by a write that read this
+// one, so owes after it) is kept.
 func (s *Store) write(ctx context.Context, stored *operation.Operation, rev uint64, n *operation.Operation) error {
 	n.Version = stored.Version + 1
 	n.IdempotencyKey, n.Owner = stored.IdempotencyKey, stored.Owner // never change
@@ -476,6 +540,17 @@ func (s *Store) write(ctx context.Context, stored *operation.Operation, rev uint
 		if _, err := s.kv.Put(ctx, kExp+timeKey(n.ExpiresAt)+"."+eid, nil); err != nil {
 			return err
 		}
+	}
+	var dropDue uint64 // the index entry's revision to purge through after the write
+	switch {
+	case !n.CallbackDueAt.IsZero():
+		if _, err := s.kv.Put(ctx, kDue+eid, nil); err != nil {
+			return err
+		}
+	case !stored.CallbackDueAt.IsZero():
+		if e, err := s.kv.Get(ctx, kDue+eid); err == nil {
+			dropDue = e.Revision()
+		} // else none, or unknown: DueCallbacks removes a stale entry
 	}
 	b, err := json.Marshal(n)
 	if err != nil {
@@ -486,6 +561,9 @@ func (s *Store) write(ctx context.Context, stored *operation.Operation, rev uint
 			return driver.ErrConflict
 		}
 		return err
+	}
+	if dropDue != 0 {
+		_ = s.purgeThrough(ctx, kDue+eid, dropDue) // best effort, as above
 	}
 	return nil
 }
@@ -733,6 +811,15 @@ func (s *Store) deleteOne(ctx context.Context, x timedKey, now time.Time) (*oper
 		if _, err := s.kv.Put(ctx, pkey, pb); err != nil {
 			return nil, err
 		}
+		// The callback index entry, read before the delete and purged
+		// through its revision after it: an entry a later Create of the
+		// id puts is kept.
+		var dueRev uint64
+		if e, err := s.kv.Get(ctx, kDue+eid); err == nil {
+			dueRev = e.Revision()
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, err
+		}
 		if err := s.kv.Delete(ctx, kOp+eid, jetstream.LastRevision(rev)); err != nil {
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				return nil, nil // updated meanwhile: look again next time
@@ -747,6 +834,11 @@ func (s *Store) deleteOne(ctx context.Context, x timedKey, now time.Time) (*oper
 				return nil, err
 			}
 		}
+		if dueRev != 0 {
+			if err := s.purgeThrough(ctx, kDue+eid, dueRev); err != nil {
+				return nil, err
+			}
+		}
 		once.Do(unlock) // releaseKey takes the key's stripe
 		if op.IdempotencyKey != "" {
 			if err := s.releaseKey(ctx, kIdem+token(op.IdempotencyKey), op.ID); err != nil {
@@ -758,6 +850,101 @@ func (s *Store) deleteOne(ctx context.Context, x timedKey, now time.Time) (*oper
 		}
 		return op, nil
 	}
+}
+
+// DueCallbacks: see driver.Outbox. It lists the callback index entries
+// (key names only, from the stream's subject state; see subjectKeys),
+// reads each entry's operation, keeps those due, and sorts them by
+// CallbackDueAt (then id): O(owing operations) reads per call, whatever
+// limit is. An entry whose operation owes nothing or does not exist is
+// stale; cleanDue removes it (or finds that it owes after all).
+func (s *Store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*operation.Operation, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	keys, err := s.subjectKeys(ctx, kDue)
+	if err != nil {
+		return nil, err
+	}
+	var due []*operation.Operation
+	for _, k := range keys {
+		id, err := untoken(k[len(kDue):])
+		if err != nil {
+			continue // not an entry of this store's
+		}
+		op, _, err := s.getOp(ctx, id)
+		if err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return nil, err
+		}
+		if err != nil || op.CallbackDueAt.IsZero() {
+			if op, err = s.cleanDue(ctx, k, id); err != nil {
+				return nil, err
+			}
+			if op == nil {
+				continue
+			}
+		}
+		if !op.CallbackDueAt.After(now) {
+			due = append(due, op)
+		}
+	}
+	slices.SortFunc(due, func(a, b *operation.Operation) int {
+		if c := a.CallbackDueAt.Compare(b.CallbackDueAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return due[:min(limit, len(due))], nil
+}
+
+// cleanDue removes the callback index entry key of operation id, which
+// DueCallbacks found stale (the operation owes nothing, or does not
+// exist), unless a write may still need it; it returns the operation if
+// it owes after all (written meanwhile), else nil. The entry's revision
+// is read first, then the operation again, and the entry is purged
+// through that revision only (a put since is kept):
+//
+//   - The operation owes nothing: a write in progress that read it before
+//     and put the entry (at or before that revision) may be about to make
+//     it owe. cleanDue first rewrites the operation unchanged (same bytes,
+//     same Version) with a revision check, so that such a write fails its
+//     own revision check and, retried, puts the entry again. If the
+//     rewrite loses to a write, the entry stays until the next call.
+//   - The operation does not exist: a Create in progress may still write
+//     it, so the entry is kept until it is dueGrace old (by the server's
+//     timestamp of its put and this process's clock).
+//
+// Failures to remove are ignored (the entry stays, stale and harmless);
+// failures to read are returned.
+func (s *Store) cleanDue(ctx context.Context, key, id string) (*operation.Operation, error) {
+	defer s.lock(kOp + token(id))()
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	op, oe, err := s.getOpEntry(ctx, id)
+	switch {
+	case errors.Is(err, driver.ErrNotFound):
+		if time.Since(e.Created()) < dueGrace {
+			return nil, nil
+		}
+	case err != nil:
+		return nil, err
+	case !op.CallbackDueAt.IsZero():
+		return op, nil
+	default:
+		if _, err := s.kv.Update(ctx, kOp+token(id), oe.Value(), oe.Revision()); err != nil {
+			return nil, nil // written meanwhile (or failed): look again next time
+		}
+	}
+	_ = s.purgeThrough(ctx, key, e.Revision())
+	return nil, nil
 }
 
 // releaseKey deletes the idempotency key if id holds it (revision-checked).
