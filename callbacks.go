@@ -271,7 +271,7 @@ func (c *Client) RedeliverCallbacks(ctx context.Context, id string) (*operation.
 		}
 		for i := range op.Callbacks {
 			if cb := &op.Callbacks[i]; cb.State != operation.CallbackPending {
-				cb.State, cb.NextAt, cb.Attempts = operation.CallbackPending, now, 0
+				cb.State, cb.NextAt, cb.RedeliveredAt = operation.CallbackPending, now, now
 			}
 		}
 		op.CallbackDueAt = operation.DueAt(op.Callbacks)

@@ -188,7 +188,7 @@ func TestFinishingOwesCallbacks(t *testing.T) {
 		t.Fatalf("another caller's redelivery = %v, want not found", err)
 	}
 	re, err := c.RedeliverCallbacks(ctx, op.ID)
-	if err != nil || re.CallbackDueAt.IsZero() || re.Callbacks[0].State != operation.CallbackPending || re.Callbacks[0].ID != cbID {
+	if err != nil || re.CallbackDueAt.IsZero() || re.Callbacks[0].State != operation.CallbackPending || re.Callbacks[0].ID != cbID || re.Callbacks[0].RedeliveredAt.IsZero() {
 		t.Fatalf("RedeliverCallbacks = %+v, %v; want pending again under the same id", re, err)
 	}
 }

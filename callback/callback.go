@@ -32,8 +32,9 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultMaxAge: how long after its event a callback is retried.
-	DefaultMaxAge = 24 * time.Hour
+	// DefaultMaxAge: how long after its event (or its redelivery) a
+	// callback is retried.
+	DefaultMaxAge = webhook.DefaultMaxAge
 	// DefaultConcurrency: callbacks in flight per process.
 	DefaultConcurrency = 64
 	// DefaultMaxPerDestination: callbacks in flight per process to one
@@ -283,7 +284,7 @@ func (d *Dispatcher) attempt(ctx context.Context, id, cbID string) {
 		outcome = "refused"
 	case res.Gone:
 		outcome = "failed"
-	case time.Since(cb.CreatedAt) >= d.cfg.MaxAge:
+	case time.Since(seriesStart(cb)) >= d.cfg.MaxAge:
 		outcome = "failed"
 		out.Error += fmt.Sprintf(" (given up: not delivered within %s)", d.cfg.MaxAge)
 	default:
@@ -313,4 +314,13 @@ func (d *Dispatcher) event(ctx context.Context, op *operation.Operation, cb oper
 	}
 	return webhook.Event{ID: cb.ID, Source: d.cfg.Source, Type: EventTypePrefix + cb.Event, Subject: op.ID,
 		Time: cb.CreatedAt, Data: data}.Marshal()
+}
+
+// seriesStart is when cb's current series of attempts began: its event,
+// or its latest redelivery.
+func seriesStart(cb operation.Callback) time.Time {
+	if cb.RedeliveredAt.After(cb.CreatedAt) {
+		return cb.RedeliveredAt
+	}
+	return cb.CreatedAt
 }

@@ -196,6 +196,9 @@ type Callback struct {
 	LastError   string    `json:"lastError,omitempty"`
 	LastAt      time.Time `json:"lastAt,omitzero"`
 	DeliveredAt time.Time `json:"deliveredAt,omitzero"`
+	// RedeliveredAt is when a redelivery made it pending again (zero: it
+	// was not): its attempts' time limit counts from then.
+	RedeliveredAt time.Time `json:"redeliveredAt,omitzero"`
 }
 
 // DueAt is the earliest NextAt of cbs' pending entries, zero when none is

@@ -29,6 +29,12 @@ rotation) or are revoked. -revoke KID also removes key KID: the URLs it
 signed stop working. A running arr picks a change up within 5 seconds.
 -data and -results are serve's: the keyring is the results store's.
 
+The secrets that sign callbacks derive from this keyring (one per route
+and per principal): a rotation gives each a new secret, which
+GET /v1/callbacks/secret shows; until the retired key is pruned or
+revoked, and for 7 days at most, callbacks carry a second signature by the
+old secret, so receivers can switch without missing one.
+
 With -credentials, the keyring is instead the one that encrypts the
 credentials forward routes keep ({data}/credential-keys.json): a rotation
 makes new operations use the new key, and retired keys keep opening the
