@@ -188,6 +188,7 @@ type Client struct {
 	routes   []Route
 	policies map[string]*policy
 	depth    depthGauge
+	runs     runTimes // per route, for PollAfter
 
 	sweepMu     sync.Mutex
 	sweepCursor string // where the next Sweep continues
