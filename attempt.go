@@ -250,6 +250,7 @@ func (a *Attempt) Succeed(ctx context.Context, res *operation.Result) Dispositio
 	a.c.kick(written)
 	switch {
 	case err == nil:
+		a.c.runs.observe(a.op.Route, now.Sub(a.op.AttemptStartedAt))
 		// The terminal state is durable; a redelivery after a crash that
 		// lost a lazy ack finds it and is acked without running.
 		return Disposition{Settle: AckLazy, Outcome: "succeeded"}
@@ -300,6 +301,9 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 		return err
 	}))
 	a.c.kick(written)
+	if err == nil {
+		a.c.runs.observe(a.op.Route, now.Sub(a.op.AttemptStartedAt))
+	}
 	switch {
 	case err == nil && final:
 		return Disposition{Settle: AckLazy, Outcome: "failed"}

@@ -200,6 +200,7 @@ type Client struct {
 	routes   []Route
 	policies map[string]*policy
 	depth    depthGauge
+	runs     runTimes // per route, for PollAfter
 
 	callbacks bool          // some route owes callbacks or takes requested ones
 	wake      chan struct{} // see CallbackWake

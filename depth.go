@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/arrhq/arr/operation"
 )
 
 // depthTTL is how long a queue depth read from the queue is reused. Reading
@@ -49,3 +51,81 @@ func (g *depthGauge) get(ctx context.Context) (int64, error) {
 
 // enqueued counts an operation this process enqueued.
 func (g *depthGauge) enqueued() { g.added.Add(1) }
+
+// runTimes keeps, per route, a moving average of the run times of the
+// attempts that ended in this process. The zero value is ready to use.
+type runTimes struct {
+	m sync.Map // route name → *atomic.Int64 (nanoseconds; 0 = none yet)
+}
+
+// observe folds one attempt's run time d into route's average: the first
+// is taken as it is, each later one weighs 1/8.
+func (r *runTimes) observe(route string, d time.Duration) {
+	if d <= 0 {
+		d = 1 // a run too short for the clock still counts as one
+	}
+	v, _ := r.m.LoadOrStore(route, new(atomic.Int64))
+	mean := v.(*atomic.Int64)
+	for {
+		old := mean.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if mean.CompareAndSwap(old, max(next, 1)) {
+			return
+		}
+	}
+}
+
+// get returns route's average run time, and false before its first run.
+func (r *runTimes) get(route string) (time.Duration, bool) {
+	v, ok := r.m.Load(route)
+	if !ok {
+		return 0, false
+	}
+	d := v.(*atomic.Int64).Load()
+	return time.Duration(d), d > 0
+}
+
+// RunTime returns a moving average of the run times of route's attempts
+// that ended (succeeded or failed) in this process, and false before the
+// first one: a process that runs no worker knows none.
+func (c *Client) RunTime(route string) (time.Duration, bool) { return c.runs.get(route) }
+
+// maxOverrunPoll bounds PollAfter's guess for an operation that has run
+// longer than its route's runs usually take (or whose route has no run
+// time yet): a client asks at least this often.
+const maxOverrunPoll = 30 * time.Second
+
+// PollAfter estimates how long from now op is worth asking about again,
+// for a Retry-After. It is op's own estimate, by its route and state:
+//
+//   - pending: queueWait (the caller's estimate of the time until a
+//     worker takes it) plus its route's run time (RunTime), 0 when neither
+//     is known;
+//   - running: what is left of its route's run time since its attempt
+//     started; once it has run that long (or when the route has no run
+//     time yet), a quarter of the time it has run so far, at most 30 s,
+//     so that a long run is asked about less often than a short one;
+//   - finished: 0.
+//
+// The caller rounds and bounds it (a Retry-After is whole seconds, ≥ 1).
+func (c *Client) PollAfter(op *operation.Operation, queueWait time.Duration, now time.Time) time.Duration {
+	mean, known := c.runs.get(op.Route)
+	switch op.Status {
+	case operation.Pending:
+		return max(queueWait, 0) + mean
+	case operation.Running:
+		elapsed := max(now.Sub(op.AttemptStartedAt), 0)
+		if op.AttemptStartedAt.IsZero() {
+			elapsed = 0
+		}
+		if known && elapsed < mean {
+			return mean - elapsed
+		}
+		return min(elapsed/4, maxOverrunPoll)
+	default:
+		return 0
+	}
+}

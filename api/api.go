@@ -72,9 +72,11 @@ type Config struct {
 	SyncWait time.Duration
 	// MaxWait caps long-poll waits (?wait=, Prefer: wait=). Default 60s.
 	MaxWait time.Duration
-	// RetryAfter estimates, from the queue depth, when a pending operation
-	// is worth asking about again. Default: 1s.
-	RetryAfter func(queueDepth int64) time.Duration
+	// QueueWait estimates, from the queue depth (all routes), how long a
+	// newly queued operation waits for a worker; the Retry-After of a
+	// pending operation is that plus its route's run time (see
+	// arr.Client.PollAfter). Default: no wait.
+	QueueWait func(queueDepth int64) time.Duration
 	// Ready reports whether the server is ready for traffic (/readyz).
 	// Default: always ready.
 	Ready func(context.Context) error
@@ -136,8 +138,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 60 * time.Second
 	}
-	if cfg.RetryAfter == nil {
-		cfg.RetryAfter = func(int64) time.Duration { return time.Second }
+	if cfg.QueueWait == nil {
+		cfg.QueueWait = func(int64) time.Duration { return 0 }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -366,19 +368,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// retryAfter sets Retry-After from the current queue depth.
-func (s *Server) retryAfter(w http.ResponseWriter, ctx context.Context) {
-	var depth int64
-	if d, err := s.c.QueueDepth(ctx); err == nil {
-		depth = d
+// retryAfter sets Retry-After for a client asking about op: its own
+// estimate (arr.Client.PollAfter: its route's run time, the queue ahead
+// when it is pending, the time it has run when it is running).
+func (s *Server) retryAfter(w http.ResponseWriter, ctx context.Context, op *operation.Operation) {
+	var wait time.Duration
+	if op.Status == operation.Pending {
+		if d, err := s.c.QueueDepth(ctx); err == nil {
+			wait = s.cfg.QueueWait(d)
+		}
 	}
-	s.setRetryAfter(w, depth)
+	setRetryAfter(w, s.c.PollAfter(op, wait, time.Now()))
 }
 
-func (s *Server) setRetryAfter(w http.ResponseWriter, depth int64) {
-	d := min(s.cfg.RetryAfter(depth), time.Hour)
+// setRetryAfter sets Retry-After to d in whole seconds, rounded up,
+// from 1 s to 1 h.
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	d = min(max(d, time.Second), time.Hour)
 	secs := int64((d + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {

@@ -22,21 +22,23 @@ import (
 
 const seedBody = `{"id":"1234","customername":"Contoso"}`
 
-// The seed README's curl: 202 with an absolute Location; following it
-// (after processing) downloads exactly the JSON that was sent.
+// The seed README's curl: 202 with an absolute Location (the status URL
+// with the options of a status-code URL); following it (after processing)
+// downloads exactly the JSON that was sent.
 func TestSeedAcceptorRoundTrip(t *testing.T) {
 	s := start(t, server.Config{})
 	for _, path := range []string{"/api/asyncprocessingworkacceptor", "/api/AsyncProcessingWorkAcceptor", "/API/ASYNCPROCESSINGWORKACCEPTOR"} {
 		r := s.postJSON(path, seedBody, "Accept", "application/json")
 		wantStatus(t, r, 202)
-		loc := r.Header.Get("Location")
 		id := r.JSON(t)["id"].(string)
-		if loc != s.URL+"/api/RequestStatus/"+id {
-			t.Fatalf("Location %q, want %s/api/RequestStatus/%s", loc, s.URL, id)
+		bare := s.URL + "/api/RequestStatus/" + id
+		if loc := r.Header.Get("Location"); loc != bare+"?OnPending=Accepted&OnComplete=Stream" {
+			t.Fatalf("Location %q, want %s?OnPending=Accepted&OnComplete=Stream", loc, bare)
 		}
-		if r.Header.Get("Operation-Location") != s.URL+"/v1/operations/"+id || r.Header.Get("Retry-After") == "" {
+		if r.Header.Get("Operation-Location") != s.URL+"/v1/operations/"+id+"?redirect=false" || r.Header.Get("Retry-After") == "" {
 			t.Fatalf("headers %v", r.Header)
 		}
+		loc := bare
 		// Synchronous waits for the completion signal, then redirects.
 		st := s.get(loc + "?OnPending=Synchronous")
 		wantStatus(t, st, 303)
@@ -55,6 +57,12 @@ func TestSeedAcceptorRoundTrip(t *testing.T) {
 		if string(str.Body) != seedBody {
 			t.Fatalf("stream %q", str.Body)
 		}
+		// So does the 202's Location, as a download in a browser.
+		got := s.get(r.Header.Get("Location"))
+		wantStatus(t, got, 200)
+		if string(got.Body) != seedBody || !strings.HasPrefix(got.Header.Get("Content-Disposition"), "attachment") {
+			t.Fatalf("Location answered %q, %v", got.Body, got.Header)
+		}
 	}
 }
 
@@ -64,15 +72,16 @@ func TestSeedStatusPending(t *testing.T) {
 	s := start(t, server.Config{Workers: -1, API: api.Config{SyncWait: 300 * time.Millisecond}})
 	r := s.postJSON("/api/AsyncProcessingWorkAcceptor", seedBody)
 	wantStatus(t, r, 202)
-	loc := r.Header.Get("Location")
+	loc, _, _ := strings.Cut(r.Header.Get("Location"), "?")
 	ok := s.get(loc)
 	wantStatus(t, ok, 200)
 	if m := ok.JSON(t); m["status"] != "In progress" || m["location"] != loc {
 		t.Fatalf("OnPending=OK body %v", m)
 	}
+	// Accepted's Location is the URL asked, its options kept.
 	acc := s.get(loc + "?onpending=accepted")
 	wantStatus(t, acc, 202)
-	if acc.Header.Get("Location") != loc || acc.Header.Get("Retry-After") == "" {
+	if acc.Header.Get("Location") != loc+"?onpending=accepted" || acc.Header.Get("Retry-After") == "" {
 		t.Fatalf("Accepted headers %v", acc.Header)
 	}
 	start := time.Now()
@@ -331,7 +340,7 @@ func TestFailureAndRetry(t *testing.T) {
 	if a, _ := m["attempts"].([]any); len(a) != 1 || !strings.Contains(e["detail"].(string), "never valid") {
 		t.Fatalf("failed operation %v", m)
 	}
-	wantProblem(t, s.get("/v1/operations/"+bad+"/result"), 500, worker.ProblemHandlerFailed)
+	wantProblem(t, s.get("/v1/operations/"+bad+"/result"), api.StatusFailed, worker.ProblemHandlerFailed)
 }
 
 func TestProgressIsVisible(t *testing.T) {

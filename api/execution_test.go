@@ -224,7 +224,13 @@ func TestHandlerProblemAndRetryAfter(t *testing.T) {
 	if gap := starts[1].Sub(starts[0]); gap < time.Second {
 		t.Fatalf("second attempt %v after the first, want ≥ the 1.2s Retry-After", gap)
 	}
-	wantProblem(t, s.get("/v1/operations/"+id+"/result"), 503, "urn:example:busy")
+	// The result: a 4xx (never a 5xx for a stored failure), the stored
+	// problem's members kept.
+	res := s.get("/v1/operations/" + id + "/result")
+	wantProblem(t, res, api.StatusFailed, "urn:example:busy")
+	if p := res.JSON(t); p["queue"] != "full" || p["detail"] != "try later" || p["code"] != "Busy" {
+		t.Fatalf("result problem %v", p)
+	}
 }
 
 // A result over MaxResultBytes fails the operation without retries.

@@ -15,7 +15,9 @@ var openAPI []byte
 
 // openAPIFor returns the OpenAPI document of a server with routes: the
 // static one, plus an entry for every submit route it does not describe
-// (the configured routes), with its path parameters and media types.
+// (the configured routes), with its path parameters and media types. Every
+// submit (and retry) is marked x-ms-long-running-operation, with
+// final-state-via location.
 func openAPIFor(routes []*route) ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
@@ -49,8 +51,14 @@ func openAPIFor(routes []*route) ([]byte, error) {
 		op := map[string]any{
 			"summary":     "Submit an operation run by the route " + rt.Name,
 			"operationId": rt.Name,
-			"parameters":  params,
-			"requestBody": map[string]any{"required": false, "content": content},
+			// A long-running operation, as code generators (AutoRest,
+			// the Azure SDKs) read it: the final GET is the 202's
+			// Location, the status-code URL, which answers with the
+			// result or with the failure, whatever the method.
+			"x-ms-long-running-operation":         true,
+			"x-ms-long-running-operation-options": map[string]any{"final-state-via": "location"},
+			"parameters":                          params,
+			"requestBody":                         map[string]any{"required": false, "content": content},
 			"responses": map[string]any{
 				"202": map[string]any{"$ref": "#/components/responses/Accepted"},
 				"303": map[string]any{"$ref": "#/components/responses/Finished"},

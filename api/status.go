@@ -160,7 +160,7 @@ func (s *Server) writeMonitor(w http.ResponseWriter, r *http.Request, base strin
 	h.Set("ETag", etag(op))
 	switch {
 	case !op.Status.Terminal():
-		s.retryAfter(w, r.Context())
+		s.retryAfter(w, r.Context(), op)
 		writeJSON(w, http.StatusOK, v)
 	case op.Status == operation.Succeeded && v.Result != nil && v.Result.Href != "" && r.URL.Query().Get("redirect") != "false":
 		h.Set("Location", v.Result.Href)
@@ -217,15 +217,16 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := s.base(r)
-	monitor := base + "/v1/operations/" + op.ID
-	w.Header().Set("Location", monitor)
-	w.Header().Set("Operation-Location", monitor)
+	w.Header().Set("Location", resultLocation(base, op.ID))
+	w.Header().Set("Operation-Location", operationLocation(base, op.ID))
 	w.Header().Set("Cache-Control", "no-store")
-	s.retryAfter(w, ctx)
+	s.retryAfter(w, ctx, op)
 	writeJSON(w, http.StatusAccepted, s.view(ctx, base, op))
 }
 
-// result serves GET /v1/operations/{id}/result.
+// result serves GET /v1/operations/{id}/result, a status-code URL: 202
+// with Retry-After and Location (this URL, its query kept) while the
+// operation is not finished; then its result (see writeResult).
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, r, "GET, HEAD")
@@ -237,26 +238,56 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	}
 	base := s.base(r)
 	s.writeResult(w, r, base, op, r.URL.Query().Get("redirect") != "false", func() {
-		w.Header().Set("Location", base+"/v1/operations/"+op.ID)
-		s.retryAfter(w, r.Context())
+		w.Header().Set("Location", base+r.URL.EscapedPath()+query(r))
+		s.retryAfter(w, r.Context(), op)
 		writeJSON(w, http.StatusAccepted, s.view(r.Context(), base, op))
 	})
 }
 
+// query is r's query as it came, with its "?", or "".
+func query(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return "?" + r.URL.RawQuery
+}
+
+// Status codes of the result of an operation that did not succeed, on
+// the status-code URLs (…/result, the seed's status URL). Both are 4xx:
+// the clients that poll these URLs until a non-202 (Logic Apps, Azure
+// pipelines) retry a 5xx, and a stored failure does not go away.
+const (
+	// StatusFailed answers for a failed operation: 424 Failed Dependency
+	// (the result depended on an operation that failed).
+	StatusFailed = http.StatusFailedDependency
+	// StatusCanceled answers for a canceled operation: 409 Conflict.
+	StatusCanceled = http.StatusConflict
+)
+
+// finishedProblem is the problem answered for the result of a failed or
+// canceled operation: its stored problem (type, title, detail, instance,
+// extensions) with status StatusFailed or StatusCanceled.
+func finishedProblem(op *operation.Operation) *operation.Problem {
+	p := op.Error.Clone()
+	if p == nil {
+		p = &operation.Problem{Type: ProblemResultNotAvailable, Title: "No result", Detail: "operation " + string(op.Status)}
+	}
+	p.Status = StatusFailed
+	if op.Status == operation.Canceled {
+		p.Status = StatusCanceled
+	}
+	return p
+}
+
 // writeResult answers with a finished operation's result: 303 to its signed
-// URL (redirect) or its bytes; the stored problem when it failed or was
-// canceled; pending() when it is not finished.
+// URL (redirect) or its bytes; its finishedProblem (424 or 409) when it
+// failed or was canceled; pending() when it is not finished.
 func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, base string, op *operation.Operation, redirect bool, pending func()) {
 	w.Header().Set("Cache-Control", "no-store")
 	switch op.Status {
 	case operation.Succeeded:
 	case operation.Failed, operation.Canceled:
-		p := op.Error
-		if p == nil {
-			p = &operation.Problem{Type: ProblemResultNotAvailable, Title: "No result", Status: http.StatusConflict,
-				Detail: "operation " + string(op.Status)}
-		}
-		writeProblemValue(w, p)
+		writeProblemValue(w, finishedProblem(op))
 		return
 	default:
 		pending()
@@ -466,19 +497,19 @@ func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
-	case op.Status == operation.Failed || op.Status == operation.Canceled:
-		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, s.view(r.Context(), base, op))
 	case op.Status.Terminal():
+		// Failed or canceled: a 4xx problem (finishedProblem).
 		s.writeResult(w, r, base, op, onComplete == "Redirect", nil)
 	case onPending == "Accepted":
-		w.Header().Set("Location", statusURL)
+		// This URL, with the options it was asked with.
+		self := statusURL + query(r)
+		w.Header().Set("Location", self)
 		w.Header().Set("Cache-Control", "no-store")
-		s.retryAfter(w, r.Context())
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "In progress", "location": statusURL})
+		s.retryAfter(w, r.Context(), op)
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "In progress", "location": self})
 	default:
 		w.Header().Set("Cache-Control", "no-store")
-		s.retryAfter(w, r.Context())
+		s.retryAfter(w, r.Context(), op)
 		writeJSON(w, http.StatusOK, map[string]string{"status": "In progress", "location": statusURL})
 	}
 }

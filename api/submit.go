@@ -138,7 +138,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	var full *arr.QueueFullError
 	switch {
 	case errors.As(err, &full):
-		s.setRetryAfter(w, full.Depth)
+		setRetryAfter(w, s.cfg.QueueWait(full.Depth))
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
 		return
 	case submitCallbackError(w, err):
@@ -173,18 +173,21 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	s.accepted(w, ctx, base, op, rt.Seed)
 }
 
-// accepted answers 202 with the status monitor's address.
+// accepted answers 202 with the operation's two links: Location, the
+// status-code URL (for clients that poll until a non-202: the seed
+// route's status URL with OnPending=Accepted&OnComplete=Stream, else
+// …/result?redirect=false), and Operation-Location, the monitor that never
+// redirects (for the Azure SDKs' pollers).
 func (s *Server) accepted(w http.ResponseWriter, ctx context.Context, base string, op *operation.Operation, seed bool) {
-	monitor := base + "/v1/operations/" + op.ID
-	loc := monitor
+	loc := resultLocation(base, op.ID)
 	if seed {
-		loc = base + "/api/RequestStatus/" + op.ID
+		loc = seedLocation(base, op.ID)
 	}
 	h := w.Header()
 	h.Set("Location", loc)
-	h.Set("Operation-Location", monitor)
+	h.Set("Operation-Location", operationLocation(base, op.ID))
 	h.Set("Cache-Control", "no-store")
-	s.retryAfter(w, ctx)
+	s.retryAfter(w, ctx, op)
 	writeJSON(w, http.StatusAccepted, s.view(ctx, base, op))
 }
 

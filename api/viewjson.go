@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/arrhq/arr/internal/problem"
 	"github.com/arrhq/arr/operation"
 )
 
@@ -77,6 +78,10 @@ func (v *opView) appendJSON(b []byte) []byte {
 		}
 		b = append(b, '}')
 	}
+	if v.ResourceLocation != "" {
+		b = append(b, `,"resourceLocation":`...)
+		b = appendJSONString(b, v.ResourceLocation)
+	}
 	if v.ExpiresAt != nil {
 		b = append(b, `,"expiresAt":`...)
 		b = appendJSONTime(b, *v.ExpiresAt)
@@ -99,28 +104,10 @@ func (v *opView) appendJSON(b []byte) []byte {
 // MarshalJSON makes json.Marshal of a view (lists, events) use appendJSON.
 func (v *opView) MarshalJSON() ([]byte, error) { return v.appendJSON(make([]byte, 0, 512)), nil }
 
-func appendProblemJSON(b []byte, p *operation.Problem) []byte {
-	if len(p.Extensions) > 0 {
-		j, _ := json.Marshal(p)
-		return append(b, j...)
-	}
-	b = append(b, `{"type":`...)
-	b = appendJSONString(b, p.Type)
-	b = append(b, `,"title":`...)
-	b = appendJSONString(b, p.Title)
-	if p.Status != 0 {
-		b = append(b, `,"status":`...)
-		b = strconv.AppendInt(b, int64(p.Status), 10)
-	}
-	if p.Detail != "" {
-		b = append(b, `,"detail":`...)
-		b = appendJSONString(b, p.Detail)
-	}
-	if p.Instance != "" {
-		b = append(b, `,"instance":`...)
-		b = appendJSONString(b, p.Instance)
-	}
-	return append(b, '}')
+// appendProblemJSON appends p as problem.AppendJSON does (and so as
+// apiProblem.MarshalJSON does).
+func appendProblemJSON(b []byte, p *apiProblem) []byte {
+	return problem.AppendJSON(b, (*operation.Problem)(p))
 }
 
 // appendJSONTime is time.Time's MarshalJSON: RFC 3339 with nanoseconds.

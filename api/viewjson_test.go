@@ -21,16 +21,17 @@ func TestViewJSONMatchesEncodingJSON(t *testing.T) {
 		{ID: "1", Status: operation.Pending, CreatedAt: now, UpdatedAt: now, Attempts: []attemptView{}, Links: links{"s", "r", "e"}},
 		{ID: odd, Status: operation.Failed, CreatedAt: now, UpdatedAt: now.In(time.FixedZone("x", 3600)), PercentComplete: -3,
 			Message: odd, Attempts: []attemptView{
-				{Number: 1, Outcome: operation.OutcomeInterrupted, EndedAt: now, Error: &operation.Problem{Type: odd, Title: odd}},
+				{Number: 1, Outcome: operation.OutcomeInterrupted, EndedAt: now, Error: &apiProblem{Type: odd, Title: odd}},
 				{Number: 2, Outcome: operation.OutcomeFailed, StartedAt: now, EndedAt: exp,
-					Error: &operation.Problem{Type: "u", Title: "v", Status: 502, Extensions: map[string]any{"upstreamStatus": 503, "z<": odd}}},
+					Error: &apiProblem{Type: "u", Title: "v", Status: 502, Extensions: map[string]any{"upstreamStatus": 503, "z<": odd}}},
 				{Number: 3, Outcome: "running"},
-			}, Error: &operation.Problem{Type: odd, Title: "t", Status: 500, Detail: odd, Instance: "/i"},
+			}, Error: &apiProblem{Type: odd, Title: "t", Status: 500, Detail: odd, Instance: "/i"},
 			ExpiresAt: &exp, Links: links{odd, odd, odd}},
-		{ID: "3", Status: operation.Succeeded, Error: &operation.Problem{Type: "t", Title: "x"},
+		{ID: "3", Status: operation.Succeeded, Error: &apiProblem{Type: "t", Title: "x"},
 			Attempts: []attemptView{{Number: 1, Outcome: operation.OutcomeSucceeded, EndedAt: now}},
 			Result: &resultView{Href: "http://h/blobs/k?a=1&b=<2>", ContentType: "text/plain", Size: 1 << 40, ExpiresAt: exp,
-				StatusCode: 201, Headers: http.Header{"X-B": {"2", odd}, "A": {"1"}}}},
+				StatusCode: 201, Headers: http.Header{"X-B": {"2", odd}, "A": {"1"}}},
+			ResourceLocation: "http://h/v1/operations/3/result?redirect=false&x=<&>"},
 	}
 	for i, v := range views {
 		want, err := json.Marshal((*plain)(v))

@@ -81,7 +81,7 @@ func TestServeTLSClientCertsAndKeys(t *testing.T) {
 	if res.StatusCode != 202 || res.TLS == nil {
 		t.Fatalf("alice's submit: %d %s", res.StatusCode, body)
 	}
-	id := strings.TrimPrefix(res.Header.Get("Operation-Location"), base+"/v1/operations/")
+	id := strings.TrimSuffix(strings.TrimPrefix(res.Header.Get("Operation-Location"), base+"/v1/operations/"), "?redirect=false")
 	var op struct {
 		Status string
 		Result struct{ Href string }

@@ -27,7 +27,7 @@ func TestLeakedKeyCannotMintLongURLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	id := resp.Header.Get("Operation-Location")
+	id := strings.TrimSuffix(resp.Header.Get("Operation-Location"), "?redirect=false")
 	id = id[strings.LastIndex(id, "/")+1:]
 	ctx := context.Background()
 	var op *operation.Operation

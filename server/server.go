@@ -293,11 +293,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if ac.Logger == nil {
 		ac.Logger = cfg.Logger
 	}
-	if ac.RetryAfter == nil && s.pool != nil {
+	if ac.QueueWait == nil && s.pool != nil {
 		pool := s.pool
-		ac.RetryAfter = func(depth int64) time.Duration {
-			// The queue ahead of a new operation, shared by the pool.
-			return time.Duration(depth/int64(pool.Concurrency())+1) * pool.MeanRunTime()
+		ac.QueueWait = func(depth int64) time.Duration {
+			// The queue ahead of a new operation (all routes), shared by
+			// the pool; its own run time is its route's (api adds it).
+			return time.Duration(depth/int64(pool.Concurrency())) * pool.MeanRunTime()
 		}
 	}
 	if s.wantsCallbacks(cc) {

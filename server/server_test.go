@@ -34,7 +34,7 @@ func TestDeleteExpiredRemovesResults(t *testing.T) {
 		if rec.Code != http.StatusAccepted {
 			t.Fatalf("submit: %d %s", rec.Code, rec.Body)
 		}
-		return strings.TrimPrefix(rec.Header().Get("Operation-Location"), "http://localhost/v1/operations/")
+		return strings.TrimSuffix(strings.TrimPrefix(rec.Header().Get("Operation-Location"), "http://localhost/v1/operations/"), "?redirect=false")
 	}
 	wait := func(id string) *operation.Operation {
 		deadline := time.Now().Add(10 * time.Second)
@@ -93,7 +93,7 @@ func TestCanceledKeepsWorkerRetention(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
 	}
-	op, err := s.store.Get(ctx, strings.TrimPrefix(loc, "http://localhost/v1/operations/"))
+	op, err := s.store.Get(ctx, strings.TrimSuffix(strings.TrimPrefix(loc, "http://localhost/v1/operations/"), "?redirect=false"))
 	if err != nil {
 		t.Fatal(err)
 	}

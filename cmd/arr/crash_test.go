@@ -234,6 +234,7 @@ func TestGracefulRestart(t *testing.T) {
 	p.stop(t)
 	p = startArr(t, addr, data)
 	defer p.stop(t)
+	loc, _, _ = strings.Cut(loc, "?") // the status URL, with options of this test's
 	res, err = http.Get(loc + "?OnPending=Synchronous&OnComplete=Stream")
 	if err != nil {
 		t.Fatal(err)

@@ -252,7 +252,7 @@ routes:
 		op.Error["status"] != float64(400) || !strings.Contains(fmt.Sprint(op.Error["detail"]), "sku is unknown") {
 		t.Fatalf("bad: %+v", op)
 	}
-	if res, _ := resultOf(t, base, bad); res.StatusCode != 400 {
+	if res, _ := resultOf(t, base, bad); res.StatusCode != 424 { // a stored failure: 424, never a 5xx
 		t.Fatalf("bad result: %d", res.StatusCode)
 	}
 

@@ -876,7 +876,7 @@ func (l *load) send(ctx context.Context, r *request) {
 				r.Retried = true
 				return
 			}
-			if loc := hdr.Get("Operation-Location"); !strings.HasSuffix(loc, "/v1/operations/"+op.ID) {
+			if loc := hdr.Get("Operation-Location"); !strings.HasSuffix(loc, "/v1/operations/"+op.ID+"?redirect=false") {
 				r.Rejected = fmt.Sprintf("202 for %s with Operation-Location %q", op.ID, loc)
 				r.Retried = true
 				return
