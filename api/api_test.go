@@ -556,7 +556,8 @@ func TestOpenAPIDescribesTheRoutes(t *testing.T) {
 	}
 	for _, want := range []string{"/v1/echo", "/api/AsyncProcessingWorkAcceptor", "/v1/operations", "/v1/operations/{id}",
 		"/v1/operations/{id}/result", "/v1/operations/{id}/events", "/api/RequestStatus/{id}", "/blobs/{key}",
-		"/healthz", "/readyz", "/metrics", "/v1/operations/{id}/retry", "/v1/items/{id}", "/v1/any/{rest}"} {
+		"/healthz", "/readyz", "/metrics", "/v1/operations/{id}/retry", "/v1/items/{id}", "/v1/any/{rest}",
+		"/v1/operations/{id}/callbacks/redeliver", "/v1/callbacks/secret"} {
 		if doc.Paths[want] == nil {
 			t.Errorf("openapi.json lacks %s", want)
 		}

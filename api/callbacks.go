@@ -119,7 +119,7 @@ func (s *Server) callbackSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.CallbackSecrets == nil {
 		writeProblem(w, http.StatusNotFound, ProblemNoCallbacks, "Callbacks not configured",
-			"this arr has no route with callbacks and takes no X-Callback-Url")
+			"callbacks are not configured here: routes have no callback targets, and requests may name none")
 		return
 	}
 	c, _ := arr.CallerFrom(r.Context())

@@ -40,7 +40,7 @@ func openAPIFor(routes []*route) ([]byte, error) {
 				"schema": map[string]any{"type": "string"}})
 		}
 		params = append(params, map[string]any{"$ref": "#/components/parameters/IdempotencyKey"},
-			map[string]any{"$ref": "#/components/parameters/Prefer"})
+			map[string]any{"$ref": "#/components/parameters/Prefer"}, map[string]any{"$ref": "#/components/parameters/CallbackUrl"})
 		content := map[string]any{}
 		for _, mt := range rt.MediaTypes {
 			content[mt] = map[string]any{"schema": map[string]any{}}
