@@ -11,6 +11,9 @@ import (
 // the one route model.
 type Route = arr.Route
 
+// CallbackTarget is a callback target of a route: see arr.CallbackTarget.
+type CallbackTarget = arr.CallbackTarget
+
 // ServeMux collects routes, the way net/http's ServeMux collects
 // handlers; give it to Config.Mux.
 type ServeMux struct {
