@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	arr "github.com/arrhq/arr"
@@ -156,6 +158,11 @@ func (a *arrLib) Stop() error {
 type arrHTTP struct {
 	extra []string // more arr serve arguments (-arr-args)
 	auth  bool     // serve with -api-keys and send a key with every request
+	// callbacks: /v1/echo calls a receiver in this process back when each
+	// operation finishes, and an operation counts as completed once its
+	// callback is delivered too.
+	callbacks bool
+	recv      *callbackReceiver
 	bin   string
 	dir   string
 	conns int
@@ -199,6 +206,9 @@ func mainModuleDir() (string, error) {
 func newArrHTTP(conns int) *arrHTTP { return &arrHTTP{conns: conns} }
 
 func (a *arrHTTP) Name() string {
+	if a.callbacks {
+		return "arr serve (HTTP, embedded, callbacks)"
+	}
 	if a.auth {
 		return "arr serve (HTTP, embedded, API keys)"
 	}
@@ -235,6 +245,18 @@ func (a *arrHTTP) Start(ctx context.Context, workers int) error {
 		}
 		args = append(args, "-api-keys", keys)
 	}
+	if a.callbacks {
+		if a.recv, err = startCallbackReceiver(); err != nil {
+			return err
+		}
+		conf := filepath.Join(a.dir, "arr.yaml")
+		yaml := "server:\n  callbacks:\n    allow: [\"" + a.recv.addr + "\"]\n" +
+			"routes:\n  - path: /v1/echo\n    handler: echo\n    callbacks:\n      targets:\n        - url: http://" + a.recv.addr + "/cb\n"
+		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+			return err
+		}
+		args = append(args, "-config", conf)
+	}
 	a.c, err = startChild(ctx, a.bin, "/readyz", args...)
 	if err != nil {
 		return err
@@ -255,7 +277,10 @@ func (a *arrHTTP) Submit(ctx context.Context, body []byte) (string, error) {
 }
 
 func (a *arrHTTP) WaitCompleted(ctx context.Context, n int) error {
-	return waitCount(ctx, n, func() (float64, error) { return a.succeeded(ctx) })
+	if err := waitCount(ctx, n, func() (float64, error) { return a.succeeded(ctx) }); err != nil || a.recv == nil {
+		return err
+	}
+	return waitCount(ctx, n, func() (float64, error) { return float64(a.recv.n.Load()), nil })
 }
 
 // succeeded reads arr_operations_completed_total{outcome="succeeded"} from
@@ -288,6 +313,10 @@ func (a *arrHTTP) SelfCPU() bool { return false }
 
 func (a *arrHTTP) Stop() error {
 	err := a.c.stop()
+	if a.recv != nil {
+		a.recv.srv.Close()
+		a.recv = nil
+	}
 	a.c = nil
 	if a.hc != nil {
 		a.hc.CloseIdleConnections()
@@ -299,4 +328,27 @@ func (a *arrHTTP) Stop() error {
 		return errors.New("arr serve: " + err.Error())
 	}
 	return nil
+}
+
+// callbackReceiver counts the callbacks arr delivers to it (answering 204
+// without verifying them: the receiver's own cost is not arr's).
+type callbackReceiver struct {
+	addr string
+	srv  *http.Server
+	n    atomic.Int64
+}
+
+func startCallbackReceiver() (*callbackReceiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &callbackReceiver{addr: ln.Addr().String()}
+	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		r.n.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = r.srv.Serve(ln) }()
+	return r, nil
 }

@@ -125,9 +125,9 @@ func newSystem(name string, cfg config) (System, error) {
 	switch name {
 	case "bare", "durable":
 		return newBaseline(name, cfg.clients), nil
-	case "arr-http", "arr-http-auth":
+	case "arr-http", "arr-http-auth", "arr-http-callbacks":
 		a := newArrHTTP(cfg.clients)
-		a.extra, a.auth = cfg.arrArgs, name == "arr-http-auth"
+		a.extra, a.auth, a.callbacks = cfg.arrArgs, name == "arr-http-auth", name == "arr-http-callbacks"
 		return a, nil
 	case "arr-lib":
 		return newArrLib(), nil
