@@ -43,8 +43,9 @@ type Config struct {
 	// exact entry names (AllowList.Exempt) may resolve to any address, as
 	// may a target whose resolved address an exact entry names.
 	Allow AllowList
-	// Timeout bounds an attempt, from the wait for a connection to the end
-	// of the answer. Default: DefaultTimeout (10 s).
+	// Timeout bounds an attempt, from resolving and connecting to the end
+	// of the answer; the wait for a slot (MaxPerDestination) before it is
+	// bounded by Send's context only. Default: DefaultTimeout (10 s).
 	Timeout time.Duration
 	// MaxPerDestination bounds the attempts in flight to one host:port
 	// (the URL's host, as named, and port). Default:

@@ -294,7 +294,7 @@ func TestSendBoundsConcurrencyPerDestination(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 		inFlight.Add(-1)
 	}
 	a, b := newTarget(t, slow), newTarget(t, status(204))
@@ -311,7 +311,8 @@ func TestSendBoundsConcurrencyPerDestination(t *testing.T) {
 	// Another destination is not held up by the first one's queue.
 	time.Sleep(20 * time.Millisecond)
 	start := time.Now()
-	if r := s.Send(t.Context(), b.URL, nil, nil); !r.Delivered || time.Since(start) > 40*time.Millisecond {
+	if r := s.Send(t.Context(), b.URL, nil, nil); !r.Delivered || time.Since(start) > 200*time.Millisecond {
+		// Queued behind the first, it would wait some 400 ms.
 		t.Errorf("another destination waited %v: %+v", time.Since(start), r)
 	}
 	wg.Wait()
@@ -334,9 +335,14 @@ func TestSendWaitForSlotHonoursContext(t *testing.T) {
 	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request) { <-release })
 	defer close(release)
 	s := newSender(t, Config{Allow: mustAllow(t, "127.0.0.1"), MaxPerDestination: 1})
-	go s.Send(t.Context(), tg.URL, nil, nil)
+	first := make(chan Result, 1)
+	go func() { first <- s.Send(t.Context(), tg.URL, nil, nil) }()
 	for tg.hits.Load() == 0 {
-		time.Sleep(time.Millisecond)
+		select {
+		case r := <-first:
+			t.Fatalf("the first Send ended: %+v", r)
+		case <-time.After(time.Millisecond):
+		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()

@@ -131,6 +131,10 @@ func SetHeaders(h http.Header, id string, ts time.Time, body []byte, keys ...[]b
 	h.Set(HeaderSignature, Sign(id, ts, body, keys...))
 }
 
+// b64std reads signatures: standard base64, padded, canonical (so that a
+// signature has one spelling).
+var b64std = base64.StdEncoding.Strict()
+
 func mac(key []byte, id, ts string, body []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(id))
@@ -176,10 +180,10 @@ func Verify(key []byte, h http.Header, body []byte, now time.Time, tolerance tim
 	var buf [48]byte
 	for sig := range strings.FieldsSeq(sigs) {
 		version, b64, ok := strings.Cut(sig, ",")
-		if !ok || version != "v1" || base64.StdEncoding.DecodedLen(len(b64)) > len(buf) {
+		if !ok || version != "v1" || b64std.DecodedLen(len(b64)) > len(buf) {
 			continue
 		}
-		n, err := base64.StdEncoding.Decode(buf[:], []byte(b64))
+		n, err := b64std.Decode(buf[:], []byte(b64))
 		if err == nil && hmac.Equal(buf[:n], want) {
 			return nil
 		}
