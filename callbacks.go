@@ -230,8 +230,13 @@ type CallbackResult struct {
 // longer the callback's latest (it lapsed and another dispatcher claimed
 // the callback, or it was redelivered), or the callback is no longer
 // pending, nothing changes.
+//
+// The claim is written lazily (a crash that loses it only sends the
+// callback again), the outcome durably, so that a delivered callback is
+// not sent again after a crash, and a claim that a crash made durable
+// without its outcome is the only one that waits out its lease.
 func (c *Client) RecordCallback(ctx context.Context, id string, claimed operation.Callback, at time.Time, res CallbackResult) error {
-	_, err := c.cfg.Store.TransitionLazy(ctx, id, func(op *operation.Operation) error {
+	_, err := c.cfg.Store.Transition(ctx, id, func(op *operation.Operation) error {
 		i := callbackIndex(op, claimed.ID)
 		if i < 0 || op.Callbacks[i].State != operation.CallbackPending || op.Callbacks[i].Attempts != claimed.Attempts ||
 			!op.Callbacks[i].NextAt.Equal(claimed.NextAt) {

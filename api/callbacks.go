@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"time"
 
 	arr "github.com/arrhq/arr"
@@ -134,6 +136,10 @@ func (s *Server) callbackSecret(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusForbidden, ProblemForbidden, "Forbidden", "only an admin may read a route's or another principal's callback secret")
 		return
 	case route != "":
+		if !slices.ContainsFunc(s.c.Routes(), func(r arr.Route) bool { return r.Name == route }) {
+			writeProblem(w, http.StatusNotFound, ProblemNotFound, "No such route", "no route is named "+strconv.Quote(route))
+			return
+		}
 		scope = arr.RouteSecretScope(route)
 	case principal != "":
 		scope = arr.PrincipalSecretScope(principal)

@@ -137,6 +137,7 @@ func TestCallbackSecret(t *testing.T) {
 	if route := secretOf(cbRoot, "?route=hooks"); !strings.HasPrefix(route, "route:hooks whsec_") {
 		t.Fatalf("route secret %q", route)
 	}
+	wantProblem(t, s.get("/v1/callbacks/secret?route=nope", bearer(cbRoot)...), 404, "urn:arr:problem:not-found")
 	plain := start(t, server.Config{})
 	wantProblem(t, plain.get("/v1/callbacks/secret"), 404, "urn:arr:problem:callbacks-not-configured")
 }

@@ -134,8 +134,10 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	d := &Dispatcher{cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), inflight: map[string]int{},
 		// A claim outlives the send's timeout, so that no other
-		// dispatcher sends while this one may still be sending.
-		lease: cfg.Sender.Timeout() + 30*time.Second}
+		// dispatcher sends while this one may still be sending; a
+		// process that dies mid-attempt leaves its callback due again
+		// that long after.
+		lease: cfg.Sender.Timeout() + claimMargin}
 	d.sent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "arr_callback_attempts_total",
 		Help: "Callback attempts, by outcome: delivered, retried (will be tried again), failed (given up), refused (arr's target rule)."},
 		[]string{"outcome"})
@@ -150,6 +152,10 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	return d, nil
 }
+
+// claimMargin is how much longer than an attempt's timeout its claim
+// lasts.
+const claimMargin = 5 * time.Second
 
 // batch is how many owing operations one read of the outbox takes.
 const batch = 64

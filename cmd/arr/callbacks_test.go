@@ -144,8 +144,10 @@ func callbackConfig(t *testing.T, receiver string) string {
     allow: ["*", "` + receiver + `"]
     minBackoff: 200ms
     maxBackoff: 1s
+    timeout: 2s
 routes:
   - path: /v1/hooks
+    name: hooks
     handler: echo
     callbacks:
       targets:
@@ -291,7 +293,7 @@ func TestCallbacks(t *testing.T) {
 			for _, oid := range owed {
 				waitCallbacks(t, base, oid, 2, "delivered")
 			}
-			if strings.Contains(recv.log.String(), "rejected") {
+			if strings.Contains(recv.log.String(), "refused") {
 				t.Fatalf("the receiver rejected a callback:\n%s", recv.log)
 			}
 		})
