@@ -249,6 +249,11 @@ func TestInvalid(t *testing.T) {
 		msg  string
 	}{
 		{"unknown key", route + "    timout: 5s\n", 4, "routes[0]", `unknown key "timout" (did you mean "timeout"?)`},
+		{"callback target", route + "    callbacks:\n      targets:\n        - url: ftp://h.example/x\n", 6, "routes[0].callbacks.targets[0].url", "invalid callback URL"},
+		{"route callback allow", route + "    callbacks:\n      allow: [\"*.\"]\n", 5, "routes[0].callbacks.allow", `callback allow-list entry "*.": empty host`},
+		{"server callback allow", "server:\n  callbacks:\n    allow: [\"http://x\"]\n", 3, "server.callbacks.allow", "give HOST[:PORT], not a URL"},
+		{"callback backoff order", "server:\n  callbacks:\n    minBackoff: 1h\n    maxBackoff: 1m\n", 3, "server.callbacks.minBackoff", "is more than maxBackoff"},
+		{"callback max age", "server:\n  callbacks:\n    maxAge: 0s\n", 3, "server.callbacks.maxAge", "must be more than 0"},
 		{"unknown top key", "rotues: []\n", 1, "", `unknown key "rotues" (did you mean "routes"?)`},
 		{"unknown key listed", "routes:\n  - path: /x\n    handler: exec\n    exec:\n      command: [a]\n      cmd: [a]\n", 6, "routes[0].exec", `unknown key "cmd" (known keys: command, dir, env`},
 		{"bad duration", route + "    timeout: 10x\n", 4, "routes[0].timeout", `"10x" is not a duration (use e.g. 30s, 10m, 24h, 7d)`},
@@ -641,6 +646,16 @@ func TestInlineResults(t *testing.T) {
 	}
 	if _, err := config.Parse("arr.yaml", []byte("routes:\n  - path: /v1/page\n    handler: echo\n    inlineResults: maybe\n"), nil); err == nil {
 		t.Fatal("inlineResults: maybe was accepted")
+	}
+}
+
+func TestCallbacks(t *testing.T) {
+	f := mustParse(t, "server:\n  callbacks:\n    allow: [\"*.example.com\", \"10.0.0.5:9000\"]\n    maxAge: 2h\n"+
+		"routes:\n  - path: /v1/x\n    handler: echo\n    callbacks:\n      targets:\n        - url: https://h.example.com/cb\n          every: true\n      allow: []\n      every: true\n", nil)
+	cb := f.Routes[0].Callbacks
+	if len(f.Server.Callbacks.Allow) != 2 || f.Server.Callbacks.MaxAge.Std() != 2*time.Hour || cb == nil ||
+		len(cb.Targets) != 1 || cb.Targets[0].URL != "https://h.example.com/cb" || !cb.Targets[0].Every || cb.Allow == nil || len(*cb.Allow) != 0 || !cb.Every {
+		t.Fatalf("callbacks: server %+v, route %+v", f.Server.Callbacks, cb)
 	}
 }
 
