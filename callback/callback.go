@@ -40,7 +40,7 @@ const (
 	// DefaultMaxPerDestination: callbacks in flight per process to one
 	// host and port. A destination at its bound is skipped (its
 	// callbacks stay due), so a slow one holds up no other.
-	DefaultMaxPerDestination = 4
+	DefaultMaxPerDestination = 16
 	// DefaultPoll: how often the outbox is read for callbacks other
 	// processes owe and retries that came due.
 	DefaultPoll = time.Second
@@ -95,6 +95,7 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	inflight map[string]int // by destination (host:port)
+	freed    chan struct{}  // an attempt ended: its slot is free (coalesced)
 
 	sent     *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -132,7 +133,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Dispatcher{cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), inflight: map[string]int{},
+	d := &Dispatcher{cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), inflight: map[string]int{}, freed: make(chan struct{}, 1),
 		// A claim outlives the send's timeout, so that no other
 		// dispatcher sends while this one may still be sending; a
 		// process that dies mid-attempt leaves its callback due again
@@ -166,56 +167,86 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.wg.Wait()
 	tick := time.NewTicker(d.cfg.Poll)
 	defer tick.Stop()
+	var due []work // read from the outbox, not started yet
+	read, full := true, false
 	for {
-		more := d.round(ctx)
-		if more {
+		if read {
+			due, full = d.read(ctx)
+			read = false
+		}
+		due = d.start(ctx, due)
+		if len(due) == 0 && full {
+			read = true // the outbox may hold more than one read took
 			continue
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.cfg.Client.CallbackWake():
+			read = true
 		case <-tick.C:
+			read = true
+		case <-d.freed:
+			// A slot is free: go on with what was read, and read
+			// again once it is all started.
+			read = len(due) == 0
 		}
 	}
 }
 
-// round starts an attempt of every callback due now, and reports whether
-// the outbox may hold more.
-func (d *Dispatcher) round(ctx context.Context) bool {
+// work is one callback attempt to start.
+type work struct {
+	id, cbID, dest string
+}
+
+// read returns the callbacks due now, oldest first, and whether the read
+// was a full batch (the outbox may hold more).
+func (d *Dispatcher) read(ctx context.Context) ([]work, bool) {
 	now := time.Now()
 	ops, err := d.cfg.Client.DueCallbacks(ctx, now, batch)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.cfg.Logger.Warn("arr: read the callback outbox", "err", err)
 		}
-		return false
+		return nil, false
 	}
-	started := 0
+	var due []work
 	for _, op := range ops {
 		for _, cb := range op.Callbacks {
-			if cb.State != operation.CallbackPending || cb.NextAt.After(now) {
-				continue
+			if cb.State == operation.CallbackPending && !cb.NextAt.After(now) {
+				due = append(due, work{id: op.ID, cbID: cb.ID, dest: destination(cb.URL)})
 			}
-			dest := destination(cb.URL)
-			if !d.take(dest) {
-				continue // at its bound: stays due for a later round
-			}
-			select {
-			case d.sem <- struct{}{}:
-			case <-ctx.Done():
-				d.give(dest)
-				return false
-			}
-			started++
-			d.wg.Add(1)
-			go func() {
-				defer func() { <-d.sem; d.give(dest); d.wg.Done() }()
-				d.attempt(context.WithoutCancel(ctx), op.ID, cb.ID)
-			}()
 		}
 	}
-	return len(ops) == batch && started > 0
+	return due, len(ops) == batch
+}
+
+// start starts an attempt of each of due whose destination, and the
+// process, have a free slot, and returns the others, in order: a
+// destination at its bound holds up no other.
+func (d *Dispatcher) start(ctx context.Context, due []work) []work {
+	rest := due[:0]
+	for i, w := range due {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !d.take(w.dest) {
+			rest = append(rest, w)
+			continue
+		}
+		select {
+		case d.sem <- struct{}{}:
+		default: // the process is at its bound: the rest wait
+			d.untake(w.dest)
+			return append(rest, due[i:]...)
+		}
+		d.wg.Add(1)
+		go func() {
+			defer func() { <-d.sem; d.give(w.dest); d.wg.Done() }()
+			d.attempt(context.WithoutCancel(ctx), w.id, w.cbID)
+		}()
+	}
+	return rest
 }
 
 // destination is the host and port a callback URL reaches.
@@ -243,11 +274,22 @@ func (d *Dispatcher) take(dest string) bool {
 	return true
 }
 
-func (d *Dispatcher) give(dest string) {
+// untake gives back a slot take took for an attempt that did not start.
+func (d *Dispatcher) untake(dest string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.inflight[dest]--; d.inflight[dest] <= 0 {
 		delete(d.inflight, dest)
+	}
+}
+
+// give ends an attempt to dest, and wakes the loop: callbacks it skipped
+// for want of a slot may go now.
+func (d *Dispatcher) give(dest string) {
+	d.untake(dest)
+	select {
+	case d.freed <- struct{}{}:
+	default:
 	}
 }
 

@@ -108,6 +108,10 @@ type DB struct {
 	// ops caches the latest records of recently written operations.
 	ops opCache
 	q   *queueState
+	// due is the floor of the callback outbox index's live keys, so that
+	// DueCallbacks seeks past the deletions earlier attempts left rather
+	// than stepping over them (see dueFloor).
+	due dueFloor
 
 	refs      int           // guarded by registry.mu
 	closing   chan struct{} // closed when the last reference goes

@@ -92,10 +92,14 @@
 // nanoseconds; the flags byte says which bracketed parts are present and
 // which times are zero. ext (flag 0x20) is a uvarint-prefixed JSON object
 // of the fields few operations set — Failures, Interruptions, History,
-// Result.StatusCode and Result.Header, Error.Extensions, CallbackURL,
-// Callbacks and CallbackDueAt — written only when one of them is set, so
-// the common record has no JSON in it. Extension values come back as JSON
-// decodes them into an any (numbers as float64); times come back in UTC.
+// Result.StatusCode and Result.Header, Error.Extensions — written only
+// when one of them is set, so the common record has no JSON in it.
+// Extension values come back as JSON decodes them into an any (numbers as
+// float64); times come back in UTC. A v3 record (0x03) adds owner and
+// tenant after requestHash; a v4 record (0x04) is a v3 record followed by
+// the callbacks part (CallbackURL, CallbackDueAt and each Callback, binary:
+// an operation that calls back is written again at each attempt; see
+// appendCallbacks).
 //
 // Values of 512 bytes and more (bodies, results) are separated into blob
 // files at flush, so compactions move references, not the bytes. Recently

@@ -1094,7 +1094,7 @@ func TestOpRecordEncoding(t *testing.T) {
 	owned.Owner, owned.Tenant = "alice\x00é", "tenant-a"
 	onlyOwner := &operation.Operation{ID: "o", Status: operation.Pending, Owner: "bob"}
 	onlyTenant := &operation.Operation{ID: "n", Status: operation.Pending, Tenant: "t"}
-	// The callback outbox (in ext), with every Callback field, and each of
+	// The callback outbox (the v4 record's callbacks part), with every Callback field, and each of
 	// its three fields alone.
 	called := owned.Clone()
 	called.CallbackURL = "https://hooks.example.com/arr?tag=a%20b"
@@ -1102,7 +1102,7 @@ func TestOpRecordEncoding(t *testing.T) {
 		{ID: "msg_1", URL: called.CallbackURL, Event: "failed", Secret: "principal:alice", CreatedAt: now.Add(-time.Minute),
 			State: operation.CallbackPending, Attempts: 3, NextAt: now.Add(time.Minute), LastStatus: 503, LastError: "503", LastAt: now},
 		{ID: "msg_2", URL: "https://r.example/", Event: "failed", Secret: "route:echo", CreatedAt: now,
-			State: operation.CallbackDelivered, Attempts: 1, LastStatus: 204, LastAt: now, DeliveredAt: now},
+			State: operation.CallbackDelivered, Attempts: 1, LastStatus: 204, LastAt: now, DeliveredAt: now, RedeliveredAt: now.Add(-time.Second)},
 	}
 	called.CallbackDueAt = now.Add(time.Minute)
 	onlyURL := &operation.Operation{ID: "u", Status: operation.Pending, CallbackURL: "https://h.example/"}

@@ -40,6 +40,7 @@ const (
 	opRecordV1   = 1 // then the operation as JSON (still read)
 	opRecordV2   = 2 // the binary record of encodeOp (still read)
 	opRecordV3   = 3 // v2 plus owner and tenant (written when either is set)
+	opRecordV4   = 4 // v3 plus the callbacks part (written when there are callbacks)
 	reqRecordV1  = 1 // method, path, query, headers, body (still read)
 	reqRecordV2  = 2 // v1 plus host, remote address and TLS
 	qEntryV1     = 1
@@ -164,14 +165,17 @@ func prefixEnd(p []byte) []byte {
 // ext, present when the flag opHasExt is set, is a uvarint-length-prefixed
 // JSON object (opExt) holding the fields most operations never set:
 // Failures, Interruptions, History, Result.StatusCode,
-// Result.Header, Error.Extensions, CallbackURL, Callbacks and
-// CallbackDueAt. It is written only when one of them is not zero, so a
-// record without them is byte for byte what it was before they existed,
-// and costs no JSON. Through JSON, the values of Problem.Extensions (of
-// Error and of History's errors) come back as JSON decodes into an any:
-// numbers as float64, objects as map[string]any, arrays as []any; the
-// times of History, of Callbacks and CallbackDueAt come back in UTC (to
-// the nanosecond; a zero time stays zero).
+// Result.Header and Error.Extensions. It is written only when one of them
+// is not zero, so a record without them is byte for byte what it was
+// before they existed, and costs no JSON. Through JSON, the values of
+// Problem.Extensions (of Error and of History's errors) come back as JSON
+// decodes into an any: numbers as float64, objects as map[string]any,
+// arrays as []any; History's times come back in UTC.
+//
+// A v4 record is a v3 record followed by the callbacks part, written when
+// the operation has CallbackURL, Callbacks or CallbackDueAt (see
+// appendCallbacks): binary, since an operation that calls back is written
+// again at each attempt.
 func encodeOp(op *operation.Operation) ([]byte, error) {
 	var flags byte
 	if op.Error != nil {
@@ -199,11 +203,15 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	if !op.AttemptStartedAt.IsZero() {
 		flags |= opHasAttemptStart // every started one: likewise
 	}
-	owned := op.Owner != "" || op.Tenant != ""
+	calls := op.CallbackURL != "" || len(op.Callbacks) > 0 || !op.CallbackDueAt.IsZero()
+	owned := op.Owner != "" || op.Tenant != "" || calls
 	b := make([]byte, 0, 160+len(op.Message)+len(op.RequestHash)+len(op.Owner)+len(op.Tenant))
-	if owned {
+	switch {
+	case calls:
+		b = append(b, opRecordV4)
+	case owned:
 		b = append(b, opRecordV3)
-	} else {
+	default:
 		b = append(b, opRecordV2)
 	}
 	b = appendString(b, op.ID)
@@ -250,8 +258,7 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	}
 	b = binary.AppendVarint(b, op.Version)
 	if flags&opHasExt != 0 {
-		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History,
-			CallbackURL: op.CallbackURL, Callbacks: op.Callbacks, CallbackDueAt: op.CallbackDueAt}
+		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History}
 		if r := op.Result; r != nil {
 			x.ResultStatus, x.ResultHeader = r.StatusCode, r.Header
 		}
@@ -265,7 +272,81 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(j)))
 		b = append(b, j...)
 	}
+	if calls {
+		b = appendCallbacks(b, op)
+	}
 	return b, nil
+}
+
+// The callbacks part of a v4 record:
+//
+//	callbackURL | dueFlag [| callbackDueAt] | n { cbFlags | id | url |
+//	event | secret | state | lastError | attempts | lastStatus |
+//	createdAt? nextAt? lastAt? deliveredAt? redeliveredAt? }
+//
+// where cbFlags says which of the five times follow (those not zero).
+const (
+	cbCreated byte = 1 << iota
+	cbNext
+	cbLast
+	cbDelivered
+	cbRedelivered
+)
+
+func appendCallbacks(b []byte, op *operation.Operation) []byte {
+	b = appendString(b, op.CallbackURL)
+	if op.CallbackDueAt.IsZero() {
+		b = append(b, 0)
+	} else {
+		b = append(b, 1)
+		b = appendTime(b, op.CallbackDueAt)
+	}
+	b = binary.AppendUvarint(b, uint64(len(op.Callbacks)))
+	for i := range op.Callbacks {
+		c := &op.Callbacks[i]
+		times := [...]time.Time{c.CreatedAt, c.NextAt, c.LastAt, c.DeliveredAt, c.RedeliveredAt}
+		var flags byte
+		for j, t := range times {
+			if !t.IsZero() {
+				flags |= 1 << j
+			}
+		}
+		b = append(b, flags)
+		for _, str := range [...]string{c.ID, c.URL, c.Event, c.Secret, c.State, c.LastError} {
+			b = appendString(b, str)
+		}
+		b = binary.AppendVarint(b, int64(c.Attempts))
+		b = binary.AppendVarint(b, int64(c.LastStatus))
+		for _, t := range times {
+			b = appendTime(b, t) // nothing for a zero time: the flags say so
+		}
+	}
+	return b
+}
+
+// readCallbacks reads the callbacks part of a v4 record into op.
+func (r *reader) readCallbacks(op *operation.Operation) {
+	op.CallbackURL = r.string()
+	if r.byte1() != 0 {
+		op.CallbackDueAt = r.time(false)
+	}
+	n := r.uvarint()
+	if n > uint64(len(r.b)) { // each takes at least one byte
+		r.err = errCorrupt
+		return
+	}
+	if n > 0 {
+		op.Callbacks = make([]operation.Callback, n)
+	}
+	for i := range op.Callbacks {
+		c := &op.Callbacks[i]
+		flags := r.byte1()
+		c.ID, c.URL, c.Event, c.Secret, c.State, c.LastError = r.string(), r.string(), r.string(), r.string(), r.string(), r.string()
+		c.Attempts, c.LastStatus = int(r.varint()), int(r.varint())
+		for j, t := range [...]*time.Time{&c.CreatedAt, &c.NextAt, &c.LastAt, &c.DeliveredAt, &c.RedeliveredAt} {
+			*t = r.time(flags&(1<<j) == 0)
+		}
+	}
 }
 
 const (
@@ -281,23 +362,19 @@ const (
 
 // opExt is the ext part of a v2 operation record (see encodeOp).
 type opExt struct {
-	Failures        int                  `json:"failures,omitempty"`
-	Interruptions   int                  `json:"interruptions,omitempty"`
-	History         []operation.Attempt  `json:"history,omitempty"`
-	ResultStatus    int                  `json:"resultStatus,omitempty"`
-	ResultHeader    http.Header          `json:"resultHeader,omitempty"`
-	ErrorExtensions map[string]any       `json:"errorExtensions,omitempty"`
-	CallbackURL     string               `json:"callbackUrl,omitempty"`
-	Callbacks       []operation.Callback `json:"callbacks,omitempty"`
-	CallbackDueAt   time.Time            `json:"callbackDueAt,omitzero"`
+	Failures        int                 `json:"failures,omitempty"`
+	Interruptions   int                 `json:"interruptions,omitempty"`
+	History         []operation.Attempt `json:"history,omitempty"`
+	ResultStatus    int                 `json:"resultStatus,omitempty"`
+	ResultHeader    http.Header         `json:"resultHeader,omitempty"`
+	ErrorExtensions map[string]any      `json:"errorExtensions,omitempty"`
 }
 
 // hasExt reports whether op has a field that only the ext part holds.
 func hasExt(op *operation.Operation) bool {
 	return op.Failures != 0 || op.Interruptions != 0 || len(op.History) > 0 ||
 		op.Result != nil && (op.Result.StatusCode != 0 || len(op.Result.Header) > 0) ||
-		op.Error != nil && len(op.Error.Extensions) > 0 ||
-		op.CallbackURL != "" || len(op.Callbacks) > 0 || !op.CallbackDueAt.IsZero()
+		op.Error != nil && len(op.Error.Extensions) > 0
 }
 
 // setExt decodes an ext part into op, whose Error and Result are decoded
@@ -317,11 +394,6 @@ func setExt(op *operation.Operation, j []byte) error {
 	}
 	if e := op.Error; e != nil {
 		e.Extensions = x.ErrorExtensions
-	}
-	op.CallbackURL, op.Callbacks, op.CallbackDueAt = x.CallbackURL, x.Callbacks, utc(x.CallbackDueAt)
-	for i := range op.Callbacks {
-		c := &op.Callbacks[i]
-		c.CreatedAt, c.NextAt, c.LastAt, c.DeliveredAt = utc(c.CreatedAt), utc(c.NextAt), utc(c.LastAt), utc(c.DeliveredAt)
 	}
 	return nil
 }
@@ -352,8 +424,8 @@ func decodeOp(v []byte) (*operation.Operation, error) {
 			return nil, fmt.Errorf("%w: %v", errCorrupt, err)
 		}
 		return op, nil
-	case opRecordV2, opRecordV3:
-		return decodeOpV2(v[1:], v[0] == opRecordV3)
+	case opRecordV2, opRecordV3, opRecordV4:
+		return decodeOpV2(v[1:], v[0])
 	}
 	return nil, errCorrupt
 }
@@ -395,9 +467,10 @@ func (r *reader) time(zero bool) time.Time {
 	return time.Unix(0, r.varint()).UTC()
 }
 
-// decodeOpV2 decodes a v2 record, or a v3 one (owned: with owner and
-// tenant).
-func decodeOpV2(v []byte, owned bool) (*operation.Operation, error) {
+// decodeOpV2 decodes a v2 record, a v3 one (with owner and tenant) or a
+// v4 one (v3 and callbacks).
+func decodeOpV2(v []byte, version byte) (*operation.Operation, error) {
+	owned := version >= opRecordV3
 	r := &reader{b: v}
 	op := &operation.Operation{ID: r.string(), Route: r.string(), Status: operation.Status(r.string())}
 	flags := r.byte1()
@@ -442,6 +515,9 @@ func decodeOpV2(v []byte, owned bool) (*operation.Operation, error) {
 				return nil, fmt.Errorf("%w: %v", errCorrupt, err)
 			}
 		}
+	}
+	if version == opRecordV4 {
+		r.readCallbacks(op)
 	}
 	if r.err != nil || len(r.b) != 0 {
 		return nil, errCorrupt

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -297,6 +298,7 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	}
 	if !stored.CallbackDueAt.IsZero() {
 		_ = b.Set(dueKey(stored.CallbackDueAt, op.ID), nil, nil)
+		defer db.due.lower(nanos(stored.CallbackDueAt))
 	}
 	var enq enqueued
 	if msg != nil {
@@ -433,6 +435,7 @@ func (s *store) writeWith(cur, op *operation.Operation, wo *pebble.WriteOptions,
 		}
 		if nextDue {
 			_ = b.Set(dueKey(next.CallbackDueAt, op.ID), nil, nil)
+			defer db.due.lower(nanos(next.CallbackDueAt))
 		}
 	}
 	var enq enqueued
@@ -620,17 +623,27 @@ func (s *store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*
 	if limit <= 0 {
 		return nil, nil
 	}
+	from := s.db.due.scan()
+	floor := uint64(math.MaxUint64) // the first key seen: the new floor
+	defer func() { s.db.due.done(floor) }()
 	snap := s.db.pdb.NewSnapshot()
 	defer snap.Close()
 	// nanos(now)+1 cannot overflow: nanos is at most MaxInt64.
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{pDue}, UpperBound: timeKey(pDue, nanos(now)+1, "")})
+	end := nanos(now) + 1
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: timeKey(pDue, from, ""), UpperBound: timeKey(pDue, end, "")})
 	if err != nil {
+		floor = from
 		return nil, err
 	}
 	defer it.Close()
 	var ops []*operation.Operation
-	for ok := it.First(); ok && len(ops) < limit; ok = it.Next() {
+	ok := it.First()
+	if !ok {
+		floor = max(from, end) // no key below end: none is live there
+	}
+	for ; ok && len(ops) < limit; ok = it.Next() {
 		ts, idb, _ := splitTimeKey(it.Key())
+		floor = min(floor, ts)
 		id := string(idb)
 		op, err := getOp(snap, id)
 		if errors.Is(err, opdriver.ErrNotFound) {
@@ -645,9 +658,50 @@ func (s *store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]*
 		ops = append(ops, op)
 	}
 	if err := it.Error(); err != nil {
+		floor = from
 		return nil, err
 	}
 	return ops, nil
+}
+
+// dueFloor bounds the callback outbox index from below: no live key is
+// under its floor. Every write of a due key lowers it (lower); a scan
+// starts at it (scan) and raises it to the first key it finds (done),
+// unless a write lowered it meanwhile. So a scan seeks to the live keys
+// instead of stepping over the deletions the attempts before it left
+// (each attempt moves its key), which made every scan cost as much as all
+// the callbacks sent since the last compaction.
+type dueFloor struct {
+	scanMu  sync.Mutex // one scan at a time (scan to done)
+	mu      sync.Mutex
+	floor   uint64 // nanos; 0 on open: the whole index
+	lowered uint64 // the lowest key written since the current scan began
+}
+
+// lower notes a key written at t (after its batch committed).
+func (f *dueFloor) lower(t uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.floor, f.lowered = min(f.floor, t), min(f.lowered, t)
+}
+
+// scan returns where a scan starts; the scan holds the floor until done.
+func (f *dueFloor) scan() uint64 {
+	f.scanMu.Lock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lowered = math.MaxUint64
+	return f.floor
+}
+
+// done raises the floor to first, the lowest key the scan found (or the
+// end of its range when it found none), but not above a key written
+// since it began.
+func (f *dueFloor) done(first uint64) {
+	defer f.scanMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.floor = min(first, f.lowered)
 }
 
 // ---- DeleteExpired ----

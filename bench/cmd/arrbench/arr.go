@@ -250,7 +250,7 @@ func (a *arrHTTP) Start(ctx context.Context, workers int) error {
 			return err
 		}
 		conf := filepath.Join(a.dir, "arr.yaml")
-		yaml := "server:\n  callbacks:\n    allow: [\"" + a.recv.addr + "\"]\n" +
+		yaml := "server:\n  seedRoutes: false\n  callbacks:\n    allow: [\"" + a.recv.addr + "\"]\n" +
 			"routes:\n  - path: /v1/echo\n    handler: echo\n    callbacks:\n      targets:\n        - url: http://" + a.recv.addr + "/cb\n"
 		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 			return err
