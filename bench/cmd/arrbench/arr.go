@@ -163,6 +163,7 @@ type arrHTTP struct {
 	// callback is delivered too.
 	callbacks bool
 	recv      *callbackReceiver
+	first     atomic.Int64 // UnixNano of the first Submit since Start (callbacks only)
 	bin   string
 	dir   string
 	conns int
@@ -269,6 +270,9 @@ func (a *arrHTTP) Start(ctx context.Context, workers int) error {
 }
 
 func (a *arrHTTP) Submit(ctx context.Context, body []byte) (string, error) {
+	if a.callbacks && a.first.Load() == 0 {
+		a.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	code, loc, b, err := a.fc.post("/v1/echo", body)
 	if err == nil && code != http.StatusAccepted {
 		err = fmt.Errorf("POST /v1/echo: %d %s", code, b)
@@ -276,11 +280,21 @@ func (a *arrHTTP) Submit(ctx context.Context, body []byte) (string, error) {
 	return loc, err
 }
 
+// WaitCompleted waits until n results are readable, and with callbacks
+// until n callbacks are delivered too; then it reports both times on
+// stderr (the results' rate with callbacks on is their cost to W2 proper,
+// the callbacks' the delivery rate).
 func (a *arrHTTP) WaitCompleted(ctx context.Context, n int) error {
 	if err := waitCount(ctx, n, func() (float64, error) { return a.succeeded(ctx) }); err != nil || a.recv == nil {
 		return err
 	}
-	return waitCount(ctx, n, func() (float64, error) { return float64(a.recv.n.Load()), nil })
+	results := time.Since(time.Unix(0, a.first.Load()))
+	err := waitCount(ctx, n, func() (float64, error) { return float64(a.recv.n.Load()), nil })
+	all := time.Since(time.Unix(0, a.first.Load()))
+	fmt.Fprintf(os.Stderr, "  callbacks: %d results readable in %.2fs (%.0f/s), %d callbacks delivered in %.2fs (%.0f/s)\n",
+		n, results.Seconds(), float64(n)/results.Seconds(), n, all.Seconds(), float64(n)/all.Seconds())
+	a.first.Store(0)
+	return err
 }
 
 // succeeded reads arr_operations_completed_total{outcome="succeeded"} from
