@@ -164,12 +164,12 @@ type arrHTTP struct {
 	callbacks bool
 	recv      *callbackReceiver
 	first     atomic.Int64 // UnixNano of the first Submit since Start (callbacks only)
-	bin   string
-	dir   string
-	conns int
-	c     *child
-	hc    *http.Client
-	fc    *fastClient
+	bin       string
+	dir       string
+	conns     int
+	c         *child
+	hc        *http.Client
+	fc        *fastClient
 }
 
 var buildArr = sync.OnceValues(func() (string, error) {
