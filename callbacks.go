@@ -90,8 +90,13 @@ func (c *Client) checkCallback(route, raw string) error {
 // targets share one ("route:NAME"), and each principal's requested
 // targets another ("principal:NAME"), so that no caller can sign for
 // another.
-func routeScope(route string) string     { return "route:" + route }
-func principalScope(owner string) string { return "principal:" + owner }
+func routeScope(route string) string { return "route:" + route }
+func principalScope(owner string) string {
+	if owner == "" {
+		owner = Anonymous // an operation without an owner is anonymous's (see visible)
+	}
+	return "principal:" + owner
+}
 
 // PrincipalSecretScope is the scope of the secret that signs the
 // callbacks the principal's requests name.

@@ -254,3 +254,24 @@ func TestEveryChangeAndMaxCallbacks(t *testing.T) {
 		t.Fatalf("events = %v, want running and succeeded pending (the delivered pending one trimmed at 2)", events)
 	}
 }
+
+// An operation a program submitted without a caller is anonymous's: its
+// requested callback is signed with anonymous's secret.
+func TestUnownedCallbackIsAnonymous(t *testing.T) {
+	c, _ := newCallbackCore(t, false, 0)
+	bg := context.Background()
+	op, _, err := c.Submit(bg, arr.Submission{Route: "hooks", CallbackURL: "https://requested.example/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c, op.ID)
+	got, _ := c.Get(bg, op.ID)
+	for _, cb := range got.Callbacks {
+		if cb.URL == "https://requested.example/x" && cb.Secret != arr.PrincipalSecretScope(arr.Anonymous) {
+			t.Fatalf("an unowned operation's callback is signed for %q", cb.Secret)
+		}
+	}
+	if arr.PrincipalSecretScope("") != arr.PrincipalSecretScope(arr.Anonymous) {
+		t.Fatal("the scope of no principal is not anonymous's")
+	}
+}
