@@ -58,8 +58,9 @@ type Config struct {
 	// Render returns the operation JSON an event carries (the api's
 	// rendering, with absolute links).
 	Render func(ctx context.Context, op *operation.Operation) ([]byte, error)
-	// Sender sends them. Default: webhook.NewSender with Allow and
-	// Timeout.
+	// Sender sends them. Default: webhook.NewSender with Allow, Timeout
+	// and MaxPerDestination (a Sender given here bounds destinations by
+	// its own setting too).
 	Sender *webhook.Sender
 	// Timeout bounds one attempt (for the default Sender). Default
 	// webhook.DefaultTimeout.
@@ -106,8 +107,11 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Client == nil || cfg.Secrets == nil || cfg.Render == nil {
 		return nil, errors.New("callback: Client, Secrets and Render are required")
 	}
+	if cfg.MaxPerDestination <= 0 {
+		cfg.MaxPerDestination = DefaultMaxPerDestination
+	}
 	if cfg.Sender == nil {
-		cfg.Sender = webhook.NewSender(webhook.Config{Allow: cfg.Allow, Timeout: cfg.Timeout})
+		cfg.Sender = webhook.NewSender(webhook.Config{Allow: cfg.Allow, Timeout: cfg.Timeout, MaxPerDestination: cfg.MaxPerDestination})
 	}
 	if cfg.Source == "" {
 		cfg.Source = "arr"
@@ -123,9 +127,6 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
-	}
-	if cfg.MaxPerDestination <= 0 {
-		cfg.MaxPerDestination = DefaultMaxPerDestination
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = DefaultPoll
