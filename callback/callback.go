@@ -95,8 +95,9 @@ type Dispatcher struct {
 	wg    sync.WaitGroup
 
 	mu       sync.Mutex
-	inflight map[string]int // by destination (host:port)
-	freed    chan struct{}  // an attempt ended: its slot is free (coalesced)
+	inflight map[string]int      // attempts in flight by destination (host:port)
+	sending  map[string]struct{} // the callbacks those attempts are of
+	freed    chan struct{}       // an attempt ended: its slot is free (coalesced)
 
 	sent     *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -134,7 +135,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Dispatcher{cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), inflight: map[string]int{}, freed: make(chan struct{}, 1),
+	d := &Dispatcher{cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), inflight: map[string]int{}, sending: map[string]struct{}{}, freed: make(chan struct{}, 1),
 		// A claim outlives the send's timeout, so that no other
 		// dispatcher sends while this one may still be sending; a
 		// process that dies mid-attempt leaves its callback due again
@@ -212,8 +213,13 @@ func (d *Dispatcher) read(ctx context.Context) ([]work, bool) {
 		return nil, false
 	}
 	var due []work
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, op := range ops {
 		for _, cb := range op.Callbacks {
+			if _, busy := d.sending[cb.ID]; busy {
+				continue // this process is sending it (its claim may be in memory only)
+			}
 			if cb.State == operation.CallbackPending && !cb.NextAt.After(now) {
 				due = append(due, work{id: op.ID, cbID: cb.ID, dest: destination(cb.URL)})
 			}
@@ -231,19 +237,19 @@ func (d *Dispatcher) start(ctx context.Context, due []work) []work {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !d.take(w.dest) {
+		if !d.take(w) {
 			rest = append(rest, w)
 			continue
 		}
 		select {
 		case d.sem <- struct{}{}:
 		default: // the process is at its bound: the rest wait
-			d.untake(w.dest)
+			d.untake(w)
 			return append(rest, due[i:]...)
 		}
 		d.wg.Add(1)
 		go func() {
-			defer func() { <-d.sem; d.give(w.dest); d.wg.Done() }()
+			defer func() { <-d.sem; d.give(w); d.wg.Done() }()
 			d.attempt(context.WithoutCancel(ctx), w.id, w.cbID)
 		}()
 	}
@@ -263,31 +269,33 @@ func destination(raw string) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-// take counts one more attempt in flight to dest, unless it is at its
-// bound.
-func (d *Dispatcher) take(dest string) bool {
+// take counts an attempt of w in flight, unless its destination is at
+// its bound or this process is sending w's callback already.
+func (d *Dispatcher) take(w work) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.inflight[dest] >= d.cfg.MaxPerDestination {
+	if _, busy := d.sending[w.cbID]; busy || d.inflight[w.dest] >= d.cfg.MaxPerDestination {
 		return false
 	}
-	d.inflight[dest]++
+	d.inflight[w.dest]++
+	d.sending[w.cbID] = struct{}{}
 	return true
 }
 
-// untake gives back a slot take took for an attempt that did not start.
-func (d *Dispatcher) untake(dest string) {
+// untake gives back what take took, for an attempt that did not start.
+func (d *Dispatcher) untake(w work) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.inflight[dest]--; d.inflight[dest] <= 0 {
-		delete(d.inflight, dest)
+	if d.inflight[w.dest]--; d.inflight[w.dest] <= 0 {
+		delete(d.inflight, w.dest)
 	}
+	delete(d.sending, w.cbID)
 }
 
-// give ends an attempt to dest, and wakes the loop: callbacks it skipped
-// for want of a slot may go now.
-func (d *Dispatcher) give(dest string) {
-	d.untake(dest)
+// give ends an attempt of w, and wakes the loop: callbacks it skipped for
+// want of a slot may go now.
+func (d *Dispatcher) give(w work) {
+	d.untake(w)
 	select {
 	case d.freed <- struct{}{}:
 	default:
