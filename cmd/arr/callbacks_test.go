@@ -12,9 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/arrhq/arr/internal/natstest"
-	"github.com/arrhq/arr/internal/pgtest"
 )
 
 // buildReceiver builds examples/callback-receiver once per test binary:
@@ -187,20 +184,7 @@ func TestCallbacks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	engines := []struct {
-		name  string
-		flags func(t *testing.T) []string
-	}{
-		{"embedded", func(t *testing.T) []string { return nil }},
-		{"nats", func(t *testing.T) []string {
-			c := natstest.StartServer(t)
-			return []string{"-store", c.URL(), "-results", "file:" + t.TempDir()}
-		}},
-		{"postgres", func(t *testing.T) []string {
-			return []string{"-store", pgtest.URL(t), "-results", "file:" + t.TempDir()}
-		}},
-	}
-	for _, eng := range engines {
+	for _, eng := range storeEngines {
 		t.Run(eng.name, func(t *testing.T) {
 			recvAddr := freeAddr(t)
 			args := append([]string{"-api-keys", writeKeys(t), "-config", callbackConfig(t, recvAddr)}, eng.flags(t)...)

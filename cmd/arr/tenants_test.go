@@ -63,6 +63,22 @@ func as(t *testing.T, key, method, url, body string, hdr ...string) (*http.Respo
 	return res, b
 }
 
+// storeEngines are the engines that keep operations, as arr serve's
+// flags: the embedded default, NATS and PostgreSQL (results in files).
+var storeEngines = []struct {
+	name  string
+	flags func(t *testing.T) []string
+}{
+	{"embedded", func(t *testing.T) []string { return nil }},
+	{"nats", func(t *testing.T) []string {
+		c := natstest.StartServer(t)
+		return []string{"-store", c.URL(), "-results", "file:" + t.TempDir()}
+	}},
+	{"postgres", func(t *testing.T) []string {
+		return []string{"-store", pgtest.URL(t), "-results", "file:" + t.TempDir()}
+	}},
+}
+
 // Two tenants on one arr: bob cannot see, list, stream, download, cancel,
 // retry or idempotency-replay alice's operations (each is a 404, as for an
 // id that does not exist); a request without credentials is a 401 with
@@ -72,20 +88,7 @@ func TestTwoTenants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	engines := []struct {
-		name  string
-		flags func(t *testing.T) []string
-	}{
-		{"embedded", func(t *testing.T) []string { return nil }},
-		{"nats", func(t *testing.T) []string {
-			c := natstest.StartServer(t)
-			return []string{"-store", c.URL(), "-results", "file:" + t.TempDir()}
-		}},
-		{"postgres", func(t *testing.T) []string {
-			return []string{"-store", pgtest.URL(t), "-results", "file:" + t.TempDir()}
-		}},
-	}
-	for _, eng := range engines {
+	for _, eng := range storeEngines {
 		t.Run(eng.name, func(t *testing.T) {
 			args := append([]string{"-api-keys", writeKeys(t)}, eng.flags(t)...)
 			p := startArr(t, freeAddr(t), t.TempDir(), args...)
