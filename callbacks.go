@@ -86,25 +86,20 @@ func (c *Client) checkCallback(route, raw string) error {
 	return nil
 }
 
-// SecretScope names the secret that signs a callback: each route's
-// targets share one ("route:NAME"), and each principal's requested
-// targets another ("principal:NAME"), so that no caller can sign for
-// another.
-func routeScope(route string) string { return "route:" + route }
-func principalScope(owner string) string {
-	if owner == "" {
-		owner = Anonymous // an operation without an owner is anonymous's (see visible)
-	}
-	return "principal:" + owner
-}
-
-// PrincipalSecretScope is the scope of the secret that signs the
-// callbacks the principal's requests name.
-func PrincipalSecretScope(principal string) string { return principalScope(principal) }
-
 // RouteSecretScope is the scope of the secret that signs a route's
-// callbacks.
-func RouteSecretScope(route string) string { return routeScope(route) }
+// callbacks, and PrincipalSecretScope that of the secret that signs the
+// callbacks the principal's requests name: each route and each principal
+// has its own, so that no caller can sign for another.
+func RouteSecretScope(route string) string { return "route:" + route }
+
+// PrincipalSecretScope: see RouteSecretScope. An operation without an
+// owner is anonymous's (see visible).
+func PrincipalSecretScope(principal string) string {
+	if principal == "" {
+		principal = Anonymous
+	}
+	return "principal:" + principal
+}
 
 // owe adds the callbacks op owes for its change from status from, due at
 // now, and sets its CallbackDueAt. It is called in the change of every
@@ -122,11 +117,11 @@ func (c *Client) owe(op *operation.Operation, from operation.Status, now time.Ti
 	n := len(op.Callbacks)
 	for _, t := range pol.callbacks {
 		if terminal || t.Every {
-			add(t.URL, routeScope(op.Route))
+			add(t.URL, RouteSecretScope(op.Route))
 		}
 	}
 	if op.CallbackURL != "" && (terminal || pol.every) {
-		add(op.CallbackURL, principalScope(op.Owner))
+		add(op.CallbackURL, PrincipalSecretScope(op.Owner))
 	}
 	if len(op.Callbacks) == n {
 		return

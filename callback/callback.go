@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -256,17 +255,14 @@ func (d *Dispatcher) start(ctx context.Context, due []work) []work {
 	return rest
 }
 
-// destination is the host and port a callback URL reaches.
+// destination is the destination of a callback URL, as the sender bounds
+// it (webhook.Destination).
 func destination(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
 	}
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
-	}
-	return net.JoinHostPort(u.Hostname(), port)
+	return webhook.Destination(u)
 }
 
 // take counts an attempt of w in flight, unless its destination is at

@@ -2,7 +2,6 @@ package callback
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"slices"
 	"sync"
@@ -100,7 +99,7 @@ func (s *Secrets) For(ctx context.Context, scope string) []Secret {
 			continue
 		}
 		raw := webhook.DeriveSecret(k.Secret, scope)
-		out = append(out, Secret{KeyID: k.ID, Value: "whsec_" + base64.StdEncoding.EncodeToString(raw), Created: k.Created, Retired: k.Retired, raw: raw})
+		out = append(out, Secret{KeyID: k.ID, Value: webhook.FormatSecret(raw), Created: k.Created, Retired: k.Retired, raw: raw})
 	}
 	slices.SortStableFunc(out, func(a, b Secret) int {
 		switch {

@@ -176,7 +176,7 @@ func (s *Sender) Send(ctx context.Context, target string, header http.Header, bo
 	if err != nil {
 		return Result{Refused: true, Err: err}
 	}
-	release, err := s.acquire(ctx, destKey(u))
+	release, err := s.acquire(ctx, Destination(u))
 	if err != nil {
 		return Result{Err: errors.New("the attempt was canceled before it was made")}
 	}
@@ -253,8 +253,10 @@ func (s *Sender) acquire(ctx context.Context, key string) (func(), error) {
 	}
 }
 
-// destKey is u's host:port, the host canonical, the port explicit.
-func destKey(u *url.URL) string {
+// Destination is the destination of a callback URL, whose attempts in
+// flight Config.MaxPerDestination bounds: u's host:port, the host
+// canonical, the port explicit.
+func Destination(u *url.URL) string {
 	host, _, _ := canonHost(u.Hostname())
 	port := u.Port()
 	if port == "" {

@@ -421,8 +421,8 @@ func TestDestKey(t *testing.T) {
 		"http://[2001:DB8::1]/":           "[2001:db8::1]:80",
 	} {
 		u, _ := url.Parse(raw)
-		if got := destKey(u); got != want {
-			t.Errorf("destKey(%q) = %q, want %q", raw, got, want)
+		if got := Destination(u); got != want {
+			t.Errorf("Destination(%q) = %q, want %q", raw, got, want)
 		}
 	}
 }
