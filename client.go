@@ -107,6 +107,11 @@ type Config struct {
 	// MaxQueue bounds the queue: at this many queued operations Submit
 	// refuses with a *QueueFullError. Default DefaultMaxQueue (1,000,000).
 	MaxQueue int64
+
+	// Storage faults (issue 14): write deadline, free-space watermark.
+
+	// Stored-bytes budgets (issue 14).
+
 	// Logger receives what goes wrong in the background. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -119,6 +124,8 @@ type Config struct {
 	// failed and pending; the oldest finished ones go first). Default
 	// DefaultMaxCallbacks (32).
 	MaxCallbacks int
+
+	// Record bounds (issue 14): detail, upstream body, history bytes.
 }
 
 func (c *Config) setDefaults() error {

@@ -77,6 +77,8 @@ type Config struct {
 	// pending operation is that plus its route's run time (see
 	// arr.Client.PollAfter). Default: no wait.
 	QueueWait func(queueDepth int64) time.Duration
+	// Admission (issue 14): rate limits and header bounds.
+
 	// Ready reports whether the server is ready for traffic (/readyz).
 	// Default: always ready.
 	Ready func(context.Context) error
@@ -84,9 +86,14 @@ type Config struct {
 	// Default: a new registry with the Go and process collectors.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// Streams (issue 14): SSE and long-poll caps and lifetimes.
+
 	// NoMetrics leaves /metrics out of the api (404): the server serves
 	// it on its admin listener instead (server.Config.AdminAddr).
 	NoMetrics bool
+	// Records and logs (issue 14): list byte cap, schema error cap,
+	// access log.
+
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
 	// Credentials seals the credential headers of routes with

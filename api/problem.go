@@ -30,6 +30,15 @@ const (
 	ProblemResultNotAvailable = "urn:arr:problem:result-unavailable"
 	ProblemGone               = "urn:arr:problem:gone"
 	ProblemNotRetryable       = "urn:arr:problem:not-retryable"
+
+	// Limits (docs/operations.md, "Limits").
+	ProblemStorageFull        = "urn:arr:problem:insufficient-storage" // 507: disk watermark or a stored-bytes budget
+	ProblemStorageUnavailable = "urn:arr:problem:storage-unavailable"  // 503: a store write failed or timed out
+	ProblemRateLimited        = "urn:arr:problem:rate-limited"         // 429
+	ProblemHeadersTooLarge    = "urn:arr:problem:headers-too-large"    // 431
+	ProblemTooManyStreams     = "urn:arr:problem:too-many-streams"     // 503: SSE or long-poll cap
+	ProblemTooManyConnections = "urn:arr:problem:too-many-connections" // 503
+	ProblemAmbiguousFraming   = "urn:arr:problem:ambiguous-framing"    // 400: Content-Length with Transfer-Encoding
 )
 
 // writeProblem answers with an RFC 9457 problem.

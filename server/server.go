@@ -124,6 +124,18 @@ type Config struct {
 	// derive from the result URL signer's keyring (see callback.Secrets),
 	// so every process over the same result store signs alike.
 	Callbacks callback.Config
+
+	// Storage: free-space watermark, store write deadline, readiness and
+	// exit on fatal engine errors (server/storage.go).
+	Storage StorageConfig
+	// Admission: rate limits, stored-bytes budgets, header bounds, route
+	// shares (server/admission.go).
+	Admission AdmissionConfig
+	// Conns: connection caps, deadlines and minimum transfer rates,
+	// stream caps (server/conns.go).
+	Conns ConnConfig
+	// Logs: access log and format (server/logs.go).
+	Logs LogConfig
 }
 
 // Role is the part of arr a process runs.

@@ -134,6 +134,10 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if role != server.RoleWorker {
 		af.register(fs)
 	}
+	var applyLimits []func(map[string]bool) error
+	for _, g := range limitFlags {
+		applyLimits = append(applyLimits, g(fs, &cfg, role))
+	}
 	debugAddr := fs.String("debug-addr", "", "deprecated: use -admin-addr, which serves pprof too; if set, serve only Go's pprof profiles on this address")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -168,6 +172,11 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	if set["callback-allow"] || file == nil {
 		if cfg.CallbackAllow, err = webhook.ParseAllowList(*callbackAllow); err != nil {
 			return fmt.Errorf("-callback-allow: %w", err)
+		}
+	}
+	for _, apply := range applyLimits {
+		if err := apply(set); err != nil {
+			return err
 		}
 	}
 	if err := checkShared(role, cfg); err != nil {
