@@ -35,7 +35,7 @@ func errs(t *testing.T, err error) []*config.Error {
 	return out
 }
 
-func mustParse(t *testing.T, src string, knownGo []string) *config.File {
+func mustParse(t testing.TB, src string, knownGo []string) *config.File {
 	t.Helper()
 	f, err := config.Parse("arr.yaml", []byte(src), knownGo)
 	if err != nil {

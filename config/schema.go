@@ -20,9 +20,20 @@ import (
 // SchemaError is a body that does not conform to its route's JSON Schema,
 // or is not JSON at all.
 type SchemaError struct {
-	// Issues are the reasons, sorted by Pointer; there is at least one.
+	// Issues are the reasons, sorted by Pointer; there is at least one,
+	// and at most MaxIssues.
 	Issues []Issue
+	// Truncated says that the body had more issues than Issues holds:
+	// the first MaxIssues found are reported, the rest left out.
+	Truncated bool
 }
+
+// MaxIssues bounds SchemaError.Issues: a body with more issues is
+// reported by its first MaxIssues (in the validator's order, then sorted
+// by Pointer) and Truncated, so that the answer to a hostile body (a
+// megabyte array of wrong-typed items has half a million issues) stays a
+// few kilobytes and its cost is not spent describing it.
+const MaxIssues = 20
 
 // Issue is one reason a body was refused.
 type Issue struct {
@@ -48,17 +59,25 @@ func (e *SchemaError) Error() string {
 		}
 		b.WriteString(is.Message)
 	}
+	if e.Truncated {
+		b.WriteString("; …")
+	}
 	return b.String()
 }
 
 // ProblemExtensions returns the members an RFC 9457 problem about the body
-// carries: {"errors": [{"pointer": "/id", "detail": "is required"}, ...]}.
+// carries: {"errors": [{"pointer": "/id", "detail": "is required"}, ...]},
+// and "truncated": true when more issues were left out.
 func (e *SchemaError) ProblemExtensions() map[string]any {
 	list := make([]map[string]any, len(e.Issues))
 	for i, is := range e.Issues {
 		list[i] = map[string]any{"pointer": is.Pointer, "detail": is.Message}
 	}
-	return map[string]any{"errors": list}
+	ext := map[string]any{"errors": list}
+	if e.Truncated {
+		ext["truncated"] = true
+	}
+	return ext
 }
 
 // Validate checks body against the route's JSON Schema, as compiled by
@@ -86,21 +105,30 @@ func (r *Route) Validate(body []byte) error {
 	if !errors.As(err, &ve) {
 		return &SchemaError{Issues: []Issue{{Message: err.Error()}}}
 	}
-	return &SchemaError{Issues: issues(ve)}
+	is, truncated := issues(ve, MaxIssues)
+	return &SchemaError{Issues: is, Truncated: truncated}
 }
 
 var printer = message.NewPrinter(language.English)
 
 // issues flattens a validation error into its leaves, in the words of
-// a body's author rather than a schema's.
-func issues(ve *jsonschema.ValidationError) []Issue {
+// a body's author rather than a schema's: the first limit of them found
+// (all when limit <= 0), and whether more were left out.
+func issues(ve *jsonschema.ValidationError, limit int) (_ []Issue, truncated bool) {
 	var out []Issue
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
+		if truncated {
+			return
+		}
 		if len(e.Causes) > 0 {
 			for _, c := range e.Causes {
 				walk(c)
 			}
+			return
+		}
+		if limit > 0 && len(out) >= limit {
+			truncated = true
 			return
 		}
 		ptr := pointer(e.InstanceLocation)
@@ -137,8 +165,11 @@ func issues(ve *jsonschema.ValidationError) []Issue {
 	if len(out) == 0 {
 		out = append(out, Issue{Message: "the body does not conform to the schema"})
 	}
+	if limit > 0 && len(out) > limit {
+		out, truncated = out[:limit], true // a Required or AdditionalProperties leaf adds several
+	}
 	slices.SortStableFunc(out, func(a, b Issue) int { return strings.Compare(a.Pointer, b.Pointer) })
-	return slices.Compact(out)
+	return slices.Compact(out), truncated
 }
 
 func article(t string) string {
@@ -184,7 +215,8 @@ func compileSchema(loc string, doc any) (s *jsonschema.Schema, ptr []string, err
 		var ve *jsonschema.ValidationError
 		if errors.As(sve.Err, &ve) {
 			// Alternatives (anyOf) fail together; the first says most.
-			is := slices.CompactFunc(issues(ve), func(a, b Issue) bool { return a.Pointer == b.Pointer })
+			all, _ := issues(ve, 0)
+			is := slices.CompactFunc(all, func(a, b Issue) bool { return a.Pointer == b.Pointer })
 			msgs := make([]string, len(is))
 			for i, x := range is {
 				msgs[i] = x.Message
