@@ -152,7 +152,7 @@ func (a *Attempt) Progress(ctx context.Context, percent int, message string) {
 		if !ours(op, a.op.Attempts) {
 			return errSkip
 		}
-		op.PercentComplete, op.Message = percent, message
+		op.PercentComplete, op.Message = percent, truncateUTF8(message, a.c.cfg.MaxDetailBytes)
 		return nil
 	})
 }
@@ -214,7 +214,7 @@ func (a *Attempt) StoreResult(ctx context.Context, res *Result) (*operation.Resu
 	}
 	out := &operation.Result{Key: key, ContentType: ct, Size: attrs.Size, ETag: attrs.ETag, StatusCode: res.StatusCode}
 	if len(res.Header) > 0 {
-		out.Header = res.Header.Clone()
+		out.Header = boundHeader(res.Header, c.cfg.MaxResultHeaderBytes).Clone()
 	}
 	return out, nil
 }
@@ -290,6 +290,7 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 	default:
 		prob = &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500, Detail: herr.Error()}
 	}
+	prob = a.c.boundProblem(prob)
 	a.c.cfg.Logger.Warn("arr: attempt failed", "id", a.op.ID, "route", a.op.Route, "attempt", a.op.Attempts, "err", herr)
 	retryAfter, _ := RetryDelay(herr)
 	now := time.Now().UTC()
@@ -321,6 +322,7 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 // for its route, an unreadable request, too many interruptions).
 func (a *Attempt) Abort(ctx context.Context, prob *operation.Problem) Disposition {
 	a.stop()
+	prob = a.c.boundProblem(prob)
 	now := time.Now().UTC()
 	written, err := a.c.cfg.Store.Transition(ctx, a.op.ID, a.c.owing(func(op *operation.Operation) error {
 		return fail(op, a.op.Attempts, prob, a.pol, now)

@@ -126,6 +126,26 @@ type Config struct {
 	MaxCallbacks int
 
 	// Record bounds (issue 14): detail, upstream body, history bytes.
+
+	// MaxDetailBytes bounds the detail of a problem an operation records
+	// (and a progress message): a longer one is cut, ends in "…", and the
+	// problem gets detailTruncated: true. Default DefaultMaxDetailBytes
+	// (4 KiB).
+	MaxDetailBytes int
+	// MaxExtensionBytes bounds a recorded problem's extension members as
+	// JSON (a forward handler's upstreamBody, say): past it the largest
+	// are left out and named in omittedMembers. Default
+	// DefaultMaxExtensionBytes (8 KiB).
+	MaxExtensionBytes int
+	// MaxHistoryBytes bounds an operation's attempt history as JSON: past
+	// it the oldest entries after the first are dropped and counted in
+	// historyDropped. Default DefaultMaxHistoryBytes (64 KiB).
+	MaxHistoryBytes int
+	// MaxResultHeaderBytes bounds the headers recorded with a result (a
+	// forward handler's upstream response headers): the fields, in name
+	// order, that fit are kept. Default DefaultMaxResultHeaderBytes
+	// (16 KiB).
+	MaxResultHeaderBytes int
 }
 
 func (c *Config) setDefaults() error {
@@ -167,6 +187,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	for _, b := range []struct {
+		field *int
+		def   int
+	}{{&c.MaxDetailBytes, DefaultMaxDetailBytes}, {&c.MaxExtensionBytes, DefaultMaxExtensionBytes},
+		{&c.MaxHistoryBytes, DefaultMaxHistoryBytes}, {&c.MaxResultHeaderBytes, DefaultMaxResultHeaderBytes}} {
+		if *b.field <= 0 {
+			*b.field = b.def
+		}
 	}
 	return nil
 }

@@ -105,6 +105,7 @@ func failAttempt(op *operation.Operation, attempt int, prob *operation.Problem, 
 	final = permanent || op.Failures >= pol.maxAttempts
 	op.AddAttempt(operation.Attempt{Number: op.Attempts, StartedAt: op.AttemptStartedAt, EndedAt: now,
 		Outcome: operation.OutcomeFailed, Error: prob})
+	boundHistory(op, pol.maxHistoryBytes)
 	op.Error = prob
 	if final {
 		op.Status = operation.Failed
@@ -185,7 +186,7 @@ func abandon(op *operation.Operation, cause error, pol *policy, now time.Time) e
 	op.Status = operation.Failed
 	finish(op, pol, now)
 	op.Error = &operation.Problem{Type: ProblemNotEnqueued, Title: "Not enqueued", Status: 500,
-		Detail: "the operation was stored but its queue message was not: " + cause.Error()}
+		Detail: "the operation was stored but its queue message was not: " + TruncateError(cause, DefaultMaxDetailBytes/2)}
 	return nil
 }
 

@@ -223,6 +223,8 @@ type policy struct {
 	callbacks    []CallbackTarget
 	requests     TargetPolicy // nil: no request may name a target
 	every        bool
+	// maxHistoryBytes is Config.MaxHistoryBytes.
+	maxHistoryBytes int
 }
 
 // allows reports whether the route takes submissions from c.
@@ -259,7 +261,8 @@ func resolveRoutes(routes []Route, cfg *Config) ([]Route, map[string]*policy, er
 
 func (cfg *Config) policyOf(r *Route) *policy {
 	p := &policy{timeout: cfg.Timeout, maxAttempts: cfg.MaxAttempts, backoff: cfg.Backoff,
-		resultURLTTL: cfg.ResultURLTTL, retention: cfg.Retention, tombstone: cfg.Tombstone, requests: cfg.CallbackRequests}
+		resultURLTTL: cfg.ResultURLTTL, retention: cfg.Retention, tombstone: cfg.Tombstone, requests: cfg.CallbackRequests,
+		maxHistoryBytes: cfg.MaxHistoryBytes}
 	if r == nil {
 		return p
 	}

@@ -79,6 +79,9 @@ type Operation struct {
 	// History records the attempts that ended, oldest first, up to
 	// MaxHistory of them (older ones are dropped first).
 	History []Attempt `json:"history,omitempty"`
+	// HistoryDropped counts the attempts left out of History, by
+	// MaxHistory or by the core's bound on its bytes.
+	HistoryDropped int `json:"historyDropped,omitempty"`
 
 	// Error is set when Status is Failed or Canceled, and holds the last
 	// attempt's error while a retry is pending.
@@ -240,11 +243,12 @@ type Attempt struct {
 }
 
 // AddAttempt appends a to o.History, dropping the oldest entries beyond
-// MaxHistory.
+// MaxHistory (counted in HistoryDropped).
 func (o *Operation) AddAttempt(a Attempt) {
 	o.History = append(o.History, a)
 	if n := len(o.History) - MaxHistory; n > 0 {
 		o.History = append(o.History[:0:0], o.History[n:]...)
+		o.HistoryDropped += n
 	}
 }
 
