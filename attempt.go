@@ -251,6 +251,8 @@ func (a *Attempt) Succeed(ctx context.Context, res *operation.Result) Dispositio
 	switch {
 	case err == nil:
 		a.c.runs.observe(a.op.Route, now.Sub(a.op.AttemptStartedAt))
+		a.c.cfg.Logger.Info("operation succeeded", "route", a.op.Route, "id", a.op.ID, "attempt", a.op.Attempts,
+			"duration", now.Sub(a.op.AttemptStartedAt))
 		// The terminal state is durable; a redelivery after a crash that
 		// lost a lazy ack finds it and is acked without running.
 		return Disposition{Settle: AckLazy, Outcome: "succeeded"}
@@ -291,7 +293,6 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 		prob = &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500, Detail: herr.Error()}
 	}
 	prob = a.c.boundProblem(prob)
-	a.c.cfg.Logger.Warn("arr: attempt failed", "id", a.op.ID, "route", a.op.Route, "attempt", a.op.Attempts, "err", herr)
 	retryAfter, _ := RetryDelay(herr)
 	now := time.Now().UTC()
 	var final bool
@@ -307,13 +308,17 @@ func (a *Attempt) Fail(ctx context.Context, herr error, timedOut bool) Dispositi
 	}
 	switch {
 	case err == nil && final:
+		a.logEnd(herr, now, IsPermanent(herr))
 		return Disposition{Settle: AckLazy, Outcome: "failed"}
 	case err == nil:
-		return Disposition{Settle: Nak, Delay: max(a.pol.backoff(failures), min(retryAfter, time.Hour)), Outcome: "retried"}
+		delay := max(a.pol.backoff(failures), min(retryAfter, time.Hour))
+		a.c.cfg.Logger.Info("operation retrying", "route", a.op.Route, "id", a.op.ID, "attempt", a.op.Attempts,
+			"duration", now.Sub(a.op.AttemptStartedAt), "delay", delay, "err", TruncateError(herr, maxLoggedError))
+		return Disposition{Settle: Nak, Delay: delay, Outcome: "retried"}
 	case errors.Is(err, errSkip), errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		return Disposition{Settle: Ack}
 	default:
-		a.c.cfg.Logger.Error("arr: record failure", "id", a.op.ID, "err", err)
+		a.c.cfg.Logger.Error("arr: record failure", "id", a.op.ID, "err", TruncateError(err, maxLoggedError))
 		return Disposition{Settle: Nak, Delay: time.Second}
 	}
 }
@@ -330,13 +335,31 @@ func (a *Attempt) Abort(ctx context.Context, prob *operation.Problem) Dispositio
 	a.c.kick(written)
 	switch {
 	case err == nil:
+		// Only the attempts cut short too often are retryable failures
+		// given up on.
+		a.logEnd(prob, now, prob.Type != ProblemAttemptsExhausted)
 		return Disposition{Settle: AckLazy, Outcome: "failed"}
 	case errors.Is(err, errSkip), errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		return Disposition{Settle: Ack}
 	default:
-		a.c.cfg.Logger.Error("arr: record failure", "id", a.op.ID, "err", err)
+		a.c.cfg.Logger.Error("arr: record failure", "id", a.op.ID, "err", TruncateError(err, maxLoggedError))
 		return Disposition{Settle: Nak, Delay: time.Second}
 	}
+}
+
+// maxLoggedError bounds the error text of a log line.
+const maxLoggedError = 512
+
+// logEnd logs the end of a failed operation, at warn: "operation failed"
+// when permanent (an error no retry would help), "operation
+// dead-lettered" when it used up its attempts on retryable errors.
+func (a *Attempt) logEnd(err error, now time.Time, permanent bool) {
+	msg := "operation dead-lettered"
+	if permanent {
+		msg = "operation failed"
+	}
+	a.c.cfg.Logger.Warn(msg, "route", a.op.Route, "id", a.op.ID, "attempt", a.op.Attempts,
+		"duration", now.Sub(a.op.AttemptStartedAt), "err", TruncateError(err, maxLoggedError))
 }
 
 // GiveBack returns an attempt that shutdown interrupted to pending,
@@ -346,6 +369,7 @@ func (a *Attempt) GiveBack(ctx context.Context) Disposition {
 		return giveBack(op, a.op.Attempts)
 	}))
 	a.c.kick(written)
+	a.c.cfg.Logger.Debug("attempt given back to the queue", "route", a.op.Route, "id", a.op.ID, "attempt", a.op.Attempts)
 	return Disposition{Settle: Nak}
 }
 
@@ -353,5 +377,6 @@ func (a *Attempt) GiveBack(ctx context.Context) Disposition {
 // ran: its result, if it stored one, is deleted.
 func (a *Attempt) Discard(ctx context.Context, res *operation.Result) Disposition {
 	a.deleteResult(ctx, res)
+	a.c.cfg.Logger.Info("operation canceled while it ran", "route", a.op.Route, "id", a.op.ID, "attempt", a.op.Attempts)
 	return Disposition{Settle: Ack, Outcome: "canceled"}
 }

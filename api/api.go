@@ -94,6 +94,16 @@ type Config struct {
 	// Records and logs (issue 14): list byte cap, schema error cap,
 	// access log.
 
+	// MaxListBytes bounds a page of GET /v1/operations: items are encoded
+	// and written one by one, and the page ends, with a next link from
+	// its last item, before the item that would take it past this many
+	// bytes (a page holds at least one item), whatever limit= asked for.
+	// Default DefaultMaxListBytes (2 MiB).
+	MaxListBytes int
+	// AccessLog, when not nil, receives one line per request (see
+	// AccessLog). Default nil: no access log.
+	AccessLog *slog.Logger
+
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
 	// Credentials seals the credential headers of routes with
@@ -150,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxListBytes <= 0 {
+		cfg.MaxListBytes = DefaultMaxListBytes
 	}
 	if cfg.Registerer == nil || cfg.Gatherer == nil {
 		reg := prometheus.NewRegistry()

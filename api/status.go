@@ -370,25 +370,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.After = id
 	}
-	ops, next, err := s.c.List(r.Context(), opts)
-	if err != nil {
-		s.internal(w, "list operations", err)
-		return
-	}
-	base := s.base(r)
-	page := struct {
-		Items []*opView `json:"items"`
-		Next  string    `json:"next,omitempty"`
-	}{Items: make([]*opView, 0, len(ops))}
-	for _, op := range ops {
-		page.Items = append(page.Items, s.view(r.Context(), base, op))
-	}
-	if next != "" {
-		q.Set("cursor", next)
-		page.Next = base + "/v1/operations?" + q.Encode()
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, page)
+	s.writeList(w, r, q, opts)
 }
 
 // events streams Server-Sent Events: one "operation" event per change of the
@@ -419,6 +401,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sent := r.Header.Get("Last-Event-ID") // a revision
+	s.cfg.Logger.Debug("api: event stream opened", "id", id, "last_event_id", sent)
+	defer func(opened time.Time) {
+		s.cfg.Logger.Debug("api: event stream closed", "id", id, "duration", time.Since(opened))
+	}(time.Now())
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

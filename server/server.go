@@ -210,6 +210,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Logger = tidyLogger(cfg.Logger, cfg.Logs.SampleWindow)
 	if cfg.Role == RoleAPI {
 		cfg.Workers = -1
 	}
@@ -339,7 +340,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.handler = withAuth(s.api, cfg.Auth, ac.ResultsPrefix, cfg.Logger)
+	s.handler = withAuth(notePrincipal(s.api), cfg.Auth, ac.ResultsPrefix, cfg.Logger)
+	if !cfg.Logs.NoAccessLog {
+		s.handler = accessLog(s.handler, cfg.Logger, ac.ResultsPrefix)
+	}
 	return s, nil
 }
 

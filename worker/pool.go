@@ -187,6 +187,9 @@ func (p *Pool) Run(ctx context.Context) error {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		if len(ds) > 0 {
+			p.cfg.Logger.Debug("worker: claimed deliveries", "n", len(ds), "free_slots", n-len(ds))
+		}
 		for _, d := range ds {
 			wg.Add(1)
 			go func() {
@@ -316,6 +319,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	}
 	defer a.Close()
 	t := a.Task()
+	p.cfg.Logger.Debug("attempt started", "route", t.Route, "id", id, "attempt", t.Attempt, "delivery", d.Attempt())
 	h := p.handlers[t.Route]
 	if h == nil {
 		p.settle(work, d, t.Route, a.Abort(work, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
@@ -419,9 +423,16 @@ func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, 
 			case <-syncStart:
 				_ = a.Sync(hctx)
 			case <-beat:
-				if err := d.InProgress(work, p.cfg.Lease); errors.Is(err, queue.ErrLeaseLost) {
+				err := d.InProgress(work, p.cfg.Lease)
+				switch {
+				case errors.Is(err, queue.ErrLeaseLost):
+					p.cfg.Logger.Warn("worker: lease lost; the attempt is canceled", "id", a.Task().ID, "route", a.Task().Route)
 					cancel()
 					beat = nil
+				case err != nil:
+					p.cfg.Logger.Debug("worker: lease renewal failed", "id", a.Task().ID, "err", err)
+				default:
+					p.cfg.Logger.Debug("worker: lease renewed", "id", a.Task().ID, "lease", p.cfg.Lease)
 				}
 			case <-flush.C:
 				if ended == nil {

@@ -150,7 +150,10 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	cfg.API.AllowedHosts, cfg.API.AllowedOrigins = splitList(*allowedHosts), splitList(*allowedOrigins)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger, err := server.NewLogger(stderr, cfg.Logs, level)
+	if err != nil {
+		return fmt.Errorf("-log-format: %w", err)
+	}
 	cfg.Logger = logger
 	slog.SetDefault(logger) // the engines' own warnings (e.g. postgres's sslmode) go to the same log
 	if cfg.API.PublicURL == "" {
@@ -162,7 +165,6 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var file *config.File
-	var err error
 	if *configFile != "" {
 		if file, err = config.Load(*configFile, nil); err != nil {
 			return err
