@@ -137,21 +137,40 @@ func (t *tidy) WithGroup(name string) slog.Handler {
 
 func (t *tidy) Handle(ctx context.Context, r slog.Record) error {
 	var errText, id string
-	disconnect := false
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	disconnect, cut := false, false
 	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+		switch a.Value.Kind() {
+		case slog.KindAny:
+			if err, ok := a.Value.Any().(error); ok {
+				cut = true
+				if a.Key == "err" || a.Key == "error" {
+					errText = arr.TruncateError(err, MaxLoggedErrorBytes)
+					disconnect = disconnect || IsDisconnect(err)
+				}
+			}
+		case slog.KindString:
+			if len(a.Value.String()) > MaxLoggedStringBytes {
+				cut = true
+			}
 			if a.Key == "err" || a.Key == "error" {
-				errText = arr.TruncateError(err, MaxLoggedErrorBytes)
-				disconnect = disconnect || IsDisconnect(err)
+				errText = a.Value.String()
 			}
 		}
 		if a.Key == "id" || a.Key == "error_id" {
 			id += a.Value.String() + " "
 		}
-		out.AddAttrs(bound(a))
 		return true
 	})
+	out := r
+	if cut {
+		// A record the handler passes on as it is unless something in it
+		// is cut (the access log's lines are not).
+		out = slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		r.Attrs(func(a slog.Attr) bool {
+			out.AddAttrs(bound(a))
+			return true
+		})
+	}
 	if disconnect && out.Level > slog.LevelDebug {
 		// A client that went away is not the server's error.
 		out.Level = slog.LevelDebug
@@ -160,12 +179,16 @@ func (t *tidy) Handle(ctx context.Context, r slog.Record) error {
 		}
 	}
 	if errText != "" && t.window > 0 {
-		key := out.Level.String() + "\x00" + r.Message + "\x00" + errText + "\x00" + id + "\x00" + t.attrs
+		key := out.Level.String() + "\x00" + r.Message + "\x00" + arr.TruncateError(errors.New(errText), MaxLoggedErrorBytes) +
+			"\x00" + id + "\x00" + t.attrs
 		n, ok := t.seen.admit(key, r.Time, t.window)
 		if !ok {
 			return nil
 		}
 		if n > 0 {
+			if !cut {
+				out = r.Clone()
+			}
 			out.AddAttrs(slog.Int("suppressed", n))
 		}
 	}

@@ -199,3 +199,25 @@ func TestAccessLogLine(t *testing.T) {
 		t.Errorf("request id %q; %s", id, b.String())
 	}
 }
+
+// The access log's cost per request: the wrapper and a text line written
+// to io.Discard, against the bare handler.
+//
+//	go test -run '^$' -bench AccessLog -benchtime 200000x ./server/
+func BenchmarkAccessLog(b *testing.B) {
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(202) })
+	log, _ := NewLogger(io.Discard, LogConfig{}, slog.LevelInfo)
+	req := httptest.NewRequest("POST", "/v1/echo?x=1", nil)
+	w := httptest.NewRecorder()
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+	}{{"off", notePrincipal(inner)}, {"on", accessLog(notePrincipal(inner), log, "/blobs/")}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
