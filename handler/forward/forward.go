@@ -57,7 +57,10 @@
 // body is JSON (application/json or a +json type such as
 // application/problem+json), complete and valid, it is also kept as is in
 // the upstreamBody extension, so that clients can read the upstream's own
-// error structure.
+// error structure. The core bounds what the operation records of it (see
+// arr.Config.MaxDetailBytes and MaxExtensionBytes): a detail past 4 KiB is
+// cut and an upstreamBody that would take the extensions past 8 KiB is
+// left out (named in omittedMembers).
 package forward
 
 import (
