@@ -100,9 +100,6 @@ type Config struct {
 	// bytes (a page holds at least one item), whatever limit= asked for.
 	// Default DefaultMaxListBytes (2 MiB).
 	MaxListBytes int
-	// AccessLog, when not nil, receives one line per request (see
-	// AccessLog). Default nil: no access log.
-	AccessLog *slog.Logger
 
 	// Logger logs internal errors. Default slog.Default().
 	Logger *slog.Logger
