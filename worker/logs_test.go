@@ -77,10 +77,23 @@ func TestOutcomeLines(t *testing.T) {
 	for _, id := range []string{ok, perm, flaky} {
 		r.waitTerminal(t, id)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The outcome is logged just after the state the test waited for is
+	// written: wait for the three final lines.
 	type key struct{ msg, id string }
-	got := map[key][]map[string]any{}
+	var got map[key][]map[string]any
 	debug := 0
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got, debug = map[key][]map[string]any{}, 0
+		for _, m := range logs.lines() {
+			id, _ := m["id"].(string)
+			got[key{m["msg"].(string), id}] = append(got[key{m["msg"].(string), id}], m)
+		}
+		if len(got[key{"operation succeeded", ok}])+len(got[key{"operation failed", perm}])+
+			len(got[key{"operation dead-lettered", flaky}]) == 3 || time.Now().After(deadline) {
+			break
+		}
+	}
+	got = map[key][]map[string]any{}
 	for _, m := range logs.lines() {
 		id, _ := m["id"].(string)
 		got[key{m["msg"].(string), id}] = append(got[key{m["msg"].(string), id}], m)

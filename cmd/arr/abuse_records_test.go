@@ -219,7 +219,10 @@ routes:
 	// The log: JSON lines, none long; one dead-lettered line per forward
 	// operation, retries with their delay; an access line per request, the
 	// signature in none.
-	time.Sleep(200 * time.Millisecond)
+	// (Each outcome is logged just after its state is written.)
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(p.log.String(), `"operation dead-lettered"`) < n &&
+		time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	}
 	log := p.log.String()
 	if strings.Contains(log, u.Query().Get("sig")) {
 		t.Error("the log holds a signed URL's signature")
