@@ -50,9 +50,9 @@ type LogConfig struct {
 	// "request" per HTTP request (see accessLog for its fields).
 	NoAccessLog bool
 	// SampleWindow: a line with an error value (err) whose level, message,
-	// error, operation id and error id (the error_id a client was given:
-	// such lines are never left out) repeat one logged within this window
-	// is not logged; the next one logged after the window says how many were
+	// error, operation id, attempt and error id (the error_id a client was
+	// given: such lines are never left out) repeat one logged within this
+	// window is not logged; the next one logged after the window says how many were
 	// left out ("suppressed"). Default DefaultLogSampleWindow (1s);
 	// negative logs every line.
 	SampleWindow time.Duration
@@ -156,7 +156,7 @@ func (t *tidy) Handle(ctx context.Context, r slog.Record) error {
 				errText = a.Value.String()
 			}
 		}
-		if a.Key == "id" || a.Key == "error_id" {
+		if a.Key == "id" || a.Key == "error_id" || a.Key == "attempt" {
 			id += a.Value.String() + " "
 		}
 		return true

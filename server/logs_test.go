@@ -87,6 +87,7 @@ func TestLogSampling(t *testing.T) {
 	rec(t0, "store write", "err", errors.New("other"))
 	rec(t0, "store write", "err", full, "id", "op-1")
 	rec(t0, "store write", "err", full, "id", "op-2")
+	rec(t0, "store write", "err", full, "id", "op-2", "attempt", 2)
 	rec(t0, "no error here")
 	rec(t0, "no error here")
 	rec(t0.Add(2*time.Hour), "store write", "err", full)
@@ -98,13 +99,13 @@ func TestLogSampling(t *testing.T) {
 		}
 		lines = append(lines, m)
 	}
-	if len(lines) != 7 {
+	if len(lines) != 8 {
 		t.Fatalf("%d lines:\n%s", len(lines), b.String())
 	}
 	if _, ok := lines[0]["suppressed"]; ok {
 		t.Error("the first line has a suppressed count")
 	}
-	if last := lines[6]; last["suppressed"] != 99.0 || last["err"] != full.Error() {
+	if last := lines[7]; last["suppressed"] != 99.0 || last["err"] != full.Error() {
 		t.Errorf("the line after the window: %v", last)
 	}
 }
