@@ -250,6 +250,7 @@ func (a *Attempt) Succeed(ctx context.Context, res *operation.Result) Dispositio
 	a.c.kick(written)
 	switch {
 	case err == nil:
+		a.c.stored.add(written.ID, written.Tenant, resultBytes(res))
 		a.c.runs.observe(a.op.Route, now.Sub(a.op.AttemptStartedAt))
 		// The terminal state is durable; a redelivery after a crash that
 		// lost a lazy ack finds it and is acked without running.
