@@ -290,6 +290,10 @@ func (p *Pool) Run(ctx context.Context) error {
 	return nil
 }
 
+// holdSlot is how long a delivery whose route is at its limit waits for
+// a slot of its route while it keeps its pool slot (see acquire).
+const holdSlot = 20 * time.Millisecond
+
 // waitPause is how long Run waits, while many deliveries wait for their
 // routes' slots, for one of them to get its slot before it takes more.
 const waitPause = 50 * time.Millisecond
@@ -301,9 +305,9 @@ type routeLimit struct {
 }
 
 // acquire takes a route slot for d, which holds a pool slot. When the
-// route is full, d waits without its pool slot (so that other routes' work
-// runs meanwhile), renewing its lease, and takes a pool slot again once it
-// has a route slot. At most 4× the limit wait; beyond that, and on
+// route is full, d waits for holdSlot with its pool slot, and then
+// without it (so that other routes' work runs meanwhile), renewing its
+// lease, and takes a pool slot again once it has a route slot. At most 4× the limit wait; beyond that, and on
 // shutdown, d is given back to the queue (its operation untouched) and
 // acquire returns false.
 func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lease time.Duration,
@@ -313,7 +317,25 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 		return true
 	default:
 	}
+	// A route whose operations are quick frees a slot within moments:
+	// wait that long with the pool's slot, so that a busy route that runs
+	// quickly is drained as without a limit (the loop taking deliveries
+	// in batches as slots free). Only then give the pool's slot back to
+	// other routes.
+	hold := time.NewTimer(holdSlot)
+	select {
+	case rl.slots <- struct{}{}:
+		hold.Stop()
+		return true
+	case <-hold.C:
+	case <-shutdown.Done():
+		hold.Stop()
+	}
 	<-slots
+	if shutdown.Err() != nil {
+		_ = d.Nak(work, 0)
+		return false
+	}
 	if rl.waiting.Add(1) > int64(4*cap(rl.slots)) {
 		rl.waiting.Add(-1)
 		_ = d.Nak(work, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
