@@ -68,12 +68,25 @@ type storedBytes struct {
 	tenants map[string]int64
 	// While a recount walks the store (in id order), the changes to
 	// operations it has passed (id <= cursor) are also kept in dTotal and
-	// dTenants, to be added to what it counted.
+	// dTenants, to be added to what it counted; those to operations ahead
+	// of it are kept in ahead until it passes them (it then reads them
+	// changed), and those left at the end, to operations it never read
+	// (submitted while it ran), are added too.
 	counting bool
+	// inflight are the reservations of submits whose write has not
+	// returned: a count that starts meanwhile may not read them.
+	inflight map[string]change
 	cursor   string
 	dTotal   int64
 	dTenants map[string]int64
+	ahead    map[string]change
 	counted  bool // a recount has finished
+}
+
+// change is a change of stored bytes of one tenant's operation.
+type change struct {
+	tenant string
+	n      int64
 }
 
 // budgeted reports whether a stored-bytes budget is set.
@@ -104,9 +117,15 @@ func (s *storedBytes) addLocked(id, tenant string, n int64) {
 	if s.tenants[tenant] += n; s.tenants[tenant] <= 0 {
 		delete(s.tenants, tenant)
 	}
-	if s.counting && id <= s.cursor {
+	switch {
+	case !s.counting:
+	case id <= s.cursor:
 		s.dTotal += n
 		s.dTenants[tenant] += n
+	default:
+		ch := s.ahead[id]
+		ch.tenant, ch.n = tenant, ch.n+n
+		s.ahead[id] = ch
 	}
 }
 
@@ -125,7 +144,18 @@ func (s *storedBytes) reserve(id, tenant string, n, max, tenantMax int64) error 
 			Err: fmt.Errorf("tenant %q has %d bytes stored, its budget is %d", tenant, s.tenants[tenant], tenantMax)}
 	}
 	s.addLocked(id, tenant, n)
+	if s.inflight == nil {
+		s.inflight = map[string]change{}
+	}
+	s.inflight[id] = change{tenant, n}
 	return nil
+}
+
+// settle ends the reservation of operation id: its write returned.
+func (s *storedBytes) settle(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inflight, id)
 }
 
 // StoredBytes is this process's count of the bytes stored for operations
@@ -154,7 +184,10 @@ func (c *Client) CountStoredBytes(ctx context.Context) error {
 		s.mu.Unlock()
 		return errors.New("arr: a count of stored bytes is running")
 	}
-	s.counting, s.cursor, s.dTotal, s.dTenants = true, "", 0, map[string]int64{}
+	s.counting, s.cursor, s.dTotal, s.dTenants, s.ahead = true, "", 0, map[string]int64{}, map[string]change{}
+	for id, ch := range s.inflight { // ahead of the count, which may or may not read them
+		s.ahead[id] = ch
+	}
 	s.mu.Unlock()
 	var total int64
 	tenants := map[string]int64{}
@@ -171,6 +204,9 @@ func (c *Client) CountStoredBytes(ctx context.Context) error {
 			// the page read.
 			s.mu.Lock()
 			s.cursor = ops[len(ops)-1].ID
+			for _, op := range ops {
+				delete(s.ahead, op.ID) // read as changed
+			}
 			s.mu.Unlock()
 		}
 		for _, op := range ops {
@@ -195,23 +231,28 @@ func (c *Client) CountStoredBytes(ctx context.Context) error {
 		if cursor == "" {
 			// Done: what was counted, and the changes since to what had
 			// been counted.
-			s.total = total + s.dTotal
+			total += s.dTotal
 			for t, n := range s.dTenants {
 				tenants[t] += n
 			}
+			for _, ch := range s.ahead { // operations the count never read
+				total += ch.n
+				tenants[ch.tenant] += ch.n
+			}
+			s.total = total
 			for t, n := range tenants {
 				if n <= 0 {
 					delete(tenants, t)
 				}
 			}
-			s.tenants, s.counted, s.counting, s.dTenants = tenants, true, false, nil
+			s.tenants, s.counted, s.counting, s.dTenants, s.ahead = tenants, true, false, nil, nil
 			s.mu.Unlock()
 			return nil
 		}
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	s.counting, s.dTenants = false, nil
+	s.counting, s.dTenants, s.ahead = false, nil, nil
 	s.mu.Unlock()
 	return fmt.Errorf("arr: count stored bytes: %w", err)
 }

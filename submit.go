@@ -127,6 +127,7 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 		return nil, false, err
 	}
 	stored, created, err := c.store(ctx, op, req)
+	c.stored.settle(op.ID)
 	if err != nil || !created {
 		c.stored.add(op.ID, op.Tenant, -op.RequestBytes) // not stored, or stored before
 	}
