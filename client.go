@@ -112,6 +112,23 @@ type Config struct {
 
 	// Stored-bytes budgets (issue 14).
 
+	// MaxStoredBytes bounds the bytes kept for operations not yet deleted
+	// (requests with their stored headers, and results; see
+	// Client.StoredBytes): a submit that would go over it gets a
+	// *StorageError (StorageBudget) before anything is written. The count
+	// is per process (see RunStoredBytes). Results are not refused: they
+	// may take the count past the budget until the janitor frees room.
+	// Default 0: no budget.
+	MaxStoredBytes int64
+	// MaxTenantStoredBytes is the same bound per tenant (Caller.Tenant; a
+	// submit without a caller counts only toward MaxStoredBytes' total
+	// and the empty tenant's share): over it, StorageTenantBudget.
+	// Default 0: no budget.
+	MaxTenantStoredBytes int64
+	// StoredBytesRecount is how often RunStoredBytes counts the stored
+	// bytes from the store again. Default DefaultStoredBytesRecount (10m).
+	StoredBytesRecount time.Duration
+
 	// Logger receives what goes wrong in the background. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -185,6 +202,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxQueue <= 0 {
 		c.MaxQueue = DefaultMaxQueue
 	}
+	if c.StoredBytesRecount <= 0 {
+		c.StoredBytesRecount = DefaultStoredBytesRecount
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -243,6 +263,8 @@ type Client struct {
 
 	sweepMu     sync.Mutex
 	sweepCursor string // where the next Sweep continues
+
+	stored storedBytes // see storedbytes.go
 }
 
 // New checks cfg and returns a Client.

@@ -122,7 +122,15 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 			return nil, false, err
 		}
 	}
+	op.RequestBytes = RequestBytes(req)
+	if err := c.stored.reserve(op.ID, op.Tenant, op.RequestBytes, c.cfg.MaxStoredBytes, c.cfg.MaxTenantStoredBytes); err != nil {
+		return nil, false, err
+	}
 	stored, created, err := c.store(ctx, op, req)
+	c.stored.settle(op.ID)
+	if err != nil || !created {
+		c.stored.add(op.ID, op.Tenant, -op.RequestBytes) // not stored, or stored before
+	}
 	if err != nil {
 		return nil, false, err
 	}

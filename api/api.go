@@ -79,6 +79,15 @@ type Config struct {
 	QueueWait func(queueDepth int64) time.Duration
 	// Admission (issue 14): rate limits and header bounds.
 
+	// RateLimits limits requests per principal, per client address for
+	// anonymous callers (see RateLimits; admins are not limited). Default:
+	// no limits (arr serve sets its own defaults, see server.AdmissionConfig).
+	RateLimits RateLimits
+	// MaxHeaderBytes bounds a request's header block (request line and
+	// header fields, as sent); a larger one is answered 431 with a
+	// problem. Default DefaultMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int
+
 	// Ready reports whether the server is ready for traffic (/readyz).
 	// Default: always ready.
 	Ready func(context.Context) error
@@ -135,6 +144,8 @@ type Server struct {
 	inline       map[string]bool // names of the routes whose results are served inline
 	slashless    map[string]bool // subtree roots without their slash: 404, not a redirect
 	noRoute      http.HandlerFunc
+
+	submitLimit, readLimit *limiter // nil: no limit
 }
 
 // New checks cfg and returns a Server.
@@ -161,13 +172,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxListBytes <= 0 {
 		cfg.MaxListBytes = DefaultMaxListBytes
 	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	if cfg.Registerer == nil || cfg.Gatherer == nil {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), ciPaths: map[string]bool{}, c: cfg.Client,
-		trusted: cfg.TrustedProxies, cop: http.NewCrossOriginProtection(), inline: map[string]bool{}}
+		trusted: cfg.TrustedProxies, cop: http.NewCrossOriginProtection(), inline: map[string]bool{},
+		submitLimit: newLimiter("submit", cfg.RateLimits.Submit, cfg.RateLimits.MaxKeys),
+		readLimit:   newLimiter("read", cfg.RateLimits.Read, cfg.RateLimits.MaxKeys)}
 	var err error
 	if s.allowedHosts, err = parseAllowedHosts(cfg.AllowedHosts); err != nil {
 		return nil, err
@@ -256,6 +272,9 @@ func New(cfg Config) (*Server, error) {
 		s.mux.Handle(cfg.ResultsPrefix, cfg.ResultsHandler)
 	}
 	noRoute := func(w http.ResponseWriter, r *http.Request) {
+		if !s.readLimited(r.URL.Path) && !s.admit(w, r, s.readLimit) {
+			return
+		}
 		writeProblem(w, http.StatusNotFound, ProblemNotFound, "Not found", "no route for "+r.URL.Path)
 	}
 	// arr's own prefixes are never a route's, even a catch-all's.
@@ -308,17 +327,25 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 // problem, as is an invalid Host; a Host links may not be built from is
 // 421; a cross-site browser's state-changing request is 403. The paths of
 // case-insensitive routes and the seed's /api/RequestStatus/ match
-// regardless of ASCII case (its id keeps its case).
+// regardless of ASCII case (its id keeps its case). Before all that, a
+// header block over Config.MaxHeaderBytes is 431; after it, a request over
+// its caller's rate (Config.RateLimits) is 429.
 //
 // Every request is a caller's: one that carries no arr.Caller (no
 // authentication in front of the api) is Anonymous's, so the api's calls
 // of the core are always scoped.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.headersFit(w, r) {
+		return
+	}
 	if r = s.guard(w, r); r == nil {
 		return
 	}
 	if _, ok := arr.CallerFrom(r.Context()); !ok {
 		r = r.WithContext(arr.WithCaller(r.Context(), arr.Caller{Principal: arr.Anonymous}))
+	}
+	if s.readLimited(r.URL.Path) && !s.admit(w, r, s.readLimit) {
+		return
 	}
 	if p := s.canonicalPath(r.URL.Path); p != r.URL.Path {
 		r2 := new(http.Request)

@@ -66,7 +66,10 @@ func openAPIFor(routes []*route) ([]byte, error) {
 				"413": map[string]any{"$ref": "#/components/responses/Problem"},
 				"415": map[string]any{"$ref": "#/components/responses/Problem"},
 				"422": map[string]any{"$ref": "#/components/responses/Problem"},
+				"429": map[string]any{"$ref": "#/components/responses/Problem"},
+				"431": map[string]any{"$ref": "#/components/responses/Problem"},
 				"503": map[string]any{"$ref": "#/components/responses/Problem"},
+				"507": map[string]any{"$ref": "#/components/responses/Problem"},
 			},
 		}
 		methods := []string{rt.method}

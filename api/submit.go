@@ -40,6 +40,10 @@ func (s *Server) submitHandler(rts []*route) http.Handler {
 			methodNotAllowed(w, r, allowed)
 			return
 		}
+		if !s.admit(w, r, s.submitLimit) {
+			s.metrics.submitted.WithLabelValues(rt.Name, strconv.Itoa(http.StatusTooManyRequests)).Inc()
+			return
+		}
 		maxBody := s.cfg.MaxBodyBytes
 		if rt.MaxBodyBytes > 0 {
 			maxBody = rt.MaxBodyBytes
@@ -136,10 +140,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	}
 	op, created, err := s.c.Submit(ctx, sub)
 	var full *arr.QueueFullError
+	var storage *arr.StorageError
 	switch {
 	case errors.As(err, &full):
 		setRetryAfter(w, s.cfg.QueueWait(full.Depth))
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
+		return
+	case errors.As(err, &storage):
+		writeStorageError(w, storage)
 		return
 	case submitCallbackError(w, err):
 		return

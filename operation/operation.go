@@ -122,6 +122,11 @@ type Operation struct {
 	// when none is pending. Stores index it (driver.Outbox.DueCallbacks).
 	CallbackDueAt time.Time `json:"callbackDueAt,omitzero"`
 
+	// RequestBytes is the size of the stored request as arr counts it
+	// for its stored-bytes budgets (arr.RequestBytes); 0 for an operation
+	// stored before arr recorded it.
+	RequestBytes int64 `json:"requestBytes,omitempty"`
+
 	// Meta holds route-specific properties (the seed's RequestSubmittedAt
 	// and RequestStatusURL, for example).
 	Meta map[string]string `json:"meta,omitempty"`

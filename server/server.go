@@ -293,6 +293,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			wc.Logger = cfg.Logger
 		}
 		wc.Registerer = s.reg
+		cfg.Admission.apply(nil, &wc)
 		if s.pool, err = worker.New(wc); err != nil {
 			s.Close()
 			return nil, err
@@ -321,6 +322,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		ac.CallbackSecrets = s.secrets
 	}
+	cfg.Admission.apply(&ac, nil)
 	if s.api, err = api.New(ac); err != nil {
 		s.Close()
 		return nil, err
@@ -476,7 +478,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		handler = s.probes(s.cfg.AdminAddr == "", nil)
 	}
 	newHTTP := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: s.cfg.Admission.maxHeaderBytes(),
 			ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
 	}
 	var servers []*http.Server
@@ -519,6 +521,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			defer wg.Done()
 			s.client.RunJanitor(workCtx, s.cfg.JanitorInterval)
 		}()
+	}
+	if s.cfg.Role != RoleWorker { // where submits are: the stored-bytes budget's count
+		wg.Add(1)
+		go func() { defer wg.Done(); s.client.RunStoredBytes(workCtx) }()
 	}
 	if s.dispatcher != nil {
 		wg.Add(1)

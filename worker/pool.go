@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,9 @@ const (
 	// DefaultShutdownGrace is how long running handlers may finish on
 	// shutdown.
 	DefaultShutdownGrace = 30 * time.Second
+	// DefaultRouteShare is the share of a pool's slots one route may hold
+	// when it sets no Concurrency of its own.
+	DefaultRouteShare = 0.75
 )
 
 // Config configures a Pool. Client is required; every other field has a
@@ -61,6 +65,15 @@ type Config struct {
 	// context is canceled; the rest are canceled and given back to the
 	// queue. Default DefaultShutdownGrace (30s).
 	ShutdownGrace time.Duration
+	// RouteShare is the share of Concurrency one route may hold when it
+	// sets no Concurrency of its own (arr.Route.Concurrency, which wins
+	// when set): ceil(RouteShare×Concurrency) slots, and never all of them
+	// when Concurrency > 1, so that a route whose handlers are slow or
+	// stuck (a slow upstream) leaves slots to the other routes. Its
+	// operations beyond that wait for a slot of the route without holding
+	// one of the pool's, as with a route's own Concurrency. Default
+	// DefaultRouteShare (3/4: 12 of 16 slots); 1 or more: no default share.
+	RouteShare float64
 	// Logger receives the pool's errors. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer, when not nil, gets the pool's Prometheus metrics.
@@ -83,7 +96,21 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.RouteShare <= 0 {
+		c.RouteShare = DefaultRouteShare
+	}
 	return nil
+}
+
+// routeShare is how many slots a route without a Concurrency of its own
+// may hold: ceil(share×concurrency), at least 1 and at most
+// concurrency-1; 0 when that is every slot (no limit).
+func routeShare(share float64, concurrency int) int {
+	if share >= 1 || concurrency <= 1 {
+		return 0
+	}
+	n := min(max(int(math.Ceil(share*float64(concurrency))), 1), concurrency-1)
+	return n
 }
 
 // Pool runs operations from the queue with a bounded number of goroutines.
@@ -97,6 +124,11 @@ type Pool struct {
 	meanRunNanos atomic.Int64 // EWMA of handler run time
 	running      atomic.Int64
 	limits       map[string]*routeLimit // routes with a concurrency limit
+
+	// waiting counts the deliveries waiting for a slot of their route;
+	// progressed is signaled when one gets it (see Run).
+	waiting    atomic.Int64
+	progressed chan struct{}
 }
 
 // New checks cfg and returns a Pool; Run starts it.
@@ -105,9 +137,10 @@ func New(cfg Config) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{
-		cfg:      cfg,
-		handlers: map[string]Handler{},
-		limits:   map[string]*routeLimit{},
+		cfg:        cfg,
+		handlers:   map[string]Handler{},
+		limits:     map[string]*routeLimit{},
+		progressed: make(chan struct{}, 1),
 		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arr_operations_completed_total",
 			Help: "Attempts that ended, by route and outcome (succeeded, failed, retried, canceled).",
@@ -122,8 +155,13 @@ func New(cfg Config) (*Pool, error) {
 		if r.Handler != nil {
 			p.handlers[r.Name] = r.Handler
 		}
-		if r.Concurrency > 0 && p.limits[r.Name] == nil {
+		if p.limits[r.Name] != nil {
+			continue
+		}
+		if r.Concurrency > 0 {
 			p.limits[r.Name] = &routeLimit{slots: make(chan struct{}, min(r.Concurrency, cfg.Concurrency))}
+		} else if n := routeShare(cfg.RouteShare, cfg.Concurrency); n > 0 {
+			p.limits[r.Name] = &routeLimit{slots: make(chan struct{}, n)}
 		}
 	}
 	for name, h := range cfg.Handlers {
@@ -159,6 +197,20 @@ func (p *Pool) Run(ctx context.Context) error {
 	finishing := make(chan struct{}, 4*p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for ctx.Err() == nil {
+		// While many deliveries wait for a slot of their route, take no
+		// more until one of them got its slot, or for a moment: the
+		// queue is then drained at the pace its routes run (as when the
+		// pool's slots are all taken), and a route whose slots stay
+		// taken still lets the loop reach other routes' operations.
+		if p.waiting.Load() >= int64(p.cfg.Concurrency) {
+			t := time.NewTimer(waitPause)
+			select {
+			case <-p.progressed:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
 		// Wait for one free slot, then take as many as are free.
 		select {
 		case slots <- struct{}{}:
@@ -205,7 +257,7 @@ func (p *Pool) Run(ctx context.Context) error {
 				}
 				var routeSlot chan struct{}
 				if rl := p.limits[msg.Route]; rl != nil {
-					if !rl.acquire(ctx, work, d, slots, p.cfg.Lease) {
+					if !rl.acquire(ctx, work, d, slots, p.cfg.Lease, &p.waiting, p.progressed) {
 						return
 					}
 					routeSlot = rl.slots
@@ -241,6 +293,14 @@ func (p *Pool) Run(ctx context.Context) error {
 	return nil
 }
 
+// holdSlot is how long a delivery whose route is at its limit waits for
+// a slot of its route while it keeps its pool slot (see acquire).
+const holdSlot = 20 * time.Millisecond
+
+// waitPause is how long Run waits, while many deliveries wait for their
+// routes' slots, for one of them to get its slot before it takes more.
+const waitPause = 50 * time.Millisecond
+
 // routeLimit holds a route's concurrency limit in one pool.
 type routeLimit struct {
 	slots   chan struct{} // one per running operation of the route
@@ -248,29 +308,56 @@ type routeLimit struct {
 }
 
 // acquire takes a route slot for d, which holds a pool slot. When the
-// route is full, d waits without its pool slot (so that other routes' work
-// runs meanwhile), renewing its lease, and takes a pool slot again once it
-// has a route slot. At most 4× the limit wait; beyond that, and on
+// route is full, d waits for holdSlot with its pool slot, and then
+// without it (so that other routes' work runs meanwhile), renewing its
+// lease, and takes a pool slot again once it has a route slot. At most 4× the limit wait; beyond that, and on
 // shutdown, d is given back to the queue (its operation untouched) and
 // acquire returns false.
-func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lease time.Duration) bool {
+func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lease time.Duration,
+	poolWaiting *atomic.Int64, progressed chan struct{}) bool {
 	select {
 	case rl.slots <- struct{}{}:
 		return true
 	default:
 	}
+	// A route whose operations are quick frees a slot within moments:
+	// wait that long with the pool's slot, so that a busy route that runs
+	// quickly is drained as without a limit (the loop taking deliveries
+	// in batches as slots free). Only then give the pool's slot back to
+	// other routes.
+	hold := time.NewTimer(holdSlot)
+	select {
+	case rl.slots <- struct{}{}:
+		hold.Stop()
+		return true
+	case <-hold.C:
+	case <-shutdown.Done():
+		hold.Stop()
+	}
 	<-slots
+	if shutdown.Err() != nil {
+		_ = d.Nak(work, 0)
+		return false
+	}
 	if rl.waiting.Add(1) > int64(4*cap(rl.slots)) {
 		rl.waiting.Add(-1)
 		_ = d.Nak(work, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
 		return false
 	}
-	defer rl.waiting.Add(-1)
+	poolWaiting.Add(1)
+	defer func() {
+		rl.waiting.Add(-1)
+		poolWaiting.Add(-1)
+	}()
 	beat := time.NewTicker(lease / 3)
 	defer beat.Stop()
 	for {
 		select {
 		case rl.slots <- struct{}{}:
+			select {
+			case progressed <- struct{}{}:
+			default:
+			}
 			select {
 			case slots <- struct{}{}:
 				return true

@@ -153,7 +153,8 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 	var api *child
 	apiData := filepath.Join(tmp, "api")
 	if s.engine == "embedded" {
-		api, err = startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-results", results, "-workers", "-1", "-log-level", "warn")
+		api, err = startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-results", results, "-workers", "-1", "-log-level", "warn",
+			"-rate-limit-submit", "0", "-rate-limit-read", "0") // the benchmark is one client: no rate limits
 	} else {
 		api, err = startChild(ctx, bin, "/readyz", "api", "-addr", "{addr}", "-data", apiData, "-store", store, "-results", results, "-log-level", "warn")
 	}
