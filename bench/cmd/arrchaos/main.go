@@ -588,6 +588,9 @@ func (s *server) startOnce(ctx context.Context, killAfter time.Duration) error {
 	if s.workers != 0 && role != "api" {
 		args = append(args, "-workers", fmt.Sprint(s.workers))
 	}
+	if role != "worker" { // the audit is a few clients at full speed: no rate limits
+		args = append(args, "-rate-limit-submit", "0", "-rate-limit-read", "0")
+	}
 	args = append(args, s.extra...)
 	cmd := exec.Command(s.bin, args...)
 	s.mu.Lock()
