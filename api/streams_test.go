@@ -87,13 +87,13 @@ func TestLongPollCap(t *testing.T) {
 	done := make(chan *response, 1)
 	go func() { done <- s.get("/v1/operations/" + id + "?wait=20s") }()
 	// Wait until the first long-poll holds the place.
-	var r *response
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		r = s.get("/v1/operations/" + id + "?wait=1s")
-		if r.StatusCode == 503 || time.Now().After(deadline) {
-			break
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(string(s.get("/metrics").Body), `arr_streams_open{kind="long_poll"} 1`); {
+		if time.Now().After(deadline) {
+			t.Fatal("the long-poll is not counted in arr_streams_open")
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	r := s.get("/v1/operations/" + id + "?wait=1s")
 	wantProblem(t, r, 503, api.ProblemTooManyStreams)
 	if r.Header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
