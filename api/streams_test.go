@@ -154,3 +154,21 @@ func TestSSEResume(t *testing.T) {
 		t.Fatalf("resumed past the terminal event: %d, want 204", r.StatusCode)
 	}
 }
+
+// An SSE stream idle for several times the write grace is not cut off:
+// the minimum write rate counts only time spent writing.
+func TestSSEIdleBeyondWriteGrace(t *testing.T) {
+	s := start(t, server.Config{Workers: -1, Conns: server.ConnConfig{MinWriteRate: 1000, WriteRateGrace: 200 * time.Millisecond}})
+	id := s.submit("x")
+	res := openStream(t, s, id, "")
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	if _, _, ok := nextEvent(sc); !ok {
+		t.Fatal("no first event")
+	}
+	time.Sleep(time.Second) // five graces
+	wantStatus(t, s.do("DELETE", "/v1/operations/"+id, ""), 200)
+	if _, data, ok := nextEvent(sc); !ok || !strings.Contains(data, `"canceled"`) {
+		t.Fatalf("after a second idle: %q %v", data, ok)
+	}
+}

@@ -174,6 +174,8 @@ func newConns(cfg ConnConfig, reg prometheus.Registerer) (*conns, error) {
 		Name: "arr_refusedFramingframing_total",
 		Help: "Requests with both Content-Length and Transfer-Encoding, refused with 400 and their connection closed.",
 	})
+	c.slow.WithLabelValues("body") // exported at 0 before the first cut
+	c.slow.WithLabelValues("response")
 	for _, m := range []prometheus.Collector{c.openGauge, c.rejected, c.evicted, c.slow, c.refusedFraming} {
 		if err := reg.Register(m); err != nil {
 			return nil, err

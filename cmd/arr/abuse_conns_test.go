@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -571,4 +572,61 @@ func TestSSELifetimeAndResume(t *testing.T) {
 		t.Fatalf("resume from before the terminal event: %+v", e)
 	}
 	res.Body.Close()
+}
+
+// A client that does not read a large result is cut off once a write
+// waits beyond the grace and the minimum rate (an SSE stream idle for
+// longer is not: api's TestSSEIdleBeyondWriteGrace).
+func TestAbuseSlowReaderCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real arr")
+	}
+	addr, admin := freeAddr(t), freeAddr(t)
+	base := "http://" + addr
+	proc := startArr(t, addr, t.TempDir(), "-admin-addr", admin, "-max-body", fmt.Sprint(16<<20),
+		"-min-write-rate", "10000", "-write-rate-grace", "1s")
+	defer proc.stop(t)
+	hc := submitClient()
+	big := `"` + strings.Repeat("x", 12<<20) + `"`
+	id := submitEcho(t, hc, base, big)
+	waitDone := func(id string) {
+		res, err := hc.Get(base + "/v1/operations/" + id + "?wait=20s&redirect=false")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	waitDone(id)
+
+	// A reader with a tiny receive window that reads nothing.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /v1/operations/%s/result?redirect=false HTTP/1.1\r\nHost: %s\r\n\r\n", id, addr)
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, "http://"+admin, `arr_slow_transfers_total{direction="response"}`) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("a reader that reads nothing was not cut off")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Its connection is closed: reading what was sent ends, short of the
+	// result.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if err == nil && n >= int64(len(big)) || isDeadline(err) {
+		t.Fatalf("after the cut: read %d bytes, %v", n, err)
+	}
+}
+
+func isDeadline(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
 }
