@@ -370,16 +370,21 @@ func TestAbuseLongPollFloodCapped(t *testing.T) {
 		}()
 	}
 	// The refusals come at once; the others wait.
-	for range flood - max {
-		select {
-		case st := <-statuses:
-			if st != http.StatusServiceUnavailable {
-				t.Fatalf("long-poll answered %d before its operation changed", st)
+	// expect takes n answers, each want, within 10 s.
+	expect := func(n, want int, what string) {
+		t.Helper()
+		for range n {
+			select {
+			case st := <-statuses:
+				if st != want {
+					t.Fatalf("%s: %d, want %d", what, st, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: no answer within 10 s", what)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("refusals beyond the cap did not come at once")
 		}
 	}
+	expect(flood-max, http.StatusServiceUnavailable, "long-polls beyond the cap, at once")
 	checkLatency(t, "long-poll flood", idle, submitMedian(t, hc, base, 15))
 	// A submit asking to wait, over the cap, is answered 202 at once.
 	req, _ := http.NewRequest("POST", base+"/v1/echo", strings.NewReader(`{}`))
@@ -406,16 +411,7 @@ func TestAbuseLongPollFloodCapped(t *testing.T) {
 	} else {
 		res.Body.Close()
 	}
-	for range max {
-		select {
-		case st := <-statuses:
-			if st != http.StatusOK {
-				t.Errorf("long-poll within the cap: %d", st)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("long-polls did not end with their operation")
-		}
-	}
+	expect(max, http.StatusOK, "long-polls within the cap, ended with their operation")
 	// Their places are free again: a new long-poll waits (and is cut
 	// short by its own small wait).
 	id2 := submitEcho(t, hc, base, `{"poll":2}`)
