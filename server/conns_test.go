@@ -1,9 +1,20 @@
 package server
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/arrhq/arr/api"
 )
 
 // The framing scanner finds the header block that has both Content-Length
@@ -49,5 +60,57 @@ func TestFramingFindsAmbiguousRequest(t *testing.T) {
 				t.Errorf("%s (split %d): ambiguous request %d, want %d", c.name, split, got, c.want)
 			}
 		}
+	}
+}
+
+// At the connection cap, a new connection closes the one idle longest;
+// with none idle, it is answered 503 with Retry-After and closed.
+func TestConnCapClosesIdleThenRefuses(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := New(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Workers: -1, Conns: ConnConfig{MaxConns: 2},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	idle, idleR := dial()
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", s.Addr())
+	if res, err := http.ReadResponse(idleR, nil); err != nil || res.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", res, err)
+	} else {
+		_, _ = io.Copy(io.Discard, res.Body)
+	}
+	time.Sleep(50 * time.Millisecond) // the server marks it idle
+	busy, _ := dial()
+	fmt.Fprintf(busy, "GET /healthz HTTP/1.1\r\n") // half a request: not idle
+	_, _ = dial()                                  // takes the idle connection's place
+	if _, err := idleR.ReadByte(); err == nil {
+		t.Fatal("the idle connection was not closed")
+	}
+	_, refusedR := dial()
+	res, err := http.ReadResponse(refusedR, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), api.ProblemTooManyConnections) {
+		t.Fatalf("beyond the cap: %d Retry-After %q %s", res.StatusCode, res.Header.Get("Retry-After"), body)
+	}
+	if _, err := refusedR.ReadByte(); err != io.EOF {
+		t.Fatalf("refused connection not closed: %v", err)
 	}
 }

@@ -211,6 +211,9 @@ func TestAbuseSlowSendersCutOffAndCapped(t *testing.T) {
 	if refused < extra-(maxConns-senders) || open > maxConns || open < maxConns-1 {
 		t.Errorf("cap %d: %d of %d extra connections refused, %v open", maxConns, refused, extra, open)
 	}
+	if v := metric(t, "http://"+admin, "arr_connections_idle_closed_total"); v < 1 {
+		t.Errorf("the normal client's idle connection was not closed first (arr_connections_idle_closed_total %v)", v)
+	}
 
 	// Every slow sender is cut off with 408 within the grace and a few
 	// seconds, and nothing of theirs is stored.
