@@ -660,6 +660,9 @@ func (f *framing) headerLine(line []byte) {
 		f.state, f.remaining = stBody, f.cl
 	}
 	f.started, f.http10, f.options, f.hasCL, f.hasTE, f.cl = false, false, false, false, false, 0
+	if cap(f.line) > 512 {
+		f.line = nil // an idle connection keeps no long header line's buffer
+	}
 }
 
 // chunkSize parses a chunk size line as net/http does: hex digits, then
