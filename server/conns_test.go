@@ -3,6 +3,8 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/arrhq/arr/api"
+	"github.com/arrhq/arr/internal/testcert"
 )
 
 // The framing scanner finds the header block that has both Content-Length
@@ -77,14 +80,21 @@ func TestConnCapClosesIdleThenRefuses(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	var opened []net.Conn
+	defer func() {
+		for _, c := range opened { // before the shutdown, which would wait for them
+			c.Close()
+		}
+		cancel()
+		<-done
+	}()
 	dial := func() (net.Conn, *bufio.Reader) {
 		c, err := net.Dial("tcp", s.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		t.Cleanup(func() { c.Close() })
+		opened = append(opened, c)
 		return c, bufio.NewReader(c)
 	}
 	idle, idleR := dial()
@@ -112,5 +122,56 @@ func TestConnCapClosesIdleThenRefuses(t *testing.T) {
 	}
 	if _, err := refusedR.ReadByte(); err != io.EOF {
 		t.Fatalf("refused connection not closed: %v", err)
+	}
+}
+
+// Under TLS, a connection beyond the cap is answered 503 over TLS.
+func TestConnCapRefusesOverTLS(t *testing.T) {
+	ca := testcert.NewCA(t, "arr test")
+	certPEM, keyPEM := ca.Issue(t, true, "arr")
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := New(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Workers: -1, Conns: ConnConfig{MaxConns: 1},
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	var opened []net.Conn
+	defer func() {
+		for _, c := range opened { // before the shutdown, which would wait for them
+			c.Close()
+		}
+		cancel()
+		<-done
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	dial := func() net.Conn {
+		c, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		opened = append(opened, c)
+		return c
+	}
+	held := dial()
+	fmt.Fprintf(held, "GET /healthz HTTP/1.1\r\n") // half a request: not idle
+	time.Sleep(50 * time.Millisecond)
+	res, err := http.ReadResponse(bufio.NewReader(dial()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 503 || !strings.Contains(string(body), api.ProblemTooManyConnections) {
+		t.Fatalf("beyond the cap over TLS: %d %s", res.StatusCode, body)
 	}
 }
