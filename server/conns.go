@@ -353,6 +353,15 @@ func (t *trackedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom lets net/http send files with sendfile, as it does on a bare
+// *net.TCPConn.
+func (t *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := t.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{t.Conn}, r)
+}
+
 // Close closes the connection and frees its slot, once.
 func (t *trackedConn) Close() error {
 	t.c.mu.Lock()
@@ -492,6 +501,28 @@ func (w *rateWriter) FlushError() error {
 
 // Flush is FlushError for the callers of http.Flusher.
 func (w *rateWriter) Flush() { _ = w.FlushError() }
+
+// rateChunk is the most ReadFrom sends under one write deadline.
+const rateChunk = 64 << 10
+
+// ReadFrom keeps the underlying writer's sendfile path (a file result),
+// rateChunk bytes at a time, each within its write deadline.
+func (w *rateWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{w}, src)
+	}
+	var total int64
+	for {
+		w.deadline(rateChunk)
+		n, err := rf.ReadFrom(io.LimitReader(src, rateChunk))
+		total += n
+		w.count(err)
+		if err != nil || n < rateChunk {
+			return total, err
+		}
+	}
+}
 
 // Unwrap lets http.ResponseController reach the connection.
 func (w *rateWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -580,10 +580,20 @@ func TestAbuseSlowReaderCutOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real arr")
 	}
+	for _, results := range []string{"embedded", "file"} { // file: results are sent with sendfile
+		t.Run(results, func(t *testing.T) { slowReaderCutOff(t, results) })
+	}
+}
+
+func slowReaderCutOff(t *testing.T, results string) {
 	addr, admin := freeAddr(t), freeAddr(t)
 	base := "http://" + addr
-	proc := startArr(t, addr, t.TempDir(), "-admin-addr", admin, "-max-body", fmt.Sprint(16<<20),
-		"-min-write-rate", "10000", "-write-rate-grace", "1s")
+	data := t.TempDir()
+	extra := []string{"-admin-addr", admin, "-max-body", fmt.Sprint(16 << 20), "-min-write-rate", "10000", "-write-rate-grace", "1s"}
+	if results == "file" {
+		extra = append(extra, "-results", "file:"+data+"/results")
+	}
+	proc := startArr(t, addr, data, extra...)
 	defer proc.stop(t)
 	hc := submitClient()
 	big := `"` + strings.Repeat("x", 12<<20) + `"`
@@ -622,6 +632,17 @@ func TestAbuseSlowReaderCutOff(t *testing.T) {
 	n, err := io.Copy(io.Discard, c)
 	if err == nil && n >= int64(len(big)) || isDeadline(err) {
 		t.Fatalf("after the cut: read %d bytes, %v", n, err)
+	}
+	// A client that reads gets the whole result, sent under one write
+	// deadline after another.
+	res, err := hc.Get(base + "/v1/operations/" + id + "/result?redirect=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || string(got) != big {
+		t.Fatalf("result read at full speed: %d of %d bytes, %v", len(got), len(big), err)
 	}
 }
 
