@@ -2,11 +2,9 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -21,27 +19,12 @@ import (
 // holds open at once.
 const benchConns = 500
 
-// benchServer runs a real Server (embedded store, no workers, so that
-// operations stay pending) on a loopback port.
+// benchServer runs a real Server (see serving), stream caps off.
 func benchServer(b *testing.B) string {
 	b.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Config{Addr: "127.0.0.1:0", DataDir: b.TempDir(), Workers: -1,
-		API:    api.Config{MaxStreams: -1, MaxStreamsPerPrincipal: -1},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return s.Addr()
+	addr, stop := serving(b, Config{API: api.Config{MaxStreams: -1, MaxStreamsPerPrincipal: -1}})
+	b.Cleanup(stop)
+	return addr
 }
 
 // heapAndStacks is the memory the Go runtime holds for live objects and

@@ -69,27 +69,16 @@ func TestFramingFindsAmbiguousRequest(t *testing.T) {
 // At the connection cap, a new connection closes the one idle longest;
 // with none idle, it is answered 503 with Retry-After and closed.
 func TestConnCapClosesIdleThenRefuses(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Workers: -1, Conns: ConnConfig{MaxConns: 2},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
+	addr, stop := serving(t, Config{Conns: ConnConfig{MaxConns: 2}})
 	var opened []net.Conn
 	defer func() {
 		for _, c := range opened { // before the shutdown, which would wait for them
 			c.Close()
 		}
-		cancel()
-		<-done
+		stop()
 	}()
 	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", s.Addr())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +87,7 @@ func TestConnCapClosesIdleThenRefuses(t *testing.T) {
 		return c, bufio.NewReader(c)
 	}
 	idle, idleR := dial()
-	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", s.Addr())
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
 	if res, err := http.ReadResponse(idleR, nil); err != nil || res.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", res, err)
 	} else {
@@ -133,29 +122,18 @@ func TestConnCapRefusesOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Workers: -1, Conns: ConnConfig{MaxConns: 1},
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
+	addr, stop := serving(t, Config{Conns: ConnConfig{MaxConns: 1}, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
 	var opened []net.Conn
 	defer func() {
 		for _, c := range opened { // before the shutdown, which would wait for them
 			c.Close()
 		}
-		cancel()
-		<-done
+		stop()
 	}()
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	dial := func() net.Conn {
-		c, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,5 +151,29 @@ func TestConnCapRefusesOverTLS(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 503 || !strings.Contains(string(body), api.ProblemTooManyConnections) {
 		t.Fatalf("beyond the cap over TLS: %d %s", res.StatusCode, body)
+	}
+}
+
+// serving runs a Server of cfg on a loopback port, with the embedded
+// store in a temporary directory, no workers (operations stay pending)
+// and no log; stop shuts it down.
+func serving(tb testing.TB, cfg Config) (addr string, stop func()) {
+	tb.Helper()
+	cfg.Addr, cfg.DataDir, cfg.Workers = "127.0.0.1:0", tb.TempDir(), -1
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := New(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		s.Close()
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	return s.Addr(), func() {
+		cancel()
+		<-done
 	}
 }
