@@ -171,7 +171,7 @@ func newConns(cfg ConnConfig, reg prometheus.Registerer) (*conns, error) {
 		Help: "Requests cut off for transferring below the minimum rate, by direction: body (the client sent too slowly) or response (it read too slowly).",
 	}, []string{"direction"})
 	c.refusedFraming = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "arr_refusedFramingframing_total",
+		Name: "arr_ambiguous_framing_total",
 		Help: "Requests with both Content-Length and Transfer-Encoding, refused with 400 and their connection closed.",
 	})
 	c.slow.WithLabelValues("body") // exported at 0 before the first cut

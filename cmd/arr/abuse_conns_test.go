@@ -435,9 +435,9 @@ func TestAbuseAmbiguousFramingRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real arr")
 	}
-	addr := freeAddr(t)
+	addr, admin := freeAddr(t), freeAddr(t)
 	base := "http://" + addr
-	proc := startArr(t, addr, t.TempDir(), "-workers", "-1")
+	proc := startArr(t, addr, t.TempDir(), "-workers", "-1", "-admin-addr", admin)
 	defer proc.stop(t)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -467,6 +467,9 @@ func TestAbuseAmbiguousFramingRefused(t *testing.T) {
 	}
 	if n := countOps(t, base); n != 0 {
 		t.Errorf("%d operations stored", n)
+	}
+	if v := metric(t, "http://"+admin, "arr_ambiguous_framing_total"); v != 1 {
+		t.Errorf("arr_ambiguous_framing_total %v, want 1", v)
 	}
 }
 
