@@ -45,15 +45,17 @@ const (
 	// connRetryAfter is the Retry-After of a connection refused at the
 	// cap.
 	connRetryAfter = time.Second
-	// maxRejecting bounds the connections being answered 503 at once;
-	// beyond it a refused connection is closed without an answer.
-	maxRejecting = 256
+	// maxRejecting bounds the connections being answered 503 at once
+	// (each holds its descriptor for up to 2 s); beyond it a refused
+	// connection is closed without an answer.
+	maxRejecting = 64
 )
 
 // DefaultMaxConns is the default of ConnConfig.MaxConns: three quarters
 // of the process's file descriptor limit (RLIMIT_NOFILE, which Go raises
 // to the hard limit at start), leaving the rest to the stores, result
-// files and outgoing connections; at least 64. Where the limit cannot be
+// files, outgoing connections and the up to 64 connections being refused
+// at a time; at least 64. Where the limit cannot be
 // read (Windows), 10,000.
 func DefaultMaxConns() int {
 	n, ok := fdLimit()
