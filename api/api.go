@@ -96,6 +96,29 @@ type Config struct {
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
 	// Streams (issue 14): SSE and long-poll caps and lifetimes.
+	//
+	// MaxStreams caps the SSE streams (GET /v1/operations/{id}/events)
+	// open at once, and MaxStreamsPerPrincipal one principal's (one
+	// client address's when anonymous); beyond them a stream is answered
+	// 503 with Retry-After and ProblemTooManyStreams. Defaults
+	// DefaultMaxStreams (1000) and DefaultMaxStreamsPerPrincipal (100);
+	// -1: no cap.
+	MaxStreams, MaxStreamsPerPrincipal int
+	// MaxLongPolls and MaxLongPollsPerPrincipal cap the long-polls
+	// waiting at once (?wait= and Prefer: wait= on the monitor, the
+	// seed's OnPending=Synchronous): beyond them a status read is
+	// answered 503 with Retry-After and ProblemTooManyStreams, and a
+	// submit with Prefer: wait= its 202 at once, without waiting.
+	// Defaults DefaultMaxLongPolls (1000) and
+	// DefaultMaxLongPollsPerPrincipal (100); -1: no cap.
+	MaxLongPolls, MaxLongPollsPerPrincipal int
+	// StreamLifetime ends an SSE stream this long after it started; the
+	// client reconnects with Last-Event-ID and gets what changed since.
+	// Default DefaultStreamLifetime (10m); -1: no end.
+	StreamLifetime time.Duration
+	// StreamRetry is the reconnection delay an SSE stream asks of its
+	// client (its retry: field). Default DefaultStreamRetry (2s).
+	StreamRetry time.Duration
 
 	// NoMetrics leaves /metrics out of the api (404): the server serves
 	// it on its admin listener instead (server.Config.AdminAddr).
@@ -143,6 +166,7 @@ type Server struct {
 	cop          *http.CrossOriginProtection
 	inline       map[string]bool // names of the routes whose results are served inline
 	slashless    map[string]bool // subtree roots without their slash: 404, not a redirect
+	streams      *streams
 	noRoute      http.HandlerFunc
 
 	submitLimit, readLimit *limiter // nil: no limit
@@ -203,6 +227,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if s.metrics, err = newMetrics(cfg.Registerer, cfg.Client); err != nil {
+		return nil, err
+	}
+	if s.streams, err = newStreams(&s.cfg); err != nil {
 		return nil, err
 	}
 	// Routes that share a path are served by one handler that picks the

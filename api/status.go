@@ -93,6 +93,11 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if wait > 0 && !op.Status.Terminal() && (seen == "" || seen == revision(op)) {
+		release, ok := s.streams.poll.acquire(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 		from := revision(op)
 		if next, err := s.c.WaitFor(ctx, id, wait, func(o *operation.Operation) bool {
@@ -374,7 +379,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 }
 
 // events streams Server-Sent Events: one "operation" event per change of the
-// operation (its id is the version), ending after the terminal one.
+// operation (its id is the revision), ending after the terminal one or
+// after Config.StreamLifetime, with a retry: field first. A client that
+// reconnects with Last-Event-ID gets the operation's state if it changed
+// since that revision, then its later changes; one that already has the
+// terminal state gets 204, which tells an EventSource to stop.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, r, "GET")
@@ -384,6 +393,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	release, ok := s.streams.sse.acquire(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	ctx := r.Context()
 	changed, stop, err := s.c.Watch(ctx, id)
 	if errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
@@ -406,14 +420,27 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Logger.Debug("api: event stream closed", "id", id, "duration", time.Since(opened))
 	}(time.Now())
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
+	if op.Status.Terminal() && sent == revision(op) {
+		w.WriteHeader(http.StatusNoContent) // nothing more will come
+		return
+	}
+	h.Set("Content-Type", "text/event-stream")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	base := s.base(r)
+	if _, err := fmt.Fprintf(w, "retry: %d\n\n", s.cfg.StreamRetry.Milliseconds()); err != nil {
+		return
+	}
 	keepAlive := time.NewTicker(15 * time.Second)
 	defer keepAlive.Stop()
+	var end <-chan time.Time
+	if s.cfg.StreamLifetime > 0 {
+		t := time.NewTimer(s.cfg.StreamLifetime)
+		defer t.Stop()
+		end = t.C
+	}
 	for {
 		if rev := revision(op); rev != sent {
 			b, _ := json.Marshal(s.view(ctx, base, op))
@@ -442,6 +469,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return
 			}
+		case <-end:
+			return // the client resumes with Last-Event-ID
 		case <-ctx.Done():
 			return
 		}
@@ -471,6 +500,11 @@ func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) {
 	base := s.base(r)
 	statusURL := base + "/api/RequestStatus/" + op.ID
 	if onPending == "Synchronous" && !op.Status.Terminal() {
+		release, ok := s.streams.poll.acquire(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		next, err := s.c.WaitFor(r.Context(), op.ID, s.cfg.SyncWait, arr.Terminal)
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.storeError(w, op.ID, err)

@@ -80,6 +80,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 				fmt.Sprintf("the body is over the limit of %d bytes", maxBody))
 			return
 		}
+		if errors.Is(err, ErrBodyTooSlow) {
+			w.Header().Set("Connection", "close")
+			writeProblem(w, http.StatusRequestTimeout, ProblemBodyTooSlow, "Body too slow", err.Error())
+			return
+		}
 		writeProblem(w, http.StatusBadRequest, ProblemInvalidBody, "Unreadable body", err.Error())
 		return
 	}
@@ -168,10 +173,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	if pref.async {
 		w.Header().Set("Preference-Applied", "respond-async")
 	} else if pref.wait > 0 {
-		wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait) // pref.wait <= maxWaitSeconds: no overflow
-		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
-		if done, err := s.c.WaitFor(ctx, op.ID, wait, arr.Terminal); err == nil {
-			op = done
+		// Over the long-poll cap, the 202 at once: the operation exists.
+		if release, full := s.streams.poll.tryAcquire(r); full == "" {
+			wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait) // pref.wait <= maxWaitSeconds: no overflow
+			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+			if done, err := s.c.WaitFor(ctx, op.ID, wait, arr.Terminal); err == nil {
+				op = done
+			}
+			release()
 		}
 		if op.Status.Terminal() {
 			s.writeMonitor(w, r, base, op)

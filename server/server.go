@@ -183,6 +183,7 @@ type Server struct {
 	adminLn    net.Listener
 	reg        *prometheus.Registry
 	lock       *dirLock
+	conns      *conns // the api listener's bounds (server/conns.go)
 }
 
 // New opens the stores and builds the api and the worker pool; Serve runs
@@ -225,6 +226,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), lock: lock}
 	s.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	if s.conns, err = newConns(cfg.Conns, s.reg); err != nil {
+		s.Close()
+		return nil, err
+	}
 	// Each URL opens its engine once; the same URL is the same engine.
 	var storeEng, queueEng, resultsEng *engine.Engine
 	for _, o := range []struct {
@@ -477,9 +482,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.cfg.Role == RoleWorker {
 		handler = s.probes(s.cfg.AdminAddr == "", nil)
 	}
+	cc := s.conns.cfg
 	newHTTP := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: s.cfg.Admission.maxHeaderBytes(),
-			ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
+		return &http.Server{Handler: h, ReadHeaderTimeout: timeout(cc.ReadHeaderTimeout), IdleTimeout: timeout(cc.IdleTimeout),
+			MaxHeaderBytes: s.cfg.Admission.maxHeaderBytes(),
+			ErrorLog:       slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
 	}
 	var servers []*http.Server
 	var wg sync.WaitGroup
@@ -493,10 +500,15 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		hs := newHTTP(l.h)
-		serve := func() error { return hs.Serve(l.ln) }
+		ln := l.ln
+		if l.tls { // the api listener, bounded (the admin one is not)
+			hs.Handler, hs.ConnState, hs.ConnContext = s.conns.handler(l.h), s.conns.connState, s.conns.connContext
+			ln = s.conns.listener(ln, s.cfg.TLS)
+		}
+		serve := func() error { return hs.Serve(ln) }
 		if l.tls && s.cfg.TLS != nil { // the admin listener stays plain HTTP
 			hs.TLSConfig = s.cfg.TLS.Clone()
-			serve = func() error { return hs.ServeTLS(l.ln, "", "") }
+			serve = func() error { return hs.ServeTLS(ln, "", "") }
 		}
 		servers = append(servers, hs)
 		wg.Add(1)
