@@ -113,6 +113,10 @@ type DB struct {
 	// than stepping over them (see dueFloor).
 	due dueFloor
 
+	// results is the state of the result store: its key ceiling, chunk
+	// generations and open readers.
+	results resultsState
+
 	refs      int           // guarded by registry.mu
 	closing   chan struct{} // closed when the last reference goes
 	gate      sync.RWMutex  // held shared by operations, exclusively by the final close
@@ -180,6 +184,10 @@ func openLocked(abs string, opts Options) (*DB, error) {
 	// The operation ceiling covers the ids of tombstones too, so that a
 	// Create above it needs no read of either.
 	if err := firstErr(db.opCeil.load(pdb, pOp), db.opCeil.loadAlso(pdb, pGone, pOp), db.msgCeil.load(pdb, pMsg)); err != nil {
+		_ = pdb.Close()
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	if err := db.openResults(); err != nil {
 		_ = pdb.Close()
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
@@ -252,6 +260,7 @@ func (db *DB) release() error {
 	db.gate.Lock()
 	db.closed = true
 	db.gate.Unlock()
+	db.results.closeReaders()
 	db.q.stopAlarm()
 	if err := db.pdb.Close(); err != nil {
 		return fmt.Errorf("embedded: closing %s: %w", db.dir, err)

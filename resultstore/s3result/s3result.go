@@ -646,19 +646,9 @@ func (r *reader) Read(p []byte) (int, error) {
 }
 
 func (r *reader) Seek(offset int64, whence int) (int64, error) {
-	var pos int64
-	switch whence {
-	case io.SeekStart:
-		pos = offset
-	case io.SeekCurrent:
-		pos = r.pos + offset
-	case io.SeekEnd:
-		pos = r.attrs.Size + offset
-	default:
-		return r.pos, fmt.Errorf("s3result: Seek: invalid whence %d", whence)
-	}
-	if pos < 0 {
-		return r.pos, errors.New("s3result: Seek: negative position")
+	pos, err := driver.SeekPosition(r.pos, r.attrs.Size, offset, whence)
+	if err != nil {
+		return r.pos, fmt.Errorf("s3result: %w", err)
 	}
 	if _, err := r.r.Seek(min(pos, r.attrs.Size), io.SeekStart); err != nil {
 		return r.pos, err
