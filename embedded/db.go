@@ -50,6 +50,13 @@ type Options struct {
 	// bounds the memory that buffers recent writes. Default 16 MiB.
 	MemTableSize uint64
 
+	// OpCacheBytes bounds the memory of the cache of recently written
+	// operation records (the reads that follow a write skip Pebble): about
+	// this many bytes, each record counted as its encoded size plus 512
+	// bytes, and at most 8192 records; a record over a 64th of it is not
+	// cached. Default DefaultOpCacheBytes (8 MiB).
+	OpCacheBytes int64
+
 	// Logger receives Pebble's errors, and its informational messages at
 	// debug level. Default slog.Default().
 	Logger *slog.Logger
@@ -74,6 +81,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = defaultMemTableSize
+	}
+	if o.OpCacheBytes <= 0 {
+		o.OpCacheBytes = DefaultOpCacheBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -177,6 +187,7 @@ func openLocked(abs string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("embedded: opening %s: %w", abs, err)
 	}
 	db := &DB{dir: abs, opts: opts, pdb: pdb, closing: make(chan struct{}), refs: 1}
+	db.ops.maxBytes = opts.OpCacheBytes
 	if err := db.checkFormat(); err != nil {
 		_ = pdb.Close()
 		return nil, err
