@@ -7,6 +7,9 @@ import (
 	"errors"
 	"io"
 	mrand "math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"testing"
@@ -417,4 +420,48 @@ func allocBytes(runs int, f func()) uint64 {
 	}
 	runtime.ReadMemStats(&after)
 	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
+}
+
+// serveAllocs returns the bytes one request to h allocates, on average.
+func serveAllocs(h http.Handler, method, u, header, value string) uint64 {
+	return allocBytes(20, func() {
+		req := httptest.NewRequest(method, u, nil)
+		if header != "" {
+			req.Header.Set(header, value)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	})
+}
+
+// A HEAD, an If-None-Match GET (304) and a one-byte Range GET of a 60 MiB
+// result's signed URL, through the signer's handler, each allocate next
+// to nothing (the old store copied the 60 MiB every time).
+func TestResultsServedFromAttributes(t *testing.T) {
+	ctx := context.Background()
+	_, r := openResultsT(t, t.TempDir())
+	const size = 60 << 20
+	a, err := r.Put(ctx, "big", bytes.NewReader(make([]byte, size)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg, err := openSigner(ctx, r.db, url.Values{}, resultstore.New(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := sg.SignedURL(ctx, "big", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, h := sg.Handler()
+	for _, tc := range []struct{ method, header, value string }{
+		{"HEAD", "", ""},
+		{"GET", "If-None-Match", a.ETag},
+		{"GET", "Range", "bytes=1000-1000"},
+	} {
+		n := serveAllocs(h, tc.method, u, tc.header, tc.value)
+		t.Logf("%s %s: %d bytes allocated", tc.method, tc.header, n)
+		if n > 64<<10 {
+			t.Errorf("%s %s of a %d MiB result allocated %d bytes; want next to nothing", tc.method, tc.header, size>>20, n)
+		}
+	}
 }
