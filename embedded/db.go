@@ -187,7 +187,6 @@ func openLocked(abs string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("embedded: opening %s: %w", abs, err)
 	}
 	db := &DB{dir: abs, opts: opts, pdb: pdb, closing: make(chan struct{}), refs: 1}
-	db.ops.maxBytes = opts.OpCacheBytes
 	if err := db.checkFormat(); err != nil {
 		_ = pdb.Close()
 		return nil, err
@@ -198,6 +197,7 @@ func openLocked(abs string, opts Options) (*DB, error) {
 		_ = pdb.Close()
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
+	db.ops.maxBytes = opts.OpCacheBytes
 	if err := db.openResults(); err != nil {
 		_ = pdb.Close()
 		return nil, fmt.Errorf("embedded: %w", err)
