@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -463,5 +464,65 @@ func TestResultsServedFromAttributes(t *testing.T) {
 		if n > 64<<10 {
 			t.Errorf("%s %s of a %d MiB result allocated %d bytes; want next to nothing", tc.method, tc.header, size>>20, n)
 		}
+	}
+}
+
+// Concurrent Puts of large values under one key, with readers: every read
+// is one whole value, and at the end the key holds the last committed
+// value's header and chunks only (no chunks of a replaced or of a losing
+// generation are left).
+func TestResultsConcurrentLargePuts(t *testing.T) {
+	ctx := context.Background()
+	db, r := openResultsT(t, t.TempDir())
+	vals := make([][]byte, 4)
+	for i := range vals {
+		vals[i] = randomBytes(2*resultChunkSize+1000*i, byte(20+i))
+	}
+	isOne := func(b []byte) bool {
+		for _, v := range vals {
+			if bytes.Equal(b, v) {
+				return true
+			}
+		}
+		return false
+	}
+	if _, err := r.Put(ctx, "k", bytes.NewReader(vals[0]), ""); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 5 {
+				if _, err := r.PutLazy(ctx, "k", bytes.NewReader(vals[(w+i)%len(vals)]), ""); err != nil {
+					t.Errorf("Put: %v", err)
+				}
+			}
+		})
+		wg.Go(func() {
+			for range 5 {
+				rd, err := r.Open(ctx, "k")
+				if err != nil {
+					t.Errorf("Open: %v", err)
+					return
+				}
+				b, err := io.ReadAll(rd)
+				rd.Close()
+				if err != nil || !isOne(b) || int64(len(b)) != rd.Attributes().Size {
+					t.Errorf("read %d bytes, err %v: not one whole value", len(b), err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got, a := readAll(t, r, "k")
+	if !isOne(got) {
+		t.Fatal("the last value is none of those put")
+	}
+	chunks := (a.Size + resultChunkSize - 1) / resultChunkSize
+	if keys := resultKeys(t, db, "k"); int64(len(keys)) != 1+chunks {
+		t.Errorf("%d keys under k, want the header and %d chunks", len(keys), chunks)
+	}
+	if keys := keysUnder(t, db, []byte{pPending}); len(keys) != 0 {
+		t.Errorf("%d markers left", len(keys))
 	}
 }
