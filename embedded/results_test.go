@@ -390,7 +390,7 @@ func TestResultsOpenReadsLittle(t *testing.T) {
 	if _, err := r.Put(ctx, "big", bytes.NewReader(randomBytes(size, 12)), ""); err != nil {
 		t.Fatal(err)
 	}
-	perOpen := allocBytes(20, func() {
+	perOpen := allocBytes(5, func() {
 		rd, err := r.Open(ctx, "big")
 		if err != nil {
 			t.Fatal(err)
@@ -410,22 +410,27 @@ func TestResultsOpenReadsLittle(t *testing.T) {
 	}
 }
 
-// allocBytes returns the bytes f allocates, on average over runs calls.
+// allocBytes returns the bytes f allocates, on average over runs calls:
+// the least of five such averages, as tests running meanwhile add their
+// allocations to the process's.
 func allocBytes(runs int, f func()) uint64 {
 	f() // warm up pools and caches
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for range runs {
-		f()
+	best := uint64(1<<64 - 1)
+	for range 5 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range runs {
+			f()
+		}
+		runtime.ReadMemStats(&after)
+		best = min(best, (after.TotalAlloc-before.TotalAlloc)/uint64(runs))
 	}
-	runtime.ReadMemStats(&after)
-	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
+	return best
 }
 
 // serveAllocs returns the bytes one request to h allocates, on average.
 func serveAllocs(h http.Handler, method, u, header, value string) uint64 {
-	return allocBytes(20, func() {
+	return allocBytes(5, func() {
 		req := httptest.NewRequest(method, u, nil)
 		if header != "" {
 			req.Header.Set(header, value)
@@ -454,15 +459,21 @@ func TestResultsServedFromAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, h := sg.Handler()
-	for _, tc := range []struct{ method, header, value string }{
-		{"HEAD", "", ""},
-		{"GET", "If-None-Match", a.ETag},
-		{"GET", "Range", "bytes=1000-1000"},
+	// HEAD and 304 read the header only; a Range reads one chunk (which
+	// Pebble may allocate a buffer for when it is not in the cache). The
+	// bounds leave room for the race detector's allocations.
+	for _, tc := range []struct {
+		method, header, value string
+		max                   uint64
+	}{
+		{"HEAD", "", "", 128 << 10},
+		{"GET", "If-None-Match", a.ETag, 128 << 10},
+		{"GET", "Range", "bytes=1000-1000", 4 * resultChunkSize},
 	} {
 		n := serveAllocs(h, tc.method, u, tc.header, tc.value)
 		t.Logf("%s %s: %d bytes allocated", tc.method, tc.header, n)
-		if n > 64<<10 {
-			t.Errorf("%s %s of a %d MiB result allocated %d bytes; want next to nothing", tc.method, tc.header, size>>20, n)
+		if n > tc.max {
+			t.Errorf("%s %s of a %d MiB result allocated %d bytes; want at most %d", tc.method, tc.header, size>>20, n, tc.max)
 		}
 	}
 }
