@@ -241,7 +241,10 @@ func (r *Results) put(ctx context.Context, key string, rd io.Reader, contentType
 		sum := sha256.Sum256(buf[:n])
 		a := driver.Attributes{ContentType: contentType, Size: int64(n), ETag: etagOf(sum[:]),
 			ModTime: time.Now().UTC().Truncate(time.Microsecond)}
-		return a, r.commit(ctx, key, wo, nil, func(b *pebble.Batch) { _ = b.Set(resultKey(key), encodeResult(buf[:n], a), nil) })
+		if err := r.commit(ctx, key, wo, nil, func(b *pebble.Batch) { _ = b.Set(resultKey(key), encodeResult(buf[:n], a), nil) }); err != nil {
+			return driver.Attributes{}, err
+		}
+		return a, nil
 	}
 	w := &chunkWriter{r: r, ctx: ctx, key: key, gen: r.db.results.nextGen(), h: sha256.New()}
 	a, err := w.write(rd, buf, n, contentType, wo)
