@@ -50,6 +50,13 @@ type Options struct {
 	// bounds the memory that buffers recent writes. Default 16 MiB.
 	MemTableSize uint64
 
+	// OpCacheBytes bounds the memory of the cache of recently written
+	// operation records (the reads that follow a write skip Pebble): about
+	// this many bytes, each record counted as its encoded size plus 512
+	// bytes, and at most 8192 records; a record over a 64th of it is not
+	// cached. Default DefaultOpCacheBytes (8 MiB).
+	OpCacheBytes int64
+
 	// Logger receives Pebble's errors, and its informational messages at
 	// debug level. Default slog.Default().
 	Logger *slog.Logger
@@ -74,6 +81,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = defaultMemTableSize
+	}
+	if o.OpCacheBytes <= 0 {
+		o.OpCacheBytes = DefaultOpCacheBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -112,6 +122,10 @@ type DB struct {
 	// DueCallbacks seeks past the deletions earlier attempts left rather
 	// than stepping over them (see dueFloor).
 	due dueFloor
+
+	// results is the state of the result store: its key ceiling, chunk
+	// generations and open readers.
+	results resultsState
 
 	refs      int           // guarded by registry.mu
 	closing   chan struct{} // closed when the last reference goes
@@ -180,6 +194,11 @@ func openLocked(abs string, opts Options) (*DB, error) {
 	// The operation ceiling covers the ids of tombstones too, so that a
 	// Create above it needs no read of either.
 	if err := firstErr(db.opCeil.load(pdb, pOp), db.opCeil.loadAlso(pdb, pGone, pOp), db.msgCeil.load(pdb, pMsg)); err != nil {
+		_ = pdb.Close()
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	db.ops.maxBytes = opts.OpCacheBytes
+	if err := db.openResults(); err != nil {
 		_ = pdb.Close()
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
@@ -252,6 +271,7 @@ func (db *DB) release() error {
 	db.gate.Lock()
 	db.closed = true
 	db.gate.Unlock()
+	db.results.closeReaders()
 	db.q.stopAlarm()
 	if err := db.pdb.Close(); err != nil {
 		return fmt.Errorf("embedded: closing %s: %w", db.dir, err)

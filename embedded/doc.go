@@ -79,7 +79,17 @@
 //	                             count, uvarint-prefixed reason, body
 //	b<result key>                result (the result store embedded:DIR):
 //	                             0x01, uvarint-prefixed content type and ETag,
-//	                             modTime, then the bytes
+//	                             modTime, then the bytes (results up to 4 KiB,
+//	                             and every result written before chunks);
+//	                             or the header of a larger one: 0x02, content
+//	                             type, ETag, modTime, uvarint size and chunk
+//	                             size, generation (BE64)
+//	b<result key>\x00<gen><i>    chunk i (BE32) of generation gen (BE64) of
+//	                             a result: 256 KiB, the last one shorter
+//	u<gen><result key>           (empty) marker of chunks being written,
+//	                             deleted with the header's write; Open
+//	                             deletes the chunks of the markers a crash
+//	                             left
 //
 // The operation record (v2) is
 //
@@ -103,7 +113,8 @@
 //
 // Values of 512 bytes and more (bodies, results) are separated into blob
 // files at flush, so compactions move references, not the bytes. Recently
-// written operation records are also cached in memory (see opCache), and
+// written operation records are also cached in memory, bounded in bytes
+// (Options.OpCacheBytes; see opCache), and
 // the highest operation and message keys bound which new ids need an
 // existence read at all (see ceiling).
 //

@@ -1206,18 +1206,56 @@ func TestOpCacheBounded(t *testing.T) {
 	var c opCache
 	for i := range 5 * opCacheSize {
 		id := fmt.Sprint("id", i%(2*opCacheSize))
-		c.put(&operation.Operation{ID: id, Version: int64(i)})
+		c.put(&operation.Operation{ID: id, Version: int64(i)}, 100)
 		if i%3 == 0 {
 			c.del(fmt.Sprint("id", (i/3)%(2*opCacheSize)))
 		}
-		if len(c.m) > opCacheSize {
-			t.Fatalf("after %d puts the cache holds %d entries", i+1, len(c.m))
+		if len(c.m) > opCacheSize || c.n != len(c.m) {
+			t.Fatalf("after %d puts the cache holds %d entries in %d ring slots", i+1, len(c.m), c.n)
 		}
 	}
 	last := &operation.Operation{ID: "last", Version: 9}
-	c.put(last)
+	c.put(last, 100)
 	if got, ok := c.get("last"); !ok || got.Version != 9 || got == last {
 		t.Fatalf("get of the newest entry = %v, %v (want a copy of version 9)", got, ok)
+	}
+}
+
+// The operation cache is bounded by bytes: large records evict older
+// ones, a record over a 64th of the bound is not cached, and the count
+// of bytes stays exact through puts, re-puts and deletions.
+func TestOpCacheBoundedByBytes(t *testing.T) {
+	const maxBytes = 1 << 20
+	c := opCache{maxBytes: maxBytes}
+	const rec = 10 << 10 // each entry: 10 KiB + the overhead
+	for i := range 1000 {
+		id := fmt.Sprint("id", i%300)
+		c.put(&operation.Operation{ID: id, Version: int64(i)}, rec)
+		if i%7 == 0 {
+			c.del(fmt.Sprint("id", (i/7)%300))
+		}
+		var sum int64
+		for _, e := range c.m {
+			sum += e.size
+		}
+		if sum != c.bytes || c.bytes > maxBytes || c.n != len(c.m) {
+			t.Fatalf("after %d puts: %d bytes counted, %d held, bound %d; %d ids in %d slots", i+1, c.bytes, sum, maxBytes, len(c.m), c.n)
+		}
+	}
+	if max := maxBytes / (rec + opEntryOverhead); len(c.m) > max {
+		t.Errorf("%d entries of %d bytes held under a bound of %d bytes", len(c.m), rec, maxBytes)
+	}
+	if _, ok := c.get("id99"); !ok {
+		t.Error("the newest entry is not cached")
+	}
+	c.put(&operation.Operation{ID: "huge"}, maxBytes/64)
+	if _, ok := c.get("huge"); ok {
+		t.Error("a record over a 64th of the bound was cached")
+	}
+	// A record that grows too large replaces its cached smaller version.
+	c.put(&operation.Operation{ID: "id99", Version: 1e6}, maxBytes)
+	if op, ok := c.get("id99"); ok {
+		t.Errorf("an operation whose record became too large still reads version %d from the cache", op.Version)
 	}
 }
 

@@ -23,7 +23,7 @@ const (
 	pQueue  = 'q' // q<readyAt BE64><msg id> → queue entry
 	pMsg    = 'm' // m<msg id>               → readyAt BE64, or deadMark
 	pDead   = 'd' // d<msg id>               → dead letter
-	pResult = 'b' // b<result key>           → result attributes and bytes
+	pResult = 'b' // b<result key>           → a result, or its header (see Results)
 	pGone   = 'g' // g<id>                   → tombstone: until BE64
 	pGoneAt = 't' // t<until BE64><id>       → (empty) tombstone index by time
 	pOwner  = 'w' // w<len><owner><id>       → (empty) owner index, for List

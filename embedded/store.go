@@ -309,7 +309,7 @@ func (s *store) submit(ctx context.Context, op *operation.Operation, req *operat
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, false, fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
-	db.ops.put(stored.Clone())
+	db.ops.put(stored.Clone(), len(rec))
 	db.watch.Notify(op.ID)
 	db.q.enqueued(enq)
 	return stored, true, nil
@@ -449,7 +449,7 @@ func (s *store) writeWith(cur, op *operation.Operation, wo *pebble.WriteOptions,
 		return fmt.Errorf("embedded: writing operation %s: %w", op.ID, err)
 	}
 	db.q.enqueued(enq)
-	db.ops.put(next)
+	db.ops.put(next, len(rec))
 	op.Version = next.Version
 	db.watch.Notify(op.ID)
 	return nil

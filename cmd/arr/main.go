@@ -122,7 +122,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Worker.Lease, "lease", 30*time.Second, "a worker's hold on an operation, renewed every third of it; a killed worker's operations run again after it")
 	fs.DurationVar(&cfg.Core.Tombstone, "tombstone", 7*24*time.Hour, "after an operation is deleted, how long its status answers 410 before 404")
 	fs.IntVar(&cfg.Core.MaxInterruptions, "max-interruptions", 10, "attempts of an operation that a dead worker or lost lease may cut short before it fails")
-	fs.Int64Var(&cfg.Core.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (the embedded result store holds one in memory while writing it; file: results stream)")
+	fs.Int64Var(&cfg.Core.MaxResultBytes, "max-result", 64<<20, "largest result, in bytes; a larger one fails the operation (results are written and served as streams)")
 	fs.DurationVar(&cfg.JanitorInterval, "janitor-interval", time.Minute, "how often expired operations and their results are deleted")
 	allowedHosts := fs.String("allowed-hosts", "", "host[:port],… the api answers for besides loopback ones, when links are built from the request's Host (no -public-url); other Hosts get 421")
 	allowedOrigins := fs.String("allowed-origins", "", "scheme://host[:port],… whose browsers may POST, PUT, PATCH or DELETE cross-site (others get 403)")

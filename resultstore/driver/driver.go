@@ -6,6 +6,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -79,4 +80,25 @@ type Presigner interface {
 // (engine.Caps.ResultsInLog), not the driver's.
 type LazyPutter interface {
 	PutLazy(ctx context.Context, key string, r io.Reader, contentType string) (Attributes, error)
+}
+
+// SeekPosition is the position a Reader's Seek(offset, whence) moves to,
+// from pos in a result of size bytes: the one home of io.Seeker's rule
+// for the readers that keep their own position. A position past the end
+// is allowed (reads there return io.EOF); a negative one, or an unknown
+// whence, is an error.
+func SeekPosition(pos, size, offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += pos
+	case io.SeekEnd:
+		offset += size
+	default:
+		return pos, fmt.Errorf("resultstore: Seek: invalid whence %d", whence)
+	}
+	if offset < 0 {
+		return pos, errors.New("resultstore: Seek: negative position")
+	}
+	return offset, nil
 }

@@ -24,6 +24,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -52,6 +53,8 @@ func RunConformanceTests(t *testing.T, h Harness) {
 		name string
 		fn   func(*testing.T, *env)
 	}{
+		// First, alone: it measures the process's allocations.
+		{"OpenReadsLittle", testOpenReadsLittle},
 		{"RoundTrip", testRoundTrip},
 		{"ReaderSeeks", testReaderSeeks},
 		{"ETagChangesWithBytes", testETagChanges},
@@ -71,7 +74,9 @@ func RunConformanceTests(t *testing.T, h Harness) {
 	t.Run("Conformance", func(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
+				if tc.name != "OpenReadsLittle" {
+					t.Parallel()
+				}
 				tc.fn(t, newEnv(t, h))
 			})
 		}
@@ -363,6 +368,50 @@ func testLarge(t *testing.T, e *env) {
 	r.Close()
 	if err != nil || n != size || !bytes.Equal(h.Sum(nil), sha256Of(want)) {
 		t.Fatalf("reading back 5 MiB: %d bytes, err %v, digest match %v", n, err, bytes.Equal(h.Sum(nil), sha256Of(want)))
+	}
+}
+
+// testOpenReadsLittle checks that a reader does not read a result whole
+// to serve a part of it: opening a large result, asking its attributes,
+// seeking to its middle and reading one byte (what serving a HEAD, a 304
+// or a one-byte Range takes) allocates, on average, far less than the
+// result (a quarter of it, a generous bound: the embedded store allocates
+// a few KiB). The allocations are the process's, so tests running in
+// parallel add theirs: the least of five measurements counts.
+func testOpenReadsLittle(t *testing.T, e *env) {
+	k, want := e.PutLarge(t)
+	openRead := func() {
+		r, err := e.s.Open(ctx(t), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if a := r.Attributes(); a.Size != LargeSize {
+			t.Fatalf("Attributes().Size = %d, want %d", a.Size, LargeSize)
+		}
+		if _, err := r.Seek(LargeSize/2, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(r, b); err != nil || b[0] != want[LargeSize/2] {
+			t.Fatalf("one byte at %d: %x, %v; want %x", LargeSize/2, b, err, want[LargeSize/2])
+		}
+	}
+	openRead() // warms up caches and pools
+	const runs = 4
+	per := uint64(1<<64 - 1)
+	for range 5 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range runs {
+			openRead()
+		}
+		runtime.ReadMemStats(&after)
+		per = min(per, (after.TotalAlloc-before.TotalAlloc)/runs)
+	}
+	t.Logf("Open + Attributes + Seek + 1-byte read of %d bytes: %d bytes allocated", LargeSize, per)
+	if per > LargeSize/4 {
+		t.Errorf("Open + Attributes + Seek + 1-byte read of a %d-byte result allocated %d bytes: the result is read whole", LargeSize, per)
 	}
 }
 

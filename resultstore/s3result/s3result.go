@@ -534,6 +534,15 @@ func (o *onlyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// uploadPartSize and uploadConcurrency bound the memory of one Put: the
+// SDK's transfer manager reads a result in parts of uploadPartSize (S3's
+// smallest multipart part), uploads up to uploadConcurrency at once, and
+// holds one more being filled.
+const (
+	uploadPartSize    = 5 << 20
+	uploadConcurrency = 2
+)
+
 // Put stores the bytes of r under key; see driver.Store.Put and the
 // package documentation. An empty contentType is stored as
 // DefaultContentType.
@@ -561,6 +570,10 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	err := s.bucket.Upload(ctx, key, src, &blob.WriterOptions{
 		ContentType:                 contentType,
 		DisableContentTypeDetection: true,
+		// The transfer manager holds (concurrency + 1) parts in memory per
+		// upload: 15 MiB here, where its defaults (8 MiB × 5) hold 48 MiB.
+		BufferSize:     uploadPartSize,
+		MaxConcurrency: uploadConcurrency,
 	})
 	if err == nil && src.err != nil { // not expected: the SDK returns read errors
 		err = src.err
@@ -646,19 +659,9 @@ func (r *reader) Read(p []byte) (int, error) {
 }
 
 func (r *reader) Seek(offset int64, whence int) (int64, error) {
-	var pos int64
-	switch whence {
-	case io.SeekStart:
-		pos = offset
-	case io.SeekCurrent:
-		pos = r.pos + offset
-	case io.SeekEnd:
-		pos = r.attrs.Size + offset
-	default:
-		return r.pos, fmt.Errorf("s3result: Seek: invalid whence %d", whence)
-	}
-	if pos < 0 {
-		return r.pos, errors.New("s3result: Seek: negative position")
+	pos, err := driver.SeekPosition(r.pos, r.attrs.Size, offset, whence)
+	if err != nil {
+		return r.pos, fmt.Errorf("s3result: %w", err)
 	}
 	if _, err := r.r.Seek(min(pos, r.attrs.Size), io.SeekStart); err != nil {
 		return r.pos, err
