@@ -93,6 +93,9 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	if depth >= c.cfg.MaxQueue {
 		return nil, false, &QueueFullError{Depth: depth, Max: c.cfg.MaxQueue}
 	}
+	if err := c.checkStorage(); err != nil {
+		return nil, false, err
+	}
 	req := s.Request
 	if req == nil {
 		req = &operation.Request{}
@@ -122,11 +125,25 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 			return nil, false, err
 		}
 	}
-	stored, created, err := c.store(ctx, op, req)
+	// The write's results are read only once it returned in time: one
+	// that outlives the deadline writes to its own variables.
+	type written struct {
+		op  *operation.Operation
+		new bool
+	}
+	var w written
+	err = c.boundedWrite(ctx, "submit", func() error {
+		var res written
+		var err error
+		res.op, res.new, err = c.store(ctx, op, req)
+		w = res
+		return err
+	}, submitFault)
 	if err != nil {
 		return nil, false, err
 	}
-	if !created {
+	stored := w.op
+	if !w.new {
 		if stored.RequestHash != op.RequestHash || stored.Route != op.Route {
 			return nil, false, ErrIdempotencyKeyReused
 		}
