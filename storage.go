@@ -32,6 +32,8 @@ type storageGuard struct {
 	// (unix nanos); 0 once a write succeeded since.
 	failedAt atomic.Int64
 
+	faults atomic.Int64 // writes that failed or outlived their deadline
+
 	mu      sync.Mutex
 	lastErr error // the last failure, for StorageErr
 }
@@ -90,6 +92,7 @@ func (c *Client) writeOutcome(what string, err error, fault func(error) bool) er
 
 func (c *Client) storageFailed(err error) {
 	g := &c.storage
+	g.faults.Add(1)
 	g.mu.Lock()
 	g.lastErr = err
 	g.mu.Unlock()
@@ -124,6 +127,10 @@ func (c *Client) StorageErr() error {
 	g.mu.Unlock()
 	return &StorageError{Reason: StorageUnavailable, RetryAfter: StorageRetryAfter, Err: err}
 }
+
+// StorageFaults counts the store writes of Submit, Cancel and Retry that
+// failed or outlived the write deadline.
+func (c *Client) StorageFaults() int64 { return c.storage.faults.Load() }
 
 // checkStorage asks Config.StorageCheck whether a write may start.
 func (c *Client) checkStorage() error {

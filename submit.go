@@ -132,10 +132,11 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 		new bool
 	}
 	var w written
+	newOp := op // op is a result: a late write must not read it
 	err = c.boundedWrite(ctx, "submit", func() error {
 		var res written
 		var err error
-		res.op, res.new, err = c.store(ctx, op, req)
+		res.op, res.new, err = c.store(ctx, newOp, req)
 		w = res
 		return err
 	}, submitFault)
@@ -144,7 +145,7 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	}
 	stored := w.op
 	if !w.new {
-		if stored.RequestHash != op.RequestHash || stored.Route != op.Route {
+		if stored.RequestHash != newOp.RequestHash || stored.Route != newOp.Route {
 			return nil, false, ErrIdempotencyKeyReused
 		}
 		return stored, false, nil
