@@ -155,7 +155,7 @@ func openLocked(abs string, opts Options) (*DB, error) {
 	// nothing would be cached at all.
 	cache := pebble.NewCache(opts.CacheSize + 2*int64(opts.MemTableSize))
 	defer cache.Unref()
-	h := &health{log: &sampler{}}
+	h := &health{log: &sampler{}, stallLog: &sampler{}}
 	po := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       opts.MemTableSize,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 // write stalls while they last. The engine's Health reports it, for
 // readiness.
 type health struct {
-	log *sampler
+	log, stallLog *sampler
 
 	mu       sync.Mutex
 	bgErr    error     // the last background error, until a flush or compaction succeeds
@@ -50,7 +51,7 @@ func (h *health) listener(l *slog.Logger) *pebble.EventListener {
 		h.bgErr = nil
 		h.mu.Unlock()
 		if was != nil {
-			l.Info("embedded: the store writes again after a background error", "component", "pebble", "err", was)
+			l.Info("embedded: the store writes again after a background error", "component", "pebble", "err", firstLine(was))
 		}
 	}
 	return &pebble.EventListener{
@@ -63,7 +64,7 @@ func (h *health) listener(l *slog.Logger) *pebble.EventListener {
 			h.mu.Unlock()
 			// Pebble retries a failing flush at once: one line a second
 			// at most says so.
-			h.log.Error(l, "embedded: background error (Pebble retries it)", "component", "pebble", "err", err)
+			h.log.Error(l, "embedded: background error (Pebble retries it)", "component", "pebble", "err", firstLine(err))
 		},
 		FlushEnd:      func(info pebble.FlushInfo) { cleared(info.Err) },
 		CompactionEnd: func(info pebble.CompactionInfo) { cleared(info.Err) },
@@ -71,13 +72,13 @@ func (h *health) listener(l *slog.Logger) *pebble.EventListener {
 			h.mu.Lock()
 			h.stalled, h.stallWhy = true, info.Reason
 			h.mu.Unlock()
-			l.Warn("embedded: writes stalled", "component", "pebble", "reason", info.Reason)
+			h.stallLog.Warn(l, "embedded: writes stalled", "component", "pebble", "reason", info.Reason)
 		},
 		WriteStallEnd: func() {
 			h.mu.Lock()
 			h.stalled = false
 			h.mu.Unlock()
-			l.Info("embedded: writes no longer stalled", "component", "pebble")
+			l.Debug("embedded: writes no longer stalled", "component", "pebble")
 		},
 		DiskSlow: func(info pebble.DiskSlowInfo) {
 			h.log.Warn(l, "embedded: slow disk", "component", "pebble", "path", info.Path,
@@ -145,4 +146,11 @@ func (s *sampler) Warn(l *slog.Logger, msg string, args ...any) {
 	if ok, n := s.allow(); ok {
 		l.Warn(msg, append(args, "suppressed", n)...)
 	}
+}
+
+// firstLine is err's message up to its first line break: Pebble's errors
+// carry their stack trace after it.
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
 }
