@@ -97,7 +97,9 @@ func (h *health) listener(l *slog.Logger) *pebble.EventListener {
 func (e *engineDriver) Health() error { return e.db.health.err() }
 
 // exit ends the process; tests replace it.
-var exit = os.Exit
+var exit = osExit
+
+var osExit = os.Exit
 
 // FatalExitCode is the exit status of a process whose embedded store hit
 // an error it cannot go on from.
