@@ -200,7 +200,10 @@ type Server struct {
 }
 
 // New opens the stores and builds the api and the worker pool; Serve runs
-// them.
+// them. When a volume is under its free-space watermark at start, or the
+// stores take longer than Storage.OpenWait to open, New returns a Server
+// whose stores go on opening in the background (until ctx ends): Serve
+// then serves the probes only until they are open (see StorageConfig).
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" && cfg.Role != RoleWorker { // a worker serves probes only if asked
 		cfg.Addr = "127.0.0.1:8080"
@@ -541,12 +544,14 @@ func maxResultURLTTL(cc arr.Config) time.Duration {
 
 // Client is the core the server runs: the Go API for callers (Submit,
 // Get, Wait, Cancel, Retry, OpenResult…), the same one the HTTP api uses.
+// It is nil while the stores are not open yet (see New).
 func (s *Server) Client() *arr.Client { return s.client }
 
 // Gatherer is the server's Prometheus registry: what /metrics serves.
 func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 
-// Handler is the HTTP api behind Config.Auth, for tests and embedding.
+// Handler is the HTTP api behind Config.Auth, for tests and embedding;
+// nil while the stores are not open yet (see New).
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Listen binds the listen address and the admin address, if set; Addr and
