@@ -545,14 +545,24 @@ func maxResultURLTTL(cc arr.Config) time.Duration {
 // Client is the core the server runs: the Go API for callers (Submit,
 // Get, Wait, Cancel, Retry, OpenResult…), the same one the HTTP api uses.
 // It is nil while the stores are not open yet (see New).
-func (s *Server) Client() *arr.Client { return s.client }
+func (s *Server) Client() *arr.Client {
+	if !s.opened.Load() {
+		return nil
+	}
+	return s.client
+}
 
 // Gatherer is the server's Prometheus registry: what /metrics serves.
 func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 
 // Handler is the HTTP api behind Config.Auth, for tests and embedding;
 // nil while the stores are not open yet (see New).
-func (s *Server) Handler() http.Handler { return s.handler }
+func (s *Server) Handler() http.Handler {
+	if !s.opened.Load() {
+		return nil
+	}
+	return s.handler
+}
 
 // Listen binds the listen address and the admin address, if set; Addr and
 // AdminAddr then tell the bound addresses (useful with port 0). A worker
