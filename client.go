@@ -38,6 +38,9 @@ const (
 	DefaultResultURLTTL = 10 * time.Minute
 	// DefaultMaxQueue is the queue depth at which Submit refuses.
 	DefaultMaxQueue = 1_000_000
+	// DefaultWriteDeadline bounds the wait on a store write of a Submit,
+	// Cancel or Retry.
+	DefaultWriteDeadline = 5 * time.Second
 )
 
 // URLSigner signs URLs to results: whoever holds one may read that result
@@ -109,6 +112,18 @@ type Config struct {
 	MaxQueue int64
 
 	// Storage faults (issue 14): write deadline, free-space watermark.
+
+	// WriteDeadline bounds how long a Submit, Cancel or Retry waits on its
+	// store write: one that fails or outlives it answers a *StorageError
+	// (StorageUnavailable), and while such a write is still stalled the
+	// next ones answer so at once without writing. Default
+	// DefaultWriteDeadline (5s).
+	WriteDeadline time.Duration
+	// StorageCheck, when not nil, is asked before a Submit or a Retry
+	// writes anything: its error (a *StorageError, e.g. StorageFull from a
+	// free-space watermark) refuses the call with nothing written. It is
+	// called on every submit, so it must answer from memory. Default nil.
+	StorageCheck func() error
 
 	// Stored-bytes budgets (issue 14).
 
@@ -205,6 +220,9 @@ func (c *Config) setDefaults() error {
 	if c.StoredBytesRecount <= 0 {
 		c.StoredBytesRecount = DefaultStoredBytesRecount
 	}
+	if c.WriteDeadline <= 0 {
+		c.WriteDeadline = DefaultWriteDeadline
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -264,7 +282,8 @@ type Client struct {
 	sweepMu     sync.Mutex
 	sweepCursor string // where the next Sweep continues
 
-	stored storedBytes // see storedbytes.go
+	stored  storedBytes  // see storedbytes.go
+	storage storageGuard // bounded writes and their health (storage.go)
 }
 
 // New checks cfg and returns a Client.

@@ -215,14 +215,23 @@ func interruptedTooOften(n int) *operation.Problem {
 // wrapping opstore.ErrNotFound or opstore.ErrGone.
 func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, error) {
 	now := time.Now().UTC()
-	op, err := c.cfg.Store.Transition(ctx, id, c.owing(func(op *operation.Operation) error {
+	change, fault := transitionFault(c.owing(func(op *operation.Operation) error {
 		if !visible(ctx, op) {
 			return errHidden
 		}
 		return cancel(op, c.policy(op.Route), now)
 	}))
-	c.kick(op)
-	return c.scoped(id, op, err)
+	var op *operation.Operation
+	err := c.boundedWrite(ctx, "cancel", func() (err error) {
+		op, err = c.cfg.Store.Transition(ctx, id, change)
+		c.kick(op)
+		op, err = c.scoped(id, op, err)
+		return err
+	}, fault)
+	if unwritten(ctx, err) {
+		return nil, err
+	}
+	return op, err
 }
 
 // Retry puts a failed operation back to pending, with fresh attempt
@@ -235,13 +244,29 @@ func (c *Client) Cancel(ctx context.Context, id string) (*operation.Operation, e
 // repeat the call. Any other state is ErrNotRetryable, returned with the
 // operation.
 func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, error) {
+	if err := c.checkStorage(); err != nil {
+		return nil, err
+	}
 	now := time.Now().UTC()
-	change := c.owing(func(op *operation.Operation) error {
+	change, fault := transitionFault(c.owing(func(op *operation.Operation) error {
 		if !visible(ctx, op) {
 			return errHidden
 		}
 		return retry(op, now)
-	})
+	}))
+	var op *operation.Operation
+	err := c.boundedWrite(ctx, "retry", func() (err error) {
+		op, err = c.retry(ctx, id, change)
+		return err
+	}, fault)
+	if unwritten(ctx, err) {
+		return nil, err
+	}
+	return op, err
+}
+
+// retry is Retry's writes, with change its transition.
+func (c *Client) retry(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
 	var op *operation.Operation
 	var err error
 	if c.atomic != nil {

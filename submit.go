@@ -93,6 +93,9 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	if depth >= c.cfg.MaxQueue {
 		return nil, false, &QueueFullError{Depth: depth, Max: c.cfg.MaxQueue}
 	}
+	if err := c.checkStorage(); err != nil {
+		return nil, false, err
+	}
 	req := s.Request
 	if req == nil {
 		req = &operation.Request{}
@@ -126,16 +129,33 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 	if err := c.stored.reserve(op.ID, op.Tenant, op.RequestBytes, c.cfg.MaxStoredBytes, c.cfg.MaxTenantStoredBytes); err != nil {
 		return nil, false, err
 	}
-	stored, created, err := c.store(ctx, op, req)
-	c.stored.settle(op.ID)
-	if err != nil || !created {
-		c.stored.add(op.ID, op.Tenant, -op.RequestBytes) // not stored, or stored before
+	// The write's results are read only once it returned in time: one
+	// that outlives the deadline writes to its own variables.
+	type written struct {
+		op  *operation.Operation
+		new bool
+	}
+	var w written
+	newOp := op // op is a result: a late write must not read it
+	err = c.boundedWrite(ctx, "submit", func() error {
+		var res written
+		var err error
+		res.op, res.new, err = c.store(ctx, newOp, req)
+		w = res
+		return err
+	}, submitFault)
+	c.stored.settle(newOp.ID)
+	if err != nil || !w.new {
+		// Not stored (a write that outlived its deadline and lands
+		// later is counted at the next recount), or stored before.
+		c.stored.add(newOp.ID, newOp.Tenant, -newOp.RequestBytes)
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	if !created {
-		if stored.RequestHash != op.RequestHash || stored.Route != op.Route {
+	stored := w.op
+	if !w.new {
+		if stored.RequestHash != newOp.RequestHash || stored.Route != newOp.Route {
 			return nil, false, ErrIdempotencyKeyReused
 		}
 		return stored, false, nil

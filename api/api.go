@@ -416,8 +416,11 @@ func (s *Server) base(r *http.Request) string {
 const NotReadyDetail = "a store is unavailable"
 
 // readyz answers 200 "ready" when Config.Ready and the queue answer, else
-// a 503 problem whose detail is NotReadyDetail and whose instance is the
-// error id logged with the error.
+// a 503 problem whose detail is NotReadyDetail (or the error's
+// PublicDetail(), when it has one: what an operator may read, as "the
+// disk of the store has 12 MiB free") and whose instance is the error id
+// logged with the error. A *arr.StorageError makes its type a storage
+// problem, with Retry-After.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	err := error(nil)
 	if s.cfg.Ready != nil {
@@ -431,8 +434,22 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		id := problem.ErrorID()
 		s.cfg.Logger.Error("api: not ready", "err", err, "error_id", id)
-		writeProblemValue(w, &operation.Problem{Type: ProblemInternal, Title: "Not ready",
-			Status: http.StatusServiceUnavailable, Detail: NotReadyDetail, Instance: id})
+		detail := NotReadyDetail
+		var pd interface{ PublicDetail() string }
+		if errors.As(err, &pd) {
+			detail = pd.PublicDetail()
+		}
+		typ := ProblemInternal
+		var se *arr.StorageError
+		if errors.As(err, &se) {
+			typ = ProblemStorageUnavailable
+			if se.Reason != arr.StorageUnavailable {
+				typ = ProblemStorageFull
+			}
+			setRetryAfter(w, se.RetryAfter)
+		}
+		writeProblemValue(w, &operation.Problem{Type: typ, Title: "Not ready",
+			Status: http.StatusServiceUnavailable, Detail: detail, Instance: id})
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")

@@ -185,6 +185,7 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, arr.ErrNotCancelable):
 		writeProblem(w, http.StatusConflict, ProblemNotCancelable, "Operation already finished",
 			fmt.Sprintf("operation %s is %s and cannot be canceled", op.ID, op.Status))
+	case storageProblem(w, err):
 	case err != nil:
 		s.storeError(w, id, err)
 	default:
@@ -216,6 +217,8 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
 		s.storeError(w, id, err)
+		return
+	case storageProblem(w, err):
 		return
 	case err != nil:
 		s.internal(w, "retry", err)

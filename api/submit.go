@@ -156,6 +156,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 		return
 	case submitCallbackError(w, err):
 		return
+	case storageProblem(w, err):
+		return
 	case errors.Is(err, arr.ErrRouteForbidden), errors.Is(err, arr.ErrBadPrincipal):
 		writeProblem(w, http.StatusForbidden, ProblemForbidden, "Forbidden", "this route does not take requests from you")
 		return
@@ -327,6 +329,36 @@ func idempotencyKey(values []string) (string, error) {
 		return "", fmt.Errorf("the Idempotency-Key is %d characters; the limit is %d", len(key), maxIdempotencyKey)
 	}
 	return key, nil
+}
+
+// storageProblem answers err when it is an *arr.StorageError, and reports
+// whether it did: 507 Insufficient Storage (ProblemStorageFull) when the
+// call was refused before anything was written (a volume under its
+// free-space watermark, a stored-bytes budget spent), 503
+// (ProblemStorageUnavailable) when its write failed or outlived its
+// deadline; both with Retry-After. The detail names the reason, never a
+// path or the store's error (those are logged where they happen).
+func storageProblem(w http.ResponseWriter, err error) bool {
+	var se *arr.StorageError
+	if !errors.As(err, &se) {
+		return false
+	}
+	setRetryAfter(w, se.RetryAfter)
+	switch se.Reason {
+	case arr.StorageUnavailable:
+		writeProblem(w, http.StatusServiceUnavailable, ProblemStorageUnavailable, "Storage unavailable",
+			"the store could not take the write in time; retry later (with the same Idempotency-Key: the write may have landed)")
+	case arr.StorageFull:
+		writeProblem(w, http.StatusInsufficientStorage, ProblemStorageFull, "Insufficient storage",
+			"the disk is nearly full; nothing was stored; retry later")
+	case arr.StorageTenantBudget:
+		writeProblem(w, http.StatusInsufficientStorage, ProblemStorageFull, "Insufficient storage",
+			"your tenant's stored-bytes budget is spent; nothing was stored; retry later")
+	default: // arr.StorageBudget
+		writeProblem(w, http.StatusInsufficientStorage, ProblemStorageFull, "Insufficient storage",
+			"the stored-bytes budget is spent; nothing was stored; retry later")
+	}
+	return true
 }
 
 // internal answers 500 for an internal error: the problem names the step

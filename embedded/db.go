@@ -118,6 +118,8 @@ type DB struct {
 	// ops caches the latest records of recently written operations.
 	ops opCache
 	q   *queueState
+	// health is what Pebble's events say of the storage (health.go).
+	health *health
 	// due is the floor of the callback outbox index's live keys, so that
 	// DueCallbacks seeks past the deletions earlier attempts left rather
 	// than stepping over them (see dueFloor).
@@ -167,10 +169,12 @@ func openLocked(abs string, opts Options) (*DB, error) {
 	// nothing would be cached at all.
 	cache := pebble.NewCache(opts.CacheSize + 2*int64(opts.MemTableSize))
 	defer cache.Unref()
+	h := &health{log: &sampler{}, stallLog: &sampler{}}
 	po := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       opts.MemTableSize,
-		Logger:             pebbleLogger{opts.Logger},
+		Logger:             pebbleLogger{l: opts.Logger, errs: &sampler{}},
+		EventListener:      h.listener(opts.Logger),
 		FormatMajorVersion: pebble.FormatNewest,
 	}
 	// Request bodies and results go to blob files at flush, so that
@@ -186,7 +190,7 @@ func openLocked(abs string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: opening %s: %w", abs, err)
 	}
-	db := &DB{dir: abs, opts: opts, pdb: pdb, closing: make(chan struct{}), refs: 1}
+	db := &DB{dir: abs, opts: opts, pdb: pdb, health: h, closing: make(chan struct{}), refs: 1}
 	if err := db.checkFormat(); err != nil {
 		_ = pdb.Close()
 		return nil, err
@@ -348,20 +352,25 @@ func (db *DB) unlockStripes(idx []uint32) {
 
 // ---- Pebble logging ----
 
-type pebbleLogger struct{ l *slog.Logger }
+// pebbleLogger logs Pebble's lines: its informational ones at debug
+// level, its errors at most once a second (a flush failing on a full disk
+// is retried at once, and would log as often), and its fatal errors before
+// the process exits (see fatal).
+type pebbleLogger struct {
+	l    *slog.Logger
+	errs *sampler
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
 func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	p.errs.Error(p.l, fmt.Sprintf(format, args...), "component", "pebble")
 }
 
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "component", "pebble", "fatal", true)
-	panic("pebble: " + msg)
+	fatal(p.l, fmt.Sprintf(format, args...))
 }
 
 // ---- URL openers ----

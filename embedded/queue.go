@@ -445,30 +445,22 @@ func (q *queueState) receive(h *queueHandle, limit int, leaseFor time.Duration) 
 	if len(got) < limit {
 		next, more, err = q.scan(now, limit, leaseFor, maxDel, &got, &doomed)
 	}
-	if err == nil && len(got) > 0 {
-		// Record the delivery counts without waiting for an fsync: the next
-		// synced write (the worker's own state change, an Ack) makes them
-		// durable, and a crash before that only undercounts.
-		b := db.pdb.NewBatch()
-		for _, l := range got {
-			_ = b.Set(l.key, encodeEntry(l.deliveries, l.body), nil)
-		}
-		err = b.Commit(pebble.NoSync)
-		_ = b.Close()
-		if err != nil {
-			err = fmt.Errorf("embedded: recording deliveries: %w", err)
-		}
-	}
+	// The deliveries as leased now; their counts are written below,
+	// after q.mu is released: a write can stall (a full disk), and
+	// Stats, other Receives and settles must not wait on it.
 	var ds []qdriver.Delivery
+	var b *pebble.Batch
 	if err != nil {
 		// Give the leases back at once.
 		for _, l := range got {
 			l.expiry = now
 			heap.Fix(&q.expiry, l.idx)
 		}
-	} else {
+	} else if len(got) > 0 {
+		b = db.pdb.NewBatch()
 		ds = make([]qdriver.Delivery, len(got))
 		for i, l := range got {
+			_ = b.Set(l.key, encodeEntry(l.deliveries, l.body), nil)
 			ds[i] = &delivery{h: h, l: l, gen: l.gen, attempt: l.deliveries,
 				msg: qdriver.Message{ID: l.id, Body: bytes.Clone(l.body)}}
 		}
@@ -489,10 +481,39 @@ func (q *queueState) receive(h *queueHandle, limit int, leaseFor time.Duration) 
 	}
 	q.mu.Unlock()
 
+	if b != nil {
+		// Record the delivery counts without waiting for an fsync: the
+		// next synced write (the worker's own state change, an Ack) makes
+		// them durable, and a crash before that only undercounts. No
+		// Delivery is handed out before this returns, so no settle of
+		// these messages can be ordered before it.
+		err = b.Commit(pebble.NoSync)
+		_ = b.Close()
+		if err != nil {
+			err = fmt.Errorf("embedded: recording deliveries: %w", err)
+			q.giveBack(ds, now)
+			ds = nil
+		}
+	}
 	if len(doomed) > 0 {
 		q.deadLetter(doomed, "delivered MaxDeliveries times without an Ack")
 	}
 	return ds, w, err
+}
+
+// giveBack makes the leases of deliveries that were not handed out
+// expire at once (unless another Receive delivered them again meanwhile).
+func (q *queueState) giveBack(ds []qdriver.Delivery, now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, d := range ds {
+		d := d.(*delivery)
+		if q.owns(d) && d.l.idx >= 0 {
+			d.l.expiry = now
+			heap.Fix(&q.expiry, d.l.idx)
+		}
+	}
+	q.signal(1)
 }
 
 // scan reads entries from the watermark in ready-time order, leasing those

@@ -173,6 +173,23 @@ func schemes() []string {
 // Caps says what the engine can do.
 func (e *Engine) Caps() Caps { return e.d.Caps() }
 
+// HealthReporter is implemented by a Driver that learns of faults of its
+// storage on its own (the embedded engine: Pebble's background errors and
+// write stalls), for readiness.
+type HealthReporter interface {
+	// Health returns nil, or what keeps the engine from taking writes now.
+	// It answers from memory.
+	Health() error
+}
+
+// Health is the Driver's Health when it is a HealthReporter, else nil.
+func (e *Engine) Health() error {
+	if h, ok := e.d.(HealthReporter); ok {
+		return h.Health()
+	}
+	return nil
+}
+
 // Atomic returns the engine's one-step writes of an operation and its
 // message, or nil when it has none (see Caps.AtomicSubmit).
 func (e *Engine) Atomic() Atomic {

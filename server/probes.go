@@ -13,8 +13,16 @@ import (
 // what the admin listener serves.
 func (s *Server) probes(metrics bool, extra map[string]http.Handler) http.Handler {
 	m := http.NewServeMux()
-	m.Handle("GET /healthz", s.api)
-	m.Handle("GET /readyz", s.api)
+	starting := s.starting(nil)
+	probe := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opened.Load() {
+			s.api.ServeHTTP(w, r)
+		} else { // the stores are not open yet (storage.go)
+			starting.ServeHTTP(w, r)
+		}
+	})
+	m.Handle("GET /healthz", probe)
+	m.Handle("GET /readyz", probe)
 	if metrics {
 		m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	}

@@ -21,9 +21,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
@@ -184,10 +186,25 @@ type Server struct {
 	reg        *prometheus.Registry
 	lock       *dirLock
 	conns      *conns // the api listener's bounds (server/conns.go)
+
+	// Storage faults (storage.go): the free-space watch; opened says the
+	// stores are open and the fields above set (before openedCh closes);
+	// openErr is the last error of a background open.
+	disk     *diskWatch
+	opened   atomic.Bool
+	openedCh chan struct{}
+	openErr  atomic.Pointer[error]
+	// openFailed gets the error of a background open that cannot succeed
+	// (Serve returns it).
+	openFailed chan error
+	engMu      sync.Mutex // guards engines, which a background open fills
 }
 
 // New opens the stores and builds the api and the worker pool; Serve runs
-// them.
+// them. When a volume is under its free-space watermark at start, or the
+// stores take longer than Storage.OpenWait to open, New returns a Server
+// whose stores go on opening in the background (until ctx ends): Serve
+// then serves the probes only until they are open (see StorageConfig).
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" && cfg.Role != RoleWorker { // a worker serves probes only if asked
 		cfg.Addr = "127.0.0.1:8080"
@@ -224,12 +241,56 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), lock: lock}
+	cfg.Storage.setDefaults()
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry(), lock: lock, openedCh: make(chan struct{}), openFailed: make(chan error, 1)}
 	s.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	if s.conns, err = newConns(cfg.Conns, s.reg); err != nil {
 		s.Close()
 		return nil, err
 	}
+	// The free space is read before the stores open: a start on a full
+	// disk still serves the probes and says so.
+	s.disk = newDiskWatch(cfg.Storage, storageDirs(cfg), cfg.Logger)
+	s.disk.check()
+	s.disk.register(s.reg)
+	go s.disk.run()
+	if err := s.disk.full(); err != nil {
+		cfg.Logger.Error("arr: starting on a full disk: serving the probes, and opening the stores once there is room", "err", err)
+		go s.openInBackground(ctx, nil)
+		return s, nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.open(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.Close()
+			if be := (*buildError)(nil); errors.As(err, &be) {
+				err = be.error
+			}
+			return nil, err
+		}
+		s.markOpen()
+	case <-time.After(cfg.Storage.OpenWait):
+		cfg.Logger.Error("arr: the stores are not open yet: serving the probes while they open", "waited", cfg.Storage.OpenWait)
+		go s.openInBackground(ctx, done)
+	}
+	return s, nil
+}
+
+// open opens the engines and builds the core, the api, the worker pool and
+// the dispatcher over them; on an error it closes what it opened.
+func (s *Server) open(ctx context.Context) (err error) {
+	cfg := s.cfg
+	portsOpen := false
+	defer func() {
+		if err != nil {
+			s.closeEngines()
+			if portsOpen { // not the storage's: trying again would not help
+				err = &buildError{err}
+			}
+		}
+	}()
 	// Each URL opens its engine once; the same URL is the same engine.
 	var storeEng, queueEng, resultsEng *engine.Engine
 	for _, o := range []struct {
@@ -237,10 +298,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		eng **engine.Engine
 	}{{cfg.StoreURL, &storeEng}, {cfg.QueueURL, &queueEng}, {cfg.ResultsURL, &resultsEng}} {
 		if *o.eng, err = engine.Open(ctx, o.url); err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
+		s.engMu.Lock()
 		s.engines = append(s.engines, *o.eng)
+		s.engMu.Unlock()
 	}
 	if s.store, err = storeEng.Store(ctx); err == nil {
 		if s.queue, err = queueEng.Queue(ctx); err == nil {
@@ -250,9 +312,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	if err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
+	portsOpen = true
 	cc := cfg.Core
 	cc.Store, cc.Queue, cc.Results, cc.Signer = s.store, s.queue, s.results, s.signer
 	if cfg.CallbackAllow.Len() > 0 && cc.CallbackRequests == nil {
@@ -269,8 +331,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if cfg.Mux != nil {
 			routes = cfg.Mux.Routes()
 			if err := checkHandlers(routes); err != nil {
-				s.Close()
-				return nil, fmt.Errorf("arr: %w", err)
+				return fmt.Errorf("arr: %w", err)
 			}
 		}
 		if !cfg.NoSeedRoutes {
@@ -281,9 +342,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cc.Logger == nil {
 		cc.Logger = cfg.Logger
 	}
+	if cfg.Storage.WriteDeadline > 0 {
+		cc.WriteDeadline = cfg.Storage.WriteDeadline
+	}
+	if cc.StorageCheck == nil {
+		cc.StorageCheck = s.disk.full
+	}
 	if s.client, err = arr.New(cc); err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	// No result URL outlives the longest lifetime configured, even one
 	// signed with a leaked key.
@@ -300,12 +366,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		wc.Registerer = s.reg
 		cfg.Admission.apply(nil, &wc)
 		if s.pool, err = worker.New(wc); err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
 	}
 	ac := cfg.API
 	ac.Client = s.client
+	ready := ac.Ready
+	ac.Ready = func(ctx context.Context) error {
+		if err := s.ready(); err != nil {
+			return err
+		}
+		if ready != nil {
+			return ready(ctx)
+		}
+		return nil
+	}
 	ac.ResultsPrefix, ac.ResultsHandler = s.signer.Handler()
 	ac.Registerer, ac.Gatherer = s.reg, s.reg
 	ac.NoMetrics = ac.NoMetrics || cfg.AdminAddr != ""
@@ -322,15 +397,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.wantsCallbacks(cc) {
 		if s.secrets, err = s.callbackSecrets(ctx); err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
 		ac.CallbackSecrets = s.secrets
 	}
 	cfg.Admission.apply(&ac, nil)
 	if s.api, err = api.New(ac); err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	if s.secrets != nil {
 		dc := cfg.Callbacks
@@ -343,16 +416,78 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return s.api.RenderOperation(ctx, s.publicBase(), op)
 		}
 		if s.dispatcher, err = callback.New(dc); err != nil {
-			s.Close()
-			return nil, err
+			return err
 		}
 	}
 	s.handler = withAuth(notePrincipal(s.api), cfg.Auth, ac.ResultsPrefix, cfg.Logger)
 	if !cfg.Logs.NoAccessLog {
 		s.handler = accessLog(s.handler, cfg.Logger, ac.ResultsPrefix)
 	}
-	return s, nil
+	s.registerStorageMetrics()
+	return nil
 }
+
+// markOpen says the stores are open and the server built.
+func (s *Server) markOpen() {
+	s.opened.Store(true)
+	close(s.openedCh)
+}
+
+// openInBackground opens the stores after New returned: it waits for a
+// pending open (when not nil) and, while opening fails, tries again every
+// few seconds once no volume is under its watermark, until ctx ends.
+func (s *Server) openInBackground(ctx context.Context, pending <-chan error) {
+	for {
+		var err error
+		if pending != nil {
+			err = <-pending
+			pending = nil
+		} else {
+			for s.disk.full() != nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(s.cfg.Storage.CheckInterval):
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.disk.stop:
+				return
+			default:
+			}
+			err = s.open(ctx)
+		}
+		if err == nil {
+			s.cfg.Logger.Info("arr: the stores are open")
+			s.markOpen()
+			return
+		}
+		s.openErr.Store(&err)
+		if be := (*buildError)(nil); errors.As(err, &be) {
+			s.openFailed <- be.error
+			return
+		}
+		s.cfg.Logger.Error("arr: opening the stores failed; trying again", "err", err, "retry_in", openRetry)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.disk.stop:
+			return
+		case <-time.After(openRetry):
+		}
+	}
+}
+
+// buildError is an error of open after the stores opened: a
+// configuration that cannot work, which no retry mends.
+type buildError struct{ error }
+
+func (e *buildError) Unwrap() error { return e.error }
+
+// openRetry is the pause between two background tries to open the stores.
+const openRetry = 5 * time.Second
 
 // wantsCallbacks reports whether cc's routes owe callbacks or take
 // requested ones.
@@ -420,13 +555,25 @@ func maxResultURLTTL(cc arr.Config) time.Duration {
 
 // Client is the core the server runs: the Go API for callers (Submit,
 // Get, Wait, Cancel, Retry, OpenResult…), the same one the HTTP api uses.
-func (s *Server) Client() *arr.Client { return s.client }
+// It is nil while the stores are not open yet (see New).
+func (s *Server) Client() *arr.Client {
+	if !s.opened.Load() {
+		return nil
+	}
+	return s.client
+}
 
 // Gatherer is the server's Prometheus registry: what /metrics serves.
 func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
 
-// Handler is the HTTP api behind Config.Auth, for tests and embedding.
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler is the HTTP api behind Config.Auth, for tests and embedding;
+// nil while the stores are not open yet (see New).
+func (s *Server) Handler() http.Handler {
+	if !s.opened.Load() {
+		return nil
+	}
+	return s.handler
+}
 
 // Listen binds the listen address and the admin address, if set; Addr and
 // AdminAddr then tell the bound addresses (useful with port 0). A worker
@@ -472,17 +619,37 @@ func (s *Server) Addr() string {
 // Serve serves HTTP and runs the workers until ctx is canceled, then stops
 // accepting requests, lets running handlers finish within the worker's
 // shutdown grace, gives the rest back to the queue and closes the stores.
+// It returns at most the grace plus Storage.CloseTimeout after ctx ends,
+// whatever the stores do: what it still waited for then is logged and
+// abandoned, and Serve returns an error saying so. While the stores are
+// not open yet (see StorageConfig.OpenWait) it serves the probes only, and
+// comes up fully once they are.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.ln == nil && s.adminLn == nil && (s.cfg.Role != RoleWorker || s.cfg.Addr != "" || s.cfg.AdminAddr != "") {
 		if err := s.Listen(); err != nil {
 			return err
 		}
 	}
-	handler := s.handler
-	if s.cfg.Role == RoleWorker {
-		handler = s.probes(s.cfg.AdminAddr == "", nil)
+	var mainMetrics http.Handler
+	if s.cfg.AdminAddr == "" && !s.cfg.API.NoMetrics {
+		mainMetrics = promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
 	}
 	cc := s.conns.cfg
+	starting := s.starting(mainMetrics)
+	workerProbes := s.probes(s.cfg.AdminAddr == "", nil)
+	var inflight atomic.Int64
+	main := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		switch {
+		case !s.opened.Load():
+			starting.ServeHTTP(w, r)
+		case s.cfg.Role == RoleWorker:
+			workerProbes.ServeHTTP(w, r)
+		default:
+			s.handler.ServeHTTP(w, r)
+		}
+	})
 	newHTTP := func(h http.Handler) *http.Server {
 		return &http.Server{Handler: h, ReadHeaderTimeout: timeout(cc.ReadHeaderTimeout), IdleTimeout: timeout(cc.IdleTimeout),
 			MaxHeaderBytes: s.cfg.Admission.maxHeaderBytes(),
@@ -495,7 +662,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		ln  net.Listener
 		h   http.Handler
 		tls bool
-	}{{s.ln, handler, true}, {s.adminLn, s.probes(true, s.cfg.AdminHandlers), false}} {
+	}{{s.ln, main, true}, {s.adminLn, s.probes(true, s.cfg.AdminHandlers), false}} {
 		if l.ln == nil { // a worker without a probe listener; no admin listener
 			continue
 		}
@@ -520,62 +687,164 @@ func (s *Server) Serve(ctx context.Context) error {
 		}()
 	}
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var err error
+	stopping := false
+	if !s.opened.Load() {
+		select {
+		case <-s.openedCh:
+		case <-ctx.Done():
+			stopping = true
+		case err = <-errc:
+			stopping = true
+		case err = <-s.openFailed:
+			stopping = true
+		}
+	}
+	if !stopping {
+		s.runWork(workCtx, &wg)
+		select {
+		case <-ctx.Done():
+		case err = <-errc:
+		}
+	}
+	if serr := s.shutdown(servers, stopWork, &wg, &inflight); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// runWork starts the worker pool, the janitor and the dispatcher, as the
+// role has them, in wg.
+func (s *Server) runWork(ctx context.Context, wg *sync.WaitGroup) {
 	if s.pool != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.pool.Run(workCtx)
+			_ = s.pool.Run(ctx)
 		}()
 	}
 	if s.cfg.Role != RoleAPI {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.client.RunJanitor(workCtx, s.cfg.JanitorInterval)
+			s.client.RunJanitor(ctx, s.cfg.JanitorInterval)
 		}()
 	}
 	if s.cfg.Role != RoleWorker { // where submits are: the stored-bytes budget's count
 		wg.Add(1)
-		go func() { defer wg.Done(); s.client.RunStoredBytes(workCtx) }()
+		go func() { defer wg.Done(); s.client.RunStoredBytes(ctx) }()
 	}
 	if s.dispatcher != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.dispatcher.Run(workCtx)
+			_ = s.dispatcher.Run(ctx)
 		}()
 	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	// Stop taking requests; long-polls and event streams get a few seconds.
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	for _, hs := range servers {
-		if hs.Shutdown(shutCtx) != nil {
-			_ = hs.Close()
-		}
-	}
-	cancel()
-	stopWork()
-	wg.Wait()
-	if cerr := s.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
-// Close closes the stores; Serve calls it on the way out.
-func (s *Server) Close() error {
-	var errs []error
-	for _, e := range s.engines {
-		errs = append(errs, e.Close())
+// shutdownHTTPGrace is how long requests (long-polls and event streams
+// among them) get to finish on shutdown before their connections close.
+const shutdownHTTPGrace = 5 * time.Second
+
+// shutdown stops the listeners and the workers together, waits for the
+// requests and the running handlers (within the worker's grace), closes
+// the stores (within Storage.CloseTimeout), and logs what it waits for.
+// It returns after the grace plus CloseTimeout whatever is left: storage
+// that does not answer must not keep the process alive.
+func (s *Server) shutdown(servers []*http.Server, stopWork func(), wg *sync.WaitGroup, inflight *atomic.Int64) error {
+	grace := s.cfg.Worker.ShutdownGrace
+	if grace <= 0 {
+		grace = worker.DefaultShutdownGrace
 	}
-	s.engines, s.signer, s.results, s.queue, s.store = nil, nil, nil, nil, nil
+	limit := max(grace, shutdownHTTPGrace) + s.cfg.Storage.CloseTimeout
+	var running int64
+	if s.pool != nil && s.opened.Load() {
+		running = s.pool.Running()
+	}
+	log := s.cfg.Logger
+	log.Info("arr: shutting down: waiting for requests (long-polls and event streams among them), running handlers and the stores; a second signal exits at once",
+		"requests", inflight.Load(), "running_handlers", running, "handler_grace", grace, "at_most", limit)
+	var phase atomic.Value
+	phase.Store("requests and running handlers")
+	done := make(chan error, 1)
+	go func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), shutdownHTTPGrace)
+		var hwg sync.WaitGroup
+		for _, hs := range servers {
+			hwg.Add(1)
+			go func() {
+				defer hwg.Done()
+				if hs.Shutdown(shutCtx) != nil {
+					_ = hs.Close()
+				}
+			}()
+		}
+		stopWork()
+		hwg.Wait()
+		cancel()
+		wg.Wait()
+		phase.Store("the stores to close")
+		log.Info("arr: requests and handlers are done; closing the stores")
+		done <- s.Close()
+	}()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			var running int64
+			if s.pool != nil && s.opened.Load() {
+				running = s.pool.Running()
+			}
+			log.Info("arr: still shutting down", "waiting_for", phase.Load(), "requests", inflight.Load(), "running_handlers", running)
+		case <-deadline.C:
+			var running int64
+			if s.pool != nil && s.opened.Load() {
+				running = s.pool.Running()
+			}
+			log.Error("arr: shutdown outlived its limit: exiting without waiting longer (acknowledged operations are durable; the abandoned ones run again after a restart)",
+				"abandoned", phase.Load(), "requests", inflight.Load(), "running_handlers", running, "limit", limit)
+			return fmt.Errorf("arr: shutdown abandoned after %s, still waiting for %s", limit, phase.Load())
+		}
+	}
+}
+
+// Close stops the free-space watch and closes the stores; Serve calls it
+// on the way out.
+func (s *Server) Close() error {
+	if s.disk != nil {
+		s.disk.close()
+	}
+	errs := []error{s.closeEngines()}
 	if s.lock != nil {
 		errs = append(errs, s.lock.release())
 		s.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// closeEngines closes the engines opened so far.
+func (s *Server) closeEngines() error {
+	s.engMu.Lock()
+	engines := s.engines
+	s.engines = nil
+	s.engMu.Unlock()
+	var errs []error
+	for _, e := range engines {
+		errs = append(errs, e.Close())
+	}
+	s.signer, s.results, s.queue, s.store = nil, nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// engineList is the engines open now.
+func (s *Server) engineList() []*engine.Engine {
+	s.engMu.Lock()
+	defer s.engMu.Unlock()
+	return append([]*engine.Engine(nil), s.engines...)
 }

@@ -186,6 +186,9 @@ func (p *Pool) MeanRunTime() time.Duration { return time.Duration(p.meanRunNanos
 // Concurrency is the number of operations the pool runs at once.
 func (p *Pool) Concurrency() int { return p.cfg.Concurrency }
 
+// Running is the number of operations whose handler is running now.
+func (p *Pool) Running() int64 { return p.running.Load() }
+
 // Run takes and runs deliveries until ctx is canceled, then lets running
 // handlers finish for up to ShutdownGrace, cancels the rest (their
 // operations go back to the queue) and returns nil.

@@ -223,7 +223,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 		cfg.Mux.HandleRoute(r)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := onSignals(logger)
 	defer stop()
 	if role != server.RoleWorker {
 		if err := setupAuth(ctx, &cfg, authCfg, tlsFiles, logger); err != nil {
@@ -418,4 +418,34 @@ func publicURLFromEnv(host string) string {
 		return "http://" + host
 	}
 	return "https://" + host
+}
+
+// onSignals returns a context that SIGINT or SIGTERM cancels, which starts
+// a graceful shutdown; a second signal exits the process at once (status
+// 1), whatever the shutdown is waiting for. stop releases the signals.
+func onSignals(logger *slog.Logger) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			logger.Info("arr: shutting down on a signal; a second one exits at once", "signal", sig.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			logger.Error("arr: second signal: exiting at once without waiting for the shutdown", "signal", sig.String())
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
