@@ -15,7 +15,7 @@ test-bench:     ## the bench module: the peers' adapters (Redis, PostgreSQL) and
 # The fuzz targets of the parsers a client reaches (issue 12): package:Target.
 FUZZ_TARGETS = ./api:FuzzPath ./api:FuzzHost ./api:FuzzPrefer ./api:FuzzIdempotencyKey \
 	./api:FuzzListCursor ./urlsign:FuzzVerify ./auth:FuzzParseKeys ./auth:FuzzParseAuthorization \
-	./webhook:FuzzParseAllowList ./webhook:FuzzVerify
+	./webhook:FuzzParseAllowList ./webhook:FuzzVerify ./server:FuzzFraming
 FUZZ_TIME ?= 10s
 
 fuzz:           ## fuzz each parser for FUZZ_TIME (default 10s; e.g. make fuzz FUZZ_TIME=10m)

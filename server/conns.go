@@ -545,8 +545,8 @@ func (w *rateWriter) count(err error) {
 // the work per byte is a few comparisons in header blocks and chunk size
 // lines, none in body bytes.
 //
-// Input it cannot follow, net/http does not follow either (and answers
-// 400 and closes the connection); the scanner then stops.
+// Input it cannot follow (most of which net/http refuses too) stops it,
+// and the connection's requests from then on are refused (see lose).
 type framing struct {
 	state     uint8
 	line      []byte // the current line, up to maxFramingLine bytes
@@ -601,8 +601,10 @@ func (f *framing) feed(p []byte) {
 			for i < len(p) && p[i] != '\n' {
 				i++
 			}
-			if len(f.line)+i > maxFramingLine {
-				f.long = true
+			// A long line keeps its first maxFramingLine bytes: enough
+			// for its name, however the bytes arrive.
+			if room := maxFramingLine - len(f.line); i > room {
+				f.line, f.long = append(f.line, p[:room]...), true
 			} else {
 				f.line = append(f.line, p[:i]...)
 			}
@@ -620,13 +622,23 @@ func (f *framing) feed(p []byte) {
 	}
 }
 
+// lose stops the scanner on input it cannot follow. The connection's
+// requests from the one being read on are then refused as ambiguous:
+// a client that frames its requests as RFC 9112 says never gets here,
+// and a scanner that no longer follows the framing could not see a
+// request smuggled after this one.
+func (f *framing) lose() {
+	f.state = stLost
+	f.ambiguous.CompareAndSwap(0, f.requests+1)
+}
+
 // endLine takes one whole line (without its line ending) of a header
 // block, a chunk size line, the end of chunk data or a trailer.
 func (f *framing) endLine(line []byte) {
 	switch f.state {
 	case stChunkEnd:
 		if len(line) != 0 {
-			f.state = stLost
+			f.lose()
 			return
 		}
 		f.state = stChunkSize
@@ -634,7 +646,7 @@ func (f *framing) endLine(line []byte) {
 		size, ok := chunkSize(line)
 		switch {
 		case !ok || f.long:
-			f.state = stLost
+			f.lose()
 		case size == 0:
 			f.state = stTrailer
 		default:
@@ -665,12 +677,12 @@ func (f *framing) headerLine(line []byte) {
 		case !ok:
 		case asciiEqualFold(name, "content-length"):
 			if f.long {
-				f.state = stLost // no Content-Length value is 4 KiB long
+				f.lose() // no Content-Length value is 4 KiB long
 				return
 			}
 			n, err := strconv.ParseInt(string(trimSpace(value)), 10, 64)
 			if err != nil || n < 0 || (f.hasCL && n != f.cl) {
-				f.state = stLost // net/http refuses it
+				f.lose() // net/http refuses it
 				return
 			}
 			f.cl, f.hasCL = n, true
