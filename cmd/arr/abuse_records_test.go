@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arrhq/arr/config"
 )
 
 // The amplifiers of issue 14 against a real arr serve: a schema bomb is a
@@ -57,35 +59,45 @@ routes:
 	defer p.stop(t)
 	hc := &http.Client{Timeout: 20 * time.Second}
 
-	// The schema bomb: a megabyte array of numbers where strings are due.
-	var bomb bytes.Buffer
-	bomb.WriteByte('[')
-	for bomb.Len() < 1<<20-2 {
-		if bomb.Len() > 1 {
-			bomb.WriteByte(',')
+	// The schema bomb: a megabyte array of numbers where strings are due
+	// is refused by its count of values; the largest array validated
+	// (config.MaxSchemaValues values) is answered with its first 20 issues.
+	bombOf := func(items int) *bytes.Buffer {
+		var bomb bytes.Buffer
+		bomb.WriteByte('[')
+		for i := range items {
+			if i > 0 {
+				bomb.WriteByte(',')
+			}
+			bomb.WriteByte('1')
 		}
-		bomb.WriteByte('1')
+		bomb.WriteByte(']')
+		return &bomb
 	}
-	bomb.WriteByte(']')
-	start := time.Now()
-	res, err := hc.Post(base+"/v1/items", "application/json", &bomb)
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		items, issues int
+		truncated     bool
+	}{{1<<19 - 1, 1, false}, {config.MaxSchemaValues - 1, 20, true}} {
+		start := time.Now()
+		res, err := hc.Post(base+"/v1/items", "application/json", bombOf(c.items))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		took := time.Since(start)
+		var prob struct {
+			Errors    []any `json:"errors"`
+			Truncated bool  `json:"truncated"`
+		}
+		if res.StatusCode != 400 || json.Unmarshal(b, &prob) != nil || len(prob.Errors) != c.issues || prob.Truncated != c.truncated {
+			t.Fatalf("schema bomb of %d items: %d, %d bytes: %.300s", c.items, res.StatusCode, len(b), b)
+		}
+		if len(b) >= 64<<10 {
+			t.Errorf("schema bomb of %d items answered with %d bytes", c.items, len(b))
+		}
+		t.Logf("schema bomb of %d items: 400 of %d bytes in %s", c.items, len(b), took)
 	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	took := time.Since(start)
-	var prob struct {
-		Errors    []any `json:"errors"`
-		Truncated bool  `json:"truncated"`
-	}
-	if res.StatusCode != 400 || json.Unmarshal(b, &prob) != nil || len(prob.Errors) != 20 || !prob.Truncated {
-		t.Fatalf("schema bomb: %d, %d bytes: %.300s", res.StatusCode, len(b), b)
-	}
-	if len(b) >= 64<<10 {
-		t.Errorf("schema bomb answered with %d bytes", len(b))
-	}
-	t.Logf("schema bomb: 400 of %d bytes in %s", len(b), took)
 
 	// Forward operations failing 20 times with 64 KiB each.
 	const n = 12
@@ -179,7 +191,7 @@ routes:
 	}
 
 	// A result read through its signed URL.
-	res, err = hc.Post(base+"/v1/echo", "text/plain", strings.NewReader("hi"))
+	res, err := hc.Post(base+"/v1/echo", "text/plain", strings.NewReader("hi"))
 	if err != nil {
 		t.Fatal(err)
 	}
