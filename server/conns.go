@@ -434,6 +434,7 @@ type rateBody struct {
 	n            int64
 	eof, counted bool
 	c            *conns
+	set          time.Time // the read deadline set last
 }
 
 // deadline is when the body falls below its rate unless more arrives.
@@ -442,7 +443,11 @@ func (b *rateBody) deadline() time.Time {
 }
 
 func (b *rateBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(b.deadline())
+	// As rateWriter.deadline: moved only when it falls short.
+	if d := b.deadline(); d.After(b.set) {
+		b.set = d.Add(b.grace / 4)
+		_ = b.rc.SetReadDeadline(b.set)
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	switch {
@@ -474,10 +479,20 @@ type rateWriter struct {
 	grace time.Duration
 	c     *conns
 	cut   bool
+	until time.Time // the write deadline set last
 }
 
+// deadline gives a write of n bytes starting now at least grace +
+// n/rate. It moves the connection's deadline only when that falls
+// short, and then a quarter of the grace further, so that a response of
+// a few small writes sets it once (each set is a poller update), at the
+// price of up to a quarter of the grace more leniency.
 func (w *rateWriter) deadline(n int) {
-	_ = w.rc.SetWriteDeadline(time.Now().Add(w.grace + time.Duration(float64(n)/float64(w.rate)*float64(time.Second))))
+	want := time.Now().Add(w.grace + time.Duration(float64(n)/float64(w.rate)*float64(time.Second)))
+	if want.After(w.until) {
+		w.until = want.Add(w.grace / 4)
+		_ = w.rc.SetWriteDeadline(w.until)
+	}
 }
 
 func (w *rateWriter) Write(p []byte) (int, error) {
