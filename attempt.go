@@ -250,7 +250,9 @@ func (a *Attempt) Succeed(ctx context.Context, res *operation.Result) Dispositio
 	a.c.kick(written)
 	switch {
 	case err == nil:
-		a.c.stored.add(written.ID, written.Tenant, resultBytes(res))
+		if a.c.budgeted() {
+			a.c.stored.add(written.ID, written.Tenant, resultBytes(res))
+		}
 		a.c.runs.observe(a.op.Route, now.Sub(a.op.AttemptStartedAt))
 		a.c.cfg.Logger.Info("operation succeeded", "route", a.op.Route, "id", a.op.ID, "attempt", a.op.Attempts,
 			"duration", now.Sub(a.op.AttemptStartedAt))

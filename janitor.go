@@ -53,7 +53,9 @@ func (c *Client) Expire(ctx context.Context, now time.Time) {
 	for ctx.Err() == nil {
 		ops, err := c.cfg.Store.DeleteExpired(ctx, now, expireBatch)
 		for _, op := range ops {
-			c.stored.add(op.ID, op.Tenant, -(op.RequestBytes + resultBytes(op.Result)))
+			if c.budgeted() {
+				c.stored.add(op.ID, op.Tenant, -(op.RequestBytes + resultBytes(op.Result)))
+			}
 			if op.Result != nil {
 				if err := c.cfg.Results.Delete(ctx, op.Result.Key); err != nil {
 					c.cfg.Logger.Error("arr: delete expired result", "id", op.ID, "err", err)

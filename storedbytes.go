@@ -161,8 +161,9 @@ func (s *storedBytes) settle(id string) {
 // StoredBytes is this process's count of the bytes stored for operations
 // not yet deleted, and of those of the given tenant's operations (see
 // Config.MaxStoredBytes). ok is false until a count from the store has
-// finished (RunStoredBytes, CountStoredBytes), which happens only when a
-// budget is set.
+// finished (RunStoredBytes, CountStoredBytes). The count is kept only
+// when a budget is set: without one, submits, results and deletions do
+// not touch it.
 func (c *Client) StoredBytes(tenant string) (total, ofTenant int64, ok bool) {
 	s := &c.stored
 	s.mu.Lock()

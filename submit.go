@@ -126,8 +126,11 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 		}
 	}
 	op.RequestBytes = RequestBytes(req)
-	if err := c.stored.reserve(op.ID, op.Tenant, op.RequestBytes, c.cfg.MaxStoredBytes, c.cfg.MaxTenantStoredBytes); err != nil {
-		return nil, false, err
+	budgeted := c.budgeted() // without a budget the count is not kept
+	if budgeted {
+		if err := c.stored.reserve(op.ID, op.Tenant, op.RequestBytes, c.cfg.MaxStoredBytes, c.cfg.MaxTenantStoredBytes); err != nil {
+			return nil, false, err
+		}
 	}
 	// The write's results are read only once it returned in time: one
 	// that outlives the deadline writes to its own variables.
@@ -144,8 +147,10 @@ func (c *Client) Submit(ctx context.Context, s Submission) (op *operation.Operat
 		w = res
 		return err
 	}, submitFault)
-	c.stored.settle(newOp.ID)
-	if err != nil || !w.new {
+	if budgeted {
+		c.stored.settle(newOp.ID)
+	}
+	if budgeted && (err != nil || !w.new) {
 		// Not stored (a write that outlived its deadline and lands
 		// later is counted at the next recount), or stored before.
 		c.stored.add(newOp.ID, newOp.Tenant, -newOp.RequestBytes)
