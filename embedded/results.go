@@ -273,7 +273,8 @@ func (r *Results) commit(ctx context.Context, key string, wo *pebble.WriteOption
 	b := r.db.pdb.NewBatch()
 	defer b.Close()
 	// A key above the ceiling was never written: no old value to read.
-	if !r.db.results.ceil.above(hk) {
+	rs := &r.db.results
+	if !rs.ceil.above(hk) && !rs.unchunked(hk) {
 		old, ok, err := r.header(r.db.pdb, hk, false)
 		if err != nil && !errors.Is(err, errCorrupt) {
 			return fmt.Errorf("embedded: put %q: %w", key, err)
@@ -357,6 +358,9 @@ func (w *chunkWriter) write(rd io.Reader, buf []byte, n int, contentType string,
 		pending = pendingKey(w.gen, w.key)
 	}
 	last := w.next
+	// Before the commit (a Put of the key from now on reads it): a key
+	// is recorded too early at worst, never too late.
+	w.r.db.results.noteChunked(resultKey(w.key))
 	err := w.r.commit(w.ctx, w.key, wo, pending, func(b *pebble.Batch) {
 		if n > 0 {
 			_ = b.Set(chunkKey(w.key, w.gen, last), buf[:n], nil)
@@ -517,6 +521,17 @@ type resultsState struct {
 	ceil ceiling
 	gen  atomic.Uint64 // the last generation handed out
 
+	// base is the ceiling of result keys at open. A key above it was not
+	// written before this process opened the DB, so only this process's
+	// chunked writes can have left chunks under it: those it records in
+	// chunked (up to maxChunkedKeys; beyond, every key not above ceil is
+	// read, as before). So a Put of a new key skips its read even when
+	// concurrent Puts of later keys raised ceil first.
+	base      []byte
+	ckMu      sync.Mutex
+	chunked   map[string]struct{}
+	ckOverrun bool
+
 	mu      sync.Mutex
 	readers map[*chunkReader]struct{} // open, with their snapshots
 }
@@ -575,6 +590,7 @@ func (db *DB) openResults() error {
 	if err := db.results.ceil.load(db.pdb, pResult); err != nil {
 		return err
 	}
+	db.results.base = bytes.Clone(db.results.ceil.max)
 	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{pPending}, UpperBound: []byte{pPending + 1}})
 	if err != nil {
 		return err
@@ -634,6 +650,43 @@ func (r *Results) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("embedded: deleting result %q: %w", key, err)
 	}
 	return nil
+}
+
+// maxChunkedKeys bounds resultsState.chunked (about 100 bytes each).
+const maxChunkedKeys = 1 << 16
+
+// unchunked reports whether hk (a result key) is known to hold no chunked
+// value without a read: it was not written before open, nor chunked since.
+func (rs *resultsState) unchunked(hk []byte) bool {
+	if bytes.Compare(hk, rs.base) <= 0 {
+		return false
+	}
+	rs.ckMu.Lock()
+	defer rs.ckMu.Unlock()
+	if rs.ckOverrun {
+		return false
+	}
+	_, ok := rs.chunked[string(hk)]
+	return !ok
+}
+
+// noteChunked records that a chunked value is being written under hk.
+func (rs *resultsState) noteChunked(hk []byte) {
+	if bytes.Compare(hk, rs.base) <= 0 {
+		return
+	}
+	rs.ckMu.Lock()
+	defer rs.ckMu.Unlock()
+	switch {
+	case rs.ckOverrun:
+	case len(rs.chunked) >= maxChunkedKeys:
+		rs.ckOverrun, rs.chunked = true, nil
+	default:
+		if rs.chunked == nil {
+			rs.chunked = map[string]struct{}{}
+		}
+		rs.chunked[string(hk)] = struct{}{}
+	}
 }
 
 // Close releases the reference to the DB.

@@ -537,3 +537,43 @@ func TestResultsConcurrentLargePuts(t *testing.T) {
 		t.Errorf("%d markers left", len(keys))
 	}
 }
+
+// A small Put of a key skips the read of an older value only when it knows
+// there is none: a key written chunked before the reopen (at or below the
+// ceiling at open) or since (recorded) still has its chunks deleted, in
+// whatever order the keys are written.
+func TestResultsSmallPutAfterChunked(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, r := openResultsT(t, dir)
+	put := func(key string, n int) {
+		t.Helper()
+		if _, err := r.Put(ctx, key, bytes.NewReader(randomBytes(n, 7)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a-before", 2*resultChunkSize)
+	r.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, r = openResultsT(t, dir)
+	put("c-later", 10) // raises the ceiling above the keys below
+	put("b-since", 2*resultChunkSize)
+	put("z-last", 10)
+	for _, k := range []string{"a-before", "b-since"} {
+		put(k, 10)
+		if keys := resultKeys(t, db, k); len(keys) != 1 {
+			t.Errorf("%s: %d keys after a small Put over a chunked value, want 1", k, len(keys))
+		}
+	}
+	// A new key below the ceiling, never written: no read needed, and none
+	// made wrong.
+	put("b-new", 10)
+	if keys := resultKeys(t, db, "b-new"); len(keys) != 1 {
+		t.Errorf("b-new: %d keys", len(keys))
+	}
+	if !db.results.unchunked(resultKey("b-new")) || db.results.unchunked(resultKey("b-since")) || db.results.unchunked(resultKey("a-before")) {
+		t.Error("unchunked: wrong answer")
+	}
+}
