@@ -62,32 +62,3 @@ func (s *Server) readLimited(path string) bool {
 // defaultStorageRetry is the Retry-After of a storage refusal that names
 // none.
 const defaultStorageRetry = 30 * time.Second
-
-// writeStorageError answers a submit the core refused for lack of storage
-// (arr.StorageError): 507 Insufficient Storage with ProblemStorageFull
-// when the disk is under its free-space watermark or a stored-bytes
-// budget (all operations', or the caller's tenant's) is spent, 503 with
-// ProblemStorageUnavailable when a store write failed or outlived its
-// deadline (or for a reason this api does not know). Either way with
-// Retry-After: the error's, else defaultStorageRetry.
-func writeStorageError(w http.ResponseWriter, e *arr.StorageError) {
-	retry := e.RetryAfter
-	if retry <= 0 {
-		retry = defaultStorageRetry
-	}
-	setRetryAfter(w, retry)
-	switch e.Reason {
-	case arr.StorageFull:
-		writeProblem(w, http.StatusInsufficientStorage, ProblemStorageFull, "Insufficient storage",
-			"the server's disk is nearly full; retry later")
-	case arr.StorageBudget:
-		writeProblem(w, http.StatusInsufficientStorage, ProblemStorageFull, "Insufficient storage",
-			"the server keeps as many bytes of operations as it may; retry once older ones expire")
-	case arr.StorageTenantBudget:
-		writeProblem(w, http.StatusInsufficientStorage, ProblemStorageFull, "Insufficient storage",
-			"your tenant's operations take all the bytes it may keep; retry once older ones expire")
-	default:
-		writeProblem(w, http.StatusServiceUnavailable, ProblemStorageUnavailable, "Storage unavailable",
-			"the server could not store the operation; retry later (with the same Idempotency-Key, if you sent one)")
-	}
-}

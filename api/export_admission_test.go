@@ -9,6 +9,6 @@ import (
 // RecordStorageError is the answer to a submit the core refused with e.
 func RecordStorageError(e *arr.StorageError) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	writeStorageError(rec, e)
+	storageProblem(rec, e)
 	return rec
 }

@@ -145,14 +145,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 	}
 	op, created, err := s.c.Submit(ctx, sub)
 	var full *arr.QueueFullError
-	var storage *arr.StorageError
 	switch {
 	case errors.As(err, &full):
 		setRetryAfter(w, s.cfg.QueueWait(full.Depth))
 		writeProblem(w, http.StatusServiceUnavailable, ProblemQueueFull, "Queue full", full.Error())
-		return
-	case errors.As(err, &storage):
-		writeStorageError(w, storage)
 		return
 	case submitCallbackError(w, err):
 		return
@@ -343,7 +339,11 @@ func storageProblem(w http.ResponseWriter, err error) bool {
 	if !errors.As(err, &se) {
 		return false
 	}
-	setRetryAfter(w, se.RetryAfter)
+	retry := se.RetryAfter
+	if retry <= 0 {
+		retry = defaultStorageRetry
+	}
+	setRetryAfter(w, retry)
 	switch se.Reason {
 	case arr.StorageUnavailable:
 		writeProblem(w, http.StatusServiceUnavailable, ProblemStorageUnavailable, "Storage unavailable",
