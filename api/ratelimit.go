@@ -71,6 +71,13 @@ func (s *Server) bucketKey(r *http.Request) (key string, limited bool) {
 	return "ip:" + a.String(), true
 }
 
+// clientKey is whom r counts against, for the rate limits and the stream
+// caps alike: bucketKey's key, "" for an admin.
+func (s *Server) clientKey(r *http.Request) string {
+	key, _ := s.bucketKey(r)
+	return key
+}
+
 // clientAddr is the address of the client that sent r: its direct peer,
 // or, when the peer is a trusted proxy (Config.TrustedProxies), the last
 // address of X-Forwarded-For (or of Forwarded's for=) that is not itself

@@ -93,7 +93,7 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if wait > 0 && !op.Status.Terminal() && (seen == "" || seen == revision(op)) {
-		release, ok := s.streams.poll.acquire(w, r)
+		release, ok := s.streams.poll.acquire(w, s.clientKey(r))
 		if !ok {
 			return
 		}
@@ -396,7 +396,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	release, ok := s.streams.sse.acquire(w, r)
+	release, ok := s.streams.sse.acquire(w, s.clientKey(r))
 	if !ok {
 		return
 	}
@@ -503,7 +503,7 @@ func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) {
 	base := s.base(r)
 	statusURL := base + "/api/RequestStatus/" + op.ID
 	if onPending == "Synchronous" && !op.Status.Terminal() {
-		release, ok := s.streams.poll.acquire(w, r)
+		release, ok := s.streams.poll.acquire(w, s.clientKey(r))
 		if !ok {
 			return
 		}

@@ -3,14 +3,11 @@ package api
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	arr "github.com/arrhq/arr"
 )
 
 // Defaults of the stream fields of Config (docs/operations.md,
@@ -106,29 +103,17 @@ type streamCap struct {
 	rejected          *prometheus.CounterVec
 }
 
-// streamKey is whom r's streams count against: its principal, or its
-// peer's address when it is anonymous (behind a proxy, the proxy's).
-func streamKey(r *http.Request) string {
-	c, _ := arr.CallerFrom(r.Context())
-	if c.Principal != "" && c.Principal != arr.Anonymous {
-		return "p:" + c.Principal
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return "ip:" + host
-}
-
-// tryAcquire takes a place for one stream of r, or says which cap is
-// full ("process" or "principal"). release gives the place back.
-func (c *streamCap) tryAcquire(r *http.Request) (release func(), full string) {
-	key := streamKey(r)
+// tryAcquire takes a place for one stream of the client key names (the
+// rate limits' key, Server.bucketKey: a principal, or an anonymous
+// client's address; "" for an admin, who has no cap of its own), or says
+// which cap is full ("process" or "principal"). release gives the place
+// back.
+func (c *streamCap) tryAcquire(key string) (release func(), full string) {
 	c.mu.Lock()
 	switch {
 	case c.max >= 0 && c.n >= c.max:
 		full = "process"
-	case c.perPrincipal >= 0 && c.by[key] >= c.perPrincipal:
+	case key != "" && c.perPrincipal >= 0 && c.by[key] >= c.perPrincipal:
 		full = "principal"
 	}
 	if full != "" {
@@ -156,8 +141,8 @@ func (c *streamCap) tryAcquire(r *http.Request) (release func(), full string) {
 
 // acquire is tryAcquire that answers a refusal itself: 503 with
 // Retry-After and ProblemTooManyStreams.
-func (c *streamCap) acquire(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
-	release, full := c.tryAcquire(r)
+func (c *streamCap) acquire(w http.ResponseWriter, key string) (release func(), ok bool) {
+	release, full := c.tryAcquire(key)
 	if full == "" {
 		return release, true
 	}

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +171,28 @@ func TestSSEIdleBeyondWriteGrace(t *testing.T) {
 	wantStatus(t, s.do("DELETE", "/v1/operations/"+id, ""), 200)
 	if _, data, ok := nextEvent(sc); !ok || !strings.Contains(data, `"canceled"`) {
 		t.Fatalf("after a second idle: %q %v", data, ok)
+	}
+}
+
+// Anonymous clients behind a trusted proxy are capped each by their own
+// address, as the rate limits count them, not all together by the
+// proxy's.
+func TestStreamCapPerForwardedClient(t *testing.T) {
+	s := start(t, server.Config{Workers: -1, API: api.Config{MaxLongPollsPerPrincipal: 1,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}})
+	id := s.submit("x")
+	done := make(chan *response, 1)
+	go func() { done <- s.do("GET", "/v1/operations/"+id+"?wait=20s", "", "X-Forwarded-For", "203.0.113.1") }()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(string(s.get("/metrics").Body), `arr_streams_open{kind="long_poll"} 1`); {
+		if time.Now().After(deadline) {
+			t.Fatal("the long-poll is not counted in arr_streams_open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantProblem(t, s.do("GET", "/v1/operations/"+id+"?wait=1s", "", "X-Forwarded-For", "203.0.113.1"), 503, api.ProblemTooManyStreams)
+	wantStatus(t, s.do("GET", "/v1/operations/"+id+"?wait=1s", "", "X-Forwarded-For", "203.0.113.2"), 200)
+	wantStatus(t, s.do("DELETE", "/v1/operations/"+id, ""), 200)
+	if r := <-done; r.StatusCode != 200 {
+		t.Fatalf("long-poll: %d %s", r.StatusCode, r.Body)
 	}
 }

@@ -172,7 +172,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, rt *route, maxBo
 		w.Header().Set("Preference-Applied", "respond-async")
 	} else if pref.wait > 0 {
 		// Over the long-poll cap, the 202 at once: the operation exists.
-		if release, full := s.streams.poll.tryAcquire(r); full == "" {
+		if release, full := s.streams.poll.tryAcquire(s.clientKey(r)); full == "" {
 			wait := min(time.Duration(pref.wait)*time.Second, s.cfg.MaxWait) // pref.wait <= maxWaitSeconds: no overflow
 			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 			if done, err := s.c.WaitFor(ctx, op.ID, wait, arr.Terminal); err == nil {
