@@ -74,17 +74,15 @@ func (r *rig) stats(t *testing.T) queue.Stats {
 	return st
 }
 
-// A retry whose message is lost between its two writes leaves a pending
-// operation without a message; the janitor's sweep enqueues it again, and
-// a pending operation whose message is queued is left as it is.
-func TestSweepRepairsARetryWhoseMessageWasLost(t *testing.T) {
-	r := newRig(t)
+// failWhileHeld submits an operation, takes its delivery and writes its
+// failure, as a worker does before it acks; the delivery is not settled.
+func (r *rig) failWhileHeld(t *testing.T) (*operation.Operation, queue.Delivery) {
+	t.Helper()
 	ctx := context.Background()
 	op, _, err := r.c.Submit(ctx, arr.Submission{Route: "echo", Request: &operation.Request{Body: []byte("x")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A worker took the message and the operation failed for good.
 	ds, err := r.c.Receive(ctx, 1, time.Minute)
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("receive: %d, %v", len(ds), err)
@@ -95,7 +93,18 @@ func TestSweepRepairsARetryWhoseMessageWasLost(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ds[0].Ack(ctx); err != nil {
+	return op, ds[0]
+}
+
+// A retry whose message is lost between its two writes leaves a pending
+// operation without a message; the janitor's sweep enqueues it again, and
+// a pending operation whose message is queued is left as it is.
+func TestSweepRepairsARetryWhoseMessageWasLost(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	// A worker took the message and the operation failed for good.
+	op, d := r.failWhileHeld(t)
+	if err := d.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -121,7 +130,7 @@ func TestSweepRepairsARetryWhoseMessageWasLost(t *testing.T) {
 	}
 	r.c.Sweep(ctx, time.Now().Add(time.Second))
 	r.c.Sweep(ctx, time.Now().Add(time.Second))
-	ds, err = r.c.Receive(ctx, 10, time.Minute)
+	ds, err := r.c.Receive(ctx, 10, time.Minute)
 	if err != nil || len(ds) != 1 || ds[0].Message().ID != op.ID {
 		t.Fatalf("after three sweeps: %d deliveries, %v; want exactly the one of %s", len(ds), err, op.ID)
 	}
@@ -314,5 +323,39 @@ func TestRetryIsOneWriteOnAnAtomicEngine(t *testing.T) {
 	}
 	if s, err := qu.Stats(ctx); err != nil || s.Ready != 1 {
 		t.Fatalf("queue after the retry: %+v, %v; want its message", s, err)
+	}
+}
+
+// A Retry between the write of an attempt's failure and the ack of its
+// delivery enqueues while the delivery holds the message (a no-op), and
+// the ack then drops it: Settled, which the worker calls after the ack,
+// gives the retried operation its message back.
+func TestSettledRequeuesARetryThatRacedTheAck(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	op, d := r.failWhileHeld(t)
+	// The client sees the failure and retries before the worker acks.
+	if _, err := r.c.Retry(ctx, op.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.stats(t); st.Ready != 0 {
+		t.Fatalf("messages after the ack: %+v; the race this test is about did not happen", st)
+	}
+	// A disposition that did not end the operation changes nothing.
+	if err := r.c.Settled(ctx, op.ID, arr.Disposition{Settle: arr.Nak, Outcome: "retried"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.stats(t); st.Ready != 0 {
+		t.Fatalf("Settled of a Nak enqueued: %+v", st)
+	}
+	if err := r.c.Settled(ctx, op.ID, arr.Disposition{Settle: arr.AckLazy, Outcome: "failed"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := r.c.Receive(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Message().ID != op.ID {
+		t.Fatalf("after Settled: %d deliveries, %v; want the retried operation's", len(ds), err)
 	}
 }

@@ -265,6 +265,28 @@ func (c *Client) Retry(ctx context.Context, id string) (*operation.Operation, er
 	return op, err
 }
 
+// Settled is told by the worker that it settled the delivery of operation
+// id with disp. An attempt that ended the operation (failed or canceled)
+// is acked after its end is written, and a Retry in between enqueued the
+// operation's message while that delivery still held it: the queue took
+// it as a no-op (the id was queued), and the ack then dropped it. So when
+// disp ended the operation, Settled looks again and enqueues the message
+// of an operation found pending (a no-op when it is queued), rather than
+// leaving it to the janitor's sweep. Other dispositions cost nothing.
+func (c *Client) Settled(ctx context.Context, id string, disp Disposition) error {
+	if disp.Settle == Nak || (disp.Outcome != "failed" && disp.Outcome != "canceled") {
+		return nil
+	}
+	op, err := c.cfg.Store.Get(ctx, id)
+	if err != nil || op.Status != operation.Pending {
+		if errors.Is(err, opstore.ErrNotFound) || errors.Is(err, opstore.ErrGone) {
+			return nil
+		}
+		return err
+	}
+	return c.cfg.Queue.Enqueue(ctx, Message{ID: op.ID, Route: op.Route}.Encode())
+}
+
 // retry is Retry's writes, with change its transition.
 func (c *Client) retry(ctx context.Context, id string, change func(*operation.Operation) error) (*operation.Operation, error) {
 	var op *operation.Operation

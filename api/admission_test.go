@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	arr "github.com/arrhq/arr"
 	"github.com/arrhq/arr/api"
@@ -186,9 +187,18 @@ func TestStoredBytesBudget507(t *testing.T) {
 		t.Helper()
 		r := post(user)
 		wantStatus(t, r, 202)
-		r = s.get("/v1/operations/"+r.JSON(t)["id"].(string)+"?wait=20&redirect=false", "X-Test-User", user)
-		if st := r.JSON(t)["status"]; st != "succeeded" {
-			t.Fatalf("status %v, want succeeded", st)
+		id := r.JSON(t)["id"].(string)
+		// A long-poll ends at the first change (running), so poll until
+		// the operation has succeeded.
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			r = s.get("/v1/operations/"+id+"?wait=5&redirect=false", "X-Test-User", user)
+			st := r.JSON(t)["status"]
+			if st == "succeeded" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status %v, want succeeded", st)
+			}
 		}
 	}
 	done("bob/t1")

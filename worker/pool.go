@@ -381,7 +381,7 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 }
 
 // settle does with d what the core said.
-func (p *Pool) settle(ctx context.Context, d queue.Delivery, route string, disp arr.Disposition) {
+func (p *Pool) settle(ctx context.Context, d queue.Delivery, id, route string, disp arr.Disposition) {
 	if disp.Outcome != "" {
 		p.completed.WithLabelValues(route, disp.Outcome).Inc()
 	}
@@ -392,6 +392,9 @@ func (p *Pool) settle(ctx context.Context, d queue.Delivery, route string, disp 
 		_ = queue.AckLazy(ctx, d)
 	case arr.Nak:
 		_ = d.Nak(ctx, disp.Delay)
+	}
+	if err := p.cfg.Client.Settled(ctx, id, disp); err != nil && ctx.Err() == nil {
+		p.cfg.Logger.Error("worker: after settling", "id", id, "err", err)
 	}
 }
 
@@ -404,7 +407,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 		p.cfg.Logger.Error("worker: start", "id", id, "err", err)
 	}
 	if a == nil {
-		p.settle(work, d, "", disp)
+		p.settle(work, d, id, "", disp)
 		return
 	}
 	defer a.Close()
@@ -412,7 +415,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	p.cfg.Logger.Debug("attempt started", "route", t.Route, "id", id, "attempt", t.Attempt, "delivery", d.Attempt())
 	h := p.handlers[t.Route]
 	if h == nil {
-		p.settle(work, d, t.Route, a.Abort(work, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
+		p.settle(work, d, id, t.Route, a.Abort(work, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
 			Detail: fmt.Sprintf("no handler for route %q", t.Route)}))
 		return
 	}
@@ -457,7 +460,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	default:
 		disp = a.Succeed(fin, stored)
 	}
-	p.settle(fin, d, t.Route, disp)
+	p.settle(fin, d, id, t.Route, disp)
 }
 
 // syncAfter is how long a handler runs before its lazily written running
