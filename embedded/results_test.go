@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -390,7 +389,7 @@ func TestResultsOpenReadsLittle(t *testing.T) {
 	if _, err := r.Put(ctx, "big", bytes.NewReader(randomBytes(size, 12)), ""); err != nil {
 		t.Fatal(err)
 	}
-	perOpen := allocBytes(5, func() {
+	perOpen := resultstoretest.AllocBytes(5, func() {
 		rd, err := r.Open(ctx, "big")
 		if err != nil {
 			t.Fatal(err)
@@ -410,27 +409,9 @@ func TestResultsOpenReadsLittle(t *testing.T) {
 	}
 }
 
-// allocBytes returns the bytes f allocates, on average over runs calls:
-// the least of five such averages, as tests running meanwhile add their
-// allocations to the process's.
-func allocBytes(runs int, f func()) uint64 {
-	f() // warm up pools and caches
-	best := uint64(1<<64 - 1)
-	for range 5 {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for range runs {
-			f()
-		}
-		runtime.ReadMemStats(&after)
-		best = min(best, (after.TotalAlloc-before.TotalAlloc)/uint64(runs))
-	}
-	return best
-}
-
 // serveAllocs returns the bytes one request to h allocates, on average.
 func serveAllocs(h http.Handler, method, u, header, value string) uint64 {
-	return allocBytes(5, func() {
+	return resultstoretest.AllocBytes(5, func() {
 		req := httptest.NewRequest(method, u, nil)
 		if header != "" {
 			req.Header.Set(header, value)
