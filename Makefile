@@ -17,15 +17,16 @@ FUZZ_TARGETS = ./api:FuzzPath ./api:FuzzHost ./api:FuzzPrefer ./api:FuzzIdempote
 	./api:FuzzListCursor ./urlsign:FuzzVerify ./auth:FuzzParseKeys ./auth:FuzzParseAuthorization \
 	./webhook:FuzzParseAllowList ./webhook:FuzzVerify ./server:FuzzFraming
 FUZZ_TIME ?= 10s
+FUZZ_FLAGS ?=
 
 fuzz:           ## fuzz each parser for FUZZ_TIME (default 10s; e.g. make fuzz FUZZ_TIME=10m)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t##*:} ($(FUZZ_TIME))"; \
-		go test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZ_TIME) $${t%%:*}; \
+		go test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZ_TIME) $(FUZZ_FLAGS) $${t%%:*}; \
 	done
 
-test-fuzz:      ## each fuzz target for 4s (their seed corpora also run in test-main)
-	$(MAKE) fuzz FUZZ_TIME=4s
+test-fuzz:      ## each fuzz target for 4s (their seed corpora also run in test-main), one fuzz worker: on 2 loaded cores the engine can give up on a worker slow to answer at the end
+	$(MAKE) fuzz FUZZ_TIME=4s FUZZ_FLAGS=-parallel=1
 
 build:          ## a static binary in ./arr
 	CGO_ENABLED=0 go build -trimpath -o arr ./cmd/arr
