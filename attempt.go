@@ -267,10 +267,43 @@ func (a *Attempt) Succeed(ctx context.Context, res *operation.Result) Dispositio
 		return Disposition{Settle: Ack, Outcome: "canceled"}
 	default:
 		a.c.cfg.Logger.Error("arr: record success", "id", a.op.ID, "err", err)
-		a.deleteResult(ctx, res)
+		a.deleteResultUnlessRecorded(ctx, res)
 		return Disposition{Settle: Nak, Delay: time.Second}
 	}
 }
+
+// deleteResultUnlessRecorded deletes res after a write of the success that
+// answered an error, only if the stored operation is known not to name it.
+// Such an error does not say the write failed: a timeout or a lost reply
+// (a store's node killed mid-write) can follow a write that landed, and
+// deleting the result then would leave a succeeded operation whose result
+// is gone. When the operation cannot be read, the result is kept: an
+// unreferenced result costs bytes until its operation is deleted, a
+// deleted one loses acknowledged work.
+func (a *Attempt) deleteResultUnlessRecorded(ctx context.Context, res *operation.Result) {
+	if res == nil {
+		return
+	}
+	// ctx may be the one the failed write used up.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recheckTimeout)
+	defer cancel()
+	op, err := a.c.cfg.Store.Get(rctx, a.op.ID)
+	switch {
+	case errors.Is(err, opstore.ErrNotFound), errors.Is(err, opstore.ErrGone):
+	case err != nil:
+		a.c.cfg.Logger.Warn("arr: result kept: cannot tell whether the success was recorded", "id", a.op.ID,
+			"key", res.Key, "err", TruncateError(err, maxLoggedError))
+		return
+	case op.Result != nil && op.Result.Key == res.Key:
+		a.c.cfg.Logger.Info("arr: the success was recorded though its write answered an error", "id", a.op.ID)
+		return
+	}
+	_ = a.c.cfg.Results.Delete(rctx, res.Key)
+}
+
+// recheckTimeout bounds the read that tells whether a write which answered
+// an error landed.
+const recheckTimeout = 10 * time.Second
 
 func (a *Attempt) deleteResult(ctx context.Context, res *operation.Result) {
 	if res != nil {
