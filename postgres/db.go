@@ -36,7 +36,7 @@ const (
 
 // arrParams are the URL query parameters arr reads itself and removes
 // before the URL goes to pgx.
-var arrParams = []string{"schema", "maxDeliveries", "defaultLease", "pollInterval"}
+var arrParams = []string{"schema", "maxDeliveries", "defaultLease", "pollInterval", "auth"}
 
 // config is a parsed URL.
 type config struct {
@@ -46,6 +46,7 @@ type config struct {
 	maxDeliveries int
 	defaultLease  time.Duration
 	pollInterval  time.Duration
+	auth          string // a RegisterAuth name, or ""
 }
 
 // parseURL splits u into pgx's connection string and arr's parameters.
@@ -85,6 +86,11 @@ func parseURL(u *url.URL) (config, error) {
 			if err == nil && c.pollInterval <= 0 {
 				err = errors.New("must be positive")
 			}
+		case "auth":
+			if v == "" {
+				err = errors.New("must not be empty")
+			}
+			c.auth = v
 		}
 		if err != nil {
 			return c, fmt.Errorf("postgres: URL parameter %s=%q: %v", k, v, err)
@@ -96,7 +102,7 @@ func parseURL(u *url.URL) (config, error) {
 	pu.RawQuery = q.Encode() // sorted: equal parameter sets give equal keys
 	pu.Fragment, pu.RawFragment = "", ""
 	c.connString = pu.String()
-	c.key = c.connString + "\x00" + c.schema
+	c.key = c.connString + "\x00" + c.schema + "\x00" + c.auth
 	return c, nil
 }
 
@@ -123,6 +129,8 @@ type DB struct {
 	closed     bool
 
 	lis listener
+
+	password PasswordFunc // auth=…'s, or nil: the listening connection's password
 }
 
 // registry holds the DBs opened by URL in this process, so that a store and
@@ -154,18 +162,33 @@ func open(ctx context.Context, cfg config) (*DB, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	warnSSLMode(cfg.connString, pcfg)
+	var password PasswordFunc
+	if cfg.auth != "" {
+		if password, err = openAuth(ctx, cfg.auth); err != nil {
+			return nil, err
+		}
+		pcfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+			p, err := password(ctx)
+			if err != nil {
+				return fmt.Errorf("postgres: auth=%s: %w", cfg.auth, err)
+			}
+			cc.Password = p
+			return nil
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	db := &DB{
-		cfg:     cfg,
-		pool:    pool,
-		ident:   pgx.Identifier{cfg.schema}.Sanitize(),
-		engine:  fmt.Sprintf("%s:%d/%s\x00%s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database, cfg.schema),
-		opsChan: channelName(cfg.schema, "ops"),
-		qChan:   channelName(cfg.schema, "queue"),
-		refs:    1,
+		cfg:      cfg,
+		pool:     pool,
+		ident:    pgx.Identifier{cfg.schema}.Sanitize(),
+		engine:   fmt.Sprintf("%s:%d/%s\x00%s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database, cfg.schema),
+		opsChan:  channelName(cfg.schema, "ops"),
+		qChan:    channelName(cfg.schema, "queue"),
+		refs:     1,
+		password: password,
 	}
 	db.sql = makeQueries(db.ident)
 	db.lis.init(db)

@@ -38,6 +38,12 @@
 //   - pollInterval (queue): a Go duration, the longest a Receive with
 //     nothing to take waits before it looks again without a notification
 //     (a safety net; see below). Default 5s.
+//   - auth: where every connection's password comes from, by a name a
+//     package registered with RegisterAuth: "entra" (package
+//     postgres/entra, linked by the arr binary) makes it a Microsoft Entra
+//     access token from azidentity's DefaultAzureCredential, for Azure
+//     Database for PostgreSQL with no password anywhere. Default: none (the
+//     URL, PGPASSWORD or .pgpass, as pgx reads them).
 //
 // Every other parameter is pgx's (and libpq's): sslmode, sslrootcert,
 // connect_timeout, application_name, target_session_attrs, and the pool's

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -119,6 +120,13 @@ func (l *listener) run(ctx context.Context) {
 
 func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg := l.db.pool.Config().ConnConfig.Copy()
+	if l.db.password != nil {
+		p, err := l.db.password(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: auth=%s: %w", l.db.cfg.auth, err)
+		}
+		cfg.Password = p
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

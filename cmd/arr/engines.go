@@ -7,6 +7,7 @@ import (
 	_ "github.com/arrhq/arr/embedded"               // embedded:
 	_ "github.com/arrhq/arr/natsjs"                 // nats://
 	_ "github.com/arrhq/arr/postgres"               // postgres://, postgresql://
+	_ "github.com/arrhq/arr/postgres/entra"         // postgres://…?auth=entra (Azure, keyless)
 	_ "github.com/arrhq/arr/resultstore/fileresult" // file:
 	_ "github.com/arrhq/arr/resultstore/s3result"   // s3://
 )

@@ -185,6 +185,18 @@ func (credential) GetToken(ctx context.Context, opts policy.TokenRequestOptions)
 // out.
 func (s *Server) IdentityEndpoint(t testing.TB) (env []string, requests func() int) {
 	t.Helper()
+	env, requests = IdentityEndpoint(t, Token)
+	return append(env, "SSL_CERT_FILE="+s.CertFile), requests
+}
+
+// IdentityEndpoint starts a managed identity endpoint of the App Service
+// kind handing out the tokens token makes for a resource (an audience such
+// as https://storage.azure.com), and returns the environment that points
+// azidentity's managed identity credential at it (IDENTITY_ENDPOINT,
+// IDENTITY_HEADER) and a count of the tokens it handed out. It needs no
+// Azurite.
+func IdentityEndpoint(t testing.TB, token func(resource string) (string, time.Time)) (env []string, requests func() int) {
+	t.Helper()
 	secret := make([]byte, 16)
 	_, _ = rand.Read(secret)
 	header := hex.EncodeToString(secret)
@@ -195,14 +207,15 @@ func (s *Server) IdentityEndpoint(t testing.TB) (env []string, requests func() i
 			return
 		}
 		n.Add(1)
-		tok, exp := Token(strings.TrimSuffix(r.URL.Query().Get("resource"), "/.default"))
+		resource := r.URL.Query().Get("resource")
+		tok, exp := token(strings.TrimSuffix(resource, "/.default"))
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{
-			"access_token": tok, "expires_on": fmt.Sprint(exp.Unix()), "resource": r.URL.Query().Get("resource"),
+			"access_token": tok, "expires_on": fmt.Sprint(exp.Unix()), "resource": resource,
 			"token_type": "Bearer", "client_id": Object,
 		})
 	}))
 	t.Cleanup(srv.Close)
-	return []string{"IDENTITY_ENDPOINT=" + srv.URL, "IDENTITY_HEADER=" + header, "SSL_CERT_FILE=" + s.CertFile},
+	return []string{"IDENTITY_ENDPOINT=" + srv.URL, "IDENTITY_HEADER=" + header},
 		func() int { return int(n.Load()) }
 }

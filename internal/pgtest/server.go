@@ -240,3 +240,29 @@ func (s *Server) Log() string {
 	}
 	return string(b)
 }
+
+// SetHBA replaces the server's pg_hba.conf with hba (its client
+// authentication rules) and reloads it: rules apply to connections made
+// after SetHBA returns.
+func (s *Server) SetHBA(hba string) error {
+	p := filepath.Join(s.dir, "pg_hba.conf")
+	if err := os.WriteFile(p, []byte(hba), 0o600); err != nil {
+		return err
+	}
+	if s.cred != nil {
+		if err := os.Chown(p, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return err
+		}
+	}
+	pid := s.PID()
+	if pid == 0 {
+		return errors.New("pgtest: the server is not running")
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return err
+	}
+	// The postmaster rereads the file when it handles the signal; a new
+	// connection after that sees the rules. Give it a moment.
+	time.Sleep(300 * time.Millisecond)
+	return nil
+}
