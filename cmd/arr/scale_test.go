@@ -24,10 +24,16 @@ import (
 // scaleEngine is the shared engine a scale-out test runs arr over.
 type scaleEngine struct {
 	storeURL string
+	// queueURL, when not empty, is the queue's (-queue); else the store's.
+	queueURL string
 	// kill SIGKILLs one node of the engine; heal, when not nil, is called
 	// a while later (a single-node engine must come back; a cluster keeps
-	// its quorum without the node, and heal restarts it).
+	// its quorum without the node, and heal restarts it). Without kill,
+	// only a worker is killed.
 	kill, heal func()
+	// signedURLs fetches the result store's signed URLs (default: a plain
+	// client).
+	signedURLs *http.Client
 }
 
 // scaleOps is how many operations the scale-out tests submit; the issue's
@@ -53,6 +59,9 @@ func scaleOps(t *testing.T) int {
 func runScaleOut(t *testing.T, eng scaleEngine, resultsURL string, env []string, total int) {
 	const clients = 24
 	common := []string{"-store", eng.storeURL, "-results", resultsURL, "-lease", "3s"}
+	if eng.queueURL != "" {
+		common = append(common, "-queue", eng.queueURL)
+	}
 	var apis []*arrProcess
 	for range 2 {
 		apis = append(apis, startProc(t, "api", freeAddr(t), t.TempDir(), env, common...))
@@ -111,10 +120,11 @@ func runScaleOut(t *testing.T, eng scaleEngine, resultsURL string, env []string,
 	workers[0].kill9(t)
 	t.Logf("worker 1 SIGKILLed at %d accepted", acked.Load())
 	waitAcked(int64(total / 2))
-	eng.kill()
-	killedAt := acked.Load()
-	t.Logf("engine node SIGKILLed at %d accepted", killedAt)
-	if eng.heal != nil {
+	if eng.kill != nil {
+		eng.kill()
+		t.Logf("engine node SIGKILLed at %d accepted", acked.Load())
+	}
+	if eng.kill != nil && eng.heal != nil {
 		time.Sleep(2 * time.Second)
 		eng.heal()
 		t.Logf("engine node restarted at %d accepted", acked.Load())
@@ -139,7 +149,11 @@ func runScaleOut(t *testing.T, eng scaleEngine, resultsURL string, env []string,
 				a := results[n]
 				waitResult(t, hc, bases[(n+1)%2], n, a.id, a.body, deadline)
 				if n%100 == 0 {
-					checkPresigned(t, hc, bases[n%2], a.id, a.body)
+					signed := eng.signedURLs
+					if signed == nil {
+						signed = hc
+					}
+					checkPresigned(t, hc, signed, bases[n%2], a.id, a.body)
 				}
 				checked.Add(1)
 			}
@@ -188,8 +202,9 @@ func submitRetrying(hc *http.Client, url, body, key string, retried *atomic.Int6
 }
 
 // checkPresigned follows the status monitor's 303 to the result store's
-// signed URL (S3 presigned) and checks the bytes.
-func checkPresigned(t *testing.T, hc *http.Client, base, id, body string) {
+// signed URL (S3 presigned, Azure user delegation SAS) and checks the
+// bytes it answers signed (a client that reaches the result store).
+func checkPresigned(t *testing.T, hc, signed *http.Client, base, id, body string) {
 	t.Helper()
 	noRedirect := &http.Client{Timeout: hc.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	res, err := noRedirect.Get(base + "/v1/operations/" + id)
@@ -201,7 +216,7 @@ func checkPresigned(t *testing.T, hc *http.Client, base, id, body string) {
 	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "http") {
 		t.Fatalf("status of %s: %d Location %q, want 303 to an absolute signed URL", id, res.StatusCode, loc)
 	}
-	res, err = hc.Get(loc)
+	res, err = signed.Get(loc)
 	if err != nil {
 		t.Fatal(err)
 	}
