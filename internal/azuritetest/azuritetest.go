@@ -191,17 +191,25 @@ func (s *Server) IdentityEndpoint(t testing.TB) (env []string, requests func() i
 
 // IdentityEndpoint starts a managed identity endpoint of the App Service
 // kind handing out the tokens token makes for a resource (an audience such
-// as https://storage.azure.com), and returns the environment that points
-// azidentity's managed identity credential at it (IDENTITY_ENDPOINT,
-// IDENTITY_HEADER) and a count of the tokens it handed out. It needs no
-// Azurite.
+// as https://storage.azure.com), stopped when t ends, and returns the
+// environment that points azidentity's managed identity credential at it
+// (IDENTITY_ENDPOINT, IDENTITY_HEADER) and a count of the tokens it handed
+// out. It needs no Azurite.
 func IdentityEndpoint(t testing.TB, token func(resource string) (string, time.Time)) (env []string, requests func() int) {
 	t.Helper()
+	srv, env, requests := NewIdentityServer(token)
+	t.Cleanup(srv.Close)
+	return env, requests
+}
+
+// NewIdentityServer is IdentityEndpoint outside tests (a benchmark, say):
+// the caller closes srv.
+func NewIdentityServer(token func(resource string) (string, time.Time)) (srv *httptest.Server, env []string, requests func() int) {
 	secret := make([]byte, 16)
 	_, _ = rand.Read(secret)
 	header := hex.EncodeToString(secret)
 	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-IDENTITY-HEADER") != header {
 			http.Error(w, "bad identity header", http.StatusUnauthorized)
 			return
@@ -215,7 +223,6 @@ func IdentityEndpoint(t testing.TB, token func(resource string) (string, time.Ti
 			"token_type": "Bearer", "client_id": Object,
 		})
 	}))
-	t.Cleanup(srv.Close)
-	return []string{"IDENTITY_ENDPOINT=" + srv.URL, "IDENTITY_HEADER=" + header},
+	return srv, []string{"IDENTITY_ENDPOINT=" + srv.URL, "IDENTITY_HEADER=" + header},
 		func() int { return int(n.Load()) }
 }

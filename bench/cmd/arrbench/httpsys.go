@@ -85,6 +85,11 @@ func freeAddr() (string, error) {
 // startChild runs bin with args (where "{addr}" is replaced by a free
 // loopback address) and waits until GET readyPath answers 200.
 func startChild(ctx context.Context, bin string, readyPath string, args ...string) (*child, error) {
+	return startChildEnv(ctx, nil, bin, readyPath, args...)
+}
+
+// startChildEnv is startChild with env added to the child's environment.
+func startChildEnv(ctx context.Context, env []string, bin string, readyPath string, args ...string) (*child, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -94,6 +99,9 @@ func startChild(ctx context.Context, bin string, readyPath string, args ...strin
 		args[i] = strings.ReplaceAll(a, "{addr}", addr)
 	}
 	c.cmd = exec.Command(bin, args...)
+	if env != nil {
+		c.cmd.Env = append(os.Environ(), env...)
+	}
 	c.cmd.Stdout, c.cmd.Stderr = &c.log, &c.log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {

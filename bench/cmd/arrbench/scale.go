@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/arrhq/arr/internal/azuritetest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -37,7 +40,7 @@ import (
 // store's and the queue's.
 func runScale(args []string) {
 	fs := flag.NewFlagSet("arrbench scale", flag.ExitOnError)
-	engines := fs.String("engines", "embedded,nats,postgres", "engines to measure")
+	engines := fs.String("engines", "embedded,nats,postgres", "engines to measure: embedded, nats, postgres, and on Azurite (bash .ci/azurite.sh) azqueue (PostgreSQL records, azqueue:// queue, file: results), azblob (PostgreSQL records and queue, azblob:// results), azure (PostgreSQL records, azqueue:// and azblob://)")
 	workerList := fs.String("workers", "1,2,4", "numbers of worker processes")
 	n := fs.Int("n", 20000, "operations per run")
 	clients := fs.Int("clients", 32, "concurrent submitting clients")
@@ -62,6 +65,14 @@ func runScale(args []string) {
 	}
 	ctx := context.Background()
 	var rows []scaleRow
+	var azEnv []string
+	if strings.Contains(*engines, "az") {
+		// Every arr process authenticates to Azurite as on Azure:
+		// DefaultAzureCredential through a managed identity endpoint.
+		srv, env, _ := azuritetest.NewIdentityServer(azuritetest.Token)
+		defer srv.Close()
+		azEnv = append(env, "SSL_CERT_FILE="+filepath.Join(azuritetest.Dir(), "cert.pem"))
+	}
 	for _, eng := range strings.Split(*engines, ",") {
 		eng = strings.TrimSpace(eng)
 		runs := counts
@@ -70,7 +81,7 @@ func runScale(args []string) {
 		}
 		for _, w := range runs {
 			r, err := scaleRun(ctx, bin, scaleSetup{engine: eng, workers: w, n: *n, clients: *clients,
-				perWorker: *perWorker, natsURL: *natsURL, dbURL: *dbURL, resultsDir: *resultsDir})
+				perWorker: *perWorker, natsURL: *natsURL, dbURL: *dbURL, resultsDir: *resultsDir, env: azEnv})
 			if err != nil {
 				log.Fatalf("%s with %d workers: %v", eng, w, err)
 			}
@@ -92,6 +103,7 @@ type scaleSetup struct {
 	engine                         string
 	workers, n, clients, perWorker int
 	natsURL, dbURL, resultsDir     string
+	env                            []string // of arr's processes
 }
 
 type scaleRow struct {
@@ -131,7 +143,7 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 	defer os.RemoveAll(resDir)
 	results := "file:" + resDir
 	name := "bench" + randomName()
-	var store string
+	var store, queueURL string
 	var engineProcs string
 	cleanup := func() {}
 	switch s.engine {
@@ -144,6 +156,19 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 		store = withParam(s.dbURL, "schema", name)
 		engineProcs = "postgres"
 		cleanup = func() { dropSchema(ctx, s.dbURL, name) }
+	case "azqueue", "azblob", "azure":
+		// Azurite is a node process; its CPU is the emulator's, counted
+		// with PostgreSQL's as the engines'.
+		store = withParam(s.dbURL, "schema", name)
+		engineProcs = "postgres,node"
+		cleanup = func() { dropSchema(ctx, s.dbURL, name) }
+		if s.engine != "azblob" {
+			queueURL = "azqueue://" + name + "?endpoint=" + url.QueryEscape(azuriteURL("queue", azuritetest.QueuePort)) +
+				"&table_endpoint=" + url.QueryEscape(azuriteURL("table", azuritetest.TablePort))
+		}
+		if s.engine != "azqueue" {
+			results = "azblob://" + name + "?endpoint=" + url.QueryEscape(azuriteURL("blob", azuritetest.BlobPort))
+		}
 	default:
 		return row, fmt.Errorf("unknown engine %q", s.engine)
 	}
@@ -156,7 +181,8 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 		api, err = startChild(ctx, bin, "/readyz", "serve", "-addr", "{addr}", "-data", apiData, "-results", results, "-workers", "-1", "-log-level", "warn",
 			"-rate-limit-submit", "0", "-rate-limit-read", "0") // the benchmark is one client: no rate limits
 	} else {
-		api, err = startChild(ctx, bin, "/readyz", "api", "-addr", "{addr}", "-data", apiData, "-store", store, "-results", results, "-log-level", "warn")
+		api, err = startChildEnv(ctx, s.env, bin, "/readyz", withQueue([]string{"api", "-addr", "{addr}", "-data", apiData, "-store", store, "-results", results, "-log-level", "warn",
+			"-rate-limit-submit", "0", "-rate-limit-read", "0"}, queueURL)...)
 	}
 	if err != nil {
 		return row, err
@@ -233,8 +259,8 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 		arr0, eng0 = cpuOf(procs()), enginesCPU(engineProcs)
 		t1 = time.Now()
 		for i := range s.workers {
-			w, err := startChild(ctx, bin, "/readyz", "worker", "-addr", "{addr}", "-data", filepath.Join(tmp, fmt.Sprint("w", i)),
-				"-store", store, "-results", results, "-workers", strconv.Itoa(s.perWorker), "-log-level", "warn")
+			w, err := startChildEnv(ctx, s.env, bin, "/readyz", withQueue([]string{"worker", "-addr", "{addr}", "-data", filepath.Join(tmp, fmt.Sprint("w", i)),
+				"-store", store, "-results", results, "-workers", strconv.Itoa(s.perWorker), "-log-level", "warn"}, queueURL)...)
 			if err != nil {
 				return row, err
 			}
@@ -304,12 +330,30 @@ func cpuOf(pids []int) time.Duration {
 	return d
 }
 
-// enginesCPU adds up the CPU of every process whose command name is comm
-// (all of the engine's processes on this machine: every PostgreSQL
-// backend, for instance). "" is no engine.
-func enginesCPU(comm string) time.Duration {
-	if comm == "" {
+// withQueue adds -queue queueURL to args unless queueURL is empty.
+func withQueue(args []string, queueURL string) []string {
+	if queueURL == "" {
+		return args
+	}
+	return append(args, "-queue", queueURL)
+}
+
+// azuriteURL is the host-style URL of an Azurite service (see package
+// internal/azuritetest).
+func azuriteURL(service string, port int) string {
+	return fmt.Sprintf("https://%s.%s.localhost:%d", azuritetest.Account, service, port)
+}
+
+// enginesCPU adds up the CPU of every process whose command name is one
+// of comms, comma-separated (all of the engine's processes on this
+// machine: every PostgreSQL backend, for instance). "" is no engine.
+func enginesCPU(comms string) time.Duration {
+	if comms == "" {
 		return 0
+	}
+	want := map[string]bool{}
+	for _, c := range strings.Split(comms, ",") {
+		want[c] = true
 	}
 	ents, _ := os.ReadDir("/proc")
 	var d time.Duration
@@ -319,7 +363,7 @@ func enginesCPU(comm string) time.Duration {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err != nil || strings.TrimSpace(string(b)) != comm {
+		if err != nil || !want[strings.TrimSpace(string(b))] {
 			continue
 		}
 		if c, ok := procCPU(pid); ok {
