@@ -104,7 +104,7 @@ func TestOpenURL(t *testing.T) {
 	cred := azuritetest.Credential()
 	good := map[string]string{
 		"azblob://results?account=myaccount":                                   "https://myaccount.blob.core.windows.net/results/p%20q/k",
-		"azblob://results?account=myaccount&prefix=p+q/":                      "https://myaccount.blob.core.windows.net/results/p%20q/p%20q/k",
+		"azblob://results?account=myaccount&prefix=p+q/":                       "https://myaccount.blob.core.windows.net/results/p%20q/p%20q/k",
 		"azblob://abc?endpoint=https://devstoreaccount1.blob.localhost:10000/": "https://devstoreaccount1.blob.localhost:10000/abc/p%20q/k",
 	}
 	for raw, want := range good {
@@ -121,7 +121,7 @@ func TestOpenURL(t *testing.T) {
 		}
 	}
 	bad := []string{
-		"azblob://results",                                     // no account nor endpoint
+		"azblob://results", // no account nor endpoint
 		"azblob://results?account=myaccount&endpoint=https://x", // both
 		"azblob://results?account=My_Account",
 		"azblob://results?endpoint=ftp://x",
