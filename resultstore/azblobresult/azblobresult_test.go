@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
 
 	"github.com/arrhq/arr/engine"
@@ -250,8 +249,3 @@ func TestReaderSeesOneVersion(t *testing.T) {
 	}
 }
 
-// countRequests is a policy counting the requests whose query holds
-// comp=userdelegationkey.
-type countRequests struct{ n *int64 }
-
-var _ = azcore.ClientOptions{}
