@@ -94,17 +94,21 @@
 // Signer for how keys are renewed and why a URL never outlives its key.
 //
 // Azure, not arr, serves the URLs, so they differ from arr's own signed
-// URLs (the file and S3 drivers): a refused URL gets Azure's XML error
-// (403 AuthenticationFailed for a bad, tampered or expired signature, 403
-// AuthorizationPermissionMismatch for another method, 404 BlobNotFound
-// for a valid URL of a missing result), not application/problem+json;
-// HEAD is answered by Get Blob Properties (200, no body); Range and
-// conditional requests are Azure's. Azure does not refuse query
-// parameters it does not know, so parameters added to a SAS URL are
-// ignored rather than refused; every SAS parameter is covered by the
-// signature. Signer.SetMaxTTL bounds the URLs signed from then on; a SAS
-// signed before cannot be revoked by arr (only by revoking the user
-// delegation keys of the identity, or its role).
+// URLs (the file and S3 drivers): a refused URL gets a 403 with Azure's
+// XML error (on Azure AuthenticationFailed for a bad, tampered or expired
+// signature and AuthorizationPermissionMismatch for a method the SAS does
+// not allow; Azurite answers AuthorizationFailure to both), and a valid
+// URL of a missing result 404 BlobNotFound, never
+// application/problem+json. HEAD is answered by Get Blob Properties (200,
+// no body); Range and conditional requests are Azure's. Query parameters
+// Azure does not know (x=1) are ignored rather than refused; SAS
+// parameters added, repeated or changed are refused, since every one is
+// covered by the signature. Azure cannot add the headers arr sets on the
+// bytes it serves itself (Content-Security-Policy, nosniff): the result is
+// on the storage account's origin and downloaded as an attachment.
+// Signer.SetMaxTTL bounds the URLs signed from then on; a SAS signed
+// before cannot be revoked by arr (only by revoking the account's user
+// delegation keys, or the identity's role).
 package azblobresult
 
 import (

@@ -248,4 +248,3 @@ func TestReaderSeesOneVersion(t *testing.T) {
 		t.Errorf("read after an overwrite and a Seek: %q, %v; want ErrChanged", b, err)
 	}
 }
-

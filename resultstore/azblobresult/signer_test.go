@@ -356,3 +356,57 @@ func TestKeyCached(t *testing.T) {
 	}
 }
 
+// failKeyFetches is a pipeline policy that fails Get User Delegation Key
+// requests while it is on.
+type failKeyFetches struct{ on atomic.Bool }
+
+func (f *failKeyFetches) Do(req *policy.Request) (*http.Response, error) {
+	if f.on.Load() && req.Raw().URL.Query().Get("comp") == "userdelegationkey" {
+		return nil, errors.New("key service unreachable (test)")
+	}
+	return req.Next()
+}
+
+// TestKeyRenewalFails: when the renewal of a key due for it fails, URLs
+// the cached key still covers are signed with it and served; a URL it
+// does not cover is an error, never a URL outliving its key.
+func TestKeyRenewalFails(t *testing.T) {
+	tb := newTestbed(t)
+	var f failKeyFetches
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, sg := tb.signed(t, func(o *Options) {
+		co := *o.ClientOptions
+		co.PerCallPolicies = append(append([]policy.Policy(nil), co.PerCallPolicies...), &f)
+		co.Retry.MaxRetries = -1 // no retries of the failing fetch
+		o.ClientOptions = &co
+		o.Now = clock
+	})
+	ctx := t.Context()
+	if _, err := s.Put(ctx, "k", strings.NewReader("kept"), "text/plain"); err != nil {
+		t.Fatal(err)
+	}
+	keyExpiry := sg.Driver().(*Signer).KeyExpiry()
+	f.on.Store(true)
+	mu.Lock()
+	now = now.Add(30 * time.Hour) // 18 hours left: due for renewal
+	mu.Unlock()
+	u, err := sg.SignedURL(ctx, "k", time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatalf("SignedURL with the renewal failing and the key still valid: %v", err)
+	}
+	if r := fetch(t, tb.srv.HTTPClient(), http.MethodGet, u); r.status != 200 || r.body != "kept" {
+		t.Errorf("GET of the URL signed with the cached key: %d %q", r.status, r.body)
+	}
+	if u, err := sg.SignedURL(ctx, "k", keyExpiry.Add(time.Hour)); err == nil {
+		t.Errorf("SignedURL expiring after the cached key, renewal failing: %s, want an error", u)
+	}
+	f.on.Store(false)
+	if _, err := sg.SignedURL(ctx, "k", keyExpiry.Add(time.Hour)); err != nil {
+		t.Errorf("SignedURL once key fetches work again: %v", err)
+	}
+	if e := sg.Driver().(*Signer).KeyExpiry(); !e.After(keyExpiry) {
+		t.Errorf("key expiry %v after the renewal, want after %v", e, keyExpiry)
+	}
+}
