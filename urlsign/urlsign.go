@@ -4,14 +4,17 @@
 // Driver. The engine of a result store hands out its signer (package
 // engine: Engine.Signer), opened from the same URL, e.g.
 // "file:./arr-data/results" (resultstore/fileresult),
-// "embedded:./arr-data/db" (embedded) or "s3://bucket?…"
-// (resultstore/s3result); this package imports none of them.
+// "embedded:./arr-data/db" (embedded), "s3://bucket?…"
+// (resultstore/s3result) or "azblob://container?…"
+// (resultstore/azblobresult); this package imports none of them.
 //
-// The one driver so far is HMAC: arr signs the URLs itself with rotating
+// The driver here is HMAC: arr signs the URLs itself with rotating
 // keys from a keyring (see Keys: in a file, in a blob object, in memory)
 // and serves them through Signer.Handler, from the result store's bytes
 // or, when the store's driver presigns (resultstore/driver.Presigner), by
-// redirecting to the backend's own short-lived URL.
+// redirecting to the backend's own short-lived URL. Other drivers sign
+// URLs that their backend serves (resultstore/azblobresult: Azure user
+// delegation SAS URLs); their signers have no Handler.
 //
 // # URL format
 //

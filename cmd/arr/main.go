@@ -10,7 +10,7 @@
 // With no flags, arr serve listens on 127.0.0.1:8080 and keeps its state in
 // ./arr-data: no other process is needed. arr api and arr worker share one
 // store on an engine several processes can use (-store nats://… or
-// postgres://…, -results s3://…); see docs/scale-out.md.
+// postgres://…, -results s3://… or azblob://…); see docs/scale-out.md.
 package main
 
 import (
@@ -107,7 +107,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.DataDir, "data", "arr-data", "data directory (embedded store, result files, signing keys)")
 	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL: embedded:DIR, nats://host:port[,host:port…][?…] (TLS: tls://… or ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE), postgres://…[?sslmode=verify-full] (default embedded:{data}/db)")
 	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL (default: the store's URL)")
-	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL: embedded:DIR, file:DIR, s3://bucket?… (default embedded:{data}/db; required with a shared store)")
+	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL: embedded:DIR, file:DIR, s3://bucket?…, azblob://container?account=NAME (default embedded:{data}/db; required with a shared store)")
 	fs.StringVar(&cfg.API.PublicURL, "public-url", "", "scheme://host[:port] of absolute links (default: https://$WEBSITE_HOSTNAME if set, else the request's Host)")
 	fs.IntVar(&cfg.Workers, "workers", 16, "operations run at once (0: the default; -1: run no workers)")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body", 1<<20, "largest accepted request body, in bytes")
@@ -284,7 +284,7 @@ func checkShared(role server.Role, cfg server.Config) error {
 		return fmt.Errorf("arr %s runs beside other arr processes and needs a store they share: -store nats://… or postgres://… (the embedded store belongs to one process; use arr serve for that)", role)
 	}
 	if !embedded(cfg.StoreURL) && embedded(cfg.ResultsURL) {
-		return fmt.Errorf("-store %s is shared, so results must be too: give -results s3://bucket?… (or file:DIR on a directory every arr process mounts)", redactURL(cfg.StoreURL))
+		return fmt.Errorf("-store %s is shared, so results must be too: give -results s3://bucket?… or azblob://container?… (or file:DIR on a directory every arr process mounts)", redactURL(cfg.StoreURL))
 	}
 	return nil
 }
