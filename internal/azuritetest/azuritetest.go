@@ -34,6 +34,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/arrhq/arr/internal/azclient"
 )
@@ -76,31 +77,67 @@ func Dir() string {
 // is unset, failing it under CI.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	cert := filepath.Join(Dir(), "cert.pem")
-	missing := func(why string) {
-		t.Helper()
-		msg := "Azurite is not running (" + why + "); start it with bash .ci/azurite.sh"
+	s, err := Find()
+	if err != nil {
+		msg := err.Error() + "; start it with bash .ci/azurite.sh"
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
 	}
+	return s
+}
+
+// Find is Start outside tests: the running Azurite, or an error saying
+// why there is none.
+func Find() (*Server, error) {
+	cert := filepath.Join(Dir(), "cert.pem")
 	pem, err := os.ReadFile(cert)
 	if err != nil {
-		missing(err.Error())
+		return nil, fmt.Errorf("azuritetest: Azurite is not running (%v)", err)
 	}
 	for _, port := range []int{BlobPort, QueuePort, TablePort} {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
 		if err != nil {
-			missing(err.Error())
+			return nil, fmt.Errorf("azuritetest: Azurite is not running (%v)", err)
 		}
 		c.Close()
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatalf("azuritetest: no certificate in %s", cert)
+		return nil, fmt.Errorf("azuritetest: no certificate in %s", cert)
 	}
-	return &Server{CertFile: cert, Pool: pool}
+	return &Server{CertFile: cert, Pool: pool}, nil
+}
+
+// CreateContainer creates a blob container (arr's azblob:// store needs
+// one, as on Azure).
+func (s *Server) CreateContainer(ctx context.Context, name string) error {
+	c, err := azblob.NewClient(s.BlobURL(), Credential(), &azblob.ClientOptions{ClientOptions: s.ClientOptions()})
+	if err != nil {
+		return err
+	}
+	_, err = c.CreateContainer(ctx, name, nil)
+	return err
+}
+
+// DeleteContainer deletes a blob container and what it holds.
+func (s *Server) DeleteContainer(ctx context.Context, name string) error {
+	c, err := azblob.NewClient(s.BlobURL(), Credential(), &azblob.ClientOptions{ClientOptions: s.ClientOptions()})
+	if err != nil {
+		return err
+	}
+	_, err = c.DeleteContainer(ctx, name, nil)
+	return err
+}
+
+// Container creates a blob container deleted when t ends.
+func (s *Server) Container(t testing.TB, name string) {
+	t.Helper()
+	if err := s.CreateContainer(context.Background(), name); err != nil {
+		t.Fatalf("azuritetest: creating container %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = s.DeleteContainer(context.Background(), name) })
 }
 
 // BlobURL, QueueURL and TableURL are the services' URLs in Azure's host

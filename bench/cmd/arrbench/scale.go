@@ -162,12 +162,23 @@ func scaleRun(ctx context.Context, bin string, s scaleSetup) (scaleRow, error) {
 		store = withParam(s.dbURL, "schema", name)
 		engineProcs = "postgres,node"
 		cleanup = func() { dropSchema(ctx, s.dbURL, name) }
+		az, err := azuritetest.Find()
+		if err != nil {
+			return row, err
+		}
 		if s.engine != "azblob" {
-			queueURL = "azqueue://" + name + "?endpoint=" + url.QueryEscape(azuriteURL("queue", azuritetest.QueuePort)) +
-				"&table_endpoint=" + url.QueryEscape(azuriteURL("table", azuritetest.TablePort))
+			queueURL = "azqueue://" + name + "?endpoint=" + url.QueryEscape(az.QueueURL()) +
+				"&table_endpoint=" + url.QueryEscape(az.TableURL())
 		}
 		if s.engine != "azqueue" {
-			results = "azblob://" + name + "?endpoint=" + url.QueryEscape(azuriteURL("blob", azuritetest.BlobPort))
+			if err := az.CreateContainer(ctx, name); err != nil {
+				return row, err
+			}
+			cleanup = func() {
+				dropSchema(ctx, s.dbURL, name)
+				_ = az.DeleteContainer(ctx, name)
+			}
+			results = "azblob://" + name + "?endpoint=" + url.QueryEscape(az.BlobURL())
 		}
 	default:
 		return row, fmt.Errorf("unknown engine %q", s.engine)
@@ -336,12 +347,6 @@ func withQueue(args []string, queueURL string) []string {
 		return args
 	}
 	return append(args, "-queue", queueURL)
-}
-
-// azuriteURL is the host-style URL of an Azurite service (see package
-// internal/azuritetest).
-func azuriteURL(service string, port int) string {
-	return fmt.Sprintf("https://%s.%s.localhost:%d", azuritetest.Account, service, port)
 }
 
 // enginesCPU adds up the CPU of every process whose command name is one
