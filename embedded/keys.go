@@ -258,7 +258,7 @@ func encodeOp(op *operation.Operation) ([]byte, error) {
 	}
 	b = binary.AppendVarint(b, op.Version)
 	if flags&opHasExt != 0 {
-		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History}
+		x := opExt{Failures: op.Failures, Interruptions: op.Interruptions, History: op.History, HistoryDropped: op.HistoryDropped}
 		if r := op.Result; r != nil {
 			x.ResultStatus, x.ResultHeader = r.StatusCode, r.Header
 		}
@@ -365,6 +365,7 @@ type opExt struct {
 	Failures        int                 `json:"failures,omitempty"`
 	Interruptions   int                 `json:"interruptions,omitempty"`
 	History         []operation.Attempt `json:"history,omitempty"`
+	HistoryDropped  int                 `json:"historyDropped,omitempty"`
 	ResultStatus    int                 `json:"resultStatus,omitempty"`
 	ResultHeader    http.Header         `json:"resultHeader,omitempty"`
 	ErrorExtensions map[string]any      `json:"errorExtensions,omitempty"`
@@ -372,7 +373,7 @@ type opExt struct {
 
 // hasExt reports whether op has a field that only the ext part holds.
 func hasExt(op *operation.Operation) bool {
-	return op.Failures != 0 || op.Interruptions != 0 || len(op.History) > 0 ||
+	return op.Failures != 0 || op.Interruptions != 0 || len(op.History) > 0 || op.HistoryDropped != 0 ||
 		op.Result != nil && (op.Result.StatusCode != 0 || len(op.Result.Header) > 0) ||
 		op.Error != nil && len(op.Error.Extensions) > 0
 }
@@ -384,7 +385,7 @@ func setExt(op *operation.Operation, j []byte) error {
 	if err := json.Unmarshal(j, &x); err != nil {
 		return err
 	}
-	op.Failures, op.Interruptions, op.History = x.Failures, x.Interruptions, x.History
+	op.Failures, op.Interruptions, op.History, op.HistoryDropped = x.Failures, x.Interruptions, x.History, x.HistoryDropped
 	for i := range op.History {
 		op.History[i].StartedAt = utc(op.History[i].StartedAt)
 		op.History[i].EndedAt = utc(op.History[i].EndedAt)

@@ -286,6 +286,7 @@ func fullOp() *operation.Operation {
 			Error: &operation.Problem{Type: "urn:arr:upstream", Title: "Bad gateway", Status: 502, Detail: "upstream answered 503",
 				Extensions: map[string]any{"upstreamStatus": 503.0}}},
 	}
+	op.HistoryDropped = 4
 	op.Error = &operation.Problem{Type: "urn:arr:test", Title: "broken", Status: 502, Detail: "upstream said no", Instance: "/v1/operations/x",
 		Extensions: map[string]any{"upstreamStatus": 503.0, "retryable": true, "upstream": "api.example.com"}}
 	op.Result = &operation.Result{Key: "results/" + op.ID, ContentType: "application/json", Size: 1234, ETag: `"abc"`,
