@@ -233,4 +233,3 @@ func (f *fake) Counts(context.Context) (counts, error) {
 func sbErr(code azservicebus.Code) error {
 	return fmt.Errorf("amqp: %w", &azservicebus.Error{Code: code})
 }
-
