@@ -283,7 +283,7 @@ func TestTermDeadLettersWithReason(t *testing.T) {
 // The keeper renews the lock before it ends, for as long as the lease
 // lasts, and stops on Ack.
 func TestKeeperRenewsUntilAck(t *testing.T) {
-	const lock = 200 * time.Millisecond
+	const lock = 400 * time.Millisecond
 	q, f := open(t, lock, 0)
 	enqueue(t, q, driver.Message{ID: "a"})
 	d := receiveOne(t, q, time.Minute)
@@ -351,14 +351,14 @@ func TestLongLeaseRenewedThenAbandoned(t *testing.T) {
 func TestInProgressRenewsAndExtends(t *testing.T) {
 	q, f := open(t, time.Minute, 0)
 	enqueue(t, q, driver.Message{ID: "a"})
-	d := receiveOne(t, q, 150*time.Millisecond)
+	d := receiveOne(t, q, 500*time.Millisecond)
 	if err := d.InProgress(ctxT(t), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.count("renew"); n != 1 {
 		t.Fatalf("InProgress made %d renewals, want 1", n)
 	}
-	time.Sleep(400 * time.Millisecond) // past the first lease
+	time.Sleep(800 * time.Millisecond) // past the first lease
 	if n := f.count("abandon"); n != 0 {
 		t.Fatalf("abandoned after InProgress extended the lease")
 	}
@@ -374,7 +374,7 @@ func TestInProgressRenewsAndExtends(t *testing.T) {
 // A renewal that fails for a connection is tried again well before the
 // lock ends.
 func TestKeeperRetriesFailedRenewal(t *testing.T) {
-	const lock = 400 * time.Millisecond
+	const lock = 800 * time.Millisecond
 	q, f := open(t, lock, 0)
 	enqueue(t, q, driver.Message{ID: "a"})
 	d := receiveOne(t, q, time.Minute)

@@ -9,4 +9,5 @@ import (
 	_ "github.com/arrhq/arr/postgres"               // postgres://, postgresql://
 	_ "github.com/arrhq/arr/resultstore/fileresult" // file:
 	_ "github.com/arrhq/arr/resultstore/s3result"   // s3://
+	_ "github.com/arrhq/arr/servicebus"             // azservicebus://
 )
