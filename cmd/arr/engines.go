@@ -11,4 +11,5 @@ import (
 	_ "github.com/arrhq/arr/resultstore/azblobresult" // azblob://
 	_ "github.com/arrhq/arr/resultstore/fileresult"   // file:
 	_ "github.com/arrhq/arr/resultstore/s3result"     // s3://
+	_ "github.com/arrhq/arr/servicebus"               // azservicebus://
 )
