@@ -400,7 +400,7 @@ func dropSchema(ctx context.Context, dbURL, schema string) {
 
 func writeScaleReport(w io.Writer, rows []scaleRow, n, clients, perWorker int, args []string) {
 	fmt.Fprintf(w, "```sh\ncd bench && go run ./cmd/arrbench scale %s\n```\n\n", strings.Join(args, " "))
-	fmt.Fprintf(w, "%d operations of 1 KiB (echo), %d clients, one `arr api`, worker processes of %d concurrent operations each. Every system, the embedded baseline included, keeps results as files (`-results file:`) in one directory on tmpfs, so that the figures are the operations stores' and queues'. CPU is per operation: arr's processes, and the engine's (every nats-server or postgres process on the machine).\n\n", n, clients, perWorker)
+	fmt.Fprintf(w, "%d operations of 1 KiB (echo), %d clients, one `arr api`, worker processes of %d concurrent operations each. Every system, the embedded baseline included, keeps results as files (`-results file:`) in one directory on tmpfs, so that the figures are the operations stores' and queues', except azblob and azure, whose results are blobs in Azurite. The Azure rows (azqueue: PostgreSQL records with an azqueue:// queue; azblob: PostgreSQL records and queue with azblob:// results; azure: both) run against Azurite, an emulator in Node.js: their engine CPU is PostgreSQL's plus Azurite's, and only arr's own CPU per operation says what the drivers cost. CPU is per operation: arr's processes, and the engine's (every nats-server, postgres or Azurite process on the machine).\n\n", n, clients, perWorker)
 	var base float64
 	for _, r := range rows {
 		if r.engine == "embedded" {
