@@ -284,9 +284,9 @@ resource env 'Microsoft.App/managedEnvironments@2024-03-01' = {
 
 var publicURL = 'https://${appName}.${env.properties.defaultDomain}'
 var storeURL = 'postgres://${identity.name}@${pg.properties.fullyQualifiedDomainName}/arr?sslmode=verify-full&auth=entra'
-var queueArgs = queue == 'storage'
-  ? ['-queue', 'azqueue://${storageQueueName}?account=${storage.name}']
-  : queue == 'servicebus' ? ['-queue', 'azservicebus://${serviceBusName}.servicebus.windows.net/${serviceBusQueueName}'] : []
+var storageQueueArgs = ['-queue', 'azqueue://${storageQueueName}?account=${storage.name}']
+var serviceBusQueueArgs = ['-queue', 'azservicebus://${serviceBusName}.servicebus.windows.net/${serviceBusQueueName}']
+var queueArgs = queue == 'storage' ? storageQueueArgs : (queue == 'servicebus' ? serviceBusQueueArgs : [])
 var authArgs = allowAnonymous ? ['-insecure-no-auth'] : []
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
