@@ -1,5 +1,5 @@
 # The README's two commands, and a few helpers.
-.PHONY: serve test test-main test-bench test-fuzz fuzz bench bench-quick chaos build
+.PHONY: serve test test-main test-bench test-fuzz fuzz bench bench-quick chaos build image
 
 serve:          ## run arr on 127.0.0.1:8080 with state in ./arr-data
 	go run ./cmd/arr serve
@@ -30,6 +30,19 @@ test-fuzz:      ## each fuzz target for 4s (their seed corpora also run in test-
 
 build:          ## a static binary in ./arr
 	CGO_ENABLED=0 go build -trimpath -o arr ./cmd/arr
+
+# The container image, without a Docker daemon (internal/cmd/mkimage): an OCI
+# layout in dist/arr-image (crane push dist/arr-image REF) and a docker-archive
+# of linux/amd64 in dist/arr-image.tar (docker load / podman load). Every
+# timestamp is SOURCE_DATE_EPOCH (default: the last commit's time), so a
+# rebuild of the same commit gives the same digests.
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+image:          ## the container image: dist/arr-image (OCI layout, IMAGE_PLATFORMS) and dist/arr-image.tar (linux/amd64)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run ./internal/cmd/mkimage -platforms $(IMAGE_PLATFORMS) \
+		-out dist/arr-image -tar dist/arr-image.tar -version $(IMAGE_VERSION) \
+		-revision $(shell git rev-parse HEAD 2>/dev/null)
 
 bench:          ## the full side-by-side run of docs/benchmarks.md (about 15 minutes)
 	cd bench && go run ./cmd/arrbench -out ../docs/benchmarks-run.md
