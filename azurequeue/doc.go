@@ -75,5 +75,7 @@
 // empty, at once after an Enqueue in the same process. A lease or delay
 // ends for Stats up to a second before Azure shows the message again.
 // Each message costs seven requests through enqueue, receive and ack
-// (three queue, four table).
+// (three queue, four table). Stats cost one request per 1,000 messages
+// indexed (queued, leased or dead): cheap for thousands, seconds for
+// hundreds of thousands.
 package azurequeue

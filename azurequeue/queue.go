@@ -54,6 +54,7 @@ type Queue struct {
 	closedCh chan struct{}
 	wake     chan struct{} // closed and replaced when this process enqueues
 	live     map[*delivery]struct{}
+	polls    sync.WaitGroup // polls under way (Close waits for them)
 }
 
 var _ driver.Queue = (*Queue)(nil)
@@ -258,16 +259,20 @@ func (q *Queue) Receive(ctx context.Context, max int, lease time.Duration) ([]dr
 	}
 	wait := pollMin
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		q.mu.Lock()
 		closed, wake := q.closed, q.wake
+		if !closed {
+			q.polls.Add(1)
+		}
 		q.mu.Unlock()
 		if closed {
 			return nil, driver.ErrClosed
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		ds, took, err := q.poll(ctx, max, lease)
+		q.polls.Done()
 		if len(ds) > 0 || err != nil {
 			return ds, err
 		}
@@ -408,7 +413,8 @@ func (q *Queue) take(ctx context.Context, m *azqueue.DequeuedMessage, lease time
 
 // ---- stats and close ----
 
-// Stats: see driver.Queue. They count the index's entities of the queue:
+// Stats: see driver.Queue. They list the queue's partition of the index
+// (one request per 1,000 messages queued, leased or dead) and count it:
 // dead ones as Dead; leased ones as InFlight until their lease ends;
 // queued ones as Delayed until they are due; and the rest (due, or whose
 // lease ended) as Ready, or as Dead when they were delivered MaxDeliveries
@@ -456,7 +462,9 @@ func (q *Queue) Stats(ctx context.Context) (driver.Stats, error) {
 // Close gives back the leases of this queue's unsettled deliveries (their
 // messages are visible again at once, to any queue, and their attempts
 // count against MaxDeliveries), voids those deliveries, and makes blocked
-// and later Receives return ErrClosed.
+// and later Receives return ErrClosed. It waits for a poll under way
+// (one request, bounded by 30s) so that what that poll took is given back
+// too before it returns.
 func (q *Queue) Close() error {
 	q.mu.Lock()
 	if q.closed {
@@ -465,6 +473,10 @@ func (q *Queue) Close() error {
 	}
 	q.closed = true
 	close(q.closedCh)
+	q.mu.Unlock()
+	// A poll under way gives back what it took itself.
+	q.polls.Wait()
+	q.mu.Lock()
 	ds := make([]*delivery, 0, len(q.live))
 	for d := range q.live {
 		ds = append(ds, d)
