@@ -392,3 +392,25 @@ func TestIDs(t *testing.T) {
 		t.Fatalf("a refused message left %d in the queue", n)
 	}
 }
+
+// A message arr did not write (another program's, on the same queue) is
+// moved to the poison queue as it is, not delivered.
+func TestForeignMessage(t *testing.T) {
+	e := newEnv(t)
+	q := e.open(t, 0)
+	if _, err := q.main.EnqueueMessage(ctxT(t), "hello from elsewhere", nil); err != nil {
+		t.Fatal(err)
+	}
+	expectNone(t, q, "a foreign message", 500*time.Millisecond)
+	if n := visible(t, q.main); n != 0 {
+		t.Fatalf("%d messages left in the queue", n)
+	}
+	r, err := q.poison.PeekMessages(ctxT(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Messages) != 1 || *r.Messages[0].MessageText != "hello from elsewhere" {
+		t.Fatalf("poison queue holds %d messages, want the foreign one as it was", len(r.Messages))
+	}
+	expectStats(t, q, "a foreign message", driver.Stats{}) // not indexed
+}
