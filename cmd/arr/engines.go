@@ -4,6 +4,7 @@ package main
 // The library imports none of them; a program that embeds arr imports the
 // ones it uses.
 import (
+	_ "github.com/arrhq/arr/azurequeue"               // azqueue://
 	_ "github.com/arrhq/arr/embedded"                 // embedded:
 	_ "github.com/arrhq/arr/natsjs"                   // nats://
 	_ "github.com/arrhq/arr/postgres"                 // postgres://, postgresql://

@@ -106,7 +106,7 @@ func serve(role server.Role, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "", "if set, serve /metrics, Go's pprof profiles (/debug/pprof/) and /healthz, /readyz on this address (e.g. 127.0.0.1:9090), and /metrics no longer on -addr; no authentication: keep it on loopback or a private network")
 	fs.StringVar(&cfg.DataDir, "data", "arr-data", "data directory (embedded store, result files, signing keys)")
 	fs.StringVar(&cfg.StoreURL, "store", "", "operations store URL: embedded:DIR, nats://host:port[,host:port…][?…] (TLS: tls://… or ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE), postgres://…[?sslmode=verify-full] (default embedded:{data}/db)")
-	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL: the store's engines, or azservicebus://NAMESPACE/QUEUE[?max_deliveries=N&lease=D] (Azure Service Bus, DefaultAzureCredential) (default: the store's URL)")
+	fs.StringVar(&cfg.QueueURL, "queue", "", "queue URL: the store's engines, azqueue://QUEUE?account=NAME (Azure Queue Storage) or azservicebus://NAMESPACE/QUEUE (Azure Service Bus), keyless (DefaultAzureCredential; see docs/scale-out.md) (default: the store's URL)")
 	fs.StringVar(&cfg.ResultsURL, "results", "", "result store URL: embedded:DIR, file:DIR, s3://bucket?…, azblob://container?account=NAME (default embedded:{data}/db; required with a shared store)")
 	fs.StringVar(&cfg.API.PublicURL, "public-url", "", "scheme://host[:port] of absolute links (default: https://$WEBSITE_HOSTNAME if set, else the request's Host)")
 	fs.IntVar(&cfg.Workers, "workers", 16, "operations run at once (0: the default; -1: run no workers)")
