@@ -9,43 +9,79 @@ import (
 	"github.com/arrhq/arr/operation"
 )
 
-// depthTTL is how long a queue depth read from the queue is reused. Reading
-// it costs a round trip or more on a shared engine (a count in PostgreSQL,
-// stream and consumer info in JetStream), and every submit and every
-// status read of a pending operation needs it; the bound it enforces and
-// the Retry-After it estimates need not be exact.
+// depthTTL is the least time a queue depth read from the queue is reused.
+// Reading it costs a round trip or more on a shared engine (a count in
+// PostgreSQL, stream and consumer info in JetStream, a scan of the index
+// partition on Azure Queue Storage), and every submit and every status
+// read of a pending operation needs it; the bound it enforces and the
+// Retry-After it estimates need not be exact.
 const depthTTL = 250 * time.Millisecond
+
+// depthReadShare bounds the time spent reading the depth: a depth is
+// reused for depthReadShare times as long as its read took, when that is
+// longer than depthTTL. A queue whose count costs 100 ms (Azure Queue
+// Storage's index, 100,000 messages deep) is read every 2 s, not 4 times
+// a second.
+const depthReadShare = 20
 
 // depthGauge estimates the queue depth: the last depth read from the queue
 // plus the operations this process enqueued since, read afresh once it is
-// older than depthTTL. Within one process the estimate never lags its own
-// submits, so a bound like MaxQueue holds exactly for one api process and
-// within depthTTL's worth of other processes' submits for several.
+// older than depthTTL (or depthReadShare times its read's duration). Only
+// the first call waits for a read: while one goroutine reads a fresh depth,
+// the others get the last estimate. Within one process the estimate never
+// lags its own submits, so a bound like MaxQueue holds exactly for one api
+// process and within a read's worth of other processes' submits for
+// several.
 type depthGauge struct {
 	read func(context.Context) (int64, error)
 
-	mu    sync.Mutex
-	depth int64
-	at    time.Time
-	added atomic.Int64 // enqueued by this process since at
+	mu      sync.Mutex // guards depth, at, ttl, reading
+	depth   int64
+	at      time.Time     // when depth was read; zero before the first read
+	ttl     time.Duration // how long depth is reused
+	reading bool          // a read is in flight
+	readMu  sync.Mutex    // held by the one read in flight
+	added   atomic.Int64  // enqueued by this process since at
 }
 
 // get returns the estimated depth.
 func (g *depthGauge) get(ctx context.Context) (int64, error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if !g.at.IsZero() && time.Since(g.at) < depthTTL {
-		return g.depth + g.added.Load(), nil
+	fresh := !g.at.IsZero() && time.Since(g.at) < g.ttl
+	if fresh || (!g.at.IsZero() && g.reading) {
+		d := g.depth
+		g.mu.Unlock()
+		return d + g.added.Load(), nil
 	}
+	g.mu.Unlock()
+
+	// Stale (another read may have finished meanwhile) or never read: one
+	// read at a time.
+	g.readMu.Lock()
+	defer g.readMu.Unlock()
+	g.mu.Lock()
+	if !g.at.IsZero() && time.Since(g.at) < g.ttl {
+		d := g.depth
+		g.mu.Unlock()
+		return d + g.added.Load(), nil
+	}
+	g.reading = true
+	g.mu.Unlock()
+
 	added := g.added.Load()
+	start := time.Now()
 	d, err := g.read(ctx)
+	took := time.Since(start)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reading = false
 	if err != nil {
 		return 0, err
 	}
 	// Submits that finished during the read may or may not be in d; they
 	// are counted once more until the next read rather than not at all.
 	g.added.Add(-added)
-	g.depth, g.at = d, time.Now()
+	g.depth, g.at, g.ttl = d, time.Now(), max(depthTTL, depthReadShare*took)
 	return d + g.added.Load(), nil
 }
 
