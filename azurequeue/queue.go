@@ -149,35 +149,12 @@ func (q *Queue) Enqueue(ctx context.Context, msgs ...driver.Message) error {
 	if q.isClosed() {
 		return driver.ErrClosed
 	}
-	seen := make(map[string]bool, len(msgs))
-	var (
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, enqueueParallel)
-		emu  sync.Mutex
-		errs []error
-	)
-	for _, m := range msgs {
-		if seen[m.ID] {
-			continue
-		}
-		seen[m.ID] = true
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := q.enqueueOne(ctx, m); err != nil {
-				emu.Lock()
-				errs = append(errs, fmt.Errorf("azqueue: enqueue %s: %w", m.ID, err))
-				emu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	err := driver.EnqueueEach(ctx, "azqueue", msgs, enqueueParallel, q.enqueueOne)
 	q.mu.Lock()
 	close(q.wake)
 	q.wake = make(chan struct{})
 	q.mu.Unlock()
-	return errors.Join(errs...)
+	return err
 }
 
 func (q *Queue) enqueueOne(ctx context.Context, m driver.Message) error {

@@ -561,31 +561,7 @@ func (q *Queue) Enqueue(ctx context.Context, msgs ...driver.Message) error {
 	if closed {
 		return driver.ErrClosed
 	}
-	seen := make(map[string]bool, len(msgs))
-	var (
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, 32)
-		emu  sync.Mutex
-		errs []error
-	)
-	for _, m := range msgs {
-		if seen[m.ID] {
-			continue
-		}
-		seen[m.ID] = true
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := q.enqueueOne(ctx, m); err != nil {
-				emu.Lock()
-				errs = append(errs, fmt.Errorf("natsjs: enqueue %s: %w", m.ID, err))
-				emu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return driver.EnqueueEach(ctx, "natsjs", msgs, 32, q.enqueueOne)
 }
 
 func (q *Queue) has(ctx context.Context, s jetstream.Stream, subj string) (bool, error) {

@@ -11,6 +11,8 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 )
 
@@ -89,4 +91,36 @@ type Queue interface {
 	Stats(ctx context.Context) (Stats, error)
 	// Close releases the queue; a blocked Receive returns ErrClosed.
 	Close() error
+}
+
+// EnqueueEach is the Enqueue of drivers that write one message at a time:
+// it calls one for the first message of each ID in msgs (within one call
+// the first message of an ID wins), at most parallel at once, and returns
+// the failures joined, each as "<name>: enqueue <ID>: <error>".
+func EnqueueEach(ctx context.Context, name string, msgs []Message, parallel int, one func(context.Context, Message) error) error {
+	seen := make(map[string]bool, len(msgs))
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, max(parallel, 1))
+		emu  sync.Mutex
+		errs []error
+	)
+	for _, m := range msgs {
+		if seen[m.ID] {
+			continue
+		}
+		seen[m.ID] = true
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := one(ctx, m); err != nil {
+				emu.Lock()
+				errs = append(errs, fmt.Errorf("%s: enqueue %s: %w", name, m.ID, err))
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -413,23 +413,6 @@ func (s *Store) wrap(op, key string, err error) error {
 	return fmt.Errorf("azblobresult: %s %q: %w", op, key, err)
 }
 
-// countingReader counts the bytes read through it and hides every method
-// of its reader but Read.
-type countingReader struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	if err != nil && err != io.EOF {
-		c.err = err
-	}
-	return n, err
-}
-
 // Put stores the bytes of r under key; see driver.Store.Put and the
 // package documentation. An empty contentType is stored as
 // DefaultContentType.
@@ -449,7 +432,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	if err := ctx.Err(); err != nil {
 		return driver.Attributes{}, fmt.Errorf("azblobresult: put %q: %w", key, err)
 	}
-	src := &countingReader{r: r}
+	src := &driver.SourceReader{R: r}
 	// UploadStream stages the blocks and commits them last (or sends one
 	// Put Blob for a single short block): a read error or a canceled ctx
 	// returns before the commit.
@@ -458,8 +441,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 		Concurrency: uploadConcurrency,
 		HTTPHeaders: &blob.HTTPHeaders{BlobContentType: to.Ptr(contentType)},
 	})
-	if err == nil && src.err != nil { // not expected: UploadStream returns read errors
-		err = src.err
+	if err == nil && src.Err != nil { // not expected: UploadStream returns read errors
+		err = src.Err
 	}
 	if err != nil {
 		return driver.Attributes{}, fmt.Errorf("azblobresult: put %q: %w", key, err)
@@ -467,7 +450,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	if res.ETag == nil || res.LastModified == nil {
 		return driver.Attributes{}, fmt.Errorf("azblobresult: put %q: Azure answered without ETag or Last-Modified", key)
 	}
-	return driver.Attributes{ContentType: contentType, Size: src.n, ETag: string(*res.ETag), ModTime: *res.LastModified}, nil
+	return driver.Attributes{ContentType: contentType, Size: src.N, ETag: string(*res.ETag), ModTime: *res.LastModified}, nil
 }
 
 // Open returns a reader of the stored bytes, or an error wrapping

@@ -102,3 +102,24 @@ func SeekPosition(pos, size, offset int64, whence int) (int64, error) {
 	}
 	return offset, nil
 }
+
+// SourceReader is what a driver's Put hands its storage library in place
+// of the caller's reader: it hides every method of R but Read (so that no
+// library takes a shortcut through Seek, WriterTo or Len and reads other
+// bytes than the stream's), counts the bytes read (N) and remembers the
+// first error other than io.EOF (Err), so that Put can tell the caller's
+// failure from the backend's.
+type SourceReader struct {
+	R   io.Reader
+	N   int64
+	Err error
+}
+
+func (s *SourceReader) Read(p []byte) (int, error) {
+	n, err := s.R.Read(p)
+	s.N += int64(n)
+	if err != nil && err != io.EOF && s.Err == nil {
+		s.Err = err
+	}
+	return n, err
+}

@@ -517,23 +517,6 @@ func (s *Store) wrap(op, key string, err error) error {
 	return fmt.Errorf("s3result: %s %q: %w", op, key, err)
 }
 
-// onlyReader hides every method of its reader but Read, and remembers
-// whether it failed.
-type onlyReader struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (o *onlyReader) Read(p []byte) (int, error) {
-	n, err := o.r.Read(p)
-	o.n += int64(n)
-	if err != nil && err != io.EOF {
-		o.err = err
-	}
-	return n, err
-}
-
 // uploadPartSize and uploadConcurrency bound the memory of one Put: the
 // SDK's transfer manager reads a result in parts of uploadPartSize (S3's
 // smallest multipart part), uploads up to uploadConcurrency at once, and
@@ -566,7 +549,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	// a read error fails the PutObject (or aborts the multipart upload)
 	// before anything is committed, and is never taken for the end of the
 	// value. Canceling ctx aborts it likewise.
-	src := &onlyReader{r: r}
+	src := &driver.SourceReader{R: r}
 	err := s.bucket.Upload(ctx, key, src, &blob.WriterOptions{
 		ContentType:                 contentType,
 		DisableContentTypeDetection: true,
@@ -575,8 +558,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 		BufferSize:     uploadPartSize,
 		MaxConcurrency: uploadConcurrency,
 	})
-	if err == nil && src.err != nil { // not expected: the SDK returns read errors
-		err = src.err
+	if err == nil && src.Err != nil { // not expected: the SDK returns read errors
+		err = src.Err
 	}
 	if err == nil {
 		err = ctx.Err()
