@@ -13,6 +13,7 @@ if up && [ -f "$dir/cert.pem" ]; then
   echo "azurite: 127.0.0.1:10000 up"; exit 0
 fi
 command -v azurite >/dev/null || npm install -g --no-fund --no-audit "azurite@$version" >/dev/null
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 mkdir -p "$dir/data"
 if [ ! -f "$dir/cert.pem" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
