@@ -46,9 +46,10 @@ const (
 // URLSigner signs URLs to results: whoever holds one may read that result
 // until expiry, and nothing else. A URL may be relative (path and query)
 // when this process serves it; the caller resolves it against its public
-// base URL.
+// base URL. contentType is the one the result was stored with, for
+// signers whose URLs name it (package urlsign's *Signer).
 type URLSigner interface {
-	SignedURL(ctx context.Context, key string, expiry time.Time) (string, error)
+	SignedURLTyped(ctx context.Context, key, contentType string, expiry time.Time) (string, error)
 }
 
 // Config configures a Client. Store, Queue and Results are required; every

@@ -31,7 +31,7 @@ func (c *Client) ResultURL(ctx context.Context, op *operation.Operation) (string
 	if !op.ExpiresAt.IsZero() && op.ExpiresAt.Before(exp) {
 		exp = op.ExpiresAt.UTC().Truncate(time.Second)
 	}
-	u, err := c.cfg.Signer.SignedURL(ctx, op.Result.Key, exp)
+	u, err := c.cfg.Signer.SignedURLTyped(ctx, op.Result.Key, op.Result.ContentType, exp)
 	return u, exp, err
 }
 

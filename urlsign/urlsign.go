@@ -86,6 +86,15 @@ type Verifier interface {
 	Verify(r *http.Request, validKey func(string) error) (key string, expiry time.Time, err error)
 }
 
+// TypedDriver is implemented by drivers whose URLs name the result's
+// content type (Azure's user delegation SAS carries the download's file
+// name, whose extension comes from it), so that they need not read it from
+// the store: SignedURLTyped is SignedURL told the content type the result
+// was stored with (never "").
+type TypedDriver interface {
+	SignedURLTyped(ctx context.Context, key, contentType string, expiry time.Time) (string, error)
+}
+
 // Rotator is implemented by drivers with rotating keys.
 type Rotator interface {
 	// RotateKeys makes a new key sign from now on; URLs signed before keep
@@ -130,13 +139,35 @@ func (s *Signer) Driver() Driver { return s.d }
 // error (wrapping the store's invalid-key error). It does not check that
 // the result exists.
 func (s *Signer) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
-	if err := s.results.ValidateKey(key); err != nil {
+	if err := s.check(key, expiry); err != nil {
 		return "", err
 	}
-	if m := s.MaxTTL(); m > 0 && expiry.After(time.Now().Add(m)) {
-		return "", fmt.Errorf("urlsign: signed URL for %q: expiry %s is more than %v ahead: %w", key, expiry.UTC().Format(time.RFC3339), m, ErrTooLong)
+	return s.d.SignedURL(ctx, key, expiry)
+}
+
+// SignedURLTyped is SignedURL for a result stored with contentType (""
+// when not known): a driver whose URLs name it (a TypedDriver) is told it
+// rather than reading it from the store. The core calls it with the
+// content type its record of the result holds.
+func (s *Signer) SignedURLTyped(ctx context.Context, key, contentType string, expiry time.Time) (string, error) {
+	if err := s.check(key, expiry); err != nil {
+		return "", err
+	}
+	if td, ok := s.d.(TypedDriver); ok && contentType != "" {
+		return td.SignedURLTyped(ctx, key, contentType, expiry)
 	}
 	return s.d.SignedURL(ctx, key, expiry)
+}
+
+// check is what SignedURL refuses before the driver signs.
+func (s *Signer) check(key string, expiry time.Time) error {
+	if err := s.results.ValidateKey(key); err != nil {
+		return err
+	}
+	if m := s.MaxTTL(); m > 0 && expiry.After(time.Now().Add(m)) {
+		return fmt.Errorf("urlsign: signed URL for %q: expiry %s is more than %v ahead: %w", key, expiry.UTC().Format(time.RFC3339), m, ErrTooLong)
+	}
+	return nil
 }
 
 // SetMaxTTL bounds the lifetime of s's URLs to d, from now on: the

@@ -65,7 +65,10 @@ type udKey struct {
 	expiry time.Time
 }
 
-var _ urlsign.Driver = (*Signer)(nil)
+var (
+	_ urlsign.Driver      = (*Signer)(nil)
+	_ urlsign.TypedDriver = (*Signer)(nil)
+)
 
 // OpenSigner opens the signer of results, whose driver is a Store: a
 // urlsign.Signer over a Signer, without a Handler. It fetches the first
@@ -91,18 +94,13 @@ func OpenSigner(ctx context.Context, results *resultstore.Store) (*urlsign.Signe
 // blob's own Content-Type. An expiry more than MaxKeyLifetime ahead is an
 // error wrapping urlsign.ErrTooLong; one in the past gives a URL Azure
 // refuses. It costs a Get Blob Properties (for the file name's
-// extension) and, when the cached key does not do, a key fetch.
+// extension; SignedURLTyped, which the core calls with the type it
+// recorded, does not) and, when the cached key does not do, a key fetch.
 func (sg *Signer) SignedURL(ctx context.Context, key string, expiry time.Time) (string, error) {
 	if err := sg.s.ValidateKey(key); err != nil {
 		return "", err
 	}
-	now := sg.s.opts.Now().UTC()
-	exp := expiry.UTC().Truncate(time.Second)
-	if exp.After(now.Add(MaxKeyLifetime)) {
-		return "", fmt.Errorf("azblobresult: signed URL for %q: expiry %s is more than %v ahead (Azure's limit on user delegation keys): %w",
-			key, exp.Format(time.RFC3339), MaxKeyLifetime, urlsign.ErrTooLong)
-	}
-	k, err := sg.keyFor(ctx, exp)
+	exp, err := sg.expiry(key, expiry)
 	if err != nil {
 		return "", err
 	}
@@ -113,6 +111,41 @@ func (sg *Signer) SignedURL(ctx context.Context, key string, expiry time.Time) (
 		contentType = deref(props.ContentType)
 	case !bloberror.HasCode(err, bloberror.BlobNotFound):
 		return "", fmt.Errorf("azblobresult: signed URL for %q: reading the content type: %w", key, err)
+	}
+	return sg.sign(ctx, key, contentType, exp)
+}
+
+// SignedURLTyped is SignedURL for a blob stored with contentType, without
+// reading it (urlsign.TypedDriver): a status read of a succeeded
+// operation costs no request to Azure while the cached key does.
+func (sg *Signer) SignedURLTyped(ctx context.Context, key, contentType string, expiry time.Time) (string, error) {
+	if err := sg.s.ValidateKey(key); err != nil {
+		return "", err
+	}
+	exp, err := sg.expiry(key, expiry)
+	if err != nil {
+		return "", err
+	}
+	return sg.sign(ctx, key, contentType, exp)
+}
+
+// expiry is a URL's expiry in whole seconds, refused with an error
+// wrapping urlsign.ErrTooLong beyond MaxKeyLifetime.
+func (sg *Signer) expiry(key string, expiry time.Time) (time.Time, error) {
+	now := sg.s.opts.Now().UTC()
+	exp := expiry.UTC().Truncate(time.Second)
+	if exp.After(now.Add(MaxKeyLifetime)) {
+		return exp, fmt.Errorf("azblobresult: signed URL for %q: expiry %s is more than %v ahead (Azure's limit on user delegation keys): %w",
+			key, exp.Format(time.RFC3339), MaxKeyLifetime, urlsign.ErrTooLong)
+	}
+	return exp, nil
+}
+
+// sign signs key's URL, naming contentType in its download name.
+func (sg *Signer) sign(ctx context.Context, key, contentType string, exp time.Time) (string, error) {
+	k, err := sg.keyFor(ctx, exp)
+	if err != nil {
+		return "", err
 	}
 	h := http.Header{}
 	urlsign.SetResultHeaders(h, key, contentType, false)

@@ -410,3 +410,59 @@ func TestKeyRenewalFails(t *testing.T) {
 		t.Errorf("key expiry %v after the renewal, want after %v", e, keyExpiry)
 	}
 }
+
+// requests is a pipeline policy counting the requests made.
+type requests struct{ n atomic.Int64 }
+
+func (r *requests) Do(req *policy.Request) (*http.Response, error) {
+	r.n.Add(1)
+	return req.Next()
+}
+
+// A URL signed with the content type the core's record holds
+// (urlsign.Signer.SignedURLTyped) costs no request to Azure while the key
+// is cached, names the same download as one that reads the type from the
+// blob, and is served by Azurite.
+func TestSignedURLTypedMakesNoRequest(t *testing.T) {
+	tb := newTestbed(t)
+	var reqs requests
+	s, sg := tb.signed(t, func(o *Options) {
+		co := *o.ClientOptions
+		co.PerCallPolicies = append(append([]policy.Policy(nil), co.PerCallPolicies...), &reqs)
+		o.ClientOptions = &co
+	})
+	ctx := t.Context()
+	if _, err := s.Put(ctx, "typed", strings.NewReader(`{"a":1}`), "application/json"); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(10 * time.Minute)
+	before := reqs.n.Load()
+	typed, err := sg.SignedURLTyped(ctx, "typed", "application/json", exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := reqs.n.Load() - before; n != 0 {
+		t.Fatalf("SignedURLTyped made %d requests, want none", n)
+	}
+	read, err := sg.SignedURL(ctx, "typed", exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reqs.n.Load()-before != 1 {
+		t.Fatalf("SignedURL made %d requests, want 1 (Get Blob Properties)", reqs.n.Load()-before)
+	}
+	tu, _ := url.Parse(typed)
+	ru, _ := url.Parse(read)
+	if tu.Query().Get("rscd") != ru.Query().Get("rscd") || tu.Query().Get("rscd") == "" {
+		t.Fatalf("download names differ: typed %q, read %q", tu.Query().Get("rscd"), ru.Query().Get("rscd"))
+	}
+	resp, err := tb.srv.HTTPClient().Get(typed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != `{"a":1}` {
+		t.Fatalf("GET typed URL = %d %q", resp.StatusCode, b)
+	}
+}
