@@ -101,7 +101,10 @@ func TestEntraTokenIsThePassword(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no change notification: the listening connection did not authenticate")
 	}
-	if n := requests(); n != 1 {
+	// One token serves the pool and its listener (azidentity caches it;
+	// none when an earlier run of this test in the process left it cached:
+	// the process has one credential).
+	if n := requests(); n > 1 {
 		t.Fatalf("the identity endpoint handed out %d tokens for one pool and its listener, want 1 (azidentity caches it)", n)
 	}
 
