@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -105,23 +106,40 @@ func (d *lostBeats) Nak(ctx context.Context, delay time.Duration) error {
 }
 
 // An attempt that lost its lease but not its reach to the result store
-// finishes after the attempt that took over has succeeded: its bytes do
-// not replace the result that attempt recorded (result writes are fenced
-// by attempt), and they are not left behind.
+// finishes after the attempt that took over (in another worker) has
+// succeeded: its bytes do not replace the result that attempt recorded
+// (result writes are fenced by attempt), and they are not left behind.
 func TestSupersededAttemptDoesNotOverwriteTheResult(t *testing.T) {
 	r := newRig(t)
 	pq := &partitioned{Queue: r.queue.Driver(), settled: make(chan struct{})}
 	r.queue = queue.New(pq)
-	secondDone := make(chan struct{})
+	firstStarted, secondDone := make(chan struct{}), make(chan struct{})
 	h := worker.HandlerFunc(func(ctx context.Context, tk *worker.Task, p worker.Progress) (*worker.Result, error) {
 		if tk.Attempt == 1 {
+			close(firstStarted)
 			<-secondDone
 			return &worker.Result{ContentType: "text/plain", Body: []byte("first")}, nil
 		}
 		return &worker.Result{ContentType: "text/plain", Body: []byte("second")}, nil
 	})
 	id := r.submit(t, "superseded")
-	r.run(t, arr.Config{}, worker.Config{Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond})
+	cfg := worker.Config{Handlers: map[string]worker.Handler{"r": h}, Lease: 300 * time.Millisecond, ShutdownGrace: time.Minute}
+	// Worker A takes the first delivery and stops taking more (a worker
+	// holds back a delivery of an operation it is still busy with): its
+	// attempt runs on in its shutdown grace. Worker B gets the redelivery.
+	cfg.Client = r.client(t, arr.Config{})
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stopA := context.WithCancel(context.Background())
+	aDone := make(chan struct{})
+	go func() { _ = a.Run(actx); close(aDone) }()
+	t.Cleanup(func() { stopA(); <-aDone })
+	<-firstStarted
+	stopA()
+	r.run(t, arr.Config{}, worker.Config{Handlers: cfg.Handlers, Lease: cfg.Lease})
 	op := r.waitTerminal(t, id)
 	if op.Status != operation.Succeeded || op.Attempts != 2 {
 		t.Fatalf("operation %s after %d attempts, want succeeded after 2", op.Status, op.Attempts)
@@ -132,7 +150,7 @@ func TestSupersededAttemptDoesNotOverwriteTheResult(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the first attempt never settled its delivery")
 	}
-	op, err := r.store.Get(context.Background(), id)
+	op, err = r.store.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,7 +129,38 @@ type Pool struct {
 	// progressed is signaled when one gets it (see Run).
 	waiting    atomic.Int64
 	progressed chan struct{}
+
+	// busy holds the operations this pool has a delivery of in hand, from
+	// its receipt to its settlement (see claim).
+	busyMu sync.Mutex
+	busy   map[string]struct{}
 }
+
+// claim marks operation id as in this pool's hands and returns true, or
+// returns false when it already is: the queue delivered its message again
+// while this pool still works on (or records the outcome of) an earlier
+// delivery, whose lease ran out under a stalled write or a lost heartbeat.
+// Starting a second attempt then would only wait for the first one's
+// writes, and count it as interrupted although it is not over.
+func (p *Pool) claim(id string) bool {
+	p.busyMu.Lock()
+	defer p.busyMu.Unlock()
+	if _, ok := p.busy[id]; ok {
+		return false
+	}
+	p.busy[id] = struct{}{}
+	return true
+}
+
+func (p *Pool) unclaim(id string) {
+	p.busyMu.Lock()
+	delete(p.busy, id)
+	p.busyMu.Unlock()
+}
+
+// busyDelay is how long a delivery of an operation the pool is busy with
+// is given back for.
+const busyDelay = time.Second
 
 // New checks cfg and returns a Pool; Run starts it.
 func New(cfg Config) (*Pool, error) {
@@ -141,6 +172,7 @@ func New(cfg Config) (*Pool, error) {
 		handlers:   map[string]Handler{},
 		limits:     map[string]*routeLimit{},
 		progressed: make(chan struct{}, 1),
+		busy:       map[string]struct{}{},
 		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arr_operations_completed_total",
 			Help: "Attempts that ended, by route and outcome (succeeded, failed, retried, canceled).",
@@ -258,6 +290,15 @@ func (p *Pool) Run(ctx context.Context) error {
 					_ = d.Nak(work, time.Minute)
 					return
 				}
+				if !p.claim(msg.ID) {
+					// Given back untouched: the earlier delivery's run
+					// settles the operation, or this one runs it after.
+					p.cfg.Logger.Debug("worker: delivered again while still in hand; given back", "id", msg.ID, "delay", busyDelay)
+					<-slots
+					_ = d.Nak(work, busyDelay)
+					return
+				}
+				defer p.unclaim(msg.ID)
 				var routeSlot chan struct{}
 				if rl := p.limits[msg.Route]; rl != nil {
 					if !rl.acquire(ctx, work, d, slots, p.cfg.Lease, &p.waiting, p.progressed) {
@@ -443,9 +484,12 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	stopWatch()
 	handlerDone()
 	// The bookkeeping below must happen even when work was canceled at the
-	// end of the shutdown grace.
+	// end of the shutdown grace. The lease is kept until the delivery is
+	// settled: a write of the outcome that stalls (a store node killed
+	// under it) must not let the message run elsewhere meanwhile.
 	fin, cancelFin := context.WithTimeout(context.WithoutCancel(work), 30*time.Second)
 	defer cancelFin()
+	stopHold := p.holdLease(fin, d)
 	p.runTime.WithLabelValues(t.Route).Observe(elapsed.Seconds())
 	p.observe(elapsed)
 
@@ -460,7 +504,32 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	default:
 		disp = a.Succeed(fin, stored)
 	}
+	stopHold()
 	p.settle(fin, d, id, t.Route, disp)
+}
+
+// holdLease renews d's lease every third of it until the returned function
+// is called (which waits for it), or the lease is lost or ctx ends.
+func (p *Pool) holdLease(ctx context.Context, d queue.Delivery) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		beat := time.NewTicker(p.cfg.Lease / 3)
+		defer beat.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-beat.C:
+				if errors.Is(d.InProgress(ctx, p.cfg.Lease), queue.ErrLeaseLost) {
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
 }
 
 // syncAfter is how long a handler runs before its lazily written running
