@@ -59,7 +59,9 @@ type Config struct {
 	// already runs; up to 4×Concurrency operations can be in that step.
 	Concurrency int
 	// Lease is how long a delivery is leased; the worker renews it every
-	// Lease/3 while the handler runs. Default DefaultLease (30s).
+	// Lease/3 from the delivery's receipt until it is settled (through the
+	// handler's run and the write of its outcome). Default DefaultLease
+	// (30s).
 	Lease time.Duration
 	// ShutdownGrace is how long Run lets running handlers finish after its
 	// context is canceled; the rest are canceled and given back to the
@@ -299,9 +301,13 @@ func (p *Pool) Run(ctx context.Context) error {
 					return
 				}
 				defer p.unclaim(msg.ID)
+				// The lease is held from here until the delivery is
+				// settled (process stops it first).
+				l := p.holdLease(d, msg.ID)
+				defer l.stop()
 				var routeSlot chan struct{}
 				if rl := p.limits[msg.Route]; rl != nil {
-					if !rl.acquire(ctx, work, d, slots, p.cfg.Lease, &p.waiting, p.progressed) {
+					if !rl.acquire(ctx, work, d, slots, l.lost, &p.waiting, p.progressed) {
 						return
 					}
 					routeSlot = rl.slots
@@ -322,7 +328,7 @@ func (p *Pool) Run(ctx context.Context) error {
 					})
 				}
 				defer func() { release(); <-finishing }()
-				p.process(ctx, work, d, msg.ID, release)
+				p.process(ctx, work, d, msg.ID, release, l)
 			}()
 		}
 	}
@@ -353,11 +359,13 @@ type routeLimit struct {
 
 // acquire takes a route slot for d, which holds a pool slot. When the
 // route is full, d waits for holdSlot with its pool slot, and then
-// without it (so that other routes' work runs meanwhile), renewing its
-// lease, and takes a pool slot again once it has a route slot. At most 4× the limit wait; beyond that, and on
-// shutdown, d is given back to the queue (its operation untouched) and
-// acquire returns false.
-func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lease time.Duration,
+// without it (so that other routes' work runs meanwhile; its lease is
+// held meanwhile, see holdLease), and takes a pool slot again once it has
+// a route slot. At most 4× the limit wait; beyond that, and on shutdown,
+// d is given back to the queue (its operation untouched) and acquire
+// returns false. It also returns false when the lease is lost (lost is
+// closed): the delivery is another's now.
+func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lost <-chan struct{},
 	poolWaiting *atomic.Int64, progressed chan struct{}) bool {
 	select {
 	case rl.slots <- struct{}{}:
@@ -393,8 +401,6 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 		rl.waiting.Add(-1)
 		poolWaiting.Add(-1)
 	}()
-	beat := time.NewTicker(lease / 3)
-	defer beat.Stop()
 	for {
 		select {
 		case rl.slots <- struct{}{}:
@@ -410,10 +416,8 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 				_ = d.Nak(work, 0)
 				return false
 			}
-		case <-beat.C:
-			if d.InProgress(work, lease) != nil {
-				return false
-			}
+		case <-lost:
+			return false
 		case <-shutdown.Done():
 			_ = d.Nak(work, 0)
 			return false
@@ -421,8 +425,9 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 	}
 }
 
-// settle does with d what the core said.
-func (p *Pool) settle(ctx context.Context, d queue.Delivery, id, route string, disp arr.Disposition) {
+// settle stops holding d's lease and does with d what the core said.
+func (p *Pool) settle(ctx context.Context, d queue.Delivery, l *lease, id, route string, disp arr.Disposition) {
+	l.stop()
 	if disp.Outcome != "" {
 		p.completed.WithLabelValues(route, disp.Outcome).Inc()
 	}
@@ -442,13 +447,13 @@ func (p *Pool) settle(ctx context.Context, d queue.Delivery, id, route string, d
 // process runs one delivery of operation id. shutdown is the pool's
 // context: when it is done before the handler ends, the handler was
 // interrupted by shutdown.
-func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id string, handlerDone func()) {
+func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id string, handlerDone func(), l *lease) {
 	a, disp, err := p.cfg.Client.StartAttempt(work, id, d.Attempt() == 1)
 	if err != nil {
 		p.cfg.Logger.Error("worker: start", "id", id, "err", err)
 	}
 	if a == nil {
-		p.settle(work, d, id, "", disp)
+		p.settle(work, d, l, id, "", disp)
 		return
 	}
 	defer a.Close()
@@ -456,7 +461,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	p.cfg.Logger.Debug("attempt started", "route", t.Route, "id", id, "attempt", t.Attempt, "delivery", d.Attempt())
 	h := p.handlers[t.Route]
 	if h == nil {
-		p.settle(work, d, id, t.Route, a.Abort(work, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
+		p.settle(work, d, l, id, t.Route, a.Abort(work, &operation.Problem{Type: ProblemHandlerFailed, Title: "Handler failed", Status: 500,
 			Detail: fmt.Sprintf("no handler for route %q", t.Route)}))
 		return
 	}
@@ -467,7 +472,7 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	defer cancel()
 	var canceledOp atomic.Bool
 	prog := &progress{}
-	stopWatch := p.supervise(work, hctx, cancel, d, a, prog, &canceledOp)
+	stopWatch := p.supervise(hctx, cancel, l, a, prog, &canceledOp)
 
 	p.running.Add(1)
 	start := time.Now()
@@ -484,12 +489,9 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	stopWatch()
 	handlerDone()
 	// The bookkeeping below must happen even when work was canceled at the
-	// end of the shutdown grace. The lease is kept until the delivery is
-	// settled: a write of the outcome that stalls (a store node killed
-	// under it) must not let the message run elsewhere meanwhile.
+	// end of the shutdown grace.
 	fin, cancelFin := context.WithTimeout(context.WithoutCancel(work), 30*time.Second)
 	defer cancelFin()
-	stopHold := p.holdLease(fin, d)
 	p.runTime.WithLabelValues(t.Route).Observe(elapsed.Seconds())
 	p.observe(elapsed)
 
@@ -504,14 +506,26 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 	default:
 		disp = a.Succeed(fin, stored)
 	}
-	stopHold()
-	p.settle(fin, d, id, t.Route, disp)
+	p.settle(fin, d, l, id, t.Route, disp)
 }
 
-// holdLease renews d's lease every third of it until the returned function
-// is called (which waits for it), or the lease is lost or ctx ends.
-func (p *Pool) holdLease(ctx context.Context, d queue.Delivery) func() {
-	stop, done := make(chan struct{}), make(chan struct{})
+// lease is a delivery's lease as a pool holds it (see holdLease).
+type lease struct {
+	lost <-chan struct{} // closed when the queue says the lease is lost
+	stop func()          // stops the renewals and waits for them; idempotent
+}
+
+// holdLease renews d's lease every third of it, from the delivery's
+// receipt until it is settled (stop): while it waits for its route's slot,
+// while its attempt starts, while its handler runs (also after the
+// handler's context ended: a command given its kill grace must not see
+// its operation delivered to another worker meanwhile), and while the
+// attempt's outcome is written, so that a write which stalls (a store node
+// killed under it) does not let the message run elsewhere meanwhile. Each
+// renewal is bounded by the lease. When the queue answers ErrLeaseLost,
+// lost is closed and the renewals end.
+func (p *Pool) holdLease(d queue.Delivery, id string) *lease {
+	lost, stop, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		beat := time.NewTicker(p.cfg.Lease / 3)
@@ -520,16 +534,25 @@ func (p *Pool) holdLease(ctx context.Context, d queue.Delivery) func() {
 			select {
 			case <-stop:
 				return
-			case <-ctx.Done():
-				return
 			case <-beat.C:
-				if errors.Is(d.InProgress(ctx, p.cfg.Lease), queue.ErrLeaseLost) {
-					return
-				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Lease)
+			err := d.InProgress(ctx, p.cfg.Lease)
+			cancel()
+			switch {
+			case errors.Is(err, queue.ErrLeaseLost):
+				p.cfg.Logger.Warn("worker: lease lost; a run of the operation, if any, is canceled", "id", id)
+				close(lost)
+				return
+			case err != nil:
+				p.cfg.Logger.Debug("worker: lease renewal failed", "id", id, "err", err)
+			default:
+				p.cfg.Logger.Debug("worker: lease renewed", "id", id, "lease", p.cfg.Lease)
 			}
 		}
 	}()
-	return func() { close(stop); <-done }
+	var once sync.Once
+	return &lease{lost: lost, stop: func() { once.Do(func() { close(stop) }); <-done }}
 }
 
 // syncAfter is how long a handler runs before its lazily written running
@@ -547,24 +570,19 @@ func (p *Pool) run(ctx context.Context, h Handler, t *Task, prog Progress) (res 
 	return h.Process(ctx, t, prog)
 }
 
-// supervise renews the lease, writes progress reports and watches for
-// cancellation of the operation while the handler runs. When the running
-// state was written lazily, it is made durable once the handler has run
+// supervise writes progress reports and watches for cancellation of the
+// operation and for the loss of its lease while the handler runs. When the
+// running state was written lazily, it is made durable once the handler has run
 // for a moment (syncAfter), so that a crash during a long attempt is
 // recorded as an interrupted attempt. The returned function stops it and
 // waits for it.
-func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, d queue.Delivery, a *arr.Attempt, prog *progress, canceledOp *atomic.Bool) func() {
+func (p *Pool) supervise(hctx context.Context, cancel context.CancelFunc, l *lease, a *arr.Attempt, prog *progress, canceledOp *atomic.Bool) func() {
 	changed := a.Changed()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// The lease is renewed until the handler has returned, also after
-		// its context ended: a command given its kill grace, say, must not
-		// see its operation delivered to another worker meanwhile.
-		beatTicker := time.NewTicker(p.cfg.Lease / 3)
-		defer beatTicker.Stop()
-		beat := beatTicker.C
+		lost := l.lost
 		flush := time.NewTicker(250 * time.Millisecond)
 		defer flush.Stop()
 		var syncStart <-chan time.Time
@@ -584,18 +602,11 @@ func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, 
 				ended, changed, syncStart = nil, nil, nil
 			case <-syncStart:
 				_ = a.Sync(hctx)
-			case <-beat:
-				err := d.InProgress(work, p.cfg.Lease)
-				switch {
-				case errors.Is(err, queue.ErrLeaseLost):
-					p.cfg.Logger.Warn("worker: lease lost; the attempt is canceled", "id", a.Task().ID, "route", a.Task().Route)
-					cancel()
-					beat = nil
-				case err != nil:
-					p.cfg.Logger.Debug("worker: lease renewal failed", "id", a.Task().ID, "err", err)
-				default:
-					p.cfg.Logger.Debug("worker: lease renewed", "id", a.Task().ID, "lease", p.cfg.Lease)
-				}
+			case <-lost:
+				// Another worker may run the operation now: stop this run
+				// (holdLease logged it).
+				cancel()
+				lost = nil
 			case <-flush.C:
 				if ended == nil {
 					continue
@@ -605,9 +616,9 @@ func (p *Pool) supervise(work, hctx context.Context, cancel context.CancelFunc, 
 				}
 			case <-changed:
 				// The read is bounded by a heartbeat's period: a store
-				// that does not answer must not hold up the heartbeats
-				// (nor the shutdown); a cancel missed here is still
-				// refused by the attempt's final transition.
+				// that does not answer must not hold up the progress
+				// reports (nor the shutdown); a cancel missed here is
+				// still refused by the attempt's final transition.
 				cctx, stopCheck := context.WithTimeout(hctx, p.cfg.Lease/3)
 				if a.Canceled(cctx) {
 					canceledOp.Store(true)
