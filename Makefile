@@ -6,11 +6,14 @@ serve:          ## run arr on 127.0.0.1:8080 with state in ./arr-data
 
 test: test-main test-bench test-fuzz  ## the whole test suite (what CI runs)
 
+# -timeout: on a fresh machine (a cold build cache, 2 cores) a package that
+# builds arr binaries for its real-process tests (cmd/arr, mkimage) can get
+# near go test's default of 10 minutes per package; each test bounds itself.
 test-main:      ## arr's own module
-	go test -race ./...
+	go test -race -timeout 25m ./...
 
 test-bench:     ## the bench module: the peers' adapters (Redis, PostgreSQL) and a short chaos audit
-	cd bench && go test -race ./...
+	cd bench && go test -race -timeout 25m ./...
 
 # The fuzz targets of the parsers a client reaches (issue 12): package:Target.
 FUZZ_TARGETS = ./api:FuzzPath ./api:FuzzHost ./api:FuzzPrefer ./api:FuzzIdempotencyKey \

@@ -24,6 +24,11 @@ func TestMain(m *testing.M) {
 // Every system the harness drives itself (both arrs, both baselines)
 // accepts, completes with the payload as result, and reads status.
 func TestHarnessSystems(t *testing.T) {
+	// Build arr before any clock starts: with a cold build cache (a fresh
+	// machine) the build alone can outlast a subtest's time limit.
+	if _, err := buildArr(); err != nil {
+		t.Fatal(err)
+	}
 	for _, s := range []System{newArrLib(), newArrHTTP(8), newBaseline("bare", 8), newBaseline("durable", 8)} {
 		t.Run(s.Name(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
