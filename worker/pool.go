@@ -307,7 +307,7 @@ func (p *Pool) Run(ctx context.Context) error {
 				defer l.stop()
 				var routeSlot chan struct{}
 				if rl := p.limits[msg.Route]; rl != nil {
-					if !rl.acquire(ctx, work, d, slots, l.lost, &p.waiting, p.progressed) {
+					if !rl.acquire(ctx, work, d, slots, l, &p.waiting, p.progressed) {
 						return
 					}
 					routeSlot = rl.slots
@@ -363,9 +363,9 @@ type routeLimit struct {
 // held meanwhile, see holdLease), and takes a pool slot again once it has
 // a route slot. At most 4× the limit wait; beyond that, and on shutdown,
 // d is given back to the queue (its operation untouched) and acquire
-// returns false. It also returns false when the lease is lost (lost is
-// closed): the delivery is another's now.
-func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, lost <-chan struct{},
+// returns false. It also returns false when the lease is lost: the
+// delivery is another's now.
+func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, slots chan struct{}, l *lease,
 	poolWaiting *atomic.Int64, progressed chan struct{}) bool {
 	select {
 	case rl.slots <- struct{}{}:
@@ -388,12 +388,12 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 	}
 	<-slots
 	if shutdown.Err() != nil {
-		_ = d.Nak(work, 0)
+		l.giveBack(work, d, 0)
 		return false
 	}
 	if rl.waiting.Add(1) > int64(4*cap(rl.slots)) {
 		rl.waiting.Add(-1)
-		_ = d.Nak(work, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
+		l.giveBack(work, d, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
 		return false
 	}
 	poolWaiting.Add(1)
@@ -413,13 +413,13 @@ func (rl *routeLimit) acquire(shutdown, work context.Context, d queue.Delivery, 
 				return true
 			case <-shutdown.Done():
 				<-rl.slots
-				_ = d.Nak(work, 0)
+				l.giveBack(work, d, 0)
 				return false
 			}
-		case <-lost:
+		case <-l.lost:
 			return false
 		case <-shutdown.Done():
-			_ = d.Nak(work, 0)
+			l.giveBack(work, d, 0)
 			return false
 		}
 	}
@@ -513,6 +513,13 @@ func (p *Pool) process(shutdown, work context.Context, d queue.Delivery, id stri
 type lease struct {
 	lost <-chan struct{} // closed when the queue says the lease is lost
 	stop func()          // stops the renewals and waits for them; idempotent
+}
+
+// giveBack stops the renewals and Naks d with delay: a renewal after the
+// Nak would find the lease gone and report it lost.
+func (l *lease) giveBack(ctx context.Context, d queue.Delivery, delay time.Duration) {
+	l.stop()
+	_ = d.Nak(ctx, delay)
 }
 
 // holdLease renews d's lease every third of it, from the delivery's
