@@ -74,7 +74,11 @@
 // acking them. A delayed message is late by at most the mover's pull
 // cycle (about 1s), or by 5s when it reached a mover that was just closed.
 // An Enqueue checks the other stream first, so a duplicate of a delayed
-// message is a no-op.
+// message is a no-op. A Nak with a delay that finds a copy of its message
+// in the delay stream keeps that copy when it is not yet due (an earlier
+// Nak whose ack was lost), and waits for the mover to ack it when it is
+// due (it is the copy the naked delivery was moved from) before it writes
+// its own and acks the delivery.
 //
 // Dead letters (Term, maxDeliveries) are written to the dead stream
 // (limits retention, one per subject, newest kept), then removed from

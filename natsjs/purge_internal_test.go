@@ -13,11 +13,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestPurgeThrough checks the primitive the callback index's removals
-// rest on (write, DeleteExpired, cleanDue): purging a key through a
-// revision keeps a put made after that revision, and purging through the
-// last one removes the key without leaving a marker.
-func TestPurgeThrough(t *testing.T) {
+// testConn connects to the NATS server of ARR_TEST_NATS_URL (under CI,
+// 127.0.0.1:4222; otherwise the test is skipped without it) until the test
+// ends, and returns a fresh prefix for its streams.
+func testConn(t *testing.T) (*nats.Conn, string) {
+	t.Helper()
 	base := os.Getenv("ARR_TEST_NATS_URL")
 	if base == "" {
 		if os.Getenv("CI") == "" {
@@ -25,16 +25,24 @@ func TestPurgeThrough(t *testing.T) {
 		}
 		base = "nats://127.0.0.1:4222"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	nc, err := nats.Connect(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	prefix := "t" + hex.EncodeToString(b)
+	return nc, "t" + hex.EncodeToString(b)
+}
+
+// TestPurgeThrough checks the primitive the callback index's removals
+// rest on (write, DeleteExpired, cleanDue): purging a key through a
+// revision keeps a put made after that revision, and purging through the
+// last one removes the key without leaving a marker.
+func TestPurgeThrough(t *testing.T) {
+	nc, prefix := testConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	s, err := OpenStore(ctx, nc, Config{Prefix: prefix}, nil, nil)
 	if err != nil {
 		t.Fatal(err)

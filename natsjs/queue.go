@@ -485,10 +485,49 @@ func (d *delivery) Nak(ctx context.Context, delay time.Duration) error {
 	m.Header.Set(hdrBase, strconv.Itoa(d.attempt))
 	m.Header.Set(hdrDue, strconv.FormatInt(time.Now().Add(delay).UnixNano(), 10))
 	m.Data = d.msg.Body
-	if err := q.publish(ctx, m); err != nil && !isPerSubjectLimit(err) {
+	if err := q.publishDelayed(ctx, m, d.msg.ID); err != nil {
 		return err
 	}
 	return q.reply(ctx, d, "+ACK")
+}
+
+// publishDelayed writes m, a delayed copy of message id, to the delay
+// stream, which holds one message per ID. A refusal means a copy is there
+// already. A copy not yet due is this message's delayed run (an earlier
+// Nak whose ack was lost): it stands for this one. A copy already due is
+// one the mover is moving to the work stream (the delivery being naked may
+// be its move), and it is gone once the mover acks it: the write is
+// retried until then, since the Nak's ack removes the work stream's copy
+// and, had the write been dropped, the message with it. A due copy still
+// there after twice the mover's ack wait (no mover running) is an error:
+// the delivery is then not acked, and its lease runs out.
+func (q *Queue) publishDelayed(ctx context.Context, m *nats.Msg, id string) error {
+	giveUp := time.Now().Add(2 * delayAckWait)
+	for {
+		err := q.publish(ctx, m)
+		if err == nil || !isPerSubjectLimit(err) {
+			return err
+		}
+		there, err := q.delay.GetLastMsgForSubject(ctx, m.Subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // moved meanwhile: write again
+		}
+		if err != nil {
+			return err
+		}
+		due, _ := strconv.ParseInt(there.Header.Get(hdrDue), 10, 64)
+		if time.Unix(0, due).After(time.Now()) {
+			return nil
+		}
+		if time.Now().After(giveUp) {
+			return fmt.Errorf("natsjs: delay %s: a due copy of the message is not being moved", id)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // InProgress extends the lease to lease from now and resets the server's
